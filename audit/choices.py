@@ -1,0 +1,42 @@
+"""Choices for audit events."""
+
+from django.db import models
+
+
+class Verb(models.TextChoices):
+    READ = "read", "read"
+    DENIED = "denied", "denied"
+    PROPOSED = "proposed", "proposed"
+    AUTO_APPROVED = "auto_approved", "auto-approved"
+    APPROVED = "approved", "approved"
+    REJECTED = "rejected", "rejected"
+    CANCELLED = "cancelled", "cancelled"
+    ESCALATED = "escalated", "escalated"
+    EXPIRED = "expired", "expired"
+    EXECUTING = "executing", "executing"
+    EXECUTED = "executed", "executed"
+    FAILED = "failed", "failed"
+    REVIEWED = "reviewed", "reviewed"
+    FLAGGED = "flagged", "flagged"
+    REVERSED = "reversed", "reversed"
+    KILL_SWITCH_ON = "kill_switch_on", "kill switch on"
+    KILL_SWITCH_OFF = "kill_switch_off", "kill switch off"
+    TOKEN_ISSUED = "token_issued", "token issued"
+    TOKEN_REVOKED = "token_revoked", "token revoked"
+    CREDENTIAL_SET = "credential_set", "credential set"
+    CREDENTIAL_REENCRYPTED = "credential_reencrypted", "credential re-encrypted"
+    RULE_SIGNED_OFF = "rule_signed_off", "rule signed off"
+
+
+class ActorType(models.TextChoices):
+    AGENT = "agent", "Agent"
+    HUMAN = "human", "Person"
+    GATEHOUSE = "gatehouse", "Gatehouse"
+
+
+class Channel(models.TextChoices):
+    API = "api", "Agent API"
+    MCP = "mcp", "MCP endpoint"
+    ADMIN = "admin", "Admin"
+    COMMAND = "command", "Management command"
+    TASK = "task", "Background task"

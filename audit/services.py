@@ -1,0 +1,113 @@
+"""Writing to the audit trail: `audit_record` is the only way an event is made."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.choices import ActorType, Channel, Verb
+from audit.models import GENESIS_HASH, AuditEvent
+from governance.request_context import current_request_id
+
+# Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
+_CHAIN_LOCK_KEY = 7_447_104_471
+
+
+def _clean_text(value: str, limit: int | None = None) -> str:
+    # PostgreSQL text and jsonb refuse NUL; an agent's input must not be able to make auditing fail.
+    value = value.replace("\x00", "\ufffd")
+    return value[:limit] if limit else value
+
+
+def _clean_json(value: Any) -> Any:
+    """JSON as it will read back from the database: encoder applied, NULs replaced, keys as strings."""
+    if value is None:
+        return None
+    normalised = json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+    def scrub(item: Any) -> Any:
+        if isinstance(item, str):
+            return _clean_text(item)
+        if isinstance(item, float) and not math.isfinite(item):
+            return str(item)  # jsonb has no NaN or Infinity
+        if isinstance(item, list):
+            return [scrub(element) for element in item]
+        if isinstance(item, dict):
+            return {_clean_text(str(key)): scrub(element) for key, element in item.items()}
+        return item
+
+    return scrub(normalised)
+
+
+def _lock_chain() -> None:
+    """Serialise appends until this transaction commits, so two writers never fork the chain.
+
+    SQLite needs nothing here: Gatehouse opens its transactions IMMEDIATE, which already holds the write lock.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+
+
+@transaction.atomic
+def audit_record(
+    *,
+    verb: Verb | str,
+    actor: Any = None,
+    channel: Channel | str,
+    summary: str,
+    system: Any = None,
+    resource: str = "",
+    record_id: str = "",
+    proposal_id: uuid.UUID | None = None,
+    input: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
+    person: AbstractBaseUser | None = None,
+    state_before: dict[str, Any] | None = None,
+    state_after: dict[str, Any] | None = None,
+    outcome: str = "ok",
+) -> AuditEvent:
+    """Append one event to the chain, inside the caller's transaction when there is one.
+
+    `actor` is an Agent, a user, or None for Gatehouse itself. A human actor is also the event's `person` unless
+    another person (the human in the loop) is named.
+    """
+    from governance.models import Agent  # the inventory imports audit services; avoid the cycle at import time
+
+    event = AuditEvent(
+        occurred_at=timezone.now(),
+        verb=str(verb),
+        channel=str(channel),
+        system=system,
+        resource=_clean_text(resource, 60),
+        record_id=_clean_text(str(record_id), 200),
+        proposal_id=proposal_id,
+        input=_clean_json(input or {}),
+        decision=_clean_json(decision or {}),
+        state_before=_clean_json(state_before),
+        state_after=_clean_json(state_after),
+        outcome=_clean_text(outcome, 60),
+        request_id=current_request_id(),
+        summary=_clean_text(summary, 500),
+        person=person,
+    )
+    if isinstance(actor, Agent):
+        event.actor_type, event.actor, event.agent = ActorType.AGENT, actor.slug, actor
+    elif actor is not None:
+        event.actor_type, event.actor = ActorType.HUMAN, actor.get_username()
+        event.person = person or actor
+    else:
+        event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
+
+    _lock_chain()
+    event.prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+    event.hash = event.compute_hash()
+    event.save(force_insert=True)
+    return event

@@ -1,0 +1,71 @@
+"""Vaulted connector credentials: the agent never holds one; the admin can set a secret but never read it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+from simple_history.models import HistoricalRecords
+
+from connectors import credentials
+from connectors.choices import CredentialKind
+from governance.querysets import OwnedQuerySet
+
+
+class Credential(models.Model):
+    """The service credential Gatehouse uses for one system, encrypted at rest.
+
+    Only `ciphertext` holds the secret, and it is excluded from history, so a database dump holds no readable
+    secret and no stale copy of an old one.
+    """
+
+    system = models.OneToOneField("governance.System", on_delete=models.CASCADE, related_name="credential")
+    kind = models.CharField(max_length=10, choices=CredentialKind.choices, default=CredentialKind.BEARER)
+    header_name = models.CharField(max_length=60, blank=True, help_text="For API keys: the header that carries it.")
+    username = models.CharField(max_length=150, blank=True, help_text="For HTTP basic: the user name.")
+    ciphertext = models.TextField(editable=False)
+    key_fingerprint = models.CharField(max_length=12, editable=False, help_text="Which vault key encrypted it.")
+    is_admin_level = models.BooleanField(default=False, help_text="Has more rights than Gatehouse's actions need.")
+    is_shared = models.BooleanField(default=False, help_text="Also used by people or other software.")
+    rotation_interval = models.DurationField(default=timedelta(days=90))
+    last_rotated_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(excluded_fields=["ciphertext"])
+    objects = OwnedQuerySet.as_manager()
+
+    OWNER_PATH = "system__owner"
+
+    class Meta:
+        ordering = ["system__slug"]
+
+    def __str__(self) -> str:
+        return f"credential for {self.system}"
+
+    def clean(self) -> None:
+        if self.kind == CredentialKind.HEADER and not self.header_name:
+            raise ValidationError({"header_name": "Name the header that carries the API key."})
+        if self.kind == CredentialKind.BASIC and not self.username:
+            raise ValidationError({"username": "HTTP basic needs a user name."})
+        if self.rotation_interval is not None and self.rotation_interval <= timedelta(0):
+            raise ValidationError({"rotation_interval": "The rotation interval must be longer than zero."})
+
+    def encrypt_secret(self, secret: str) -> None:
+        if not secret:
+            raise ValidationError("The secret is empty.")
+        self.ciphertext = credentials.encrypt(secret)
+        self.key_fingerprint = credentials.primary_key_fingerprint()
+
+    def reveal(self) -> str:
+        """The plain secret, for a connector about to call the system. Never log or return it."""
+        return credentials.decrypt(self.ciphertext)
+
+    @property
+    def rotation_due_at(self):
+        return self.last_rotated_at + self.rotation_interval
+
+    @property
+    def rotation_overdue(self) -> bool:
+        return timezone.now() >= self.rotation_due_at

@@ -1,0 +1,270 @@
+"""Admin for the inventory: systems, resources, actions, agents and tokens, grants, threshold rules."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.html import format_html_join
+
+from audit.choices import Channel
+from governance.admin_base import HistoryAdmin, OwnedAdminMixin
+from governance.models import (
+    ActionType,
+    Agent,
+    AgentToken,
+    Resource,
+    ScopeGrant,
+    System,
+    ThresholdBand,
+    ThresholdRule,
+    validate_bands,
+)
+from governance.services import agent_token_issue, agent_tokens_revoke, threshold_rule_sign_off
+
+
+class NameListField(forms.CharField):
+    """A list of names edited as comma-separated text."""
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(value)
+        return value
+
+    def to_python(self, value) -> list[str]:
+        if isinstance(value, list):
+            return value
+        text = super().to_python(value) or ""
+        return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@admin.register(System)
+class SystemAdmin(OwnedAdminMixin, HistoryAdmin):
+    list_display = ["slug", "name", "category", "environment", "integration_pattern", "write_mode", "owner"]
+    list_filter = ["category", "environment", "integration_pattern", "write_mode"]
+    search_fields = ["slug", "name"]
+    list_select_related = ["owner"]
+    fieldsets = [
+        (None, {"fields": ["name", "slug", "description", "category", "environment"]}),
+        ("People", {"fields": ["owner", "rollback_contact", "oncall_contact"]}),
+        ("Data", {"fields": ["record_of", "conflict_winner"]}),
+        ("Integration", {"fields": ["integration_pattern", "connector_kind", "connector_config", "staging_twin"]}),
+        ("Writes", {"fields": ["write_mode", "writes_frozen", "frozen_reason"]}),
+    ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: System | None = None) -> list[str]:
+        # Handing a system to another owner moves sign-off authority: only a superuser may do it.
+        return [] if request.user.is_superuser else ["owner"]
+
+
+@admin.register(Resource)
+class ResourceAdmin(OwnedAdminMixin, HistoryAdmin):
+    list_display = ["__str__", "label", "field_list"]
+    list_filter = ["system"]
+    search_fields = ["name", "system__slug"]
+    owned_choice_fields = {"system": "owner"}
+
+    class Form(forms.ModelForm):
+        fields = NameListField(help_text="Comma-separated field names, e.g. name, email, credit_limit.")
+
+        class Meta:
+            model = Resource
+            fields = ["system", "name", "label", "fields"]
+
+    form = Form
+
+    @admin.display(description="Fields")
+    def field_list(self, obj: Resource) -> str:
+        return ", ".join(obj.fields)
+
+
+@admin.register(ActionType)
+class ActionTypeAdmin(OwnedAdminMixin, HistoryAdmin):
+    list_display = ["__str__", "resource", "impact_kind", "compensation", "description"]
+    list_filter = ["system", "impact_kind", "compensation"]
+    search_fields = ["name", "system__slug"]
+    list_select_related = ["system", "resource"]
+    owned_choice_fields = {"system": "owner", "resource": "system__owner"}
+
+    class Form(forms.ModelForm):
+        preconditions = NameListField(required=False, help_text='Comma-separated, e.g. "record_exists".')
+
+        class Meta:
+            model = ActionType
+            fields = [
+                "system",
+                "resource",
+                "name",
+                "description",
+                "payload_schema",
+                "impact_kind",
+                "impact_field",
+                "impact_currency",
+                "preconditions",
+                "operation",
+                "compensation",
+                "not_reversible_note",
+            ]
+
+    form = Form
+
+
+class AgentTokenInline(admin.TabularInline):
+    """Tokens are issued and revoked with the actions above the list; here they are only shown."""
+
+    model = AgentToken
+    extra = 0
+    can_delete = False
+    fields = ["prefix", "label", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(OwnedAdminMixin, HistoryAdmin):
+    list_display = ["slug", "name", "status", "owner", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["slug", "name"]
+    list_select_related = ["owner"]
+    inlines = [AgentTokenInline]
+    actions = ["issue_token", "revoke_tokens"]
+
+    @admin.action(description="Issue a new token (shown once)", permissions=["change"])
+    def issue_token(self, request: HttpRequest, queryset: QuerySet[Agent]) -> TemplateResponse | None:
+        agents = [agent for agent in queryset if self.has_change_permission(request, agent)]
+        if not agents:
+            self.message_user(request, "You may not issue tokens for these agents.", messages.ERROR)
+            return None
+        issued = [
+            (agent, agent_token_issue(agent=agent, issued_by=request.user, channel=Channel.ADMIN, label="admin")[1])
+            for agent in agents
+        ]
+        # Rendered straight into the response: a message would put the secret in a cookie or the session.
+        context = {**self.admin_site.each_context(request), "title": "New agent tokens", "issued": issued}
+        return TemplateResponse(request, "admin/governance/agent/issued_tokens.html", context)
+
+    @admin.action(description="Revoke all tokens", permissions=["change"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        total = 0
+        for agent in queryset:
+            if self.has_change_permission(request, agent):
+                total += agent_tokens_revoke(agent=agent, revoked_by=request.user, channel=Channel.ADMIN)
+        self.message_user(request, f"Revoked {total} token(s).")
+
+
+@admin.register(ScopeGrant)
+class ScopeGrantAdmin(OwnedAdminMixin, HistoryAdmin):
+    list_display = ["agent", "system", "resource", "access", "allowed", "granted_by", "expires_at"]
+    list_filter = ["access", "system", "agent"]
+    search_fields = ["agent__slug", "system__slug", "resource__name"]
+    list_select_related = ["agent", "system", "resource", "granted_by"]
+    readonly_fields = ["granted_by", "created_at"]
+    owned_choice_fields = {"system": "owner", "resource": "system__owner"}
+
+    class Form(forms.ModelForm):
+        fields = NameListField(required=False, help_text="Read grants: comma-separated fields; empty means all.")
+        actions = NameListField(required=False, help_text="Write grants: comma-separated action names.")
+
+        class Meta:
+            model = ScopeGrant
+            fields = ["agent", "system", "resource", "access", "fields", "actions", "justification", "expires_at"]
+
+    form = Form
+
+    @admin.display(description="Fields / actions")
+    def allowed(self, obj: ScopeGrant) -> str:
+        if obj.access == "read":
+            return ", ".join(obj.fields) or "all fields"
+        return ", ".join(obj.actions)
+
+    def save_model(self, request: HttpRequest, obj: ScopeGrant, form, change: bool) -> None:
+        if not change:
+            obj.granted_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+class BandFormSet(BaseInlineFormSet):
+    """Validates the bands together: from 0, no gaps, no overlaps, open-ended, approvers and SLAs where needed."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        specs = []
+        for form in self.forms:
+            if not form.cleaned_data or form.cleaned_data.get("DELETE"):
+                continue
+            specs.append(form.instance.spec())
+        validate_bands(specs)
+
+
+class ThresholdBandInline(admin.TabularInline):
+    model = ThresholdBand
+    formset = BandFormSet
+    extra = 0
+    min_num = 1
+    fields = [
+        "min_amount",
+        "max_amount",
+        "mode",
+        "approver",
+        "approver_group",
+        "sla",
+        "review_group",
+        "review_timing",
+        "review_within",
+    ]
+
+
+@admin.register(ThresholdRule)
+class ThresholdRuleAdmin(OwnedAdminMixin, HistoryAdmin):
+    list_display = ["name", "system", "action_type", "currency", "band_summary", "signed_off"]
+    list_filter = ["system"]
+    search_fields = ["name", "system__slug", "action_type__name"]
+    list_select_related = ["system", "action_type", "signed_off_by"]
+    readonly_fields = ["signed_off_by", "signed_off_at", "sign_off_state"]
+    inlines = [ThresholdBandInline]
+    actions = ["sign_off"]
+    owned_choice_fields = {"system": "owner", "action_type": "system__owner"}
+
+    @admin.display(description="Bands")
+    def band_summary(self, rule: ThresholdRule) -> str:
+        return format_html_join(", ", "{}", ((str(band),) for band in rule.bands.all()))
+
+    @admin.display(description="Signed off", boolean=True)
+    def signed_off(self, rule: ThresholdRule) -> bool:
+        return rule.is_signed_off
+
+    @admin.display(description="Sign-off")
+    def sign_off_state(self, rule: ThresholdRule) -> str:
+        if rule.is_signed_off:
+            return f"Signed off by {rule.signed_off_by} at {rule.signed_off_at:%Y-%m-%d %H:%M} UTC; in effect."
+        if rule.signed_off_by_id:
+            return (
+                f"Edited after {rule.signed_off_by}'s sign-off: void until the business owner signs off again. "
+                "Until then every proposal under this rule waits for a human."
+            )
+        return "Not signed off: every proposal under this rule waits for a human."
+
+    @admin.action(description="Sign off the selected rules (business owner)")
+    def sign_off(self, request: HttpRequest, queryset: QuerySet[ThresholdRule]) -> None:
+        done, refused = 0, []
+        for rule in queryset.select_related("system"):
+            try:
+                threshold_rule_sign_off(rule=rule, user=request.user, channel=Channel.ADMIN)
+                done += 1
+            except (PermissionDenied, ValidationError) as exc:
+                refused.append(f"{rule.name}: {' '.join(getattr(exc, 'messages', [str(exc)]))}")
+        if done:
+            self.message_user(request, f"Signed off {done} rule(s).")
+        for reason in refused:
+            self.message_user(request, reason, messages.ERROR)

@@ -1,0 +1,332 @@
+"""The demo inventory of CONTRACT.md, built idempotently: running it twice leaves one copy of everything."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from audit.choices import Channel
+from connectors.models import Credential
+from connectors.services import credential_set
+from governance.choices import (
+    Access,
+    BandMode,
+    Compensation,
+    ConnectorKind,
+    Environment,
+    ImpactKind,
+    IntegrationPattern,
+    ReviewTiming,
+    Role,
+    SystemCategory,
+    WriteMode,
+)
+from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand, ThresholdRule
+from governance.roles import ensure_roles
+from governance.services import threshold_rule_sign_off
+
+DEMO_USERS = [
+    # username, full name, role, superuser
+    ("owner", "Olivia Owner", Role.BUSINESS_OWNERS, False),
+    ("approver", "Dana Approver", Role.APPROVERS, False),
+    ("reviewer", "Riley Reviewer", Role.REVIEWERS, False),
+    ("auditor", "Casey Auditor", Role.AUDITORS, False),
+    ("operator", "Omar Operator", Role.OPERATORS, False),
+    ("admin", "Ada Admin", None, True),
+]
+
+ACCOUNT_FIELDS = ["name", "email", "status", "credit_limit", "notes"]
+DECIMAL_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
+
+CRM_ACTIONS = {
+    "update_credit_limit": {
+        "description": "Set the account's credit limit (USD).",
+        "payload_schema": {
+            "type": "object",
+            "properties": {
+                "credit_limit": {
+                    "type": "string",
+                    "pattern": DECIMAL_PATTERN,
+                    "description": 'The new limit in USD, as a decimal string such as "7500.00".',
+                }
+            },
+            "required": ["credit_limit"],
+            "additionalProperties": False,
+        },
+        "impact_kind": ImpactKind.DELTA,
+        "impact_field": "credit_limit",
+        "preconditions": ["record_exists"],
+        "operation": {"method": "PATCH", "path": "/accounts/{record_id}", "fields": ["credit_limit"]},
+        "compensation": Compensation.RESTORE_FIELDS,
+    },
+    "add_note": {
+        "description": "Add a note to the account.",
+        "payload_schema": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 2000}},
+            "required": ["text"],
+            "additionalProperties": False,
+        },
+        "preconditions": ["record_exists"],
+        "operation": {"method": "POST", "path": "/accounts/{record_id}/notes", "created": "note"},
+        "compensation": Compensation.DELETE_CREATED,
+    },
+    "set_status": {
+        "description": "Set the account's status.",
+        "payload_schema": {
+            "type": "object",
+            "properties": {"status": {"type": "string", "enum": ["active", "on_hold", "closed"]}},
+            "required": ["status"],
+            "additionalProperties": False,
+        },
+        "preconditions": ["record_exists"],
+        "operation": {"method": "PATCH", "path": "/accounts/{record_id}", "fields": ["status"]},
+        "compensation": Compensation.RESTORE_FIELDS,
+    },
+    "send_statement": {
+        "description": "E-mail the account its statement.",
+        "payload_schema": {
+            "type": "object",
+            "properties": {"period": {"type": "string", "maxLength": 40}},
+            "additionalProperties": False,
+        },
+        "preconditions": ["record_exists"],
+        "operation": {"method": "POST", "path": "/accounts/{record_id}/statements"},
+        "compensation": Compensation.NONE,
+        "not_reversible_note": "A statement e-mail that has been sent cannot be unsent.",
+    },
+}
+
+
+@dataclass
+class SeedReport:
+    created: list[str] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
+
+
+def _passwords_file() -> Path:
+    return Path(settings.VAR_DIR) / "demo-users.json"
+
+
+def sandbox_token_file(slug: str) -> Path:
+    return Path(settings.VAR_DIR) / "sandbox" / f"{slug}.token"
+
+
+def _sandbox_token(slug: str) -> str:
+    """The sandbox system's service token, shared with its process through a file under var/ (mode 600)."""
+    path = sandbox_token_file(slug)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _users(report: SeedReport, reset_passwords: bool) -> dict[str, object]:
+    User = get_user_model()
+    groups = ensure_roles()
+    stored: dict[str, str] = {}
+    if _passwords_file().exists():
+        stored = json.loads(_passwords_file().read_text())
+    users = {}
+    for username, full_name, role, superuser in DEMO_USERS:
+        first, last = full_name.split(" ", 1)
+        user, created = User.objects.get_or_create(
+            username=username,
+            defaults={"first_name": first, "last_name": last, "email": f"{username}@gatehouse.example"},
+        )
+        user.is_staff = True
+        user.is_superuser = superuser
+        if created or reset_passwords or username not in stored:
+            stored[username] = secrets.token_urlsafe(12)
+            user.set_password(stored[username])
+            if created:
+                report.created.append(f"user {username}")
+        user.save()
+        if role:
+            user.groups.add(groups[role])
+        users[username] = user
+    _passwords_file().parent.mkdir(parents=True, exist_ok=True)
+    _passwords_file().write_text(json.dumps(stored, indent=2))
+    _passwords_file().chmod(0o600)
+    report.passwords = stored
+    return users
+
+
+def _system(report: SeedReport, slug: str, **fields) -> System:
+    system, created = System.objects.update_or_create(slug=slug, defaults=fields)
+    if created:
+        report.created.append(f"system {slug}")
+    return system
+
+
+def _crm_like(report: SeedReport, system: System, owner, approver, reviewers: Group) -> Resource:
+    accounts, _ = Resource.objects.update_or_create(
+        system=system, name="accounts", defaults={"label": "account", "fields": ACCOUNT_FIELDS}
+    )
+    actions = {}
+    for name, spec in CRM_ACTIONS.items():
+        defaults = {"resource": accounts, **spec}
+        actions[name], created = ActionType.objects.update_or_create(system=system, name=name, defaults=defaults)
+        if created:
+            report.created.append(f"action {system.slug}.{name}")
+
+    def rule(action: ActionType | None, name: str, bands: list[dict]) -> None:
+        threshold, created = ThresholdRule.objects.get_or_create(
+            system=system, action_type=action, defaults={"name": name, "currency": "USD"}
+        )
+        if created:
+            report.created.append(f"rule {name}")
+        if not threshold.bands.exists():
+            for band in bands:
+                ThresholdBand.objects.create(rule=threshold, **band)
+        if not threshold.is_signed_off:
+            threshold_rule_sign_off(rule=threshold, user=owner, channel=Channel.COMMAND)
+
+    money_bands = [
+        {"min_amount": Decimal(0), "max_amount": Decimal(500), "mode": BandMode.AUTO},
+        {
+            "min_amount": Decimal(500),
+            "max_amount": Decimal(5000),
+            "mode": BandMode.SINGLE,
+            "approver": approver,
+            "sla": timedelta(hours=4),
+        },
+        {
+            "min_amount": Decimal(5000),
+            "max_amount": None,
+            "mode": BandMode.DUAL,
+            "approver": approver,
+            "sla": timedelta(hours=4),
+            "review_group": reviewers,
+            "review_timing": ReviewTiming.AFTER_EXECUTION,
+            "review_within": timedelta(hours=24),
+        },
+    ]
+    rule(actions["update_credit_limit"], f"Credit limit changes on {system.slug}", money_bands)
+    rule(
+        actions["set_status"],
+        f"Status changes on {system.slug}",
+        [{"min_amount": Decimal(0), "mode": BandMode.SINGLE, "approver": approver, "sla": timedelta(hours=4)}],
+    )
+    rule(None, f"Default for {system.slug}", money_bands)
+    return accounts
+
+
+def _credential(system: System, admin) -> None:
+    if not Credential.objects.filter(system=system).exists():
+        credential_set(
+            system=system,
+            secret=_sandbox_token(system.slug),
+            actor=admin,
+            channel=Channel.COMMAND,
+            rotation_interval=timedelta(days=90),
+        )
+
+
+def _grant(agent: Agent, resource: Resource, access: str, granted_by, **terms) -> None:
+    ScopeGrant.objects.update_or_create(
+        agent=agent,
+        system=resource.system,
+        resource=resource,
+        access=access,
+        defaults={"granted_by": granted_by, **terms},
+    )
+
+
+@transaction.atomic
+def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = False) -> SeedReport:
+    report = SeedReport()
+    users = _users(report, reset_passwords)
+    owner, approver, admin = users["owner"], users["approver"], users["admin"]
+    reviewers = Group.objects.get(name=Role.REVIEWERS)
+    common = {
+        "category": SystemCategory.RECORD,
+        "integration_pattern": IntegrationPattern.DIRECT_API,
+        "connector_kind": ConnectorKind.HTTP,
+        "record_of": "customer accounts and credit limits",
+        "conflict_winner": "The CRM wins: a value changed in the CRM is never overwritten by Gatehouse.",
+        "owner": owner,
+        "rollback_contact": "Sam Rivera, CRM team, +1 555 0100",
+        "oncall_contact": "crm-oncall@gatehouse.example",
+        "write_mode": WriteMode.ENABLED,
+    }
+    staging = _system(
+        report,
+        "crm-staging",
+        name="Sample CRM (staging)",
+        description="Staging twin of the sample CRM, for rollback drills.",
+        environment=Environment.STAGING,
+        connector_config={"base_url": crm_staging_url, "timeout": 5},
+        **common,
+    )
+    crm = _system(
+        report,
+        "crm",
+        name="Sample CRM",
+        description="The sample CRM (sandbox/crm.py): system of record for customer accounts.",
+        environment=Environment.PRODUCTION,
+        connector_config={"base_url": crm_url, "timeout": 5},
+        staging_twin=staging,
+        **common,
+    )
+    legacy = _system(
+        report,
+        "legacy-inventory",
+        name="Legacy inventory (batch)",
+        description="A nightly batch system: CSV files dropped in a folder, polled into the event queue.",
+        category=SystemCategory.RECORD,
+        environment=Environment.PRODUCTION,
+        integration_pattern=IntegrationPattern.EVENT_QUEUE,
+        connector_kind=ConnectorKind.LEGACY_BATCH,
+        connector_config={"drop_folder": str(Path(settings.VAR_DIR) / "legacy-inventory" / "drop"), "every": 60},
+        record_of="stock levels per warehouse",
+        conflict_winner="The batch system wins.",
+        owner=owner,
+        rollback_contact="Warehouse IT, +1 555 0101",
+        oncall_contact="warehouse-it@gatehouse.example",
+        write_mode=WriteMode.READ_ONLY,
+    )
+    accounts = _crm_like(report, crm, owner, approver, reviewers)
+    _crm_like(report, staging, owner, approver, reviewers)
+    events, _ = Resource.objects.update_or_create(
+        system=legacy,
+        name="events",
+        defaults={"label": "stock event", "fields": ["sku", "warehouse", "quantity", "as_of"]},
+    )
+    for system in (crm, staging):
+        _credential(system, admin)
+
+    readable = [name for name in ACCOUNT_FIELDS if name != "email"]
+    agents = {}
+    for slug, name, description in [
+        ("collections-agent", "Collections agent", "Chases overdue accounts and adjusts credit limits."),
+        ("reporting-agent", "Reporting agent", "Reads accounts for weekly reports; writes nothing."),
+    ]:
+        agents[slug], created = Agent.objects.update_or_create(
+            slug=slug, defaults={"name": name, "description": description, "owner": owner}
+        )
+        if created:
+            report.created.append(f"agent {slug}")
+    collections, reporting = agents["collections-agent"], agents["reporting-agent"]
+    _grant(collections, accounts, Access.READ, owner, fields=readable, justification="Reads accounts to chase them.")
+    _grant(
+        collections,
+        accounts,
+        Access.WRITE,
+        owner,
+        actions=list(CRM_ACTIONS),
+        justification="Adjusts limits, notes and statuses; sends statements.",
+    )
+    _grant(collections, events, Access.READ, owner, justification="Checks stock before promising deliveries.")
+    _grant(reporting, accounts, Access.READ, owner, fields=readable, justification="Weekly account reports.")
+    return report

@@ -1,0 +1,74 @@
+"""Admin roles as Django groups, with the model permissions each role needs. Object-level limits are in querysets."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
+
+from governance.choices import Role
+
+INVENTORY = [
+    ("governance", "system"),
+    ("governance", "resource"),
+    ("governance", "actiontype"),
+    ("governance", "agent"),
+    ("governance", "agenttoken"),
+    ("governance", "scopegrant"),
+    ("governance", "thresholdrule"),
+    ("governance", "thresholdband"),
+    ("connectors", "credential"),
+]
+AUDIT = [("audit", "auditevent")]
+
+
+def _view(models: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    return [(app, "view", model) for app, model in models]
+
+
+def _edit(models: list[tuple[str, str]], *actions: str) -> list[tuple[str, str, str]]:
+    return [(app, action, model) for app, model in models for action in actions]
+
+
+ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
+    # Owners write the terms for their own systems (querysets limit them to those); they read everything else.
+    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT)
+    + _edit(
+        [
+            ("governance", "resource"),
+            ("governance", "actiontype"),
+            ("governance", "scopegrant"),
+            ("governance", "thresholdrule"),
+            ("governance", "thresholdband"),
+        ],
+        "add",
+        "change",
+        "delete",
+    )
+    + _edit([("governance", "system"), ("connectors", "credential")], "change"),
+    Role.APPROVERS: _view(INVENTORY),
+    Role.REVIEWERS: _view(INVENTORY),
+    Role.AUDITORS: _view(INVENTORY + AUDIT),
+    Role.OPERATORS: _view(INVENTORY + AUDIT) + _edit([("governance", "system"), ("governance", "agent")], "change"),
+}
+
+
+def ensure_roles() -> dict[str, Group]:
+    """Create the role groups and give each exactly its permissions (idempotent)."""
+    from django.apps import apps
+    from django.contrib.auth.management import create_permissions
+    from django.contrib.contenttypes.management import create_contenttypes
+
+    # post_migrate runs app by app: make sure every app's permissions exist before assigning them.
+    for app_config in apps.get_app_configs():
+        create_contenttypes(app_config, verbosity=0)
+        create_permissions(app_config, verbosity=0)
+    groups: dict[str, Group] = {}
+    for role, wanted in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        permissions = []
+        for app_label, action, model in wanted:
+            content_type = ContentType.objects.get_by_natural_key(app_label, model)
+            permissions.append(Permission.objects.get(content_type=content_type, codename=f"{action}_{model}"))
+        group.permissions.set(permissions)
+        groups[role] = group
+    return groups

@@ -1,0 +1,708 @@
+"""Sample CRM: a small HTTP JSON service that stands in for a company's system of record in demos and tests.
+
+It is deliberately *not* part of Gatehouse: it runs as its own process on loopback and keeps its own SQLite
+store, so Gatehouse talks to it exactly as it would talk to a real CRM (bearer token, JSON, retries,
+idempotency keys, version conflicts, throttling, outages).
+
+Run it with::
+
+    python -m sandbox.crm --host 127.0.0.1 --port 8100 \
+        --store var/sandbox/crm.sqlite3 --token-file var/sandbox/crm.token
+
+``--port 0`` picks a free port. On startup exactly one line, ``sandbox-crm listening on http://HOST:PORT``, is
+printed to stdout. Request logs go to stderr. SIGTERM and Ctrl-C stop it cleanly.
+
+Business API (every request needs ``Authorization: Bearer <token>``; otherwise 401 ``{"error": "unauthorized"}``):
+
+- ``GET    /accounts/{id}``                      the full record (fields, notes, version, updated_at)
+- ``PATCH  /accounts/{id}``                      change name/email/status/credit_limit; optional
+  ``expected_version`` (409 ``version_conflict`` with the current record when stale); returns
+  ``{"before", "after", "record"}`` where before/after hold only the fields that changed
+- ``POST   /accounts/{id}/notes``                ``{"text": ...}`` -> 201 ``{"note", "record"}``
+- ``DELETE /accounts/{id}/notes/{note_id}``      -> ``{"deleted", "record"}``; unknown/already deleted -> 404
+- ``POST   /accounts/{id}/statements``           ``{}`` or ``{"period": ...}`` -> 201 ``{"statement"}``
+  (records that a statement e-mail was sent; it cannot be undone)
+
+Every write honours an ``Idempotency-Key`` header: the first *successful* (2xx) response for a key is stored and
+any repeat with the same key gets that stored response back, unapplied, with ``Idempotent-Replayed: true``.
+Failed attempts (4xx) are not stored, so a corrected retry with the same key can still apply. Reusing a key
+for a different method or path is refused with 422.
+
+Faults injected through ``/_control/mode`` are applied before authentication, like an upstream gateway would.
+
+Test-harness side door -- NO AUTHENTICATION, which is why the service is meant for loopback only. Paths starting
+with ``/_`` are not counted in ``requests_total`` and are never slowed, throttled or failed by the mode:
+
+- ``GET  /_health``         ``{"ok": true}``
+- ``GET  /_stats``          ``{"writes_total", "writes_by_key", "requests_total"}``; requests_total counts every
+  business request, including refused ones; writes count applied business writes (not replays, not /_control/set)
+- ``GET  /_control/mode``   the current mode
+- ``POST /_control/mode``   ``{"mode": "normal"}`` | ``{"mode": "slow", "delay": 0.5}`` |
+  ``{"mode": "throttle", "retry_after": 2}`` | ``{"mode": "error", "status": 503}``, optionally with
+  ``"count": N`` so only the next N business requests are affected before it reverts to normal
+- ``POST /_control/reset``  wipe and reseed accounts 4471-4473, clear idempotency keys and stats, mode normal
+- ``POST /_control/set``    ``{"account": "4471", "fields": {...}}``: edit a record directly, as a person in the
+  CRM would (no auth, no idempotency, not counted as a write); always bumps the version; returns the record
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+JSON = dict[str, Any]
+
+DESCRIPTION = "Sample CRM (a stand-in system of record) for Gatehouse demos and tests."
+
+MAX_BODY_BYTES = 1_000_000
+MAX_NOTE_CHARS = 2000
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+STATUSES = ("active", "on_hold", "closed")
+EDITABLE_FIELDS = ("name", "email", "status", "credit_limit")
+CREDIT_LIMIT_RE = re.compile(r"\d{1,12}(\.\d{1,2})?")
+EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+SEED_ACCOUNTS: tuple[JSON, ...] = (
+    {
+        "id": "4471",
+        "name": "Northwind Traders",
+        "email": "ap@northwind.example",
+        "credit_limit": "2000.00",
+        "notes": ("Prefers statements by e-mail; PO number required on every invoice.",),
+    },
+    {
+        "id": "4472",
+        "name": "Contoso Pharmaceuticals",
+        "email": "billing@contoso.example",
+        "credit_limit": "1500.00",
+        "notes": (),
+    },
+    {
+        "id": "4473",
+        "name": "Fabrikam, Inc.",
+        "email": "accounts.payable@fabrikam.example",
+        "credit_limit": "10000.00",
+        "notes": (),
+    },
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL, status TEXT NOT NULL,
+    credit_limit TEXT NOT NULL, version INTEGER NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, account_id TEXT NOT NULL, text TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS statements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, account_id TEXT NOT NULL, period TEXT, sent_to TEXT NOT NULL,
+    sent_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, method TEXT NOT NULL, path TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS write_counts (key TEXT PRIMARY KEY, applied INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO 8601 with milliseconds and a Z suffix."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, JSON body and extra headers."""
+
+    status: int
+    body: JSON
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    """Raised by handlers to answer with a JSON error; raising inside a transaction rolls it back."""
+
+    def __init__(self, status: int, error: str, *, field_name: str | None = None, extra: JSON | None = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body: JSON = {"error": error}
+        if field_name is not None:
+            self.body["field"] = field_name
+        if extra:
+            self.body.update(extra)
+
+    def reply(self) -> Reply:
+        return Reply(self.status, self.body)
+
+
+class MethodNotAllowed(ApiError):
+    """405 with the Allow header listing the methods the path does support."""
+
+    def __init__(self, methods: dict[str, str]) -> None:
+        self.allowed = sorted(methods)
+        super().__init__(405, "method not allowed", extra={"allowed": self.allowed})
+
+    def reply(self) -> Reply:
+        return Reply(self.status, self.body, {"Allow": ", ".join(self.allowed)})
+
+
+class Store:
+    """The CRM's own SQLite file. Callers must hold ``lock`` for every use of ``conn``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.conn = sqlite3.connect(path, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        with self.lock:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(SCHEMA)
+            if self.conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 0:
+                with self.conn:
+                    self._seed()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    # -- helpers below assume the lock is held and run inside the caller's transaction --
+
+    def reset(self) -> None:
+        with self.conn:
+            for table in ("accounts", "notes", "statements", "idempotency", "write_counts", "counters"):
+                self.conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            self.conn.execute("DELETE FROM sqlite_sequence")
+            self._seed()
+
+    def _seed(self) -> None:
+        stamp = now_iso()
+        for account in SEED_ACCOUNTS:
+            self.conn.execute(
+                "INSERT INTO accounts (id, name, email, status, credit_limit, version, updated_at)"
+                " VALUES (?, ?, ?, 'active', ?, 1, ?)",
+                (account["id"], account["name"], account["email"], account["credit_limit"], stamp),
+            )
+            for text in account["notes"]:
+                self.conn.execute(
+                    "INSERT INTO notes (account_id, text, created_at) VALUES (?, ?, ?)", (account["id"], text, stamp)
+                )
+
+    def record(self, account_id: str) -> JSON:
+        row = self.conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone()
+        if row is None:
+            raise ApiError(404, "account not found", extra={"account": account_id})
+        notes = self.conn.execute(
+            "SELECT id, text, created_at FROM notes WHERE account_id = ? ORDER BY id", (account_id,)
+        ).fetchall()
+        return {
+            "id": row["id"],
+            "name": row["name"],
+            "email": row["email"],
+            "status": row["status"],
+            "credit_limit": row["credit_limit"],
+            "notes": [dict(note) for note in notes],
+            "version": row["version"],
+            "updated_at": row["updated_at"],
+        }
+
+    def touch(self, account_id: str, changes: JSON | None = None) -> None:
+        """Apply ``changes`` (already validated) and bump version and updated_at."""
+        changes = changes or {}
+        assignments = "".join(f"{name} = ?, " for name in changes)  # names come from EDITABLE_FIELDS only
+        self.conn.execute(
+            f"UPDATE accounts SET {assignments}version = version + 1, updated_at = ? WHERE id = ?",  # noqa: S608
+            (*changes.values(), now_iso(), account_id),
+        )
+
+    def bump(self, counter: str, by: int = 1) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+            (counter, by, by),
+        )
+
+    def counter(self, counter: str) -> int:
+        row = self.conn.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
+        return int(row["value"]) if row else 0
+
+
+def validate_fields(fields: Any) -> JSON:
+    """Check editable fields and return them normalised; raises 422 naming the offending field."""
+    if not isinstance(fields, dict):
+        raise ApiError(422, "fields must be a JSON object", field_name="fields")
+    clean: JSON = {}
+    for name, value in fields.items():
+        if name not in EDITABLE_FIELDS:
+            raise ApiError(422, f"unknown or read-only field; editable: {', '.join(EDITABLE_FIELDS)}", field_name=name)
+        if name == "name":
+            if not isinstance(value, str) or not value.strip() or len(value) > 200:
+                raise ApiError(422, "name must be a non-empty string of at most 200 characters", field_name=name)
+            clean[name] = value.strip()
+        elif name == "email":
+            if not isinstance(value, str) or len(value) > 254 or not EMAIL_RE.fullmatch(value):
+                raise ApiError(422, "email must be an e-mail address", field_name=name)
+            clean[name] = value
+        elif name == "status":
+            if value not in STATUSES:
+                raise ApiError(422, f"status must be one of {', '.join(STATUSES)}", field_name=name)
+            clean[name] = value
+        else:
+            if not isinstance(value, str) or not CREDIT_LIMIT_RE.fullmatch(value):
+                raise ApiError(
+                    422,
+                    'credit_limit must be a decimal string >= 0 with at most two decimal places, e.g. "2500.00"',
+                    field_name=name,
+                )
+            clean[name] = str(Decimal(value).quantize(Decimal("0.01")))
+    return clean
+
+
+def parse_body(raw: bytes) -> JSON:
+    """Decode a JSON object body; an empty body counts as ``{}``."""
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"invalid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "request body must be a JSON object")
+    return body
+
+
+@dataclass
+class Mode:
+    """Fault injection for business requests, set through ``/_control/mode``."""
+
+    name: str = "normal"
+    delay: float = 0.0
+    retry_after: int = 0
+    status: int = 503
+    remaining: int | None = None
+
+    def describe(self) -> JSON:
+        out: JSON = {"mode": self.name, "count": self.remaining}
+        if self.name == "slow":
+            out["delay"] = self.delay
+        elif self.name == "throttle":
+            out["retry_after"] = self.retry_after
+        elif self.name == "error":
+            out["status"] = self.status
+        return out
+
+
+def parse_mode(body: JSON) -> Mode:
+    name = body.get("mode")
+    count = body.get("count")
+    if count is not None and (type(count) is not int or count < 1):
+        raise ApiError(422, "count must be a positive integer", field_name="count")
+    mode = Mode(name="normal" if name is None else name, remaining=count)
+    if mode.name == "normal":
+        mode.remaining = None
+    elif mode.name == "slow":
+        delay = body.get("delay", 0.5)
+        if type(delay) not in (int, float) or not 0 <= delay <= 60:
+            raise ApiError(422, "delay must be a number of seconds between 0 and 60", field_name="delay")
+        mode.delay = float(delay)
+    elif mode.name == "throttle":
+        retry_after = body.get("retry_after", 1)
+        if type(retry_after) is not int or not 0 <= retry_after <= 3600:
+            raise ApiError(422, "retry_after must be an integer between 0 and 3600", field_name="retry_after")
+        mode.retry_after = retry_after
+    elif mode.name == "error":
+        status = body.get("status", 503)
+        if type(status) is not int or not 500 <= status <= 599:
+            raise ApiError(422, "status must be an integer between 500 and 599", field_name="status")
+        mode.status = status
+    else:
+        raise ApiError(422, "mode must be one of normal, slow, throttle, error", field_name="mode")
+    return mode
+
+
+Handler = Callable[[dict[str, str], JSON], Reply]
+
+ACCOUNT = r"/accounts/(?P<account>[A-Za-z0-9_-]{1,64})"
+ROUTES: tuple[tuple[re.Pattern[str], dict[str, str]], ...] = (
+    (re.compile(ACCOUNT), {"GET": "get_account", "PATCH": "patch_account"}),
+    (re.compile(ACCOUNT + r"/notes"), {"POST": "add_note"}),
+    (re.compile(ACCOUNT + r"/notes/(?P<note>[0-9]{1,18})"), {"DELETE": "delete_note"}),
+    (re.compile(ACCOUNT + r"/statements"), {"POST": "send_statement"}),
+)
+SIDE_DOOR: dict[str, dict[str, str]] = {
+    "/_health": {"GET": "health"},
+    "/_stats": {"GET": "stats"},
+    "/_control/mode": {"GET": "get_mode", "POST": "set_mode"},
+    "/_control/reset": {"POST": "reset"},
+    "/_control/set": {"POST": "set_record"},
+}
+
+
+class CRM:
+    """Request handling, independent of the HTTP plumbing."""
+
+    def __init__(self, store: Store, token: str) -> None:
+        self.store = store
+        self._token = token.encode()
+        self._mode = Mode()
+        self._mode_lock = threading.Lock()
+
+    def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
+        """Answer one request. ``headers`` keys are lower-case."""
+        path = urlsplit(target).path
+        try:
+            if path.startswith("/_"):
+                return self._side_door(method, path, raw)
+            return self._business(method, path, headers, raw)
+        except ApiError as exc:
+            return exc.reply()
+
+    # -- business API --
+
+    def _business(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
+        with self.store.lock, self.store.conn:
+            self.store.bump("requests_total")
+        fault = self._take_fault()
+        if fault.name == "slow":
+            time.sleep(fault.delay)
+        elif fault.name == "throttle":
+            return Reply(
+                429,
+                {"error": "rate_limited", "retry_after": fault.retry_after},
+                {"Retry-After": str(fault.retry_after)},
+            )
+        elif fault.name == "error":
+            return Reply(fault.status, {"error": "simulated_outage", "status": fault.status})
+
+        if not self._authorised(headers.get("authorization", "")):
+            return Reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="sandbox-crm"'})
+
+        handler_name, params = self._route(method, path)
+        handler: Handler = getattr(self, handler_name)
+        if method == "GET":
+            with self.store.lock:
+                return handler(params, {})
+        body = parse_body(raw)
+        key = headers.get("idempotency-key", "").strip()
+        if len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+            raise ApiError(422, "Idempotency-Key is too long", field_name="Idempotency-Key")
+        return self._write(method, path, key, handler, params, body)
+
+    def _write(self, method: str, path: str, key: str, handler: Handler, params: dict[str, str], body: JSON) -> Reply:
+        conn = self.store.conn
+        with self.store.lock:
+            if key:
+                stored = conn.execute("SELECT * FROM idempotency WHERE key = ?", (key,)).fetchone()
+                if stored is not None:
+                    if (stored["method"], stored["path"]) != (method, path):
+                        raise ApiError(
+                            422,
+                            f"Idempotency-Key was already used for {stored['method']} {stored['path']}",
+                            field_name="Idempotency-Key",
+                        )
+                    return Reply(stored["status"], json.loads(stored["body"]), {"Idempotent-Replayed": "true"})
+            with conn:  # one transaction: the change, the counters and the stored reply; ApiError rolls back
+                reply = handler(params, body)
+                if 200 <= reply.status < 300:
+                    self.store.bump("writes_total")
+                    if key:
+                        conn.execute(
+                            "INSERT INTO write_counts (key, applied) VALUES (?, 1)"
+                            " ON CONFLICT(key) DO UPDATE SET applied = applied + 1",
+                            (key,),
+                        )
+                        conn.execute(
+                            "INSERT INTO idempotency (key, method, path, status, body, created_at)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            (key, method, path, reply.status, json.dumps(reply.body), now_iso()),
+                        )
+            return reply
+
+    def _authorised(self, header: str) -> bool:
+        scheme, _, supplied = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(supplied.strip().encode(), self._token)
+
+    def _take_fault(self) -> Mode:
+        with self._mode_lock:
+            current = self._mode
+            if current.remaining is not None:
+                current.remaining -= 1
+                if current.remaining <= 0:
+                    self._mode = Mode()
+            return Mode(current.name, current.delay, current.retry_after, current.status)
+
+    @staticmethod
+    def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
+        for pattern, methods in ROUTES:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if method not in methods:
+                raise MethodNotAllowed(methods)
+            return methods[method], match.groupdict()
+        raise ApiError(404, "not found")
+
+    def get_account(self, params: dict[str, str], body: JSON) -> Reply:
+        return Reply(200, self.store.record(params["account"]))
+
+    def patch_account(self, params: dict[str, str], body: JSON) -> Reply:
+        expected = body.pop("expected_version", None)
+        if expected is not None and type(expected) is not int:
+            raise ApiError(422, "expected_version must be an integer", field_name="expected_version")
+        current = self.store.record(params["account"])
+        if not body:
+            raise ApiError(422, f"nothing to change; editable: {', '.join(EDITABLE_FIELDS)}")
+        changes = validate_fields(body)
+        if expected is not None and expected != current["version"]:
+            raise ApiError(409, "version_conflict", extra={"current": current})
+        changed = {name: value for name, value in changes.items() if current[name] != value}
+        if changed:
+            self.store.touch(current["id"], changed)
+        before = {name: current[name] for name in changed}
+        return Reply(200, {"before": before, "after": changed, "record": self.store.record(current["id"])})
+
+    def add_note(self, params: dict[str, str], body: JSON) -> Reply:
+        account = self.store.record(params["account"])["id"]
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip() or len(text) > MAX_NOTE_CHARS:
+            raise ApiError(
+                422, f"text must be a non-empty string of at most {MAX_NOTE_CHARS} characters", field_name="text"
+            )
+        extra = sorted(set(body) - {"text"})
+        if extra:
+            raise ApiError(422, "unknown field", field_name=extra[0])
+        cursor = self.store.conn.execute(
+            "INSERT INTO notes (account_id, text, created_at) VALUES (?, ?, ?)", (account, text, now_iso())
+        )
+        self.store.touch(account)
+        record = self.store.record(account)
+        note = next(note for note in record["notes"] if note["id"] == cursor.lastrowid)
+        return Reply(201, {"note": note, "record": record})
+
+    def delete_note(self, params: dict[str, str], body: JSON) -> Reply:
+        account = self.store.record(params["account"])
+        note = next((note for note in account["notes"] if note["id"] == int(params["note"])), None)
+        if note is None:
+            raise ApiError(404, "note not found", extra={"note": int(params["note"])})
+        self.store.conn.execute("DELETE FROM notes WHERE id = ?", (note["id"],))
+        self.store.touch(account["id"])
+        return Reply(200, {"deleted": note, "record": self.store.record(account["id"])})
+
+    def send_statement(self, params: dict[str, str], body: JSON) -> Reply:
+        account = self.store.record(params["account"])
+        period = body.get("period")
+        if period is not None and (not isinstance(period, str) or not period.strip() or len(period) > 64):
+            raise ApiError(422, "period must be a non-empty string of at most 64 characters", field_name="period")
+        extra = sorted(set(body) - {"period"})
+        if extra:
+            raise ApiError(422, "unknown field", field_name=extra[0])
+        sent_at = now_iso()
+        cursor = self.store.conn.execute(
+            "INSERT INTO statements (account_id, period, sent_to, sent_at) VALUES (?, ?, ?, ?)",
+            (account["id"], period, account["email"], sent_at),
+        )
+        statement = {
+            "id": cursor.lastrowid,
+            "account": account["id"],
+            "period": period,
+            "sent_to": account["email"],
+            "sent_at": sent_at,
+        }
+        return Reply(201, {"statement": statement})
+
+    # -- side door (no auth) --
+
+    def _side_door(self, method: str, path: str, raw: bytes) -> Reply:
+        methods = SIDE_DOOR.get(path)
+        if methods is None:
+            raise ApiError(404, "not found")
+        if method not in methods:
+            raise MethodNotAllowed(methods)
+        body = parse_body(raw) if method == "POST" else {}
+        handler: Callable[[JSON], Reply] = getattr(self, methods[method])
+        return handler(body)
+
+    def health(self, body: JSON) -> Reply:
+        return Reply(200, {"ok": True})
+
+    def stats(self, body: JSON) -> Reply:
+        with self.store.lock:
+            rows = self.store.conn.execute("SELECT key, applied FROM write_counts ORDER BY key").fetchall()
+            return Reply(
+                200,
+                {
+                    "writes_total": self.store.counter("writes_total"),
+                    "writes_by_key": {row["key"]: row["applied"] for row in rows},
+                    "requests_total": self.store.counter("requests_total"),
+                },
+            )
+
+    def get_mode(self, body: JSON) -> Reply:
+        with self._mode_lock:
+            return Reply(200, self._mode.describe())
+
+    def set_mode(self, body: JSON) -> Reply:
+        mode = parse_mode(body)
+        with self._mode_lock:
+            self._mode = mode
+            return Reply(200, mode.describe())
+
+    def reset(self, body: JSON) -> Reply:
+        with self.store.lock:
+            self.store.reset()
+        with self._mode_lock:
+            self._mode = Mode()
+        return Reply(200, {"reset": True, "accounts": [account["id"] for account in SEED_ACCOUNTS]})
+
+    def set_record(self, body: JSON) -> Reply:
+        account_id = body.get("account")
+        if not isinstance(account_id, str):
+            raise ApiError(422, "account must be an account id string", field_name="account")
+        changes = validate_fields(body.get("fields", {}))
+        with self.store.lock, self.store.conn:
+            self.store.record(account_id)
+            self.store.touch(account_id, changes)
+            return Reply(200, self.store.record(account_id))
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """Thin HTTP layer: read the body, ask the CRM, write JSON."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "sandbox-crm/1"
+    server: CRMServer
+
+    def _dispatch(self) -> None:
+        if self.headers.get("Transfer-Encoding"):
+            self._send(Reply(411, {"error": "send a Content-Length; chunked bodies are not supported"}), close=True)
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._send(Reply(400, {"error": "invalid Content-Length"}), close=True)
+            return
+        if length > MAX_BODY_BYTES:
+            self._send(Reply(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"}), close=True)
+            return
+        raw = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            reply = self.server.crm.handle(self.command, self.path, headers, raw)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            reply = Reply(500, {"error": "internal error"})
+        self._send(reply)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+
+    def _send(self, reply: Reply, *, close: bool = False) -> None:
+        payload = json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        sys.stderr.write(f"sandbox-crm {self.command} {self.path} {code}\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"sandbox-crm {format % args}\n")
+
+
+class CRMServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # the default backlog of 5 resets connections under concurrent tests
+
+    def __init__(self, address: tuple[str, int], crm: CRM) -> None:
+        self.crm = crm
+        super().__init__(address, RequestHandler)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.crm", description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100, help="0 picks a free port")
+    parser.add_argument("--store", type=Path, default=Path("var/sandbox/crm.sqlite3"), help="SQLite file")
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--token", help="bearer token clients must send")
+    secret.add_argument("--token-file", type=Path, help="file holding the bearer token")
+    args = parser.parse_args(argv)
+
+    if args.token_file is not None:
+        if not args.token_file.is_file():
+            parser.error(f"token file not found: {args.token_file}")
+        token = args.token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            parser.error(f"token file is empty: {args.token_file}")
+    else:
+        token = args.token.strip()
+        if not token:
+            parser.error("--token must not be empty")
+    if not _is_loopback(args.host):
+        sys.stderr.write(f"sandbox-crm: warning: {args.host} is not loopback and /_control needs no auth\n")
+
+    store = Store(args.store)
+    try:
+        server = CRMServer((args.host, args.port), CRM(store, token))
+    except OSError as exc:
+        store.close()
+        sys.stderr.write(f"sandbox-crm: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return 1
+
+    def stop(signum: int, frame: object) -> None:
+        # shutdown() waits for serve_forever() to return, so it must not run on the thread serving.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    host, port = server.server_address[:2]
+    print(f"sandbox-crm listening on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        store.close()
+    sys.stderr.write("sandbox-crm stopped\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
