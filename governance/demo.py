@@ -117,6 +117,13 @@ def _passwords_file() -> Path:
     return Path(settings.VAR_DIR) / "demo-users.json"
 
 
+def demo_passwords() -> dict[str, str]:
+    """The demo users' passwords as seed_demo last set them (a development-only file, mode 600)."""
+    if not _passwords_file().exists():
+        return {}
+    return json.loads(_passwords_file().read_text())
+
+
 def sandbox_token_file(slug: str) -> Path:
     return Path(settings.VAR_DIR) / "sandbox" / f"{slug}.token"
 

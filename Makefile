@@ -1,0 +1,45 @@
+# Gatehouse: `make run` for the demo on the embedded default, `make test` for the suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+export GATEHOUSE_WEB_PORT ?= 8000
+export GATEHOUSE_CRM_PORT ?= 8100
+export GATEHOUSE_CRM_STAGING_PORT ?= 8101
+
+.PHONY: install run test lint format demo-token clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput -v 0
+	$(BIN)/python manage.py collectstatic --noinput -v 0
+	$(BIN)/python manage.py seed_demo --quiet \
+		--crm-url http://127.0.0.1:$(GATEHOUSE_CRM_PORT) --crm-staging-url http://127.0.0.1:$(GATEHOUSE_CRM_STAGING_PORT)
+	$(BIN)/python manage.py check --database default
+	@$(BIN)/python manage.py demo_banner --web-url http://127.0.0.1:$(GATEHOUSE_WEB_PORT)
+	$(BIN)/honcho --procfile Procfile start
+
+test: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py check
+	$(BIN)/python manage.py makemigrations --check --dry-run
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf var/

@@ -1,0 +1,60 @@
+"""Shared fixtures. Tests marked `postgres` or `redis` need the real service: skipped on the embedded default,
+a failure when GATEHOUSE_REQUIRE_SERVICES=1 (CI), so nothing that needs a service is silently skipped there."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from tests import factories
+
+REQUIRE_SERVICES = os.environ.get("GATEHOUSE_REQUIRE_SERVICES", "") in ("1", "true", "yes")
+
+
+def _service_missing(marker: str) -> str | None:
+    if marker == "postgres" and not settings.DATABASE_URL:
+        return "needs PostgreSQL: set DATABASE_URL"
+    if marker == "redis" and not settings.REDIS_URL:
+        return "needs Redis: set REDIS_URL"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in ("postgres", "redis"):
+        if item.get_closest_marker(marker) is None:
+            continue
+        missing = _service_missing(marker)
+        if missing is None:
+            continue
+        if REQUIRE_SERVICES:
+            pytest.fail(f"{missing} (GATEHOUSE_REQUIRE_SERVICES=1 forbids skipping)", pytrace=False)
+        pytest.skip(missing)
+
+
+@pytest.fixture(autouse=True)
+def _private_var_dir(settings, tmp_path):
+    """Each test gets its own var/ (demo passwords, sandbox tokens), never the developer's."""
+    settings.VAR_DIR = tmp_path / "var"
+    settings.VAR_DIR.mkdir()
+
+
+@pytest.fixture
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture
+def demo(db):
+    """The demo inventory of CONTRACT.md; the CRM URLs point nowhere unless a test starts the sandbox."""
+    from governance.demo import seed_demo
+
+    return seed_demo(crm_url="http://127.0.0.1:9", crm_staging_url="http://127.0.0.1:9")
+
+
+@pytest.fixture
+def f():
+    """The factories module, as a fixture: `f.SystemFactory()`."""
+    return factories

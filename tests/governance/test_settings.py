@@ -1,0 +1,75 @@
+"""Settings from the environment fail loudly at start, with a message that says what to fix."""
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from governance.env import env_bool, env_choice, env_int, env_list, env_seconds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_typed_helpers_read_good_values(monkeypatch):
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_INT", "12")
+    monkeypatch.setenv("X_SECONDS", "1.5")
+    monkeypatch.setenv("X_LIST", "a, b,,c")
+    monkeypatch.setenv("X_CHOICE", "production")
+    assert env_bool("X_BOOL") is True
+    assert env_int("X_INT", 1, minimum=1) == 12
+    assert env_seconds("X_SECONDS", timedelta(1)) == timedelta(seconds=1.5)
+    assert env_list("X_LIST") == ["a", "b", "c"]
+    assert env_choice("X_CHOICE", "development", ("development", "production")) == "production"
+    assert env_int("X_UNSET", 7) == 7
+
+
+@pytest.mark.parametrize(
+    ("reader", "value", "expected"),
+    [
+        (lambda: env_bool("X"), "maybe", "1/0, true/false"),
+        (lambda: env_int("X", 1, minimum=1), "0", "a whole number >= 1"),
+        (lambda: env_int("X", 1), "ten", "a whole number"),
+        (lambda: env_seconds("X", timedelta(1)), "-3", "a positive number of seconds"),
+        (lambda: env_choice("X", "a", ("a", "b")), "c", "one of a, b"),
+    ],
+)
+def test_typed_helpers_name_the_variable_and_what_was_expected(monkeypatch, reader, value, expected):
+    monkeypatch.setenv("X", value)
+    with pytest.raises(ImproperlyConfigured) as caught:
+        reader()
+    assert f"X={value!r}" in str(caught.value) and expected in str(caught.value)
+
+
+def start(tmp_path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
+    clean.update({"GATEHOUSE_VAR_DIR": str(tmp_path), **env})
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must be a postgresql:// URL"),
+        ({"REDIS_URL": "http://x"}, "REDIS_URL must be a redis://"),
+        ({"GATEHOUSE_ENV": "production"}, "GATEHOUSE_SECRET_KEY must be set"),
+        ({"GATEHOUSE_TASK_TIME_LIMIT": "10", "GATEHOUSE_TASK_SOFT_TIME_LIMIT": "20"}, "must be larger"),
+        ({"GATEHOUSE_DEBUG": "perhaps"}, "GATEHOUSE_DEBUG='perhaps' is not valid"),
+    ],
+)
+def test_a_process_with_bad_settings_stops_at_start(tmp_path, env, message):
+    result = start(tmp_path, **env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_the_embedded_default_starts_with_no_variables(tmp_path):
+    result = start(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "gatehouse_secret_key.txt").stat().st_mode & 0o777 == 0o600
