@@ -1,6 +1,7 @@
 # Gatehouse: `make run` for the demo on the embedded default, `make test` for the suite.
 PYTHON ?= python3
 VENV ?= .venv
+export VENV
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=

@@ -40,12 +40,21 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
     readonly_fields = ["last_rotated_at", "key_fingerprint", "updated_at"]
     owned_choice_fields = {"system": "owner"}
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Credential | None = None) -> list[str]:
+        # A credential belongs to one system for life: moving it would leave the old system's secret behind.
+        return [*self.readonly_fields, "system"] if obj else list(self.readonly_fields)
+
     def save_model(self, request: HttpRequest, obj: Credential, form: CredentialForm, change: bool) -> None:
         secret = form.cleaned_data.get("secret")
         if secret:
-            attributes = {name: form.cleaned_data[name] for name in form.Meta.fields if name != "system"}
+            # CredentialForm's own fields: the admin's generated subclass also lists `secret` and the read-only fields.
+            attributes = {name: form.cleaned_data[name] for name in CredentialForm.Meta.fields if name != "system"}
             saved = credential_set(
-                system=obj.system, secret=secret, actor=request.user, channel=Channel.ADMIN, **attributes
+                system=obj.system,  # read-only once created (get_readonly_fields)
+                secret=secret,
+                actor=request.user,
+                channel=Channel.ADMIN,
+                **attributes,
             )
             obj.pk, obj.ciphertext = saved.pk, saved.ciphertext
         else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest
 from simple_history.admin import SimpleHistoryAdmin
@@ -18,6 +20,15 @@ class HistoryAdmin(SimpleHistoryAdmin):
         for inline_form in formset.forms:
             inline_form.instance._change_reason = "origin=admin"
         super().save_formset(request, form, formset, change)
+
+    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str, extra_context=None):
+        # simple-history only hides the Revert button when reverting is disabled: a POSTed form is still saved, with
+        # nothing but view permission checked and without the inlines. Refuse the POST itself.
+        if request.method == "POST":
+            obj = self.get_object(request, unquote(object_id))
+            if self.revert_disabled(request, obj) or not self.has_change_permission(request, obj):
+                raise PermissionDenied
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
 
 class OwnedAdminMixin:
