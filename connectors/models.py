@@ -69,3 +69,25 @@ class Credential(models.Model):
     @property
     def rotation_overdue(self) -> bool:
         return timezone.now() >= self.rotation_due_at
+
+
+class Event(models.Model):
+    """A record change reported by an event-queue (legacy batch) system, for agents to read in order.
+
+    One row per (system, key): a file delivered twice, or a row repeated, does not make a second event.
+    """
+
+    system = models.ForeignKey("governance.System", on_delete=models.PROTECT, related_name="events")
+    resource = models.ForeignKey("governance.Resource", on_delete=models.PROTECT, related_name="events")
+    key = models.CharField(max_length=300, help_text="Unique per system: record and version.")
+    record_id = models.CharField(max_length=200)
+    data = models.JSONField()
+    source = models.CharField(max_length=300, blank=True, help_text="The file (and row) it came from.")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["system", "key"], name="event_unique_key_per_system")]
+
+    def __str__(self) -> str:
+        return f"{self.system_id}:{self.key}"

@@ -75,3 +75,69 @@ def credentials_check_decryptable() -> None:
             from django.core.exceptions import ImproperlyConfigured
 
             raise ImproperlyConfigured(f"The credential of system {slug!r}: {exc}") from exc
+
+
+def events_list(*, agent, system_slug: str | None, after: int, limit: int, channel) -> list[dict]:
+    """Events from event-queue systems the agent holds a read grant on, oldest first after the cursor `after`.
+
+    Only granted fields of each event's data are returned; the audit event counts the events and names the fields.
+    """
+    from django.utils import timezone
+
+    from audit.choices import Verb
+    from connectors.models import Event
+    from governance.choices import Access, IntegrationPattern
+    from governance.errors import ScopeDenied
+    from governance.gate import Target, ensure_may_act, find_system, refuse
+    from governance.models import ScopeGrant
+
+    system = find_system(system_slug) if system_slug else None
+    ensure_may_act(agent, channel=channel, target=Target(system=system), write=False)
+    grants = ScopeGrant.objects.filter(
+        agent=agent, access=Access.READ, system__integration_pattern=IntegrationPattern.EVENT_QUEUE
+    ).current(timezone.now())
+    if system is not None:
+        grants = grants.filter(system=system)
+    fields_by_resource: dict[int, list[str]] = {}
+    for grant in grants.select_related("resource"):
+        allowed = fields_by_resource.setdefault(grant.resource_id, [])
+        allowed.extend(name for name in (grant.fields or grant.resource.fields) if name not in allowed)
+    if system is not None and not fields_by_resource:
+        raise refuse(
+            ScopeDenied(f"{agent.slug} may not read events of {system}."),
+            agent=agent,
+            channel=channel,
+            target=Target(system=system),
+        )
+    events = list(
+        Event.objects.filter(resource_id__in=fields_by_resource, pk__gt=after)
+        .select_related("system", "resource")
+        .order_by("pk")[:limit]
+    )
+    result = [
+        {
+            "id": event.pk,
+            "system": event.system.slug,
+            "resource": event.resource.name,
+            "record_id": event.record_id,
+            "data": {
+                name: event.data.get(name) for name in fields_by_resource[event.resource_id] if name in event.data
+            },
+            "received_at": event.received_at,
+        }
+        for event in events
+    ]
+    audit_record(
+        verb=Verb.READ,
+        actor=agent,
+        channel=channel,
+        system=system,
+        resource="events",
+        input={
+            "after": after,
+            "count": len(result),
+            "fields": sorted({f for v in fields_by_resource.values() for f in v}),
+        },
+        summary=f"{agent.slug} read {len(result)} event(s)" + (f" of {system}" if system else "") + f" after #{after}.",
+    )
+    return result

@@ -19,6 +19,10 @@ class GatehouseError(Exception):
         self.headers = headers or {}
 
 
+class MalformedRequest(GatehouseError):
+    status, code, title = 400, "malformed_request", "Malformed request"
+
+
 class Unauthenticated(GatehouseError):
     status, code, title = 401, "unauthenticated", "Not authenticated"
 

@@ -100,6 +100,13 @@ class System(models.Model):
             raise ValidationError({"staging_twin": "A system cannot be its own staging twin."})
         if not isinstance(self.connector_config, dict):
             raise ValidationError({"connector_config": "Connector settings must be a JSON object."})
+        if self.connector_kind == ConnectorKind.HTTP:
+            from connectors.http.config import HttpConfig
+
+            try:
+                HttpConfig.parse(self.connector_config)
+            except ValidationError as exc:
+                raise ValidationError({"connector_config": exc.messages}) from exc
 
 
 class Resource(models.Model):
@@ -543,3 +550,27 @@ class ThresholdBand(models.Model):
             raise ValidationError({"sla": "The SLA must be longer than zero."})
         if self.approver_id and self.approver_group_id:
             raise ValidationError({"approver_group": "Name either one approver or an approver group, not both."})
+
+
+class GlobalSwitch(models.Model):
+    """The global stop: while engaged, every agent call is refused (503 system_frozen). One row, id 1."""
+
+    engaged = models.BooleanField(default=False)
+    reason = models.CharField(max_length=300, blank=True)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    changed_at = models.DateTimeField(null=True, blank=True)
+
+    history = HistoricalRecords()
+
+    class Meta:
+        verbose_name = "global kill switch"
+
+    def __str__(self) -> str:
+        return "engaged" if self.engaged else "off"
+
+    @classmethod
+    def is_engaged(cls) -> tuple[bool, str]:
+        row = cls.objects.filter(pk=1).values_list("engaged", "reason").first()
+        return (bool(row[0]), row[1]) if row else (False, "")

@@ -122,3 +122,44 @@ def require_valid_bands(rule: ThresholdRule) -> None:
     if not bands:
         raise ValidationError("The rule has no bands.")
     validate_bands([band.spec() for band in bands])
+
+
+def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id: str, channel: Channel | str) -> dict:
+    """Read one record through the system's connector; only granted fields leave Gatehouse.
+
+    The audit event names the fields returned, never their values.
+    """
+    from connectors.base import PermanentError, RecordNotFound, TransientError
+    from connectors.registry import connector_for
+    from governance.errors import NotFound, SystemUnavailable
+    from governance.gate import Target, ensure_may_act, find_system, readable_fields
+
+    system = find_system(system_slug)
+    ensure_may_act(agent, channel=channel, target=Target(system, resource_name, record_id), write=False)
+    resource, fields = readable_fields(agent, system, resource_name, channel=channel, record_id=record_id)
+    common = {"actor": agent, "channel": channel, "system": system, "resource": resource.name, "record_id": record_id}
+    try:
+        data = connector_for(system).read(resource.name, record_id, fields)
+    except RecordNotFound:
+        audit_record(
+            verb=Verb.READ,
+            outcome="not_found",
+            summary=f"{agent.slug} looked for {resource.label} {record_id}: none.",
+            **common,
+        )
+        raise NotFound(f"No {resource.label} {record_id} in {system}.") from None
+    except (TransientError, PermanentError) as exc:
+        audit_record(
+            verb=Verb.READ,
+            outcome="system_unavailable",
+            summary=f"{agent.slug} could not read {record_id}: {exc}",
+            **common,
+        )
+        raise SystemUnavailable(f"{system} could not be read: {exc}", headers={"Retry-After": "5"}) from exc
+    audit_record(
+        verb=Verb.READ,
+        input={"fields": fields},
+        summary=f"{agent.slug} read {resource.label} {record_id} ({', '.join(fields)}).",
+        **common,
+    )
+    return {"system": system.slug, "resource": resource.name, "record_id": record_id, "data": data}

@@ -124,6 +124,8 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "gatehouse.sqlite3",
+            # A file, not memory: the suite's web and worker processes share the test database.
+            "TEST": {"NAME": VAR_DIR / "test-gatehouse.sqlite3"},
             "OPTIONS": {
                 # IMMEDIATE: writers queue on the lock instead of failing with "database is locked" mid-transaction.
                 "transaction_mode": "IMMEDIATE",
@@ -132,6 +134,9 @@ else:
             },
         }
     }
+if env_str("GATEHOUSE_DB_NAME"):
+    # Points a process at another database of the same server (the suite's web and worker processes use it).
+    DATABASES["default"]["NAME"] = env_str("GATEHOUSE_DB_NAME")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache, Celery ---------------------------------------------------------------------------------------
@@ -140,7 +145,13 @@ if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://")):
     raise ImproperlyConfigured("REDIS_URL must be a redis:// or rediss:// URL.")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -149,10 +160,18 @@ CELERY_TASK_TIME_LIMIT = env_int("GATEHOUSE_TASK_TIME_LIMIT", 90, minimum=2)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GATEHOUSE_TASK_TIME_LIMIT must be larger than GATEHOUSE_TASK_SOFT_TIME_LIMIT.")
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-_BROKER_DIR = VAR_DIR / "broker"
+_BROKER_DIR = Path(env_str("GATEHOUSE_BROKER_DIR", str(VAR_DIR / "broker")))
+CELERY_TASK_DEFAULT_QUEUE = env_str("GATEHOUSE_CELERY_QUEUE", "celery")
 if REDIS_URL:
-    # Unacknowledged tasks come back after this: it must outlast the longest task (acks_late).
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
+    # Unacknowledged tasks come back after this: it must outlast the longest task (acks_late). Short socket
+    # timeouts: with Redis down, publishing fails fast and the outbox keeps the work for the sweeper.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_TASK_TIME_LIMIT * 4,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 2,
+        "max_retries": 0,
+    }
+    CELERY_BROKER_CONNECTION_TIMEOUT = 0.5
 else:
     for sub in ("queue", "processed"):
         (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
@@ -171,7 +190,10 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
+    "purge-idempotency-keys": {"task": "approvals.purge_idempotency_keys", "schedule": 3600.0},
+}
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -218,7 +240,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["governance.api.auth.AgentTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["governance.api.auth.IsActiveAgent"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["governance.api.parsers.LimitedJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["governance.api.throttling.AgentRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "governance.api.errors.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -235,6 +258,18 @@ SPECTACULAR_SETTINGS = {
 # --- Gatehouse --------------------------------------------------------------------------------------------------
 GATEHOUSE_TOKEN_DEFAULT_EXPIRY = env_seconds("GATEHOUSE_TOKEN_DEFAULT_EXPIRY", timedelta(days=90))
 GATEHOUSE_REQUIRE_SERVICES = env_bool("GATEHOUSE_REQUIRE_SERVICES", default=False)
+# Where no signed-off rule decides, one approver decides within this SLA.
+GATEHOUSE_FALLBACK_SLA = env_seconds("GATEHOUSE_FALLBACK_SLA", timedelta(hours=4))
+# Idempotency keys are kept at least this long (Stripe keeps 24 h).
+GATEHOUSE_IDEMPOTENCY_TTL = env_seconds("GATEHOUSE_IDEMPOTENCY_TTL", timedelta(hours=48))
+GATEHOUSE_MAX_BODY_BYTES = env_int("GATEHOUSE_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+GATEHOUSE_MAX_JSON_DEPTH = env_int("GATEHOUSE_MAX_JSON_DEPTH", 20, minimum=2)
+GATEHOUSE_AGENT_RATE = env_str("GATEHOUSE_AGENT_RATE", "1200/min")
+# Execution: bounded retries with exponential backoff and jitter; a claim older than the lease is taken over.
+GATEHOUSE_EXECUTION_MAX_ATTEMPTS = env_int("GATEHOUSE_EXECUTION_MAX_ATTEMPTS", 6, minimum=1)
+GATEHOUSE_EXECUTION_BACKOFF = env_seconds("GATEHOUSE_EXECUTION_BACKOFF", timedelta(seconds=2))
+GATEHOUSE_EXECUTION_BACKOFF_MAX = env_seconds("GATEHOUSE_EXECUTION_BACKOFF_MAX", timedelta(minutes=5))
+GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER", timedelta(seconds=30))
 
 LOGGING = {
     "version": 1,

@@ -58,3 +58,46 @@ def demo(db):
 def f():
     """The factories module, as a fixture: `f.SystemFactory()`."""
     return factories
+
+
+# --- The running stack ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def stack_processes(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Session-wide processes: the sample CRM, Gatehouse's web process and one Celery worker (2 processes)."""
+    import secrets
+
+    from governance.celery import app as celery_app
+    from tests.stack import Stack
+
+    stack = Stack(tmp_path_factory.mktemp("stack"))
+    celery_app.conf.task_default_queue = stack.queue  # this process publishes where the stack's workers consume
+    stack.crm_token = secrets.token_urlsafe(24)
+    try:
+        stack.crm_url = stack.crm("crm", stack.crm_token)
+        stack.web_url = stack.web()
+        stack.worker()
+    except BaseException:
+        stack.stop_all()
+        raise
+    yield stack
+    stack.stop_all()
+
+
+@pytest.fixture
+def live(stack_processes, transactional_db, settings):
+    """The demo inventory on the running stack, with the CRM reset to its seed accounts."""
+    from tests.live import LiveStack
+
+    stack = stack_processes
+    token_file = settings.VAR_DIR / "sandbox" / "crm.token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(stack.crm_token)
+    live = LiveStack(stack)
+    live.crm_control("/_control/reset", {})
+    from governance.demo import seed_demo
+
+    seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
+    yield live
+    live.close()

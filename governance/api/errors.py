@@ -22,19 +22,19 @@ def problem(*, status: int, code: str, title: str, detail: str, errors: dict[str
     return body
 
 
-def _flatten(errors: Any, prefix: str = "") -> dict[str, str]:
+def flatten_errors(errors: Any, prefix: str = "") -> dict[str, str]:
     """DRF's nested error lists → {"payload.credit_limit": "message"}."""
     flat: dict[str, str] = {}
     if isinstance(errors, dict):
         for key, value in errors.items():
             name = "" if key in ("non_field_errors", "detail") else str(key)
-            flat.update(_flatten(value, f"{prefix}.{name}".strip(".") if name else prefix))
+            flat.update(flatten_errors(value, f"{prefix}.{name}".strip(".") if name else prefix))
     elif isinstance(errors, list):
         if all(not isinstance(item, dict | list) for item in errors):
             flat[prefix or "request"] = " ".join(str(item) for item in errors)
         else:
             for index, item in enumerate(errors):
-                flat.update(_flatten(item, f"{prefix}.{index}".strip(".")))
+                flat.update(flatten_errors(item, f"{prefix}.{index}".strip(".")))
     else:
         flat[prefix or "request"] = str(errors)
     return flat
@@ -44,7 +44,7 @@ def _from_drf(exc: drf.APIException) -> tuple[int, str, str, str, dict[str, str]
     if isinstance(exc, drf.NotAuthenticated | drf.AuthenticationFailed):
         return 401, "unauthenticated", "Not authenticated", "A valid bearer token is required.", None
     if isinstance(exc, drf.ValidationError):
-        return 422, "invalid_payload", "Invalid payload", "The request has invalid fields.", _flatten(exc.detail)
+        return 422, "invalid_payload", "Invalid payload", "The request has invalid fields.", flatten_errors(exc.detail)
     if isinstance(exc, drf.ParseError | drf.UnsupportedMediaType):
         return 400, "malformed_request", "Malformed request", str(exc.detail), None
     if isinstance(exc, drf.NotFound):

@@ -1,8 +1,24 @@
-"""Output serializers of the agent API (input serializers reject unknown fields)."""
+"""Serializers of the agent API: input serializers reject unknown fields; output serializers say what happened."""
+
+from __future__ import annotations
+
+from typing import Any
 
 from rest_framework import serializers
 
-from governance.models import Agent, ScopeGrant
+from approvals.models import Proposal
+from governance.models import ActionType, Agent, ScopeGrant
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses fields it does not declare, so a typo is an error rather than silently ignored."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
 
 
 class GrantSerializer(serializers.ModelSerializer):
@@ -23,3 +39,144 @@ class MeSerializer(serializers.ModelSerializer):
 
     def get_grants(self, agent: Agent) -> list[dict]:
         return GrantSerializer(ScopeGrant.objects.for_agent(agent), many=True).data
+
+
+class ActionSerializer(serializers.ModelSerializer):
+    resource = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    reversible = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ActionType
+        fields = ["name", "description", "resource", "payload_schema", "reversible", "not_reversible_note"]
+
+
+class ResourceAccessSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    label = serializers.CharField()
+    readable_fields = serializers.ListField(child=serializers.CharField())
+
+
+class SystemSerializer(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    category = serializers.CharField()
+    environment = serializers.CharField()
+    integration_pattern = serializers.CharField()
+    write_mode = serializers.CharField()
+    resources = ResourceAccessSerializer(many=True)
+    actions = ActionSerializer(many=True)
+
+
+class RecordSerializer(serializers.Serializer):
+    system = serializers.CharField()
+    resource = serializers.CharField()
+    record_id = serializers.CharField()
+    data = serializers.DictField(help_text="Only the fields the agent's grants allow.")
+
+
+class ProposalCreateSerializer(StrictSerializer):
+    system = serializers.SlugField(max_length=60)
+    action = serializers.CharField(max_length=60)
+    record_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:@-]{1,200}$",
+        error_messages={"invalid": "Use letters, digits and . _ : @ - only (at most 200)."},
+    )
+    payload = serializers.DictField(help_text="Checked against the action's payload schema.")
+    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+
+
+class ImpactSerializer(serializers.Serializer):
+    amount = serializers.CharField(allow_null=True)
+    currency = serializers.CharField()
+
+
+class DecisionSerializer(serializers.Serializer):
+    mode = serializers.CharField()
+    reason = serializers.CharField()
+    rule = serializers.CharField(allow_null=True)
+    band = serializers.CharField(allow_null=True)
+    approver = serializers.CharField(allow_null=True)
+    approver_group = serializers.CharField(allow_null=True)
+    review_group = serializers.CharField(allow_null=True)
+    sla_due_at = serializers.DateTimeField(allow_null=True)
+    expires_at = serializers.DateTimeField(allow_null=True)
+
+
+class ProposalSerializer(serializers.ModelSerializer):
+    system = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    action = serializers.CharField(source="action_type.name")
+    impact = serializers.SerializerMethodField()
+    decision = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+    rejection_reason = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Proposal
+        fields = [
+            "id",
+            "status",
+            "system",
+            "action",
+            "record_id",
+            "payload",
+            "reason",
+            "impact",
+            "decision",
+            "rejection_reason",
+            "failure_reason",
+            "created_at",
+            "decided_at",
+            "executed_at",
+            "links",
+        ]
+
+    def get_impact(self, proposal: Proposal) -> dict[str, Any]:
+        amount = None if proposal.impact_amount is None else f"{proposal.impact_amount:.2f}"
+        return ImpactSerializer({"amount": amount, "currency": proposal.impact_currency}).data
+
+    def get_decision(self, proposal: Proposal) -> dict[str, Any]:
+        decision = proposal.decision or {}
+        return DecisionSerializer(
+            {
+                "mode": proposal.mode,
+                "reason": decision.get("reason", ""),
+                "rule": decision.get("rule"),
+                "band": decision.get("band"),
+                "approver": decision.get("approver"),
+                "approver_group": decision.get("approver_group"),
+                "review_group": decision.get("review_group"),
+                "sla_due_at": proposal.sla_due_at,
+                "expires_at": proposal.expires_at,
+            }
+        ).data
+
+    def get_links(self, proposal: Proposal) -> dict[str, str]:
+        return {"self": f"/api/v1/proposals/{proposal.pk}"}
+
+    def get_rejection_reason(self, proposal: Proposal) -> str | None:
+        return proposal.decision_comment if proposal.status == "rejected" else None
+
+
+class EventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    system = serializers.CharField()
+    resource = serializers.CharField()
+    record_id = serializers.CharField()
+    data = serializers.DictField()
+    received_at = serializers.DateTimeField()
+
+
+class EventPageSerializer(serializers.Serializer):
+    events = EventSerializer(many=True)
+    next_after = serializers.IntegerField(help_text="Pass as `after` to read on.")
+
+
+class ProblemSerializer(serializers.Serializer):
+    """RFC 9457 problem details."""
+
+    type = serializers.CharField()
+    title = serializers.CharField()
+    status = serializers.IntegerField()
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    errors = serializers.DictField(child=serializers.CharField(), required=False)

@@ -1,16 +1,292 @@
-"""Agent API views: thin; every rule lives in the services."""
+"""Agent API views: thin; every check and every audit event lives in the services."""
 
-from drf_spectacular.utils import extend_schema
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions as drf
+from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.api.serializers import MeSerializer
+from approvals.choices import ProposalStatus
+from approvals.models import Proposal
+from approvals.services import ProposalRequest, proposal_cancel, proposal_create
+from audit.choices import Channel
+from connectors.services import events_list
+from governance.api import serializers as s
+from governance.api.errors import flatten_errors
+from governance.choices import Access
+from governance.errors import InvalidPayload, MalformedRequest, NotFound
+from governance.gate import Target, ensure_may_act, refuse
+from governance.models import ActionType, ScopeGrant, System
+from governance.services import record_read
+
+CHANNEL = Channel.API
+
+
+def problems(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
+    """OpenAPI entries for the problem+json answers an endpoint can give."""
+    by_status: dict[int, list[str]] = {}
+    for status, code in codes:
+        by_status.setdefault(status, []).append(code)
+    return {
+        status: OpenApiResponse(s.ProblemSerializer, description="problem+json; code: " + " | ".join(names))
+        for status, names in by_status.items()
+    }
+
+
+COMMON = ((401, "unauthenticated"), (403, "agent_disabled"), (429, "throttled"))
 
 
 class MeView(APIView):
-    """The calling agent: its slug, status and current grants."""
-
-    @extend_schema(responses=MeSerializer, summary="The calling agent and its grants")
+    @extend_schema(responses={200: s.MeSerializer, **problems(*COMMON)}, summary="The calling agent and its grants")
     def get(self, request: Request) -> Response:
-        return Response(MeSerializer(request.user).data)
+        return Response(s.MeSerializer(request.user).data)
+
+
+class SystemsView(APIView):
+    @extend_schema(
+        responses={200: s.SystemSerializer(many=True), **problems(*COMMON, (503, "system_frozen"))},
+        summary="Systems the agent holds a grant on, with readable resources and proposable actions",
+    )
+    def get(self, request: Request) -> Response:
+        agent = request.user
+        ensure_may_act(agent, channel=CHANNEL, write=False)
+        grants = list(ScopeGrant.objects.for_agent(agent))
+        systems: dict[int, dict[str, Any]] = {}
+        for grant in grants:
+            entry = systems.setdefault(grant.system_id, {"system": grant.system, "resources": {}, "actions": set()})
+            if grant.access == Access.READ:
+                fields = entry["resources"].setdefault(grant.resource, [])
+                fields.extend(name for name in (grant.fields or grant.resource.fields) if name not in fields)
+            else:
+                entry["actions"].update((grant.resource_id, name) for name in grant.actions)
+        actions = {
+            (action.system_id, action.resource_id, action.name): action
+            for action in ActionType.objects.filter(system_id__in=systems).select_related("resource")
+        }
+        body = []
+        for system_id, entry in sorted(systems.items(), key=lambda item: item[1]["system"].slug):
+            system: System = entry["system"]
+            body.append(
+                {
+                    "slug": system.slug,
+                    "name": system.name,
+                    "category": system.category,
+                    "environment": system.environment,
+                    "integration_pattern": system.integration_pattern,
+                    "write_mode": system.write_mode,
+                    "resources": [
+                        {"name": resource.name, "label": resource.label, "readable_fields": fields}
+                        for resource, fields in entry["resources"].items()
+                    ],
+                    "actions": [
+                        actions[(system_id, resource_id, name)]
+                        for resource_id, name in sorted(entry["actions"], key=lambda pair: pair[1])
+                        if (system_id, resource_id, name) in actions
+                    ],
+                }
+            )
+        return Response(s.SystemSerializer(body, many=True).data)
+
+
+class RecordView(APIView):
+    @extend_schema(
+        responses={
+            200: s.RecordSerializer,
+            **problems(
+                *COMMON,
+                (403, "scope_denied"),
+                (404, "not_found"),
+                (503, "system_frozen"),
+                (503, "system_unavailable"),
+            ),
+        },
+        summary="Read one record through the system's connector; only granted fields are returned",
+    )
+    def get(self, request: Request, system: str, resource: str, record_id: str) -> Response:
+        return Response(
+            record_read(
+                agent=request.user, system_slug=system, resource_name=resource, record_id=record_id, channel=CHANNEL
+            )
+        )
+
+
+class ProposalCursor(CursorPagination):
+    ordering = "-created_at"
+    page_size = 50
+    max_page_size = 200
+    page_size_query_param = "limit"
+
+
+class ProposalsView(APIView):
+    @extend_schema(
+        request=s.ProposalCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Recommended. A replay of the same request returns the first response; the same key "
+                "with a different request answers 409 idempotency_conflict. Kept at least 24 hours.",
+            )
+        ],
+        responses={
+            201: s.ProposalSerializer,
+            200: OpenApiResponse(s.ProposalSerializer, description="Replay of an Idempotency-Key: the first response"),
+            **problems(
+                *COMMON,
+                (400, "malformed_request"),
+                (403, "scope_denied"),
+                (404, "not_found"),
+                (409, "idempotency_conflict"),
+                (413, "payload_too_large"),
+                (422, "invalid_payload"),
+                (422, "unknown_action"),
+                (503, "system_frozen"),
+                (503, "system_unavailable"),
+            ),
+        },
+        summary="Propose an action; Gatehouse decides whether it executes now or waits for a human",
+    )
+    def post(self, request: Request) -> Response:
+        agent = request.user
+        try:
+            body = request.data
+        except (drf.ParseError, drf.UnsupportedMediaType) as exc:
+            raise refuse(MalformedRequest(str(exc.detail)), agent=agent, channel=CHANNEL, target=Target()) from exc
+        serializer = s.ProposalCreateSerializer(data=body)
+        if not serializer.is_valid():
+            raise refuse(
+                InvalidPayload("The request has invalid fields.", errors=flatten_errors(serializer.errors)),
+                agent=agent,
+                channel=CHANNEL,
+                target=Target(detail={"body": body if isinstance(body, dict) else str(body)[:500]}),
+            )
+        data = serializer.validated_data
+        key = request.headers.get("Idempotency-Key") or None
+        if key is not None and not (1 <= len(key) <= 255):
+            raise InvalidPayload("Idempotency-Key must be 1 to 255 characters.", errors={"Idempotency-Key": "length"})
+        proposal, replayed = proposal_create(
+            agent=agent,
+            request=ProposalRequest(
+                system=data["system"],
+                action=data["action"],
+                record_id=data["record_id"],
+                payload=data["payload"],
+                reason=data["reason"],
+            ),
+            channel=CHANNEL,
+            idempotency_key=key,
+            respond=lambda proposal: _json(s.ProposalSerializer(proposal).data),
+        )
+        if replayed is not None:
+            return Response(replayed, status=200, headers={"Idempotent-Replayed": "true"})
+        return Response(
+            s.ProposalSerializer(proposal).data, status=201, headers={"Location": f"/api/v1/proposals/{proposal.pk}"}
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", OpenApiTypes.STR, enum=ProposalStatus.values, description="Only this status"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size (at most 200)"),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="From `next` of the previous page"),
+        ],
+        responses={200: s.ProposalSerializer(many=True), **problems(*COMMON, (422, "invalid_payload"))},
+        summary="The agent's own proposals, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        ensure_may_act(request.user, channel=CHANNEL, write=False)
+        queryset = Proposal.objects.visible_to(request.user).for_api()
+        status = request.query_params.get("status")
+        if status is not None:
+            if status not in ProposalStatus.values:
+                raise InvalidPayload(
+                    "Unknown status.", errors={"status": "One of: " + ", ".join(ProposalStatus.values)}
+                )
+            queryset = queryset.filter(status=status)
+        paginator = ProposalCursor()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(s.ProposalSerializer(page, many=True).data)
+
+
+def _json(data: Any) -> Any:
+    """Serializer output as plain JSON types, as it will be stored and replayed."""
+    import json
+
+    from rest_framework.utils.encoders import JSONEncoder
+
+    return json.loads(json.dumps(data, cls=JSONEncoder))
+
+
+def _own_proposal(request: Request, proposal_id: str) -> Proposal:
+    ensure_may_act(request.user, channel=CHANNEL, write=False)
+    proposal = Proposal.objects.visible_to(request.user).for_api().filter(pk=proposal_id).first()
+    if proposal is None:
+        raise NotFound("No such proposal.")  # another agent's proposal looks exactly like a missing one
+    return proposal
+
+
+class ProposalDetailView(APIView):
+    @extend_schema(
+        responses={200: s.ProposalSerializer, **problems(*COMMON, (404, "not_found"))},
+        summary="One of the agent's own proposals",
+    )
+    def get(self, request: Request, proposal_id: str) -> Response:
+        return Response(s.ProposalSerializer(_own_proposal(request, proposal_id)).data)
+
+
+class ProposalCancelView(APIView):
+    @extend_schema(
+        request=None,
+        responses={200: s.ProposalSerializer, **problems(*COMMON, (404, "not_found"), (409, "invalid_state"))},
+        summary="Withdraw a proposal that still awaits a decision",
+    )
+    def post(self, request: Request, proposal_id: str) -> Response:
+        proposal = proposal_cancel(proposal_id=proposal_id, agent=request.user, channel=CHANNEL)
+        return Response(s.ProposalSerializer(Proposal.objects.for_api().get(pk=proposal.pk)).data)
+
+
+class EventsView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("system", OpenApiTypes.STR, description="Only this event-queue system"),
+            OpenApiParameter("after", OpenApiTypes.INT, description="Cursor: events with a larger id"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="At most this many (1–500, default 100)"),
+        ],
+        responses={200: s.EventPageSerializer, **problems(*COMMON, (403, "scope_denied"), (422, "invalid_payload"))},
+        summary="Events from event-queue (legacy batch) systems the agent may read",
+    )
+    def get(self, request: Request) -> Response:
+        errors: dict[str, str] = {}
+        after = _int_param(request, "after", 0, 0, 2**62, errors)
+        limit = _int_param(request, "limit", 100, 1, 500, errors)
+        if errors:
+            raise InvalidPayload("Invalid query parameters.", errors=errors)
+        events = events_list(
+            agent=request.user,
+            system_slug=request.query_params.get("system"),
+            after=after,
+            limit=limit,
+            channel=CHANNEL,
+        )
+        next_after = events[-1]["id"] if events else after
+        return Response(s.EventPageSerializer({"events": events, "next_after": next_after}).data)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int, errors: dict[str, str]) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errors[name] = "Must be a whole number."
+        return default
+    if not low <= value <= high:
+        errors[name] = f"Must be between {low} and {high}."
+    return value

@@ -1,0 +1,120 @@
+"""Proposals (an agent's request to write), the outbox that hands approved ones to workers, idempotency records."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals.querysets import ProposalQuerySet
+
+
+class Proposal(models.Model):
+    """One write an agent asked for, how it was decided, and what executing it did.
+
+    Status changes only in approvals/services.py, under a row lock, each with its audit event.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey("governance.Agent", on_delete=models.PROTECT, related_name="proposals")
+    system = models.ForeignKey("governance.System", on_delete=models.PROTECT, related_name="proposals")
+    action_type = models.ForeignKey("governance.ActionType", on_delete=models.PROTECT, related_name="proposals")
+    record_id = models.CharField(max_length=200)
+    payload = models.JSONField()
+    reason = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=ProposalStatus.choices)
+    channel = models.CharField(max_length=20)
+    request_id = models.CharField(max_length=64, blank=True)
+
+    # The decision, computed by Gatehouse (never taken from the agent).
+    impact_amount = models.DecimalField(max_digits=16, decimal_places=2, null=True, blank=True)
+    impact_currency = models.CharField(max_length=3, blank=True)
+    mode = models.CharField(max_length=10, choices=DecisionMode.choices)
+    decision = models.JSONField(default=dict, help_text="Rule, band and the reason for the mode.")
+    rule = models.ForeignKey(
+        "governance.ThresholdRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approver_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    review_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    review_timing = models.CharField(max_length=10, blank=True)
+    sla_due_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    record_snapshot = models.JSONField(
+        default=dict, blank=True, help_text="The record's relevant fields when the proposal was made."
+    )
+
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+
+    # Execution.
+    attempts = models.PositiveIntegerField(default=0)
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it up.")
+    executed_at = models.DateTimeField(null=True, blank=True)
+    state_before = models.JSONField(null=True, blank=True)
+    state_after = models.JSONField(null=True, blank=True)
+    compensation = models.JSONField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProposalQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["agent", "-created_at"], name="proposal_agent_recent_idx"),
+            models.Index(fields=["status", "sla_due_at"], name="proposal_status_sla_idx"),
+            models.Index(fields=["system", "record_id"], name="proposal_record_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action_type.name} on {self.system.slug} {self.record_id} ({self.get_status_display()})"
+
+    @property
+    def awaiting_decision(self) -> bool:
+        return self.status in AWAITING_DECISION
+
+
+class OutboxMessage(models.Model):
+    """Written in the same transaction as an approval: a relay publishes it to Celery after the commit, and a sweeper
+    publishes again what is still waiting, so nothing approved is lost if the broker was down."""
+
+    proposal = models.OneToOneField(Proposal, on_delete=models.CASCADE, related_name="outbox")
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    publish_attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["published_at", "created_at"], name="outbox_pending_idx")]
+
+    def __str__(self) -> str:
+        return f"outbox for {self.proposal_id}"
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to an agent's Idempotency-Key (Stripe's semantics), kept for at least 24 hours."""
+
+    agent = models.ForeignKey("governance.Agent", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["agent", "key"], name="idempotency_one_per_agent_key")]
+        indexes = [models.Index(fields=["created_at"], name="idempotency_age_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}:{self.key}"

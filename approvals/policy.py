@@ -1,0 +1,143 @@
+"""Decision policy: what a proposal's impact is (computed by Gatehouse, never taken from the agent) and who decides.
+
+Fail closed: no rule, a rule not signed off, an unknown currency, an impact that cannot be computed, or a system in
+propose_only mode all mean a human decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db.models import Q
+
+from approvals.choices import DecisionMode
+from governance.choices import ImpactKind, Role, WriteMode
+from governance.models import ActionType, System, ThresholdBand, ThresholdRule
+
+FALLBACK_MAX_AGE = timedelta(days=3)
+
+
+@dataclass(frozen=True)
+class Impact:
+    amount: Decimal | None  # None: could not be computed
+    currency: str
+    basis: str  # how it was computed, in words
+
+    def as_json(self) -> dict[str, Any]:
+        return {"amount": None if self.amount is None else f"{self.amount:.2f}", "currency": self.currency}
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: str
+    reason: str
+    rule: ThresholdRule | None = None
+    band: ThresholdBand | None = None
+    approver: Any = None
+    approver_group: Group | None = None
+    sla: timedelta | None = None
+    review_group: Group | None = None
+    review_timing: str = ""
+    review_within: timedelta | None = None
+    max_age: timedelta = FALLBACK_MAX_AGE
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "reason": self.reason,
+            "rule": self.rule.name if self.rule else None,
+            "rule_id": self.rule.pk if self.rule else None,
+            "band": str(self.band) if self.band else None,
+            "approver": self.approver.get_username() if self.approver else None,
+            "approver_group": self.approver_group.name if self.approver_group else None,
+            "review_group": self.review_group.name if self.review_group else None,
+            "review_timing": self.review_timing or None,
+        }
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def compute_impact(action: ActionType, payload: dict[str, Any], record: dict[str, Any] | None) -> Impact:
+    """The money at stake. For `delta`: the new value minus the current value read from the system of record."""
+    currency = action.impact_currency
+    if action.impact_kind == ImpactKind.NONE:
+        return Impact(Decimal("0.00"), currency, "no money at stake")
+    new = _decimal(payload.get(action.impact_field))
+    if new is None:
+        return Impact(None, currency, f"{action.impact_field} is not a number")
+    if action.impact_kind == ImpactKind.AMOUNT:
+        return Impact(new, currency, f"the amount in {action.impact_field}")
+    current = _decimal((record or {}).get(action.impact_field))
+    if current is None:
+        return Impact(None, currency, f"the current {action.impact_field} could not be read")
+    return Impact(new - current, currency, f"{action.impact_field} {current} → {new}")
+
+
+def _human(reason: str, system: System, max_age: timedelta = FALLBACK_MAX_AGE) -> Decision:
+    """Where the rules cannot decide, one approver from the Approvers role decides within the fallback SLA."""
+    return Decision(
+        mode=DecisionMode.SINGLE,
+        reason=f"{reason}: a human decides",
+        approver_group=Group.objects.filter(name=Role.APPROVERS).first(),
+        sla=settings.GATEHOUSE_FALLBACK_SLA,
+        max_age=max_age,
+    )
+
+
+def find_rule(system: System, action: ActionType) -> ThresholdRule | None:
+    """The action's own rule, else the system's default rule."""
+    rules = {
+        rule.action_type_id: rule
+        for rule in ThresholdRule.objects.filter(system=system)
+        .filter(Q(action_type=action) | Q(action_type__isnull=True))
+        .prefetch_related("bands")
+    }
+    return rules.get(action.pk) or rules.get(None)
+
+
+def decide(*, system: System, action: ActionType, impact: Impact) -> Decision:
+    rule = find_rule(system, action)
+    if rule is None:
+        return _human(f"no threshold rule covers {action.name}", system)
+    if not rule.is_signed_off:
+        return _human(f"rule “{rule.name}” is not signed off by the business owner", system, rule.max_age)
+    if impact.amount is None:
+        return _human(f"the impact could not be computed ({impact.basis})", system, rule.max_age)
+    if impact.currency != rule.currency:
+        return _human(f"impact in {impact.currency} but rule “{rule.name}” is in {rule.currency}", system, rule.max_age)
+    amount = abs(impact.amount)  # a decrease is judged by its size too: fail closed
+    band = next(
+        (b for b in rule.bands.all() if b.min_amount <= amount and (b.max_amount is None or amount < b.max_amount)),
+        None,
+    )
+    if band is None:
+        return _human(f"no band of “{rule.name}” covers {amount} {rule.currency}", system, rule.max_age)
+    where = f"{amount} {rule.currency} falls in band {band} of “{rule.name}”"
+    if system.write_mode == WriteMode.PROPOSE_ONLY and band.mode == DecisionMode.AUTO:
+        return _human(f"{where}, but {system} is propose-only", system, rule.max_age)
+    return Decision(
+        mode=band.mode,
+        reason=where,
+        rule=rule,
+        band=band,
+        approver=band.approver,
+        approver_group=band.approver_group,
+        sla=band.sla,
+        review_group=band.review_group if band.mode == DecisionMode.DUAL else None,
+        review_timing=band.review_timing if band.mode == DecisionMode.DUAL else "",
+        review_within=band.review_within if band.mode == DecisionMode.DUAL else None,
+        max_age=rule.max_age,
+    )

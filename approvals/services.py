@@ -1,0 +1,622 @@
+"""Proposal lifecycle: create, decide, cancel, execute. Transitions happen only here, under a row lock, each with
+exactly one audit event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals.models import IdempotencyRecord, OutboxMessage, Proposal
+from approvals.policy import compute_impact, decide
+from audit.choices import Channel, Verb
+from audit.services import audit_record
+from connectors.base import PermanentError, RecordNotFound, TransientError
+from connectors.registry import connector_for
+from governance.choices import AgentStatus, WriteMode
+from governance.errors import (
+    IdempotencyConflict,
+    InvalidPayload,
+    InvalidState,
+    NotFound,
+    SystemUnavailable,
+)
+from governance.gate import Target, ensure_may_act, find_system, refuse, writable_action
+from governance.models import Agent, GlobalSwitch
+
+logger = logging.getLogger(__name__)
+
+
+class InvalidTransition(Exception):
+    """The proposal is not in a state that allows this step (already decided, already executed, …)."""
+
+
+class NotYourDecision(Exception):
+    """The person may not decide this proposal (not its approver, or separation of duties)."""
+
+
+# --- Idempotency ------------------------------------------------------------------------------------------------
+
+
+def request_fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def idempotent_replay(*, agent: Agent, key: str | None, fingerprint: str) -> IdempotencyRecord | None:
+    """The stored first response for this key, or None. The same key with another request is a conflict."""
+    if not key:
+        return None
+    cutoff = timezone.now() - settings.GATEHOUSE_IDEMPOTENCY_TTL
+    record = IdempotencyRecord.objects.filter(agent=agent, key=key, created_at__gte=cutoff).first()
+    if record is not None and record.request_hash != fingerprint:
+        raise IdempotencyConflict(
+            "This Idempotency-Key was used for a different request; use a new key for a new request."
+        )
+    return record
+
+
+# --- Create -----------------------------------------------------------------------------------------------------
+
+
+def _schema_errors(schema: dict[str, Any], payload: Any) -> dict[str, str]:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors: dict[str, str] = {}
+    for error in sorted(validator.iter_errors(payload), key=lambda e: list(e.absolute_path)):
+        path = ".".join(["payload", *(str(part) for part in error.absolute_path)])
+        if error.validator == "additionalProperties":
+            extra = sorted(set(payload) - set(schema.get("properties", {}))) if isinstance(payload, dict) else []
+            for name in extra:
+                errors.setdefault(f"payload.{name}", "Unknown field: this action does not take it.")
+            continue
+        if error.validator == "required":
+            missing = error.message.split("'")[1] if "'" in error.message else ""
+            errors.setdefault(f"payload.{missing}" if missing else path, "This field is required.")
+            continue
+        errors.setdefault(path, error.message[:300])
+    return errors
+
+
+@dataclass(frozen=True)
+class ProposalRequest:
+    system: str
+    action: str
+    record_id: str
+    payload: dict[str, Any]
+    reason: str = ""
+
+
+def proposal_create(
+    *,
+    agent: Agent,
+    request: ProposalRequest,
+    channel: Channel | str,
+    idempotency_key: str | None = None,
+    respond: Callable[[Proposal], dict[str, Any]] | None = None,
+) -> tuple[Proposal, dict[str, Any] | None]:
+    """Check, validate, decide and record a proposal; queue its execution when the rule says auto.
+
+    With an idempotency key, the first response (built by `respond`) is stored with the proposal in one transaction;
+    a concurrent request with the same key loses the race and gets that stored response instead of a second proposal.
+    Returns the proposal and, for a replay, the stored body.
+    """
+    fingerprint = request_fingerprint(request.__dict__)
+    stored = idempotent_replay(agent=agent, key=idempotency_key, fingerprint=fingerprint)
+    if stored is not None:
+        return Proposal.objects.get(pk=stored.response_body["id"]), stored.response_body
+
+    system = find_system(request.system)
+    target = Target(system=system, record_id=request.record_id, detail={"action": request.action})
+    ensure_may_act(agent, channel=channel, target=target, write=True)
+    action = writable_action(agent, system, request.action, channel=channel, record_id=request.record_id)
+    target = Target(
+        system=system,
+        resource=action.resource.name,
+        record_id=request.record_id,
+        detail={"action": action.name, "payload": request.payload},
+    )
+    errors = _schema_errors(action.payload_schema, request.payload)
+    if errors:
+        raise refuse(
+            InvalidPayload(f"The payload does not fit {action.name}.", errors=errors),
+            agent=agent,
+            channel=channel,
+            target=target,
+        )
+
+    record: dict[str, Any] | None = None
+    needs_record = action.impact_kind == "delta" or "record_exists" in action.preconditions
+    if needs_record:
+        try:
+            record = connector_for(system).read(action.resource.name, request.record_id)
+        except RecordNotFound:
+            raise refuse(
+                InvalidPayload(
+                    f"No {action.resource.label} {request.record_id} in {system}.",
+                    errors={"record_id": f"No {action.resource.label} with this id in {system}."},
+                ),
+                agent=agent,
+                channel=channel,
+                target=target,
+            ) from None
+        except (TransientError, PermanentError) as exc:
+            raise refuse(
+                SystemUnavailable(f"{system} could not be read to check the proposal: {exc}"),
+                agent=agent,
+                channel=channel,
+                target=target,
+            ) from exc
+
+    impact = compute_impact(action, request.payload, record)
+    decision = decide(system=system, action=action, impact=impact)
+    snapshot_fields = list(
+        (action.operation or {}).get("fields") or ([action.impact_field] if action.impact_field else [])
+    )
+    snapshot = {name: record.get(name) for name in snapshot_fields} if record else {}
+
+    try:
+        with transaction.atomic():
+            proposal = _record_proposal(
+                agent=agent,
+                request=request,
+                channel=channel,
+                action=action,
+                system=system,
+                impact=impact,
+                decision=decision,
+                snapshot=snapshot,
+            )
+            body = respond(proposal) if respond else None
+            if idempotency_key:
+                IdempotencyRecord.objects.create(
+                    agent=agent, key=idempotency_key, request_hash=fingerprint, response_status=201, response_body=body
+                )
+    except IntegrityError:
+        stored = idempotent_replay(agent=agent, key=idempotency_key, fingerprint=fingerprint)
+        if stored is None:
+            raise
+        return Proposal.objects.get(pk=stored.response_body["id"]), stored.response_body
+    return proposal, None
+
+
+def _record_proposal(*, agent, request, channel, action, system, impact, decision, snapshot) -> Proposal:
+    now = timezone.now()
+    auto = decision.mode == DecisionMode.AUTO
+    proposal = Proposal.objects.create(
+        agent=agent,
+        system=system,
+        action_type=action,
+        record_id=request.record_id,
+        payload=request.payload,
+        reason=request.reason,
+        status=ProposalStatus.APPROVED if auto else ProposalStatus.PENDING_APPROVAL,
+        channel=str(channel),
+        request_id=_request_id(),
+        impact_amount=impact.amount,
+        impact_currency=impact.currency,
+        mode=decision.mode,
+        decision={**decision.as_json(), "impact_basis": impact.basis},
+        rule=decision.rule,
+        approver=decision.approver,
+        approver_group=decision.approver_group,
+        review_group=decision.review_group,
+        review_timing=decision.review_timing,
+        sla_due_at=now + decision.sla if decision.sla and not auto else None,
+        expires_at=now + decision.max_age if not auto else None,
+        record_snapshot=snapshot,
+        decided_at=now if auto else None,
+    )
+    amount = "" if impact.amount is None else f" (impact {impact.amount} {impact.currency})"
+    common = {
+        "channel": channel,
+        "system": system,
+        "resource": action.resource.name,
+        "record_id": request.record_id,
+        "proposal_id": proposal.pk,
+        "decision": proposal.decision,
+        "state_before": snapshot or None,
+    }
+    audit_record(
+        verb=Verb.PROPOSED,
+        actor=agent,
+        input={"action": action.name, "payload": request.payload, "reason": request.reason},
+        summary=f"{agent.slug} proposed {action.name} on {action.resource.label} {request.record_id}{amount}.",
+        **common,
+    )
+    if auto:
+        audit_record(
+            verb=Verb.AUTO_APPROVED,
+            actor=None,
+            summary=f"Auto-approved by rule: {decision.reason}.",
+            **common,
+        )
+        _queue_execution(proposal)
+    return proposal
+
+
+def _request_id() -> str:
+    from governance.request_context import current_request_id
+
+    return current_request_id()
+
+
+# --- Decide -----------------------------------------------------------------------------------------------------
+
+
+def may_decide(user, proposal: Proposal) -> str | None:
+    """None when `user` may approve or reject the proposal; otherwise the reason they may not."""
+    if not user.is_active:
+        return "your account is inactive"
+    if proposal.approver_id and proposal.approver_id != user.pk:
+        return f"it is assigned to {proposal.approver.get_username()}"
+    if not proposal.approver_id:
+        if proposal.approver_group_id is None:
+            return "no approver is assigned"
+        if not user.groups.filter(pk=proposal.approver_group_id).exists():
+            return f"you are not in the {proposal.approver_group.name} group"
+    rule = proposal.rule
+    if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
+        return f"you own the agent {proposal.agent.slug} (separation of duties)"
+    return None
+
+
+def _locked(proposal_id: uuid.UUID | str) -> Proposal:
+    return Proposal.objects.select_for_update().select_related("system", "action_type", "agent").get(pk=proposal_id)
+
+
+@transaction.atomic
+def proposal_approve(*, proposal_id, user, channel: Channel | str, comment: str = "") -> Proposal:
+    """Record an approval; queue execution once the commit lands (or a manual task on a propose-only system).
+
+    Two approvers racing: the row lock makes the second one see a decided proposal.
+    """
+    proposal = _locked(proposal_id)
+    if proposal.status not in AWAITING_DECISION:
+        raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+    refusal = may_decide(user, proposal)
+    if refusal:
+        audit_record(
+            verb=Verb.DENIED,
+            actor=user,
+            channel=channel,
+            system=proposal.system,
+            record_id=proposal.record_id,
+            proposal_id=proposal.pk,
+            outcome="not_your_decision",
+            summary=f"{user.get_username()} may not approve this proposal: {refusal}.",
+        )
+        raise NotYourDecision(f"You may not approve this proposal: {refusal}.")
+    proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), comment
+    manual = proposal.system.write_mode == WriteMode.PROPOSE_ONLY
+    proposal.status = ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED
+    proposal.save()
+    audit_record(
+        verb=Verb.APPROVED,
+        actor=user,
+        channel=channel,
+        system=proposal.system,
+        resource=proposal.action_type.resource.name,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        decision=proposal.decision,
+        input={"comment": comment} if comment else None,
+        summary=f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}"
+        + (" (a manual task: the system is propose-only)." if manual else "."),
+    )
+    if not manual:
+        _queue_execution(proposal)
+    return proposal
+
+
+@transaction.atomic
+def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -> Proposal:
+    if not reason.strip():
+        raise ValueError("A rejection needs a reason.")
+    proposal = _locked(proposal_id)
+    if proposal.status not in AWAITING_DECISION:
+        raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+    refusal = may_decide(user, proposal)
+    if refusal:
+        raise NotYourDecision(f"You may not reject this proposal: {refusal}.")
+    proposal.status = ProposalStatus.REJECTED
+    proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
+    proposal.save()
+    audit_record(
+        verb=Verb.REJECTED,
+        actor=user,
+        channel=channel,
+        system=proposal.system,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        input={"reason": reason},
+        summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: {reason}",
+    )
+    return proposal
+
+
+def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Proposal:
+    """The agent withdraws its own proposal while it still awaits a decision."""
+    ensure_may_act(agent, channel=channel, write=True)
+    with transaction.atomic():
+        proposal = Proposal.objects.visible_to(agent).select_for_update().filter(pk=proposal_id).first()
+        if proposal is None:
+            raise NotFound("No such proposal.")
+        if proposal.status not in AWAITING_DECISION:
+            raise InvalidState(f"Only a pending proposal can be cancelled; this one is {proposal.status}.")
+        proposal.status = ProposalStatus.CANCELLED
+        proposal.save()
+        audit_record(
+            verb=Verb.CANCELLED,
+            actor=agent,
+            channel=channel,
+            system=proposal.system,
+            record_id=proposal.record_id,
+            proposal_id=proposal.pk,
+            summary=f"{agent.slug} withdrew its proposal {proposal.action_type.name} on {proposal.record_id}.",
+        )
+    return proposal
+
+
+# --- Outbox -----------------------------------------------------------------------------------------------------
+
+
+def _queue_execution(proposal: Proposal) -> None:
+    """Same transaction as the approval: the outbox row. After the commit: publish it."""
+    message, _ = OutboxMessage.objects.get_or_create(proposal=proposal)
+    transaction.on_commit(lambda: outbox_publish(message_ids=[message.pk]))
+
+
+def outbox_publish(*, message_ids: list[int]) -> int:
+    """Hand outbox messages to Celery. A broker that is down is noted, not raised: the sweeper tries again."""
+    from approvals.tasks import execute_proposal
+
+    published = 0
+    for message in OutboxMessage.objects.filter(pk__in=message_ids):
+        now = timezone.now()
+        try:
+            execute_proposal.apply_async(args=[str(message.proposal_id)], retry=False)
+        except Exception as exc:  # any broker failure: the row stays for the sweeper
+            logger.warning("outbox: publishing %s failed: %s", message.proposal_id, exc)
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                publish_attempts=message.publish_attempts + 1, last_error=str(exc)[:300]
+            )
+            continue
+        OutboxMessage.objects.filter(pk=message.pk).update(
+            published_at=now, publish_attempts=message.publish_attempts + 1, last_error=""
+        )
+        published += 1
+    return published
+
+
+def outbox_sweep(now=None) -> int:
+    """Publish again whatever approved work no worker has taken up: never-published messages, messages lost in the
+    broker, executions whose worker died (lease expired) or whose retry message was lost. Duplicates are harmless:
+    a second delivery finds the proposal claimed and returns."""
+    now = now or timezone.now()
+    lease = execution_lease()
+    stale_publish = now - settings.GATEHOUSE_OUTBOX_REPUBLISH_AFTER
+    unpublished = OutboxMessage.objects.filter(published_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
+    lost = OutboxMessage.objects.filter(proposal__status=ProposalStatus.APPROVED, published_at__lt=stale_publish)
+    abandoned = OutboxMessage.objects.filter(
+        proposal__status=ProposalStatus.EXECUTING, proposal__claimed_at__lt=now - lease
+    )
+    waiting_retry = OutboxMessage.objects.filter(
+        proposal__status=ProposalStatus.EXECUTING,
+        proposal__claimed_at__isnull=True,
+        proposal__updated_at__lt=now
+        - settings.GATEHOUSE_EXECUTION_BACKOFF_MAX
+        - settings.GATEHOUSE_OUTBOX_REPUBLISH_AFTER,
+    )
+    ids = set()
+    for queryset in (unpublished, lost, abandoned, waiting_retry):
+        ids.update(queryset.values_list("pk", flat=True)[:500])
+    return outbox_publish(message_ids=sorted(ids)) if ids else 0
+
+
+# --- Execute ----------------------------------------------------------------------------------------------------
+
+
+def execution_lease() -> timedelta:
+    """A claim older than this belongs to a worker that died: the hard time limit has killed any task by then."""
+    return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
+
+
+def _hold_reason(proposal: Proposal) -> str | None:
+    """The kill switch, checked again just before calling the system."""
+    if proposal.agent.status != AgentStatus.ACTIVE:
+        return f"agent {proposal.agent.slug} is disabled"
+    engaged, reason = GlobalSwitch.is_engaged()
+    if engaged:
+        return f"the global stop is engaged: {reason}"
+    if proposal.system.writes_frozen:
+        return f"writes to {proposal.system} are frozen"
+    return None
+
+
+def proposal_claim(*, proposal_id) -> Proposal | None:
+    """Take up a proposal for execution. None when another worker holds it or there is nothing to do."""
+    now = timezone.now()
+    with transaction.atomic():
+        proposal = (
+            Proposal.objects.select_for_update(skip_locked=True)
+            .select_related("system", "action_type__resource", "agent")
+            .filter(pk=proposal_id)
+            .first()
+        )
+        if proposal is None:
+            return None
+        claimable = proposal.status == ProposalStatus.APPROVED or (
+            proposal.status == ProposalStatus.EXECUTING
+            and (proposal.claimed_at is None or proposal.claimed_at < now - execution_lease())
+        )
+        if not claimable:
+            return None
+        hold = _hold_reason(proposal)
+        if hold:
+            proposal.status = ProposalStatus.ON_HOLD
+            proposal.save()
+            audit_record(
+                verb=Verb.FAILED,
+                actor=None,
+                channel=Channel.TASK,
+                system=proposal.system,
+                record_id=proposal.record_id,
+                proposal_id=proposal.pk,
+                outcome="on_hold",
+                summary=f"Execution of {proposal.action_type.name} on {proposal.record_id} put on hold: {hold}.",
+            )
+            return None
+        first_claim = proposal.status == ProposalStatus.APPROVED
+        proposal.status = ProposalStatus.EXECUTING
+        proposal.claimed_at = now
+        proposal.attempts += 1
+        proposal.save()
+        if first_claim:
+            audit_record(
+                verb=Verb.EXECUTING,
+                actor=None,
+                channel=Channel.TASK,
+                system=proposal.system,
+                resource=proposal.action_type.resource.name,
+                record_id=proposal.record_id,
+                proposal_id=proposal.pk,
+                summary=f"Executing {proposal.action_type.name} on {proposal.record_id} in {proposal.system}.",
+            )
+    return proposal
+
+
+@transaction.atomic
+def proposal_record_executed(*, proposal_id, before: dict, after: dict, compensation: dict) -> Proposal:
+    proposal = _locked(proposal_id)
+    if proposal.status != ProposalStatus.EXECUTING:
+        raise InvalidTransition(f"Cannot record an execution of a {proposal.status} proposal.")
+    proposal.status = ProposalStatus.EXECUTED
+    proposal.executed_at = timezone.now()
+    proposal.claimed_at = None
+    proposal.state_before, proposal.state_after, proposal.compensation = before, after, compensation
+    proposal.save()
+    change = ", ".join(f"{name} {before.get(name)} → {value}" for name, value in after.items()) if before else ""
+    audit_record(
+        verb=Verb.EXECUTED,
+        actor=None,
+        channel=Channel.TASK,
+        system=proposal.system,
+        resource=proposal.action_type.resource.name,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        person=proposal.decided_by,
+        state_before=before,
+        state_after=after,
+        summary=f"Executed {proposal.action_type.name} on {proposal.action_type.resource.label} {proposal.record_id}"
+        + (f": {change}" if change else "")
+        + (f" (approved by {proposal.decided_by.get_username()})." if proposal.decided_by else " (auto-approved)."),
+    )
+    return proposal
+
+
+@transaction.atomic
+def proposal_record_failure(*, proposal_id, reason: str) -> Proposal:
+    proposal = _locked(proposal_id)
+    if proposal.status != ProposalStatus.EXECUTING:
+        raise InvalidTransition(f"Cannot record a failure of a {proposal.status} proposal.")
+    proposal.status = ProposalStatus.FAILED
+    proposal.claimed_at = None
+    proposal.failure_reason = reason[:2000]
+    proposal.save()
+    audit_record(
+        verb=Verb.FAILED,
+        actor=None,
+        channel=Channel.TASK,
+        system=proposal.system,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        outcome="failed",
+        summary=f"{proposal.action_type.name} on {proposal.record_id} failed after {proposal.attempts} attempt(s): "
+        f"{reason[:300]}",
+    )
+    transaction.on_commit(lambda: _tell_owner_of_failure(proposal))
+    return proposal
+
+
+def _tell_owner_of_failure(proposal: Proposal) -> None:
+    from django.core.mail import send_mail
+
+    recipients = [address for address in (proposal.agent.owner.email, proposal.system.oncall_contact) if address]
+    if not recipients:
+        return
+    try:
+        send_mail(
+            subject=f"[Gatehouse] {proposal.action_type.name} on {proposal.system} {proposal.record_id} failed",
+            message=f"{proposal.failure_reason}\n\n{settings.BASE_URL}/admin/approvals/proposal/{proposal.pk}/change/",
+            from_email=None,
+            recipient_list=recipients,
+        )
+    except Exception:  # a mail server down must not undo or repeat the failure record
+        logger.exception("could not notify about failed proposal %s", proposal.pk)
+
+
+def _release_for_retry(proposal_id) -> None:
+    """Keep it `executing` but unclaimed, so the scheduled retry (or the sweeper) can take it up again."""
+    Proposal.objects.filter(pk=proposal_id, status=ProposalStatus.EXECUTING).update(claimed_at=None)
+
+
+def retry_delay(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter, never sooner than the system's own Retry-After."""
+    base = settings.GATEHOUSE_EXECUTION_BACKOFF.total_seconds() * (2 ** max(0, attempt - 1))
+    capped = min(base, settings.GATEHOUSE_EXECUTION_BACKOFF_MAX.total_seconds())
+    delay = random.uniform(capped / 2, capped)  # noqa: S311 - jitter, not security
+    return max(delay, retry_after or 0.0)
+
+
+@dataclass(frozen=True)
+class ExecutionOutcome:
+    status: str  # executed | failed | retry | suppressed
+    retry_in: float | None = None
+    detail: str = ""
+
+
+def proposal_execute(*, proposal_id) -> ExecutionOutcome:
+    """Claim, call the system with the proposal id as idempotency key, record the result.
+
+    Transient errors release the claim and ask for a retry until the attempts run out; permanent ones fail at once.
+    """
+    proposal = proposal_claim(proposal_id=proposal_id)
+    if proposal is None:
+        return ExecutionOutcome("suppressed", detail="claimed elsewhere, finished, or on hold")
+    if proposal.attempts > settings.GATEHOUSE_EXECUTION_MAX_ATTEMPTS:
+        reason = f"{proposal.attempts - 1} attempts did not finish (workers died or timed out)"
+        proposal_record_failure(proposal_id=proposal.pk, reason=reason)
+        return ExecutionOutcome("failed", detail=reason)
+    try:
+        result = connector_for(proposal.system).execute(
+            proposal.action_type, proposal.record_id, proposal.payload, idempotency_key=str(proposal.pk)
+        )
+    except TransientError as exc:
+        if proposal.attempts >= settings.GATEHOUSE_EXECUTION_MAX_ATTEMPTS:
+            proposal_record_failure(proposal_id=proposal.pk, reason=f"gave up after retries: {exc}")
+            return ExecutionOutcome("failed", detail=str(exc))
+        _release_for_retry(proposal.pk)
+        return ExecutionOutcome("retry", retry_in=retry_delay(proposal.attempts, exc.retry_after), detail=str(exc))
+    except PermanentError as exc:
+        proposal_record_failure(proposal_id=proposal.pk, reason=str(exc))
+        return ExecutionOutcome("failed", detail=str(exc))
+    except Exception:
+        # Our own bug or a broken dependency: release the claim so the attempt counts and a retry can follow.
+        _release_for_retry(proposal.pk)
+        raise
+    proposal_record_executed(
+        proposal_id=proposal.pk, before=result.before, after=result.after, compensation=result.compensation
+    )
+    return ExecutionOutcome("executed")

@@ -1,0 +1,34 @@
+"""Celery tasks for proposals: thin wrappers that take ids and call the services. Names are stable across deploys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from approvals.models import IdempotencyRecord
+from approvals.services import outbox_sweep, proposal_execute
+
+
+@shared_task(name="approvals.execute_proposal", bind=True, acks_late=True, max_retries=None, ignore_result=True)
+def execute_proposal(self, proposal_id: str) -> str:
+    """Execute one approved proposal. A second delivery finds it claimed or done and returns."""
+    outcome = proposal_execute(proposal_id=proposal_id)
+    if outcome.status == "retry":
+        raise self.retry(countdown=outcome.retry_in)
+    return outcome.status
+
+
+@shared_task(name="approvals.outbox_sweep", ignore_result=True)
+def sweep_outbox() -> int:
+    """Publish again approved work that no worker took up (broker was down, message lost, worker died)."""
+    return outbox_sweep()
+
+
+@shared_task(name="approvals.purge_idempotency_keys", ignore_result=True)
+def purge_idempotency_keys() -> int:
+    cutoff = timezone.now() - settings.GATEHOUSE_IDEMPOTENCY_TTL - timedelta(hours=1)
+    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,69 @@
+"""The connector contract: every kind of system is read, written and compensated through these five methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConnectorError(Exception):
+    """A call to a system failed."""
+
+
+class TransientError(ConnectorError):
+    """Worth retrying: a timeout, a refused connection, 429 or 5xx. `retry_after` is the system's own hint."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(ConnectorError):
+    """Retrying cannot help: the system refused the request itself (4xx other than 429), or the mapping is wrong."""
+
+
+class RecordNotFound(PermanentError):
+    """The record does not exist in the system."""
+
+
+class NotReversible(PermanentError):
+    """The action has no compensation."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a write did: the record's relevant state before and after, and what is needed to undo it."""
+
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    compensation: dict[str, Any] = field(default_factory=dict)
+    replayed: bool = False  # the system recognised the idempotency key: the write had already been applied
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    reason: str = ""
+
+
+class Connector:
+    """One system, reached with its vaulted credential. Subclasses implement the kind-specific calls."""
+
+    def __init__(self, system, secret: str | None) -> None:
+        self.system = system
+        self._secret = secret
+
+    def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+        raise NotImplementedError
+
+    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+        raise NotReversible(f"{action} cannot be reversed: {action.not_reversible_note}")
+
+    def poll(self) -> list[dict[str, Any]]:
+        return []
+
+    def health(self) -> Health:
+        raise NotImplementedError

@@ -1,0 +1,157 @@
+"""The `http` connector: a REST/JSON system behind a scoped service credential, with timeouts on every call.
+
+Each action's `operation` maps it to a request:
+  {"method": "PATCH", "path": "/accounts/{record_id}", "fields": ["credit_limit"]}  - update fields; undo restores them
+  {"method": "POST", "path": "/accounts/{record_id}/notes", "created": "note"}      - create; undo deletes what was made
+  {"method": "POST", "path": "/accounts/{record_id}/statements"}                    - fire and forget; no undo
+"""
+
+from __future__ import annotations
+
+import threading
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from django.utils import timezone
+
+from connectors.base import Connector, Health, PermanentError, RecordNotFound, Result, TransientError
+from connectors.http.config import HttpConfig
+
+_clients: dict[tuple, httpx.Client] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(config: HttpConfig) -> httpx.Client:
+    """One pooled client per base URL and timeouts: a new TCP connection per call would double a read's cost."""
+    key = (config.base_url, config.timeout, config.connect_timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            timeout = httpx.Timeout(config.timeout, connect=config.connect_timeout)
+            client = _clients[key] = httpx.Client(base_url=config.base_url, timeout=timeout, follow_redirects=False)
+        return client
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
+        except (TypeError, ValueError):
+            return None
+
+
+class HttpConnector(Connector):
+    def __init__(self, system, secret: str | None) -> None:
+        super().__init__(system, secret)
+        self.config = HttpConfig.parse(system.connector_config)
+
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        credential = getattr(self.system, "credential", None)
+        if self._secret is not None and credential is not None:
+            if credential.kind == "header":
+                headers[credential.header_name] = self._secret
+            elif credential.kind == "basic":
+                import base64
+
+                pair = f"{credential.username}:{self._secret}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+            else:
+                headers["Authorization"] = f"Bearer {self._secret}"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    def _request(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None) -> Any:
+        where = f"{self.system.slug}: {method} {path}"
+        try:
+            response = _client(self.config).request(method, path, json=json, headers=self._headers(idempotency_key))
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"{where} timed out") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"{where} failed: {type(exc).__name__}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise TransientError(f"{where} answered {response.status_code}", retry_after=_retry_after(response))
+        if response.status_code == 404:
+            raise RecordNotFound(f"{where}: not found")
+        if response.status_code >= 400:
+            raise PermanentError(f"{where} refused with {response.status_code}: {self._error_text(response)}")
+        try:
+            return response.json() if response.content else {}
+        except ValueError as exc:
+            raise PermanentError(f"{where} answered {response.status_code} with a body that is not JSON") from exc
+
+    @staticmethod
+    def _error_text(response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            return response.text[:200]
+        if isinstance(body, dict):
+            return str(body.get("error") or body.get("detail") or body)[:200]
+        return str(body)[:200]
+
+    @staticmethod
+    def _path(template: str, record_id: str, **extra: str) -> str:
+        values = {"record_id": quote(str(record_id), safe=""), **{k: quote(str(v), safe="") for k, v in extra.items()}}
+        return template.format(**values)
+
+    def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
+        record = self._request("GET", self._path(f"/{quote(resource, safe='')}/{{record_id}}", record_id))
+        if not isinstance(record, dict):
+            raise PermanentError(f"{self.system.slug}: a record must be a JSON object")
+        return {name: record.get(name) for name in fields} if fields is not None else record
+
+    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+        operation = action.operation or {}
+        method = operation.get("method", "POST").upper()
+        path = self._path(operation.get("path", ""), record_id)
+        fields = operation.get("fields")
+        if fields:
+            body = {name: payload[name] for name in fields if name in payload}
+            current = self.read(action.resource.name, record_id)
+            response = self._request(method, path, json=body, idempotency_key=idempotency_key)
+            # The system's own account of "before" wins when it gives one: on a replayed key our read above
+            # already sees the new value, the system's stored answer does not.
+            before = response.get("before") if isinstance(response, dict) and "before" in response else None
+            if before is None:
+                before = {name: current.get(name) for name in body}
+            record = response.get("record", response) if isinstance(response, dict) else {}
+            after = {name: record.get(name, body[name]) for name in body}
+            compensation = {"method": method, "path": path, "body": {name: before.get(name) for name in body}}
+            return Result(before=before, after=after, compensation=compensation)
+        response = self._request(method, path, json=payload, idempotency_key=idempotency_key)
+        created_key = operation.get("created")
+        compensation: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        if created_key and isinstance(response, dict) and isinstance(response.get(created_key), dict):
+            created = response[created_key]
+            after = {created_key: created}
+            if "id" in created:
+                compensation = {"method": "DELETE", "path": f"{path}/{quote(str(created['id']), safe='')}"}
+        elif isinstance(response, dict):
+            after = {key: value for key, value in response.items() if key != "record"}
+        return Result(before={}, after=after, compensation=compensation)
+
+    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+        if not compensation:
+            return super().compensate(action, record_id, compensation, idempotency_key)
+        self._request(
+            compensation["method"], compensation["path"], json=compensation.get("body"), idempotency_key=idempotency_key
+        )
+        body = compensation.get("body")
+        return Result(after=body if isinstance(body, dict) else {})
+
+    def health(self) -> Health:
+        try:
+            self._request("GET", self.config.health_path)
+        except (TransientError, PermanentError) as exc:
+            return Health(False, str(exc))
+        return Health(True)

@@ -1,0 +1,99 @@
+"""The governed path over real HTTP against the running stack: web process, Celery worker, the sample CRM."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from approvals.models import Proposal
+from approvals.services import proposal_approve
+from audit.models import AuditEvent
+
+pytestmark = [pytest.mark.slow]
+
+
+def propose(client, action: str, payload: dict, record: str = "4471", **headers) -> dict:
+    response = client.post(
+        "/api/v1/proposals",
+        json={"system": "crm", "action": action, "record_id": record, "payload": payload, "reason": "test"},
+        headers=headers,
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_300_dollar_raise_executes_and_is_visible_in_the_crm(live):
+    agent = live.agent()
+    body = propose(agent, "update_credit_limit", {"credit_limit": "2300.00"})
+    assert body["status"] == "approved"
+    assert body["impact"] == {"amount": "300.00", "currency": "USD"}
+    assert body["decision"]["mode"] == "auto"
+    proposal = live.wait_for(body["id"], "executed")
+    assert live.crm_account("4471")["credit_limit"] == "2300.00"
+    assert proposal.state_before == {"credit_limit": "2000.00"}
+    assert proposal.state_after == {"credit_limit": "2300.00"}
+    verbs = list(AuditEvent.objects.filter(proposal_id=proposal.pk).order_by("id").values_list("verb", flat=True))
+    assert verbs == ["proposed", "auto_approved", "executing", "executed"]
+    assert agent.get(f"/api/v1/proposals/{body['id']}").json()["status"] == "executed"
+
+
+def test_a_3000_dollar_raise_waits_for_the_approver_within_the_sla(live):
+    body = propose(live.agent(), "update_credit_limit", {"credit_limit": "5000.00"})
+    assert body["status"] == "pending_approval"
+    assert body["decision"]["mode"] == "single"
+    assert body["decision"]["approver"] == "approver"
+    due = Proposal.objects.get(pk=body["id"]).sla_due_at
+    assert timedelta(hours=3, minutes=59) < due - timezone.now() <= timedelta(hours=4)
+    assert live.crm_account("4471")["credit_limit"] == "2000.00"
+
+
+def test_an_approved_3000_dollar_raise_is_executed_by_the_worker(live):
+    body = propose(live.agent(), "update_credit_limit", {"credit_limit": "5000.00"})
+    approver = get_user_model().objects.get(username="approver")
+    proposal_approve(proposal_id=body["id"], user=approver, channel="admin")
+    live.wait_for(body["id"], "executed")
+    assert live.crm_account("4471")["credit_limit"] == "5000.00"
+    executed = AuditEvent.objects.get(proposal_id=body["id"], verb="executed")
+    assert executed.person == approver and "approved by approver" in executed.summary
+
+
+def test_a_6000_dollar_raise_needs_the_named_approver_and_a_second_reviewer(live):
+    body = propose(live.agent(), "update_credit_limit", {"credit_limit": "8000.00"})
+    assert body["status"] == "pending_approval"
+    assert body["decision"]["mode"] == "dual"
+    assert body["decision"]["approver"] == "approver"
+    assert body["decision"]["review_group"] == "Reviewers"
+
+
+def test_add_note_auto_executes(live):
+    body = propose(live.agent(), "add_note", {"text": "Called about the overdue invoice."})
+    live.wait_for(body["id"], "executed")
+    notes = [note["text"] for note in live.crm_account("4471")["notes"]]
+    assert "Called about the overdue invoice." in notes
+    assert Proposal.objects.get(pk=body["id"]).compensation["method"] == "DELETE"
+
+
+def test_reading_4471_returns_no_email_and_audits_the_fields_not_the_values(live):
+    response = live.agent().get("/api/v1/systems/crm/accounts/4471")
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["name"] == "Northwind Traders" and "email" not in data
+    event = AuditEvent.objects.get(verb="read", record_id="4471")
+    assert event.input["fields"] == ["name", "status", "credit_limit", "notes"]
+    assert "Northwind" not in str(event.input) + event.summary
+
+
+def test_the_same_task_delivered_twice_writes_to_the_crm_once(live):
+    from approvals.tasks import execute_proposal
+
+    body = propose(live.agent(), "update_credit_limit", {"credit_limit": "2100.00"})
+    for _ in range(3):
+        execute_proposal.apply_async(args=[body["id"]])
+    live.wait_for(body["id"], "executed")
+    # Give the duplicates time to arrive and be suppressed.
+    import time
+
+    time.sleep(1.5)
+    assert live.crm_writes(body["id"]) == 1
+    assert AuditEvent.objects.filter(proposal_id=body["id"], verb="executed").count() == 1

@@ -1,0 +1,169 @@
+"""The running stack for end-to-end tests: the sample CRM, Gatehouse's web process and Celery workers, each a real
+process on loopback, sharing the test database and a broker queue of their own."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+_numbers = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.queue = f"gatehouse-test-{os.getpid()}-{next(_numbers)}"
+        self.processes: dict[str, Process] = {}
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
+        env.update(
+            {
+                "GATEHOUSE_VAR_DIR": str(self.dir / "var"),
+                "GATEHOUSE_DB_NAME": str(connection.settings_dict["NAME"]),
+                "GATEHOUSE_CREDENTIAL_KEYS": ",".join(settings.GATEHOUSE_CREDENTIAL_KEYS),
+                "GATEHOUSE_SECRET_KEY": settings.SECRET_KEY,
+                "GATEHOUSE_CELERY_QUEUE": self.queue,
+                "GATEHOUSE_LOG_LEVEL": "INFO",
+            }
+        )
+        if settings.DATABASE_URL:
+            env["DATABASE_URL"] = settings.DATABASE_URL
+        if settings.REDIS_URL:
+            env["REDIS_URL"] = settings.REDIS_URL
+        else:
+            env["GATEHOUSE_BROKER_DIR"] = str(Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]).parent)
+        env.update(extra)
+        return env
+
+    def start(self, name: str, argv: list[str], ready: str, *, env: dict[str, str], timeout: float = 45) -> Process:
+        log = self.dir / f"{name}.log"
+        with log.open("w") as out:
+            popen = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        process = Process(name, popen, log)
+        self.processes[name] = process
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready in process.output():
+                return process
+            if not process.alive():
+                raise RuntimeError(f"{name} exited before it was ready:\n{process.output()[-4000:]}")
+            time.sleep(0.1)
+        self.stop(name)
+        raise RuntimeError(f"{name} was not ready within {timeout} s:\n{process.output()[-4000:]}")
+
+    def crm(self, name: str, token: str) -> str:
+        port = free_port()
+        token_file = self.dir / f"{name}.token"
+        token_file.write_text(token)
+        self.start(
+            name,
+            [
+                str(BIN / "python"),
+                "-m",
+                "sandbox.crm",
+                "--port",
+                str(port),
+                "--store",
+                str(self.dir / f"{name}.sqlite3"),
+                "--token-file",
+                str(token_file),
+            ],
+            "listening on",
+            env=self.env(),
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def web(self, name: str = "web", **env: str) -> str:
+        port = free_port()
+        self.start(
+            name,
+            [
+                str(BIN / "uvicorn"),
+                "governance.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+            "Uvicorn running",
+            env=self.env(**env),
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def worker(self, name: str = "worker", *, concurrency: int = 2, **env: str) -> Process:
+        return self.start(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "governance",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                str(concurrency),
+                "--hostname",
+                f"{name}-{self.queue}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            " ready.",
+            env=self.env(**env),
+        )
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or not process.alive():
+            return
+        try:
+            os.killpg(process.popen.pid, sig)
+            process.popen.wait(timeout=timeout)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait(timeout=5)
+
+    def kill(self, name: str) -> None:
+        self.stop(name, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
