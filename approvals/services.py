@@ -86,6 +86,19 @@ def _schema_errors(schema: dict[str, Any], payload: Any) -> dict[str, str]:
             errors.setdefault(f"payload.{missing}" if missing else path, "This field is required.")
             continue
         errors.setdefault(path, error.message[:300])
+    # PostgreSQL's jsonb cannot hold NUL (\u0000): refuse it here rather than fail when the proposal is stored.
+    stack: list[tuple[Any, str]] = [(payload, "payload")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            errors.setdefault(path, "Null characters are not allowed.")
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if "\x00" in str(key):
+                    errors.setdefault(f"{path}.{key}", "Null characters are not allowed.")
+                stack.append((value, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((value, f"{path}.{index}") for index, value in enumerate(item))
     return errors
 
 
@@ -113,11 +126,23 @@ def proposal_create(
     Returns the proposal and, for a replay, the stored body.
     """
     fingerprint = request_fingerprint(request.__dict__)
-    stored = idempotent_replay(agent=agent, key=idempotency_key, fingerprint=fingerprint)
+    try:
+        stored = idempotent_replay(agent=agent, key=idempotency_key, fingerprint=fingerprint)
+    except IdempotencyConflict as exc:
+        raise refuse(
+            exc, agent=agent, channel=channel, target=Target(detail={"idempotency_key": idempotency_key})
+        ) from None
     if stored is not None:
-        return Proposal.objects.get(pk=stored.response_body["id"]), stored.response_body
+        proposal = Proposal.objects.select_related("system").get(pk=stored.response_body["id"])
+        # The kill switch holds for replays too: while it is engaged, no call gets a 2xx.
+        replay = Target(system=proposal.system, record_id=proposal.record_id, detail={"action": request.action})
+        ensure_may_act(agent, channel=channel, target=replay, write=True)
+        return proposal, stored.response_body
 
-    system = find_system(request.system)
+    try:
+        system = find_system(request.system)
+    except NotFound as exc:
+        raise refuse(exc, agent=agent, channel=channel, target=Target(detail={"system": request.system})) from None
     target = Target(system=system, record_id=request.record_id, detail={"action": request.action})
     ensure_may_act(agent, channel=channel, target=target, write=True)
     action = writable_action(agent, system, request.action, channel=channel, record_id=request.record_id)
@@ -276,28 +301,40 @@ def _locked(proposal_id: uuid.UUID | str) -> Proposal:
     return Proposal.objects.select_for_update().select_related("system", "action_type", "agent").get(pk=proposal_id)
 
 
-@transaction.atomic
+def _audit_refused_decision(proposal: Proposal, *, user, channel: Channel | str, step: str, refusal: str) -> None:
+    audit_record(
+        verb=Verb.DENIED,
+        actor=user,
+        channel=channel,
+        system=proposal.system,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        outcome="not_your_decision",
+        summary=f"{user.get_username()} may not {step} this proposal: {refusal}.",
+    )
+
+
 def proposal_approve(*, proposal_id, user, channel: Channel | str, comment: str = "") -> Proposal:
     """Record an approval; queue execution once the commit lands (or a manual task on a propose-only system).
 
-    Two approvers racing: the row lock makes the second one see a decided proposal.
+    Two approvers racing: the row lock makes the second one see a decided proposal. A refusal is audited as `denied`,
+    and NotYourDecision is raised only after the block has committed, so the exception does not roll the event back.
     """
-    proposal = _locked(proposal_id)
-    if proposal.status not in AWAITING_DECISION:
-        raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
-    refusal = may_decide(user, proposal)
+    with transaction.atomic():
+        proposal = _locked(proposal_id)
+        if proposal.status not in AWAITING_DECISION:
+            raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+        refusal = may_decide(user, proposal)
+        if refusal:
+            _audit_refused_decision(proposal, user=user, channel=channel, step="approve", refusal=refusal)
+        else:
+            _approve(proposal, user=user, channel=channel, comment=comment)
     if refusal:
-        audit_record(
-            verb=Verb.DENIED,
-            actor=user,
-            channel=channel,
-            system=proposal.system,
-            record_id=proposal.record_id,
-            proposal_id=proposal.pk,
-            outcome="not_your_decision",
-            summary=f"{user.get_username()} may not approve this proposal: {refusal}.",
-        )
         raise NotYourDecision(f"You may not approve this proposal: {refusal}.")
+    return proposal
+
+
+def _approve(proposal: Proposal, *, user, channel: Channel | str, comment: str) -> None:
     proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), comment
     manual = proposal.system.write_mode == WriteMode.PROPOSE_ONLY
     proposal.status = ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED
@@ -317,32 +354,35 @@ def proposal_approve(*, proposal_id, user, channel: Channel | str, comment: str 
     )
     if not manual:
         _queue_execution(proposal)
-    return proposal
 
 
-@transaction.atomic
 def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -> Proposal:
+    """Record a rejection with its reason, which the agent sees. Refusals are audited like approvals'."""
     if not reason.strip():
         raise ValueError("A rejection needs a reason.")
-    proposal = _locked(proposal_id)
-    if proposal.status not in AWAITING_DECISION:
-        raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
-    refusal = may_decide(user, proposal)
+    with transaction.atomic():
+        proposal = _locked(proposal_id)
+        if proposal.status not in AWAITING_DECISION:
+            raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+        refusal = may_decide(user, proposal)
+        if refusal:
+            _audit_refused_decision(proposal, user=user, channel=channel, step="reject", refusal=refusal)
+        else:
+            proposal.status = ProposalStatus.REJECTED
+            proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
+            proposal.save()
+            audit_record(
+                verb=Verb.REJECTED,
+                actor=user,
+                channel=channel,
+                system=proposal.system,
+                record_id=proposal.record_id,
+                proposal_id=proposal.pk,
+                input={"reason": reason},
+                summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: {reason}",
+            )
     if refusal:
         raise NotYourDecision(f"You may not reject this proposal: {refusal}.")
-    proposal.status = ProposalStatus.REJECTED
-    proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
-    proposal.save()
-    audit_record(
-        verb=Verb.REJECTED,
-        actor=user,
-        channel=channel,
-        system=proposal.system,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
-        input={"reason": reason},
-        summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: {reason}",
-    )
     return proposal
 
 
@@ -374,16 +414,20 @@ def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Pro
 
 def _queue_execution(proposal: Proposal) -> None:
     """Same transaction as the approval: the outbox row. After the commit: publish it."""
-    message, _ = OutboxMessage.objects.get_or_create(proposal=proposal)
-    transaction.on_commit(lambda: outbox_publish(message_ids=[message.pk]))
+    message = OutboxMessage.objects.create(proposal=proposal)
+    transaction.on_commit(lambda: _publish([message]))
 
 
 def outbox_publish(*, message_ids: list[int]) -> int:
     """Hand outbox messages to Celery. A broker that is down is noted, not raised: the sweeper tries again."""
+    return _publish(list(OutboxMessage.objects.filter(pk__in=message_ids)))
+
+
+def _publish(messages: list[OutboxMessage]) -> int:
     from approvals.tasks import execute_proposal
 
     published = 0
-    for message in OutboxMessage.objects.filter(pk__in=message_ids):
+    for message in messages:
         now = timezone.now()
         try:
             execute_proposal.apply_async(args=[str(message.proposal_id)], retry=False)
@@ -574,7 +618,7 @@ def _release_for_retry(proposal_id) -> None:
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:
     """Exponential backoff with jitter, never sooner than the system's own Retry-After."""
-    base = settings.GATEHOUSE_EXECUTION_BACKOFF.total_seconds() * (2 ** max(0, attempt - 1))
+    base = settings.GATEHOUSE_EXECUTION_BACKOFF.total_seconds() * (2 ** min(max(0, attempt - 1), 30))
     capped = min(base, settings.GATEHOUSE_EXECUTION_BACKOFF_MAX.total_seconds())
     delay = random.uniform(capped / 2, capped)  # noqa: S311 - jitter, not security
     return max(delay, retry_after or 0.0)

@@ -9,13 +9,18 @@ from django.conf import settings
 from django.utils import timezone
 
 from approvals.models import IdempotencyRecord
-from approvals.services import outbox_sweep, proposal_execute
+from approvals.services import outbox_sweep, proposal_execute, retry_delay
 
 
 @shared_task(name="approvals.execute_proposal", bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def execute_proposal(self, proposal_id: str) -> str:
     """Execute one approved proposal. A second delivery finds it claimed or done and returns."""
-    outcome = proposal_execute(proposal_id=proposal_id)
+    try:
+        outcome = proposal_execute(proposal_id=proposal_id)
+    except Exception as exc:
+        # Our own failure (a bug, the database gone, the soft time limit): the claim was released, so retry with
+        # backoff; the proposal's attempt count still bounds how often.
+        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, None)) from exc
     if outcome.status == "retry":
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status

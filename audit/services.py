@@ -56,7 +56,6 @@ def _lock_chain() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
-@transaction.atomic
 def audit_record(
     *,
     verb: Verb | str,
@@ -106,8 +105,10 @@ def audit_record(
     else:
         event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
 
-    _lock_chain()
-    event.prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
-    event.hash = event.compute_hash()
-    event.save(force_insert=True)
+    # No savepoint: an event that cannot be written must fail the caller's whole transaction, not a part of it.
+    with transaction.atomic(savepoint=False):
+        _lock_chain()
+        event.prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+        event.hash = event.compute_hash()
+        event.save(force_insert=True)
     return event

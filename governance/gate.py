@@ -96,22 +96,23 @@ def find_system(slug: str) -> System:
 
 def readable_fields(agent: Agent, system: System, resource_name: str, *, channel: Channel | str, record_id: str = ""):
     """The resource and the fields this agent may read of it; refuses (audited) without a current read grant."""
-    resource = Resource.objects.filter(system=system, name=resource_name).first()
     target = Target(system=system, resource=resource_name, record_id=record_id)
-    if resource is None:
-        raise NotFound(f"{system} has no resource {resource_name!r}.")
     grants = list(
-        ScopeGrant.objects.filter(agent=agent, system=system, resource=resource, access=Access.READ).current(
-            timezone.now()
-        )
+        ScopeGrant.objects.filter(agent=agent, system=system, resource__name=resource_name, access=Access.READ)
+        .current(timezone.now())
+        .select_related("resource")
     )
     if not grants:
+        # Only now tell "no such resource" (404) from "no grant on it" (403): the happy path costs one query.
+        if not Resource.objects.filter(system=system, name=resource_name).exists():
+            raise NotFound(f"{system} has no resource {resource_name!r}.")
         raise refuse(
             ScopeDenied(f"{agent.slug} has no read grant on {system}/{resource_name}."),
             agent=agent,
             channel=channel,
             target=target,
         )
+    resource = grants[0].resource
     allowed: list[str] = []
     for grant in grants:
         for name in grant.fields or resource.fields:

@@ -427,7 +427,8 @@ class ThresholdRule(models.Model):
             "currency": self.currency,
             "max_age": self.max_age.total_seconds() if self.max_age else None,
             "owner_may_not_approve": self.owner_may_not_approve,
-            "bands": [band.terms() for band in self.bands.order_by("min_amount", "pk")],
+            # Sorted here rather than by the database, so a prefetched rule costs no extra query.
+            "bands": [band.terms() for band in sorted(self.bands.all(), key=lambda band: (band.min_amount, band.pk))],
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -35,6 +35,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    """Seeding makes six users: the production hasher's deliberate slowness would dominate the suite's time."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _private_var_dir(settings, tmp_path):
     """Each test gets its own var/ (demo passwords, sandbox tokens), never the developer's."""
     settings.VAR_DIR = tmp_path / "var"
@@ -101,3 +107,34 @@ def live(stack_processes, transactional_db, settings):
     seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
     yield live
     live.close()
+
+
+@pytest.fixture
+def crm_demo(stack_processes, db, settings):
+    """The demo inventory pointing at the session's running CRM, in an ordinary (rolled-back) test transaction.
+
+    For API tests through Django's test client: reads and proposal checks reach the real CRM; nothing executes
+    (the outbox publishes on commit, and this transaction never commits)."""
+    from governance.demo import seed_demo
+    from sandbox.testing import crm_control
+
+    token_file = settings.VAR_DIR / "sandbox" / "crm.token"
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(stack_processes.crm_token)
+    crm_control(stack_processes.crm_url, "/_control/reset", {})
+    return seed_demo(crm_url=stack_processes.crm_url, crm_staging_url="http://127.0.0.1:9")
+
+
+@pytest.fixture
+def agent_client(client):
+    """`agent_client("collections-agent")`: Django's test client carrying a fresh token for that agent."""
+    from django.test import Client
+
+    from governance.models import Agent
+    from governance.services import agent_token_issue
+
+    def make(slug: str = "collections-agent") -> Client:
+        _, raw = agent_token_issue(agent=Agent.objects.get(slug=slug), channel="command")
+        return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    return make

@@ -148,10 +148,13 @@ class Stack:
             env=self.env(**env),
         )
 
-    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    def stop(self, name: str, sig: int | None = None, timeout: float = 15) -> None:
         process = self.processes.pop(name, None)
         if process is None or not process.alive():
             return
+        if sig is None:
+            # Celery's warm shutdown waits seconds even when idle; its cold shutdown (SIGQUIT) is what a test wants.
+            sig = signal.SIGQUIT if "worker" in name else signal.SIGTERM
         try:
             os.killpg(process.popen.pid, sig)
             process.popen.wait(timeout=timeout)

@@ -17,7 +17,7 @@ from governance.services import agent_authenticate
 _REFUSAL = "A valid bearer token is required."
 
 
-class AgentTokenAuthentication(BaseAuthentication):
+class AgentTokenAuthentication(BaseAuthentication):  # OpenAPI: governance/api/schema.py
     """`Authorization: Bearer <token>` → the Agent. Anything else is refused with 401."""
 
     def authenticate(self, request: Request):

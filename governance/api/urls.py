@@ -3,7 +3,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from governance.api import views
+from governance.api import schema, views  # noqa: F401 - schema registers the OpenAPI auth extension
 
 urlpatterns = [
     path("me", views.MeView.as_view(), name="api-me"),

@@ -20,7 +20,7 @@ from connectors.services import events_list
 from governance.api import serializers as s
 from governance.api.errors import flatten_errors
 from governance.choices import Access
-from governance.errors import InvalidPayload, MalformedRequest, NotFound
+from governance.errors import InvalidPayload, MalformedRequest, NotFound, PayloadTooLarge
 from governance.gate import Target, ensure_may_act, refuse
 from governance.models import ActionType, ScopeGrant, System
 from governance.services import record_read
@@ -32,19 +32,26 @@ def problems(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
     """OpenAPI entries for the problem+json answers an endpoint can give."""
     by_status: dict[int, list[str]] = {}
     for status, code in codes:
-        by_status.setdefault(status, []).append(code)
+        names = by_status.setdefault(status, [])
+        if code not in names:
+            names.append(code)
     return {
         status: OpenApiResponse(s.ProblemSerializer, description="problem+json; code: " + " | ".join(names))
         for status, names in by_status.items()
     }
 
 
-COMMON = ((401, "unauthenticated"), (403, "agent_disabled"), (429, "throttled"))
+# Every call: no token, a disabled agent, too many calls, the global stop.
+COMMON = ((401, "unauthenticated"), (403, "agent_disabled"), (429, "throttled"), (503, "system_frozen"))
 
 
 class MeView(APIView):
-    @extend_schema(responses={200: s.MeSerializer, **problems(*COMMON)}, summary="The calling agent and its grants")
+    @extend_schema(
+        responses={200: s.MeSerializer, **problems(*COMMON)},
+        summary="The calling agent and its grants",
+    )
     def get(self, request: Request) -> Response:
+        ensure_may_act(request.user, channel=CHANNEL, write=False)  # the global stop refuses every call
         return Response(s.MeSerializer(request.user).data)
 
 
@@ -159,6 +166,15 @@ class ProposalsView(APIView):
             body = request.data
         except (drf.ParseError, drf.UnsupportedMediaType) as exc:
             raise refuse(MalformedRequest(str(exc.detail)), agent=agent, channel=CHANNEL, target=Target()) from exc
+        except PayloadTooLarge as exc:
+            raise refuse(exc, agent=agent, channel=CHANNEL, target=Target()) from None
+        if not isinstance(body, dict):  # valid JSON, but an array, a string, a number or null is no request
+            raise refuse(
+                MalformedRequest(f"The body must be a JSON object, not {type(body).__name__}."),
+                agent=agent,
+                channel=CHANNEL,
+                target=Target(detail={"body": str(body)[:500]}),
+            )
         serializer = s.ProposalCreateSerializer(data=body)
         if not serializer.is_valid():
             raise refuse(
@@ -171,6 +187,10 @@ class ProposalsView(APIView):
         key = request.headers.get("Idempotency-Key") or None
         if key is not None and not (1 <= len(key) <= 255):
             raise InvalidPayload("Idempotency-Key must be 1 to 255 characters.", errors={"Idempotency-Key": "length"})
+        if key is not None and not key.isprintable():  # NUL and control characters: PostgreSQL refuses NUL
+            raise InvalidPayload(
+                "Idempotency-Key must not contain control characters.", errors={"Idempotency-Key": "characters"}
+            )
         proposal, replayed = proposal_create(
             agent=agent,
             request=ProposalRequest(

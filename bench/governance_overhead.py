@@ -1,0 +1,261 @@
+"""Governance overhead, measured in one run against the targets of PERFORMANCE.md.
+
+    .venv/bin/python -m bench.governance_overhead            # embedded default (SQLite, filesystem broker)
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/x REDIS_URL=redis://127.0.0.1:6379/13 \\
+        .venv/bin/python -m bench.governance_overhead        # PostgreSQL + Redis (uses database gatehouse_bench)
+
+Starts the sample CRM, Gatehouse under gunicorn (2 sync workers) and, for the auto band, a Celery worker
+(prefork, 2), all on this machine's cores, and prints:
+  - governed read of account 4471 vs the same read straight from the CRM: p50/p99 (1 client), rate (16 clients);
+  - proposal POST rate vs the DRF empty-view rate and a bare two-row insert rate on the same database;
+  - the auto band end to end: proposals POSTed until executed in the CRM, with nothing lost or doubled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _prepare_environment() -> str:
+    """Point this process (and its children) at a fresh benchmark database."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ.setdefault("GATEHOUSE_VAR_DIR", tempfile.mkdtemp(prefix="gatehouse-bench-"))
+    if os.environ.get("DATABASE_URL"):
+        import psycopg
+
+        with psycopg.connect(os.environ["DATABASE_URL"], dbname="postgres", autocommit=True) as conn:
+            conn.execute("DROP DATABASE IF EXISTS gatehouse_bench WITH (FORCE)")
+            conn.execute("CREATE DATABASE gatehouse_bench")
+        os.environ["GATEHOUSE_DB_NAME"] = "gatehouse_bench"
+        return "PostgreSQL"
+    return "SQLite"
+
+
+def _fmt(run) -> str:
+    errors = f", errors {run.errors}" if run.errors else ""
+    return f"{run.rate:8.0f}/s  p50 {run.p50:6.2f} ms  p99 {run.percentile(99):6.2f} ms  (n={run.count}{errors})"
+
+
+def bare_two_row_inserts(seconds: float, clients: int = 8) -> float:
+    """Transactions of two one-row inserts, straight on the database driver: the floor under any proposal."""
+    from django.db import connection
+
+    done = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        url = os.environ["DATABASE_URL"]
+        with psycopg.connect(url, dbname="gatehouse_bench", autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS bench_a (id bigserial primary key, payload jsonb)")
+            conn.execute("CREATE TABLE IF NOT EXISTS bench_b (id bigserial primary key, note text)")
+
+        def worker() -> None:
+            n = 0
+            with psycopg.connect(url, dbname="gatehouse_bench") as conn:
+                while time.perf_counter() < stop_at:
+                    with conn.transaction():
+                        conn.execute("INSERT INTO bench_a (payload) VALUES (%s)", ['{"credit_limit": "7500.00"}'])
+                        conn.execute("INSERT INTO bench_b (note) VALUES (%s)", ["proposed"])
+                    n += 1
+            with lock:
+                done[0] += n
+    else:
+        import sqlite3
+
+        path = str(connection.settings_dict["NAME"])
+        setup = sqlite3.connect(path)
+        setup.execute("CREATE TABLE IF NOT EXISTS bench_a (id integer primary key, payload text)")
+        setup.execute("CREATE TABLE IF NOT EXISTS bench_b (id integer primary key, note text)")
+        setup.commit()
+        setup.close()
+
+        def worker() -> None:
+            n = 0
+            conn = sqlite3.connect(path, timeout=20, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            while time.perf_counter() < stop_at:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO bench_a (payload) VALUES (?)", ['{"credit_limit": "7500.00"}'])
+                conn.execute("INSERT INTO bench_b (note) VALUES (?)", ["proposed"])
+                conn.execute("COMMIT")
+                n += 1
+            conn.close()
+            with lock:
+                done[0] += n
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done[0] / (time.perf_counter() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="Length of each rate measurement.")
+    parser.add_argument("--auto-count", type=int, default=2000, help="Proposals in the auto-band run.")
+    parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    args = parser.parse_args()
+
+    database = _prepare_environment()
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from approvals.models import Proposal
+    from bench.load import get, load, post_json
+    from governance.demo import seed_demo
+    from governance.models import Agent
+    from governance.services import agent_token_issue
+    from tests.stack import Stack, free_port
+
+    call_command("migrate", verbosity=0)
+    stack = Stack(Path(settings.VAR_DIR) / "stack")
+    stack.queue = "gatehouse-bench"
+    from governance.celery import app as celery_app
+
+    celery_app.conf.task_default_queue = stack.queue
+    crm_token = secrets.token_urlsafe(24)
+    figures: dict[str, float] = {}
+    try:
+        crm_url = stack.crm("crm", crm_token)
+        token_file = Path(settings.VAR_DIR) / "sandbox" / "crm.token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(crm_token)
+        seed_demo(crm_url=crm_url, crm_staging_url="http://127.0.0.1:9")
+        _, token = agent_token_issue(agent=Agent.objects.get(slug="collections-agent"), channel="command")
+        port = free_port()
+        env = stack.env(DJANGO_SETTINGS_MODULE="bench.settings")
+        stack.start(
+            "gunicorn",
+            [
+                str(Path(sys.executable).parent / "gunicorn"),
+                "governance.wsgi:application",
+                "--workers",
+                "2",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "info",
+            ],
+            "Booting worker",
+            env=env,
+        )
+        web = f"http://127.0.0.1:{port}"
+        auth = {"Authorization": f"Bearer {token}"}
+        crm_auth = {"Authorization": f"Bearer {crm_token}"}
+        load(web, get("/api/v1/systems/crm/accounts/4471", auth), clients=4, seconds=1)  # warm up
+        load(crm_url, get("/accounts/4471", crm_auth), clients=4, seconds=1)
+
+        print(f"Gatehouse governance overhead — {database}, 2 gunicorn sync workers, sample CRM on loopback\n")
+        direct1 = load(crm_url, get("/accounts/4471", crm_auth), count=1000)
+        governed1 = load(web, get("/api/v1/systems/crm/accounts/4471", auth), count=1000)
+        direct16 = load(crm_url, get("/accounts/4471", crm_auth), clients=16, seconds=args.seconds)
+        governed16 = load(web, get("/api/v1/systems/crm/accounts/4471", auth), clients=16, seconds=args.seconds)
+        print("Read of account 4471")
+        print(f"  straight from the CRM, 1 client   {_fmt(direct1)}")
+        print(f"  through Gatehouse,     1 client   {_fmt(governed1)}")
+        print(f"  straight from the CRM, 16 clients {_fmt(direct16)}")
+        print(f"  through Gatehouse,     16 clients {_fmt(governed16)}")
+        figures.update(
+            read_added_p50_ms=governed1.p50 - direct1.p50,
+            read_added_p99_ms=governed1.percentile(99) - direct1.percentile(99),
+            read_rate_ratio_16=governed16.rate / direct16.rate,
+        )
+        print(
+            f"  added p50 {figures['read_added_p50_ms']:.2f} ms (target ≤ 2), added p99 "
+            f"{figures['read_added_p99_ms']:.2f} ms (target ≤ 5), rate at 16 clients "
+            f"{figures['read_rate_ratio_16']:.2f}× direct (target ≥ 0.5)\n"
+        )
+
+        empty_django = load(web, get("/bench/empty-django"), clients=16, seconds=args.seconds)
+        empty_drf = load(web, get("/bench/empty-drf"), clients=16, seconds=args.seconds)
+        counter = iter(range(10**9))
+        proposals = load(
+            web,
+            post_json(
+                "/api/v1/proposals",
+                lambda c, n: {
+                    "system": "crm",
+                    "action": "update_credit_limit",
+                    "record_id": "4472",
+                    "payload": {"credit_limit": f"{1500 + (next(counter) % 400) + 1}.00"},
+                    "reason": "benchmark",
+                },
+                auth,
+            ),
+            clients=16,
+            seconds=args.seconds,
+        )
+        inserts = bare_two_row_inserts(args.seconds)
+        print("Proposal POST (auth, grant, schema, CRM read for the impact, decision, proposal, audit event, outbox)")
+        print(f"  Django empty view, 16 clients     {_fmt(empty_django)}")
+        print(f"  DRF empty view, 16 clients        {_fmt(empty_drf)}")
+        print(f"  proposal POST, 16 clients         {_fmt(proposals)}")
+        print(f"  bare two-row insert, 8 clients    {inserts:8.0f}/s")
+        figures.update(
+            proposal_rate=proposals.rate,
+            proposal_vs_drf_empty=proposals.rate / empty_drf.rate,
+            proposal_vs_bare_insert=proposals.rate / inserts,
+            proposal_p99_ms=proposals.percentile(99),
+        )
+        print(
+            f"  proposal POST = {figures['proposal_vs_drf_empty']:.2f}× the DRF empty view (target ≥ 0.2), "
+            f"{figures['proposal_vs_bare_insert']:.2f}× the bare insert; p99 {figures['proposal_p99_ms']:.1f} ms "
+            "(target ≤ 50)\n"
+        )
+
+        # The auto band end to end: start from an empty queue and a CRM with no writes.
+        Proposal.objects.all().delete()
+        celery_app.control.purge()
+        from sandbox.testing import crm_control
+
+        crm_control(crm_url, "/_control/reset", {})
+        stack.worker("worker", concurrency=2)
+        note = {"system": "crm", "action": "add_note", "record_id": "4473", "payload": {"text": "benchmark note"}}
+        started = time.perf_counter()
+        posted = load(
+            web,
+            post_json("/api/v1/proposals", lambda c, n: note, auth),
+            clients=16,
+            count=args.auto_count,
+        )
+        deadline = time.monotonic() + 300
+        while Proposal.objects.filter(status="executed").count() < posted.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        executed = Proposal.objects.filter(status="executed").count()
+        writes = crm_control(crm_url, "/_stats")
+        doubled = sum(1 for n in writes["writes_by_key"].values() if n > 1)
+        figures.update(auto_rate=executed / elapsed, auto_lost=posted.count - executed, auto_doubled=doubled)
+        print("Auto band end to end (add_note: POST → executed in the CRM), web and worker on the same 2 cores")
+        rate = figures["auto_rate"]
+        print(f"  {posted.count} posted, {executed} executed in {elapsed:.1f} s: {rate:.0f}/s (target ≥ 200)")
+        print(f"  lost {figures['auto_lost']}, written twice {doubled}, CRM writes {writes['writes_total']}")
+    finally:
+        stack.stop_all()
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,9 @@
+"""Settings for benchmarks: Gatehouse's own, plus empty views to compare against, quiet logs, no throttle."""
+
+from governance.settings import *  # noqa: F403
+
+ROOT_URLCONF = "bench.urls"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+GATEHOUSE_AGENT_RATE = "100000000/min"
+LOGGING = {"version": 1, "disable_existing_loggers": False, "root": {"level": "WARNING"}}

@@ -1,0 +1,29 @@
+"""Gatehouse's routes plus the empty views that anchor the ratios (PERFORMANCE.md)."""
+
+from django.http import JsonResponse
+from django.urls import path
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from governance.urls import urlpatterns as gatehouse
+
+
+def empty_django(request):
+    return JsonResponse({})
+
+
+class EmptyDRF(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes: list = []
+
+    def get(self, request):
+        return Response({})
+
+
+urlpatterns = [
+    path("bench/empty-django", empty_django),
+    path("bench/empty-drf", EmptyDRF.as_view()),
+    *gatehouse,
+]

@@ -1,0 +1,404 @@
+"""Execution against real processes: retries and backoff, the retry budget, permanent errors, a worker killed
+mid-write, the broker down (outbox), and the kill switch between approval and execution.
+
+Each test gets a private stack (its own sample CRM, its own broker queue, workers configured by environment) so it can
+shape the CRM's faults and the workers' settings without disturbing the session's stack.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+from approvals.choices import ProposalStatus
+from approvals.models import OutboxMessage, Proposal
+from approvals.services import (
+    ProposalRequest,
+    execution_lease,
+    outbox_sweep,
+    proposal_approve,
+    proposal_create,
+    retry_delay,
+)
+from audit.models import AuditEvent
+from governance.celery import app as celery_app
+from governance.models import ActionType, Agent, GlobalSwitch
+from tests.live import LiveStack
+from tests.stack import ROOT, Process, Stack, free_port
+
+# Short backoff and a small budget, so retries take seconds, not minutes.
+FAST_RETRIES = {"GATEHOUSE_EXECUTION_BACKOFF": "0.2", "GATEHOUSE_EXECUTION_MAX_ATTEMPTS": "3"}
+
+
+class PrivateStack(LiveStack):
+    """A LiveStack whose processes belong to one test: start workers (and a web process) with the env you need."""
+
+    def worker(self, name: str = "worker", **env: str) -> Process:
+        return self.stack.worker(name, **env)
+
+    def web(self, **env: str) -> str:
+        self.stack.web_url = self.stack.web(**env)
+        return self.stack.web_url
+
+    def mode(self, **mode: Any) -> dict[str, Any]:
+        return self.crm_control("/_control/mode", mode)
+
+    def stats(self) -> dict[str, Any]:
+        return self.crm_control("/_stats")
+
+    def log(self, name: str) -> str:
+        return (self.stack.dir / f"{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """seed_demo sets six passwords per test; the default hasher would make that a good part of the runtime."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def private_stack(transactional_db, settings, tmp_path):
+    """A private sample CRM and broker queue, the demo inventory pointing at that CRM, and no worker yet.
+
+    This process publishes to the private queue while the test runs; only the workers the test starts consume it.
+    """
+    from governance.demo import seed_demo
+
+    stack = Stack(tmp_path / "stack")
+    stack.crm_token = secrets.token_urlsafe(24)
+    previous_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = stack.queue
+    private = PrivateStack(stack)
+    try:
+        stack.crm_url = stack.crm("crm", stack.crm_token)
+        token_file = settings.VAR_DIR / "sandbox" / "crm.token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(stack.crm_token)
+        seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
+        yield private
+    finally:
+        private.close()
+        kill_all(stack)
+        celery_app.conf.task_default_queue = previous_queue
+
+
+def kill_all(stack: Stack) -> None:
+    """SIGKILL every process of the stack: the test is over, and a warm Celery shutdown (SIGTERM), even of an idle
+    worker on the filesystem broker, takes 5-6 s, which would triple this module's runtime."""
+    for name in list(stack.processes):
+        stack.kill(name)
+
+
+def propose(credit_limit: str, record: str = "4471") -> Proposal:
+    """The collections agent proposes a new credit limit (the CRM's seed value for 4471 is 2000.00)."""
+    proposal, _ = proposal_create(
+        agent=Agent.objects.get(slug="collections-agent"),
+        request=ProposalRequest(
+            system="crm",
+            action="update_credit_limit",
+            record_id=record,
+            payload={"credit_limit": credit_limit},
+            reason="test",
+        ),
+        channel="api",
+    )
+    return proposal
+
+
+def verbs(proposal_id) -> list[str]:
+    return list(AuditEvent.objects.filter(proposal_id=proposal_id).order_by("id").values_list("verb", flat=True))
+
+
+# --- Retries ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_throttled_write_is_retried_after_retry_after_and_applied_once(private_stack):
+    proposal = propose("2300.00")  # +300: auto; the message waits in the queue until a worker starts
+    assert proposal.status == ProposalStatus.APPROVED
+    private_stack.mode(mode="throttle", retry_after=1, count=2)
+
+    private_stack.worker("fast-worker", **FAST_RETRIES)
+    done = private_stack.wait_for(proposal.pk, "executed", "failed")
+
+    assert done.status == ProposalStatus.EXECUTED, done.failure_reason
+    assert done.attempts == 3
+    assert done.claimed_at is None
+    assert private_stack.crm_writes(str(proposal.pk)) == 1
+    assert private_stack.crm_account("4471")["credit_limit"] == "2300.00"
+    assert done.state_before == {"credit_limit": "2000.00"} and done.state_after == {"credit_limit": "2300.00"}
+    # The backoff alone would be 0.1-0.4 s; the CRM asked for 1 s and was given at least that, twice.
+    delays = [float(delay) for delay in re.findall(r"Retry in ([0-9.]+)s", private_stack.log("fast-worker"))]
+    assert len(delays) == 2 and all(delay >= 1.0 for delay in delays), delays
+    assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "executed"]
+
+
+@pytest.mark.slow
+def test_a_system_that_stays_down_fails_the_proposal_after_a_bounded_number_of_attempts(private_stack):
+    proposal = propose("2300.00")
+    requests_before = private_stack.stats()["requests_total"]  # the proposal's own read of the record
+    private_stack.mode(mode="error", status=503, count=100)
+
+    private_stack.worker("fast-worker", **FAST_RETRIES)
+    done = private_stack.wait_for(proposal.pk, "executed", "failed")
+
+    assert done.status == ProposalStatus.FAILED
+    assert done.attempts == 3
+    assert "gave up after retries" in done.failure_reason and "503" in done.failure_reason
+    time.sleep(1.0)  # a retry storm would show in the CRM's counters by now
+    stats = private_stack.stats()
+    assert stats["requests_total"] - requests_before == 3  # one request per attempt, then nothing
+    assert stats["writes_total"] == 0
+    failed = AuditEvent.objects.get(proposal_id=proposal.pk, verb="failed")
+    assert failed.outcome == "failed" and "after 3 attempt(s)" in failed.summary
+    assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "failed"]
+    private_stack.mode(mode="normal")
+    assert private_stack.crm_account("4471")["credit_limit"] == "2000.00"
+
+
+@pytest.mark.slow
+def test_a_permanent_error_fails_at_once_without_retrying(private_stack):
+    action = ActionType.objects.get(system__slug="crm", name="update_credit_limit")
+    action.operation = {"method": "POST", "path": "/nowhere/{record_id}"}  # a wrong mapping: the CRM answers 404
+    action.save()
+    proposal = propose("2300.00")
+
+    private_stack.worker("fast-worker", **FAST_RETRIES)
+    done = private_stack.wait_for(proposal.pk, "executed", "failed")
+
+    assert done.status == ProposalStatus.FAILED
+    assert done.attempts == 1
+    assert "POST /nowhere/4471" in done.failure_reason and "not found" in done.failure_reason
+    assert "Retry in" not in private_stack.log("fast-worker")
+    assert AuditEvent.objects.filter(proposal_id=proposal.pk, verb="failed").count() == 1
+    assert private_stack.stats()["writes_total"] == 0
+
+
+# --- A worker dies mid-execution --------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("killed_during", ["read", "write"])
+def test_a_write_whose_worker_was_killed_is_taken_up_after_the_lease_and_applied_once(
+    private_stack, settings, killed_during
+):
+    """Killed while reading the record (nothing written yet), or while the CRM is applying the write (written, not
+    recorded): either way the next worker writes through the same idempotency key and the CRM applies it once."""
+    limits = {"GATEHOUSE_TASK_SOFT_TIME_LIMIT": "4", "GATEHOUSE_TASK_TIME_LIMIT": "5"}
+    proposal = propose("2300.00")
+    # This process's sweeper judges the lease as the workers do. Set only now: the task is bound to the Celery app
+    # (which copies the limits into the task and its messages) by the first publish, just made with the real settings.
+    settings.CELERY_TASK_TIME_LIMIT = 5
+    key = str(proposal.pk)
+    requests_before = private_stack.stats()["requests_total"]
+    private_stack.mode(mode="slow", delay=1.5)  # each request: 1.5 s, well inside the 4 s soft limit for both
+
+    private_stack.worker("doomed-worker", concurrency=1, **limits)
+    executing = private_stack.wait_for(proposal.pk, "executing", timeout=20)
+    in_flight = {"read": 1, "write": 2}[killed_during]  # the CRM counts a request when it arrives, before the delay
+    wait_until(lambda: private_stack.stats()["requests_total"] == requests_before + in_flight, "the CRM call")
+    private_stack.stack.kill("doomed-worker")  # SIGKILL mid-call: no chance to release the claim
+    private_stack.mode(mode="normal")
+    if killed_during == "write":
+        wait_until(lambda: private_stack.crm_writes(key) == 1, "the CRM to apply the dead worker's write")
+    else:
+        assert private_stack.crm_writes(key) == 0
+    private_stack.worker("fresh-worker", concurrency=1, **limits)
+
+    assert executing.claimed_at is not None and executing.attempts == 1
+    assert Proposal.objects.get(pk=proposal.pk).status == ProposalStatus.EXECUTING
+    assert outbox_sweep() == 0, "a claim younger than the lease belongs to a worker that may still be running"
+    lease_ends = executing.claimed_at + execution_lease()
+    time.sleep(max(0.0, (lease_ends - timezone.now()).total_seconds()) + 0.3)
+    assert outbox_sweep() == 1
+
+    done = private_stack.wait_for(proposal.pk, "executed", "failed", timeout=20)
+    assert done.status == ProposalStatus.EXECUTED, done.failure_reason
+    assert done.attempts == 2
+    assert private_stack.crm_writes(key) == 1
+    assert private_stack.crm_account("4471")["credit_limit"] == "2300.00"
+    # The state before is the CRM's own account of it, even when the write had already been applied.
+    assert done.state_before == {"credit_limit": "2000.00"} and done.state_after == {"credit_limit": "2300.00"}
+    assert AuditEvent.objects.filter(proposal_id=proposal.pk, verb="executed").count() == 1
+    assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "executed"]
+
+
+# --- The broker is down -----------------------------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a fixed port, that the test can stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        argv += ["--daemonize", "no", "--dir", str(self.dir)]
+        with (self.dir / "redis.log").open("a") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start:\n{(self.dir / 'redis.log').read_text()}")
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_an_approval_made_while_the_broker_is_down_is_executed_once_it_is_back(private_stack, private_redis):
+    private_stack.worker("worker", REDIS_URL=private_redis.url)
+    private_stack.web(REDIS_URL=private_redis.url)
+    agent = private_stack.agent()
+    private_redis.stop()
+
+    started = time.monotonic()
+    response = agent.post(
+        "/api/v1/proposals",
+        json={
+            "system": "crm",
+            "action": "update_credit_limit",
+            "record_id": "4471",
+            "payload": {"credit_limit": "2300.00"},
+            "reason": "test",
+        },
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 201, response.text
+    assert elapsed < 2.0, f"the agent waited {elapsed:.2f} s for a broker that is down"
+    proposal_id = response.json()["id"]
+    assert Proposal.objects.get(pk=proposal_id).status == ProposalStatus.APPROVED
+    message = OutboxMessage.objects.get(proposal_id=proposal_id)
+    assert message.published_at is None and message.publish_attempts == 1 and message.last_error
+
+    private_redis.start()  # same port: the worker and the sweeper find it where it was
+    time.sleep(max(0.0, 2.1 - (timezone.now() - message.created_at).total_seconds()))  # the sweeper's grace period
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from approvals.services import outbox_sweep; print('swept', outbox_sweep())",
+        ],
+        cwd=ROOT,
+        env=private_stack.stack.env(REDIS_URL=private_redis.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sweep.returncode == 0 and "swept 1" in sweep.stdout, sweep.stdout + sweep.stderr
+
+    done = private_stack.wait_for(proposal_id, "executed", "failed")
+    assert done.status == ProposalStatus.EXECUTED, done.failure_reason
+    assert private_stack.crm_writes(proposal_id) == 1
+    message.refresh_from_db()
+    assert message.published_at is not None and message.last_error == ""
+    assert verbs(proposal_id) == ["proposed", "auto_approved", "executing", "executed"]
+
+
+# --- The kill switch --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_global_stop_engaged_after_approval_puts_the_queued_execution_on_hold(private_stack):
+    proposal = propose("5000.00")  # +3,000: one approver
+    assert proposal.status == ProposalStatus.PENDING_APPROVAL
+    with transaction.atomic():
+        proposal_approve(
+            proposal_id=proposal.pk, user=get_user_model().objects.get(username="approver"), channel="admin"
+        )
+    assert OutboxMessage.objects.get(proposal=proposal).published_at is not None  # queued; no worker consumes yet
+    GlobalSwitch.objects.create(pk=1, engaged=True, reason="drill")
+
+    private_stack.worker("worker")
+    held = private_stack.wait_for(proposal.pk, "on_hold", "executing", "executed", "failed")
+
+    assert held.status == ProposalStatus.ON_HOLD
+    assert held.attempts == 0
+    event = AuditEvent.objects.get(proposal_id=proposal.pk, outcome="on_hold")
+    assert "the global stop is engaged: drill" in event.summary
+    assert verbs(proposal.pk) == ["proposed", "approved", "failed"]
+    assert private_stack.stats()["writes_total"] == 0
+    assert private_stack.crm_account("4471")["credit_limit"] == "2000.00"
+
+
+# --- Backoff ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def backoff(settings):
+    settings.GATEHOUSE_EXECUTION_BACKOFF = timedelta(seconds=2)
+    settings.GATEHOUSE_EXECUTION_BACKOFF_MAX = timedelta(seconds=60)
+    return retry_delay
+
+
+def test_the_retry_delay_is_never_sooner_than_the_systems_retry_after(backoff):
+    for attempt in range(1, 12):
+        assert all(backoff(attempt, 7.5) >= 7.5 for _ in range(50))
+    assert backoff(1, 3600.0) == 3600.0  # even beyond the cap: the system asked for it
+    assert 1.0 <= backoff(1, 0.0) <= 2.0
+    assert 1.0 <= backoff(1, None) <= 2.0
+
+
+def test_the_retry_delay_doubles_with_each_attempt_with_jitter(backoff):
+    for attempt, (low, high) in {1: (1, 2), 2: (2, 4), 3: (4, 8), 4: (8, 16), 5: (16, 32)}.items():
+        samples = [backoff(attempt, None) for _ in range(200)]
+        assert all(low <= sample <= high for sample in samples), (attempt, min(samples), max(samples))
+        assert max(samples) - min(samples) > (high - low) / 4  # jitter spreads the retries out
+
+
+def test_the_retry_delay_is_capped(backoff):
+    for attempt in (6, 7, 10, 30, 60):
+        samples = [backoff(attempt, None) for _ in range(100)]
+        assert all(30 <= sample <= 60 for sample in samples), (attempt, min(samples), max(samples))
