@@ -297,8 +297,16 @@ def may_decide(user, proposal: Proposal) -> str | None:
     return None
 
 
+# Lock the proposal row only, and only against other writers of it (FOR NO KEY UPDATE). Without `of`, PostgreSQL
+# would also lock the joined system and agent rows FOR UPDATE, and an audit insert referencing them (waiting on our
+# lock while holding the audit chain's lock, which we wait for next) would deadlock with us.
+_LOCK = {"of": ("self",), "no_key": True}
+
+
 def _locked(proposal_id: uuid.UUID | str) -> Proposal:
-    return Proposal.objects.select_for_update().select_related("system", "action_type", "agent").get(pk=proposal_id)
+    return (
+        Proposal.objects.select_for_update(**_LOCK).select_related("system", "action_type", "agent").get(pk=proposal_id)
+    )
 
 
 def _audit_refused_decision(proposal: Proposal, *, user, channel: Channel | str, step: str, refusal: str) -> None:
@@ -390,7 +398,7 @@ def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Pro
     """The agent withdraws its own proposal while it still awaits a decision."""
     ensure_may_act(agent, channel=channel, write=True)
     with transaction.atomic():
-        proposal = Proposal.objects.visible_to(agent).select_for_update().filter(pk=proposal_id).first()
+        proposal = Proposal.objects.visible_to(agent).select_for_update(**_LOCK).filter(pk=proposal_id).first()
         if proposal is None:
             raise NotFound("No such proposal.")
         if proposal.status not in AWAITING_DECISION:
@@ -494,7 +502,7 @@ def proposal_claim(*, proposal_id) -> Proposal | None:
     now = timezone.now()
     with transaction.atomic():
         proposal = (
-            Proposal.objects.select_for_update(skip_locked=True)
+            Proposal.objects.select_for_update(skip_locked=True, **_LOCK)
             .select_related("system", "action_type__resource", "agent")
             .filter(pk=proposal_id)
             .first()

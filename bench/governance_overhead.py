@@ -238,11 +238,18 @@ def main() -> int:
             clients=16,
             count=args.auto_count,
         )
-        deadline = time.monotonic() + 300
-        while Proposal.objects.filter(status="executed").count() < posted.count and time.monotonic() < deadline:
+        executed, last_change = 0, time.monotonic()
+        while executed < posted.count and time.monotonic() - last_change < 30:
+            now_executed = Proposal.objects.filter(status="executed").count()
+            if now_executed != executed:
+                executed, last_change = now_executed, time.monotonic()
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
-        executed = Proposal.objects.filter(status="executed").count()
+        from django.db.models import Count
+
+        by_status = dict(Proposal.objects.values_list("status").annotate(n=Count("id")))
+        if executed < posted.count:
+            print(f"  stalled: {by_status}; worker log tail:\n{stack.processes['worker'].output()[-1500:]}")
         writes = crm_control(crm_url, "/_stats")
         doubled = sum(1 for n in writes["writes_by_key"].values() if n > 1)
         figures.update(auto_rate=executed / elapsed, auto_lost=posted.count - executed, auto_doubled=doubled)

@@ -94,7 +94,7 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
 @transaction.atomic
 def threshold_rule_sign_off(*, rule: ThresholdRule, user, channel: Channel | str) -> ThresholdRule:
     """Record the business owner's sign-off of the rule as it stands now; any later edit voids it."""
-    rule = ThresholdRule.objects.select_for_update().select_related("system").get(pk=rule.pk)
+    rule = ThresholdRule.objects.select_for_update(of=("self",)).select_related("system").get(pk=rule.pk)
     if user.pk != rule.system.owner_id:
         raise PermissionDenied(
             f"Only the business owner of {rule.system} ({rule.system.owner}) can sign off its rules."

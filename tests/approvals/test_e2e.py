@@ -97,3 +97,25 @@ def test_the_same_task_delivered_twice_writes_to_the_crm_once(live):
     time.sleep(1.5)
     assert live.crm_writes(body["id"]) == 1
     assert AuditEvent.objects.filter(proposal_id=body["id"], verb="executed").count() == 1
+
+
+def test_many_auto_proposals_at_once_all_execute_exactly_once(live):
+    """Web requests and worker executions interleave on the audit chain and proposal rows: no deadlock, no loss.
+
+    (On PostgreSQL this once deadlocked: a worker's row lock also covered the joined system row.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    clients = [live.agent() for _ in range(6)]
+
+    def post(n: int) -> str:
+        return propose(clients[n % len(clients)], "add_note", {"text": f"note {n}"}, record="4472")["id"]
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = list(pool.map(post, range(60)))
+    for proposal_id in ids:
+        live.wait_for(proposal_id, "executed", timeout=60)
+    stats = live.crm_control("/_stats")
+    assert [stats["writes_by_key"].get(proposal_id) for proposal_id in ids] == [1] * 60
+    from audit.integrity import verify_chain
+
+    assert verify_chain().ok
