@@ -32,6 +32,11 @@ TERMINAL_STATUSES = frozenset(
 )
 
 
+class ReviewOutcome(models.TextChoices):
+    REVIEWED = "reviewed", "Reviewed: fine"
+    FLAGGED = "flagged", "Flagged for reversal"
+
+
 class DecisionMode(models.TextChoices):
     AUTO = "auto", "Auto-execute"
     SINGLE = "single", "One approver"

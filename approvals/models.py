@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 
-from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.querysets import ProposalQuerySet
 
 
@@ -55,6 +55,16 @@ class Proposal(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     decision_comment = models.TextField(blank=True)
 
+    # Dual approval: the second reviewer, before or after execution (review_timing).
+    review_within = models.DurationField(null=True, blank=True)
+    review_due_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_outcome = models.CharField(max_length=10, choices=ReviewOutcome.choices, blank=True)
+    review_comment = models.TextField(blank=True)
+
     # Execution.
     attempts = models.PositiveIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True, help_text="When a worker last took it up.")
@@ -83,6 +93,15 @@ class Proposal(models.Model):
     @property
     def awaiting_decision(self) -> bool:
         return self.status in AWAITING_DECISION
+
+    @property
+    def awaiting_review(self) -> bool:
+        """Dual approval: the named approver has approved, the second reviewer has not yet reviewed."""
+        if self.mode != DecisionMode.DUAL or not self.decided_by_id or self.reviewed_by_id:
+            return False
+        if self.review_timing == "before":
+            return self.status in AWAITING_DECISION
+        return self.status == ProposalStatus.EXECUTED
 
 
 class OutboxMessage(models.Model):

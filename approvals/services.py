@@ -17,9 +17,11 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
 from django.utils import timezone
 
-from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals import notify
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.models import IdempotencyRecord, OutboxMessage, Proposal
 from approvals.policy import compute_impact, decide
 from audit.choices import Channel, Verb
@@ -238,6 +240,7 @@ def _record_proposal(*, agent, request, channel, action, system, impact, decisio
         approver_group=decision.approver_group,
         review_group=decision.review_group,
         review_timing=decision.review_timing,
+        review_within=decision.review_within,
         sla_due_at=now + decision.sla if decision.sla and not auto else None,
         expires_at=now + decision.max_age if not auto else None,
         record_snapshot=snapshot,
@@ -260,6 +263,8 @@ def _record_proposal(*, agent, request, channel, action, system, impact, decisio
         summary=f"{agent.slug} proposed {action.name} on {action.resource.label} {request.record_id}{amount}.",
         **common,
     )
+    if not auto:
+        transaction.on_commit(lambda: notify.notify_awaiting(proposal))
     if auto:
         audit_record(
             verb=Verb.AUTO_APPROVED,
@@ -330,20 +335,73 @@ def proposal_approve(*, proposal_id, user, channel: Channel | str, comment: str 
     """
     with transaction.atomic():
         proposal = _locked(proposal_id)
-        if proposal.status not in AWAITING_DECISION:
-            raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
-        refusal = may_decide(user, proposal)
-        if refusal:
-            _audit_refused_decision(proposal, user=user, channel=channel, step="approve", refusal=refusal)
-        else:
-            _approve(proposal, user=user, channel=channel, comment=comment)
+        expired = _expire_if_due(proposal)
+        if not expired:
+            _require_awaiting(proposal)
+            refusal = may_decide(user, proposal)
+            if refusal:
+                _audit_refused_decision(proposal, user=user, channel=channel, step="approve", refusal=refusal)
+            else:
+                _approve(proposal, user=user, channel=channel, comment=comment)
+    if expired:
+        raise InvalidTransition("This proposal expired before it was decided.")
     if refusal:
         raise NotYourDecision(f"You may not approve this proposal: {refusal}.")
     return proposal
 
 
+def _require_awaiting(proposal: Proposal) -> None:
+    if proposal.status not in AWAITING_DECISION:
+        raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+    if proposal.decided_by_id:
+        raise InvalidTransition(
+            f"{proposal.decided_by.get_username()} already approved this proposal; it awaits the second review."
+        )
+
+
+def _expire_if_due(proposal: Proposal) -> bool:
+    """Past its maximum age by the database clock: expire it now, so an approval racing the expiry job cannot win."""
+    if proposal.status not in AWAITING_DECISION or proposal.expires_at is None:
+        return False
+    if not Proposal.objects.filter(pk=proposal.pk, expires_at__lte=Now()).exists():
+        return False
+    proposal.status = ProposalStatus.EXPIRED
+    proposal.save()
+    audit_record(
+        verb=Verb.EXPIRED,
+        actor=None,
+        channel=Channel.TASK,
+        system=proposal.system,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        summary=f"{proposal.action_type.name} on {proposal.record_id} expired undecided "
+        f"(maximum age reached at {proposal.expires_at:%Y-%m-%d %H:%M} UTC).",
+    )
+    return True
+
+
 def _approve(proposal: Proposal, *, user, channel: Channel | str, comment: str) -> None:
     proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), comment
+    if proposal.mode == DecisionMode.DUAL:
+        proposal.review_due_at = timezone.now() + (proposal.review_within or timedelta(hours=24))
+    if proposal.mode == DecisionMode.DUAL and proposal.review_timing == "before":
+        # First of two: the proposal keeps waiting, now for the second reviewer.
+        proposal.save()
+        audit_record(
+            verb=Verb.APPROVED,
+            actor=user,
+            channel=channel,
+            system=proposal.system,
+            resource=proposal.action_type.resource.name,
+            record_id=proposal.record_id,
+            proposal_id=proposal.pk,
+            decision=proposal.decision,
+            input={"comment": comment} if comment else None,
+            summary=f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}; a second "
+            f"reviewer from {proposal.review_group} must review it before it executes.",
+        )
+        transaction.on_commit(lambda: notify.notify_review(proposal))
+        return
     manual = proposal.system.write_mode == WriteMode.PROPOSE_ONLY
     proposal.status = ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED
     proposal.save()
@@ -362,6 +420,8 @@ def _approve(proposal: Proposal, *, user, channel: Channel | str, comment: str) 
     )
     if not manual:
         _queue_execution(proposal)
+    if proposal.mode == DecisionMode.DUAL:
+        transaction.on_commit(lambda: notify.notify_review(proposal))
 
 
 def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -> Proposal:
@@ -372,6 +432,8 @@ def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -
         proposal = _locked(proposal_id)
         if proposal.status not in AWAITING_DECISION:
             raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+        if proposal.decided_by_id:  # dual, first approval given: now only the second reviewer may stop it
+            raise InvalidTransition("This proposal was approved and awaits the second review; flag it there.")
         refusal = may_decide(user, proposal)
         if refusal:
             _audit_refused_decision(proposal, user=user, channel=channel, step="reject", refusal=refusal)
@@ -392,6 +454,176 @@ def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -
     if refusal:
         raise NotYourDecision(f"You may not reject this proposal: {refusal}.")
     return proposal
+
+
+def may_review(user, proposal: Proposal) -> str | None:
+    """None when `user` may give the second review; otherwise why not (separation of duties)."""
+    if not user.is_active:
+        return "your account is inactive"
+    if proposal.decided_by_id == user.pk:
+        return "you approved it: the second reviewer must be someone else"
+    if proposal.review_group_id is None or not user.groups.filter(pk=proposal.review_group_id).exists():
+        group = proposal.review_group.name if proposal.review_group_id else "no review group"
+        return f"you are not in the review group ({group})"
+    rule = proposal.rule
+    if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
+        return f"you own the agent {proposal.agent.slug} (separation of duties)"
+    return None
+
+
+def proposal_review(*, proposal_id, user, channel: Channel | str, flag: bool, comment: str = "") -> Proposal:
+    """The second reviewer's verdict on a dual-approval proposal.
+
+    Before execution: fine → approved and queued; flagged → rejected. After execution: the verdict is recorded, and a
+    flagged action is offered for reversal.
+    """
+    if flag and not comment.strip():
+        raise ValueError("Say why you flag it.")
+    with transaction.atomic():
+        proposal = _locked(proposal_id)
+        if not proposal.awaiting_review:
+            raise InvalidTransition("This proposal does not await a second review.")
+        refusal = may_review(user, proposal)
+        if refusal:
+            _audit_refused_decision(proposal, user=user, channel=channel, step="review", refusal=refusal)
+        else:
+            _review(proposal, user=user, channel=channel, flag=flag, comment=comment)
+    if refusal:
+        raise NotYourDecision(f"You may not review this proposal: {refusal}.")
+    return proposal
+
+
+def _review(proposal: Proposal, *, user, channel: Channel | str, flag: bool, comment: str) -> None:
+    proposal.reviewed_by, proposal.reviewed_at, proposal.review_comment = user, timezone.now(), comment
+    proposal.review_outcome = ReviewOutcome.FLAGGED if flag else ReviewOutcome.REVIEWED
+    before_execution = proposal.status in AWAITING_DECISION
+    if before_execution:
+        proposal.status = ProposalStatus.REJECTED if flag else ProposalStatus.APPROVED
+        if flag:
+            proposal.decision_comment = comment
+    proposal.save()
+    what = f"{proposal.action_type.name} on {proposal.record_id}"
+    if flag:
+        summary = f"{user.get_username()} flagged {what}" + (
+            f" before execution, so it will not run: {comment}" if before_execution else f" for reversal: {comment}"
+        )
+    else:
+        summary = f"{user.get_username()} reviewed {what} (second review)" + (
+            "; it is now approved for execution." if before_execution else "."
+        )
+    audit_record(
+        verb=Verb.FLAGGED if flag else Verb.REVIEWED,
+        actor=user,
+        channel=channel,
+        system=proposal.system,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        input={"comment": comment} if comment else None,
+        summary=summary,
+    )
+    if before_execution and not flag:
+        _queue_execution(proposal)
+
+
+def proposals_escalate_and_expire() -> tuple[int, int]:
+    """Beat job. Past the SLA (database clock): escalated, never approved. Past the maximum age: expired.
+
+    Each row is re-checked under its lock, so a decision made meanwhile wins and nothing moves twice.
+    """
+    escalated = expired = 0
+    due = Proposal.objects.filter(status=ProposalStatus.PENDING_APPROVAL, sla_due_at__lt=Now())
+    for proposal_id in due.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            proposal = (
+                due.select_for_update(skip_locked=True, **_LOCK)
+                .select_related("system", "action_type", "agent")
+                .filter(pk=proposal_id)
+                .first()
+            )
+            if proposal is None:
+                continue
+            proposal.status = ProposalStatus.ESCALATED
+            proposal.save()
+            audit_record(
+                verb=Verb.ESCALATED,
+                actor=None,
+                channel=Channel.TASK,
+                system=proposal.system,
+                record_id=proposal.record_id,
+                proposal_id=proposal.pk,
+                summary=f"{proposal.action_type.name} on {proposal.record_id} passed its SLA "
+                f"({proposal.sla_due_at:%Y-%m-%d %H:%M} UTC) undecided: escalated to the on-call contact.",
+            )
+            transaction.on_commit(lambda proposal=proposal: notify.notify_escalated(proposal))
+            escalated += 1
+    old = Proposal.objects.filter(status__in=AWAITING_DECISION, expires_at__lt=Now())
+    for proposal_id in old.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            proposal = (
+                Proposal.objects.select_for_update(skip_locked=True, **_LOCK)
+                .select_related("system", "action_type", "agent")
+                .filter(pk=proposal_id)
+                .first()
+            )
+            if proposal is not None and _expire_if_due(proposal):
+                expired += 1
+    return escalated, expired
+
+
+def proposal_manual_complete(*, proposal_id, user, channel: Channel | str, done: bool, note: str = "") -> Proposal:
+    """A person reports the manual task of a propose-only system as performed (executed) or not possible (failed)."""
+    if not done and not note.strip():
+        raise ValueError("Say why the task could not be done.")
+    with transaction.atomic():
+        proposal = _locked(proposal_id)
+        if proposal.status != ProposalStatus.MANUAL_TASK:
+            raise InvalidTransition(f"This proposal is {proposal.get_status_display().lower()}, not a manual task.")
+        proposal.status = ProposalStatus.EXECUTED if done else ProposalStatus.FAILED
+        if done:
+            proposal.executed_at = timezone.now()
+            proposal.state_after = {"performed_by": user.get_username(), "note": note}
+        else:
+            proposal.failure_reason = note
+        proposal.save()
+        what = f"{proposal.action_type.name} on {proposal.record_id} in {proposal.system}"
+        audit_record(
+            verb=Verb.EXECUTED if done else Verb.FAILED,
+            actor=user,
+            channel=channel,
+            system=proposal.system,
+            record_id=proposal.record_id,
+            proposal_id=proposal.pk,
+            outcome="ok" if done else "failed",
+            input={"note": note} if note else None,
+            summary=f"{user.get_username()} performed {what} by hand" + (f": {note}" if note else ".")
+            if done
+            else f"{user.get_username()} could not perform {what}: {note}",
+        )
+    return proposal
+
+
+def proposal_current_record(*, proposal: Proposal, user) -> tuple[dict[str, Any] | None, str]:
+    """The record as it is now in the system, for the person deciding; the read is audited like an agent's.
+
+    Returns (record, "") or (None, why it could not be read).
+    """
+    resource = proposal.action_type.resource
+    try:
+        record = connector_for(proposal.system).read(resource.name, proposal.record_id)
+    except (TransientError, PermanentError) as exc:
+        return None, str(exc)
+    audit_record(
+        verb=Verb.READ,
+        actor=user,
+        channel=Channel.ADMIN,
+        system=proposal.system,
+        resource=resource.name,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        input={"fields": sorted(record)},
+        summary=f"{user.get_username()} looked at {resource.label} {proposal.record_id} to decide a proposal.",
+    )
+    return record, ""
 
 
 def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Proposal:

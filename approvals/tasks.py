@@ -37,3 +37,11 @@ def purge_idempotency_keys() -> int:
     cutoff = timezone.now() - settings.GATEHOUSE_IDEMPOTENCY_TTL - timedelta(hours=1)
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+@shared_task(name="approvals.escalate_and_expire", ignore_result=True)
+def escalate_and_expire() -> tuple[int, int]:
+    """Escalate proposals past their SLA, expire those past their maximum age (database clock)."""
+    from approvals.services import proposals_escalate_and_expire
+
+    return proposals_escalate_and_expire()

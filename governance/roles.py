@@ -19,6 +19,7 @@ INVENTORY = [
     ("connectors", "credential"),
 ]
 AUDIT = [("audit", "auditevent")]
+PROPOSALS = [("approvals", "proposal")]
 
 
 def _view(models: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -31,7 +32,7 @@ def _edit(models: list[tuple[str, str]], *actions: str) -> list[tuple[str, str, 
 
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Owners write the terms for their own systems (querysets limit them to those); they read everything else.
-    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT)
+    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT + PROPOSALS)
     + _edit(
         [
             ("governance", "resource"),
@@ -45,10 +46,12 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
         "delete",
     )
     + _edit([("governance", "system"), ("connectors", "credential")], "change"),
-    Role.APPROVERS: _view(INVENTORY),
-    Role.REVIEWERS: _view(INVENTORY),
-    Role.AUDITORS: _view(INVENTORY + AUDIT),
-    Role.OPERATORS: _view(INVENTORY + AUDIT) + _edit([("governance", "system"), ("governance", "agent")], "change"),
+    # Deciding is not a model permission: the services check who may decide each proposal.
+    Role.APPROVERS: _view(INVENTORY + PROPOSALS),
+    Role.REVIEWERS: _view(INVENTORY + PROPOSALS),
+    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS),
+    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS)
+    + _edit([("governance", "system"), ("governance", "agent")], "change"),
 }
 
 

@@ -193,6 +193,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
+    "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "approvals.purge_idempotency_keys", "schedule": 3600.0},
 }
 

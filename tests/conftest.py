@@ -138,3 +138,63 @@ def agent_client(client):
         return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
 
     return make
+
+
+# --- A real browser -------------------------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright (Playwright's own browser download cannot run here).
+
+    Playwright's sync API keeps an event loop in this thread, which makes Django refuse database calls from the
+    test itself: allowed here, as pytest-django's docs advise for Playwright, since the test thread is not async."""
+    if not os.path.exists(CHROMIUM):
+        message = f"needs Chromium at {CHROMIUM} (apt-get install chromium)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+@pytest.fixture
+def sign_in(browser, live):
+    """`sign_in("approver")` → a Playwright page signed in to the admin of the running stack as that demo user."""
+    from django.contrib.auth import get_user_model
+
+    pages = []
+
+    def make(username: str):
+        from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+        user = get_user_model().objects.get(username=username)
+        # The web process verifies with the production hasher, not the suite's fast one.
+        hasher = PBKDF2PasswordHasher()
+        user.password = hasher.encode("browser-test-password", hasher.salt(), iterations=1000)
+        user.save()
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15000)
+        page.goto(f"{live.stack.web_url}/admin/login/")
+        page.fill("#id_username", username)
+        page.fill("#id_password", "browser-test-password")
+        page.click("input[type=submit]")
+        page.wait_for_url(lambda url: "/login/" not in url)
+        pages.append(context)
+        return page
+
+    yield make
+    for context in pages:
+        context.close()
