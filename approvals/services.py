@@ -481,13 +481,18 @@ def proposal_review(*, proposal_id, user, channel: Channel | str, flag: bool, co
         raise ValueError("Say why you flag it.")
     with transaction.atomic():
         proposal = _locked(proposal_id)
-        if not proposal.awaiting_review:
-            raise InvalidTransition("This proposal does not await a second review.")
-        refusal = may_review(user, proposal)
-        if refusal:
-            _audit_refused_decision(proposal, user=user, channel=channel, step="review", refusal=refusal)
-        else:
-            _review(proposal, user=user, channel=channel, flag=flag, comment=comment)
+        # Review before execution is the second half of the approval: past the maximum age it expires, like approve.
+        expired = proposal.awaiting_review and _expire_if_due(proposal)
+        if not expired:
+            if not proposal.awaiting_review:
+                raise InvalidTransition("This proposal does not await a second review.")
+            refusal = may_review(user, proposal)
+            if refusal:
+                _audit_refused_decision(proposal, user=user, channel=channel, step="review", refusal=refusal)
+            else:
+                _review(proposal, user=user, channel=channel, flag=flag, comment=comment)
+    if expired:
+        raise InvalidTransition("This proposal expired before it was reviewed.")
     if refusal:
         raise NotYourDecision(f"You may not review this proposal: {refusal}.")
     return proposal
@@ -497,10 +502,13 @@ def _review(proposal: Proposal, *, user, channel: Channel | str, flag: bool, com
     proposal.reviewed_by, proposal.reviewed_at, proposal.review_comment = user, timezone.now(), comment
     proposal.review_outcome = ReviewOutcome.FLAGGED if flag else ReviewOutcome.REVIEWED
     before_execution = proposal.status in AWAITING_DECISION
+    manual = before_execution and proposal.system.write_mode == WriteMode.PROPOSE_ONLY
     if before_execution:
-        proposal.status = ProposalStatus.REJECTED if flag else ProposalStatus.APPROVED
         if flag:
+            proposal.status = ProposalStatus.REJECTED
             proposal.decision_comment = comment
+        else:  # as in _approve: a propose-only system gets a manual task, never a queued write
+            proposal.status = ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED
     proposal.save()
     what = f"{proposal.action_type.name} on {proposal.record_id}"
     if flag:
@@ -508,8 +516,9 @@ def _review(proposal: Proposal, *, user, channel: Channel | str, flag: bool, com
             f" before execution, so it will not run: {comment}" if before_execution else f" for reversal: {comment}"
         )
     else:
+        now = "a manual task (the system is propose-only)" if manual else "approved for execution"
         summary = f"{user.get_username()} reviewed {what} (second review)" + (
-            "; it is now approved for execution." if before_execution else "."
+            f"; it is now {now}." if before_execution else "."
         )
     audit_record(
         verb=Verb.FLAGGED if flag else Verb.REVIEWED,
@@ -521,7 +530,7 @@ def _review(proposal: Proposal, *, user, channel: Channel | str, flag: bool, com
         input={"comment": comment} if comment else None,
         summary=summary,
     )
-    if before_execution and not flag:
+    if before_execution and not flag and not manual:
         _queue_execution(proposal)
 
 
@@ -531,7 +540,8 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
     Each row is re-checked under its lock, so a decision made meanwhile wins and nothing moves twice.
     """
     escalated = expired = 0
-    due = Proposal.objects.filter(status=ProposalStatus.PENDING_APPROVAL, sla_due_at__lt=Now())
+    # decided_by set: a dual approval already approved, now on the second review's own clock (review_due_at).
+    due = Proposal.objects.filter(status=ProposalStatus.PENDING_APPROVAL, decided_by__isnull=True, sla_due_at__lt=Now())
     for proposal_id in due.values_list("pk", flat=True)[:1000]:
         with transaction.atomic():
             proposal = (
@@ -570,6 +580,17 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
     return escalated, expired
 
 
+def may_complete(user, proposal: Proposal) -> bool:
+    """Who records a manual task: whoever approved it, the approver group, operators, superusers."""
+    from governance.querysets import sees_everything
+
+    if not user.is_active:
+        return False
+    if proposal.decided_by_id == user.pk or proposal.reviewed_by_id == user.pk or sees_everything(user):
+        return True
+    return bool(proposal.approver_group_id and user.groups.filter(pk=proposal.approver_group_id).exists())
+
+
 def proposal_manual_complete(*, proposal_id, user, channel: Channel | str, done: bool, note: str = "") -> Proposal:
     """A person reports the manual task of a propose-only system as performed (executed) or not possible (failed)."""
     if not done and not note.strip():
@@ -578,6 +599,8 @@ def proposal_manual_complete(*, proposal_id, user, channel: Channel | str, done:
         proposal = _locked(proposal_id)
         if proposal.status != ProposalStatus.MANUAL_TASK:
             raise InvalidTransition(f"This proposal is {proposal.get_status_display().lower()}, not a manual task.")
+        if not may_complete(user, proposal):
+            raise NotYourDecision("Only its approver, the approver group or an operator records a manual task.")
         proposal.status = ProposalStatus.EXECUTED if done else ProposalStatus.FAILED
         if done:
             proposal.executed_at = timezone.now()
@@ -635,6 +658,10 @@ def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Pro
             raise NotFound("No such proposal.")
         if proposal.status not in AWAITING_DECISION:
             raise InvalidState(f"Only a pending proposal can be cancelled; this one is {proposal.status}.")
+        if proposal.decided_by_id:
+            raise InvalidState(
+                "This proposal was already approved and awaits its second review; it cannot be withdrawn."
+            )
         proposal.status = ProposalStatus.CANCELLED
         proposal.save()
         audit_record(
