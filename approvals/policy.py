@@ -18,6 +18,7 @@ from django.db.models import Q
 from approvals.choices import DecisionMode
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, System, ThresholdBand, ThresholdRule
+from governance.querysets import CompiledQuery
 
 FALLBACK_MAX_AGE = timedelta(days=3)
 
@@ -97,15 +98,42 @@ def _human(reason: str, system: System, max_age: timedelta = FALLBACK_MAX_AGE) -
     )
 
 
+# The rule and band queries, compiled once (governance.querysets.CompiledQuery): the action's rule and the system's
+# default rule, and their bands, in the order prefetch_related("bands") gives (Meta.ordering: rule, min_amount).
+_SENTINEL_SYSTEM, _SENTINEL_ACTION = -7_447_104_471_011, -7_447_104_471_012
+_RULES = CompiledQuery(
+    lambda system_id, action_id: ThresholdRule.objects.filter(system_id=system_id).filter(
+        Q(action_type_id=action_id) | Q(action_type__isnull=True)
+    ),
+    system_id=_SENTINEL_SYSTEM,
+    action_id=_SENTINEL_ACTION,
+)
+_BANDS = CompiledQuery(
+    lambda system_id, action_id: (
+        ThresholdBand.objects.filter(rule__system_id=system_id)
+        .filter(Q(rule__action_type_id=action_id) | Q(rule__action_type__isnull=True))
+        .order_by("rule_id", "min_amount")
+    ),
+    system_id=_SENTINEL_SYSTEM,
+    action_id=_SENTINEL_ACTION,
+)
+
+
 def find_rule(system: System, action: ActionType) -> ThresholdRule | None:
-    """The action's own rule, else the system's default rule."""
-    rules = {
-        rule.action_type_id: rule
-        for rule in ThresholdRule.objects.filter(system=system)
-        .filter(Q(action_type=action) | Q(action_type__isnull=True))
-        .prefetch_related("bands")
-    }
-    return rules.get(action.pk) or rules.get(None)
+    """The action's own rule, else the system's default rule, with its bands prefetched."""
+    rules = {rule.action_type_id: rule for rule in _RULES.run(system_id=system.pk, action_id=action.pk)}
+    rule = rules.get(action.pk) or rules.get(None)
+    if rule is None:
+        return None
+    bands = [band for band in _BANDS.run(system_id=system.pk, action_id=action.pk) if band.rule_id == rule.pk]
+    for band in bands:
+        ThresholdBand.rule.field.set_cached_value(band, rule)
+    # What prefetch_related("bands") leaves behind: rule.bands.all() answers from these, without a query.
+    prefetched = rule.bands.get_queryset()
+    prefetched._result_cache = bands
+    prefetched._prefetch_done = True
+    rule._prefetched_objects_cache = {"bands": prefetched}
+    return rule
 
 
 def decide(*, system: System, action: ActionType, impact: Impact) -> Decision:

@@ -1,10 +1,30 @@
-"""Verifying the hash chain: the first event that was edited, deleted, or put out of order."""
+"""Verifying the hash chain: the first event that was edited, deleted, put out of order, or cut off the end.
+
+The chain finds edits, deletions and reorderings by itself. A tail cut off the end leaves a shorter chain that still
+holds, so Gatehouse also signs the chain's head on a schedule (`AuditCheckpoint`, HMAC-SHA256 with a key kept
+outside the database) and each check compares the chain with the newest checkpoint.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
-from audit.models import GENESIS_HASH, AuditEvent
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditVerification
+
+logger = logging.getLogger(__name__)
+
+# The periodic job walks only what was appended since the last checkpoint, and the whole chain this often.
+FULL_WALK_EVERY = timedelta(hours=24)
+# A full walk of millions of events takes minutes: the job's own time limit, far above the default task limits.
+FULL_WALK_TIME_LIMIT = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -13,25 +33,165 @@ class ChainReport:
     ok: bool
     broken_at: int | None = None
     reason: str = ""
+    head_id: int | None = None  # the last event walked while the chain still held
+    head_hash: str = ""
 
 
-def verify_chain(*, chunk_size: int = 5000) -> ChainReport:
+def _digest_key() -> bytes:
+    return settings.GATEHOUSE_AUDIT_DIGEST_KEY.encode()
+
+
+def checkpoint_signature(*, last_event_id: int, last_hash: str, event_count: int) -> str:
+    message = f"gatehouse-audit-checkpoint:v1:{last_event_id}:{last_hash}:{event_count}".encode()
+    return hmac.new(_digest_key(), message, hashlib.sha256).hexdigest()
+
+
+def checkpoint_is_genuine(checkpoint: AuditCheckpoint) -> bool:
+    expected = checkpoint_signature(
+        last_event_id=checkpoint.last_event_id, last_hash=checkpoint.last_hash, event_count=checkpoint.event_count
+    )
+    return hmac.compare_digest(expected, checkpoint.signature)
+
+
+def verify_chain(*, chunk_size: int = 5000, since_checkpoint: bool = False) -> ChainReport:
     """Walk every event in id order; stop at the first one whose content or link does not match.
 
     An edited event no longer matches its own hash; a deleted or reordered one breaks the link of the event after.
+    Then the newest signed checkpoint must still match: its head event present with the same hash, and exactly as
+    many events up to it as there were when it was signed; otherwise the end of the chain was deleted (or rewritten).
+
+    `since_checkpoint`: check the newest checkpoint's head (present, unchanged, the same number of events up to it)
+    and walk only the events after it. Cheap enough to run every few minutes at millions of events; an edit in the
+    middle of the older part is left to the next full walk.
     """
+    checkpoint = AuditCheckpoint.objects.order_by("-id").first()
+    if checkpoint is not None and not checkpoint_is_genuine(checkpoint):
+        return ChainReport(
+            0,
+            False,
+            checkpoint.last_event_id,
+            f"checkpoint {checkpoint.pk} does not carry Gatehouse's signature: it was forged or altered, or "
+            "GATEHOUSE_AUDIT_DIGEST_KEY changed since it was written",
+        )
+    events = AuditEvent.objects.chain_order()
     expected_prev = GENESIS_HASH
     checked = 0
-    for event in AuditEvent.objects.chain_order().iterator(chunk_size=chunk_size):
+    head_id: int | None = None
+    head_hash = ""
+    seen_checkpoint_head = False
+    if since_checkpoint and checkpoint is not None:
+        head = AuditEvent.objects.filter(pk=checkpoint.last_event_id).first()
+        if head is not None:
+            problem = _checkpoint_mismatch(checkpoint, head, events.filter(pk__lte=head.pk).count())
+            if problem is None and head.compute_hash() != head.hash:
+                problem = f"event {head.pk} was changed after it was written"
+            if problem:
+                return ChainReport(0, False, head.pk, problem)
+            events = events.filter(pk__gt=head.pk)
+            expected_prev, checked, head_id, head_hash = head.hash, checkpoint.event_count, head.pk, head.hash
+            seen_checkpoint_head = True
+    for event in events.iterator(chunk_size=chunk_size):
         if event.prev_hash != expected_prev:
             return ChainReport(
                 checked,
                 False,
                 event.pk,
                 f"event {event.pk} does not follow the event before it: one was deleted, inserted or reordered",
+                head_id,
+                head_hash,
             )
         if event.compute_hash() != event.hash:
-            return ChainReport(checked, False, event.pk, f"event {event.pk} was changed after it was written")
+            return ChainReport(
+                checked, False, event.pk, f"event {event.pk} was changed after it was written", head_id, head_hash
+            )
         expected_prev = event.hash
         checked += 1
-    return ChainReport(checked, True)
+        head_id, head_hash = event.pk, event.hash
+        if checkpoint is not None and event.pk == checkpoint.last_event_id:
+            seen_checkpoint_head = True
+            problem = _checkpoint_mismatch(checkpoint, event, checked)
+            if problem:
+                return ChainReport(checked, False, event.pk, problem, head_id, head_hash)
+    if checkpoint is not None and not seen_checkpoint_head:
+        last = f"event {head_id}" if head_id is not None else "nothing"
+        return ChainReport(
+            checked,
+            False,
+            checkpoint.last_event_id,
+            f"event {checkpoint.last_event_id} is missing: checkpoint {checkpoint.pk} signed a chain of "
+            f"{checkpoint.event_count} event(s) ending at event {checkpoint.last_event_id}, and the chain now ends at "
+            f"{last} with {checked}: the newest events were deleted (a truncated tail)",
+            head_id,
+            head_hash,
+        )
+    return ChainReport(checked, True, head_id=head_id, head_hash=head_hash)
+
+
+def _checkpoint_mismatch(checkpoint: AuditCheckpoint, head: AuditEvent, count_up_to_head: int) -> str | None:
+    if head.hash == checkpoint.last_hash and count_up_to_head == checkpoint.event_count:
+        return None
+    return (
+        f"event {head.pk} is not the chain head that checkpoint {checkpoint.pk} signed "
+        f"({checkpoint.event_count} event(s) ending in hash {checkpoint.last_hash[:12]}…; now {count_up_to_head} "
+        f"ending in {head.hash[:12]}…): the chain was rewritten up to it"
+    )
+
+
+def checkpoint_write(*, report: ChainReport) -> AuditCheckpoint | None:
+    """Sign the head of a chain that was just verified. Nothing to sign for an empty or broken chain."""
+    if not report.ok or report.head_id is None:
+        return None
+    latest = AuditCheckpoint.objects.order_by("-id").first()
+    if latest is not None and latest.last_event_id == report.head_id:
+        return latest  # nothing was appended since: the signed head stands
+    checkpoint = AuditCheckpoint.objects.create(
+        last_event_id=report.head_id,
+        last_hash=report.head_hash,
+        event_count=report.checked,
+        signature=checkpoint_signature(
+            last_event_id=report.head_id, last_hash=report.head_hash, event_count=report.checked
+        ),
+    )
+    # Also to the log, which leaves this database: a copy someone with database access cannot take back.
+    logger.info(
+        "audit checkpoint %s: %s event(s) up to #%s hash %s signature %s",
+        checkpoint.pk,
+        checkpoint.event_count,
+        checkpoint.last_event_id,
+        checkpoint.last_hash,
+        checkpoint.signature,
+    )
+    return checkpoint
+
+
+def _full_walk_due() -> bool:
+    """A full walk when none passed within FULL_WALK_EVERY and none is running (runs outlast the five-minute beat)."""
+    now = timezone.now()
+    if not AuditCheckpoint.objects.exists():
+        return True
+    full = AuditVerification.objects.filter(full=True)
+    passed = full.filter(ok=True, finished_at__isnull=False, started_at__gte=now - FULL_WALK_EVERY)
+    running = full.filter(finished_at__isnull=True, started_at__gte=now - FULL_WALK_TIME_LIMIT)
+    return not passed.exists() and not running.exists()
+
+
+def verify_and_checkpoint(*, full: bool | None = None) -> AuditVerification:
+    """The periodic job: verify the chain, keep the result, and sign the head when the chain holds.
+
+    `full=None` decides by itself: a full walk when none passed within `FULL_WALK_EVERY` (or there is no checkpoint
+    yet); otherwise only the events appended since the newest checkpoint. The row is written when the run starts, so
+    an unfinished run is visible, and a second full walk does not start while one is under way.
+    """
+    if full is None:
+        full = _full_walk_due()
+    verification = AuditVerification.objects.create(ok=False, full=full, reason="running")
+    report = verify_chain(since_checkpoint=not full)
+    with transaction.atomic():
+        verification.checkpoint = checkpoint_write(report=report)
+        verification.finished_at = timezone.now()
+        verification.ok, verification.checked = report.ok, report.checked
+        verification.broken_at, verification.reason = report.broken_at, report.reason
+        verification.save()
+    if not report.ok:
+        logger.error("audit chain broken: %s", report.reason)
+    return verification

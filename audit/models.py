@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from audit.choices import ActorType, Channel, Verb
 
@@ -18,6 +19,15 @@ GENESIS_HASH = "0" * 64
 class AuditEventQuerySet(models.QuerySet):
     def for_record(self, system, record_id: str) -> AuditEventQuerySet:
         return self.filter(system=system, record_id=record_id)
+
+    def on(self, day: date) -> AuditEventQuerySet:
+        """Events of one calendar day in the current time zone, as a range so the (…, occurred_at) indexes serve it."""
+        start = timezone.make_aware(datetime.combine(day, time.min))
+        end = timezone.make_aware(datetime.combine(day + timedelta(days=1), time.min))
+        return self.filter(occurred_at__gte=start, occurred_at__lt=end)
+
+    def for_proposal(self, proposal_id) -> AuditEventQuerySet:
+        return self.filter(proposal_id=proposal_id)
 
     def chain_order(self) -> AuditEventQuerySet:
         return self.order_by("id")
@@ -73,6 +83,10 @@ class AuditEvent(models.Model):
             models.Index(fields=["agent", "occurred_at"], name="audit_agent_time_idx"),
             models.Index(fields=["occurred_at"], name="audit_time_idx"),
             models.Index(fields=["proposal_id"], name="audit_proposal_idx"),
+            # The auditor's search box: a record id without knowing the system.
+            models.Index(fields=["record_id", "occurred_at"], name="audit_recordid_time_idx"),
+            # "Every denial this week": rare verbs found without walking the whole table.
+            models.Index(fields=["verb", "occurred_at"], name="audit_verb_time_idx"),
         ]
 
     def __str__(self) -> str:
@@ -105,3 +119,72 @@ class AuditEvent(models.Model):
     def compute_hash(self) -> str:
         canonical = json.dumps(self.chained_content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def chained_parts(self) -> tuple[str, str]:
+        """The canonical text `compute_hash` hashes, split around the value of `prev_hash`.
+
+        `prefix + prev_hash + suffix` is exactly that text, so the database can hash an event whose `prev_hash` it
+        reads under the chain lock (PostgreSQL fast path). Keys sort the same way in both, and the text is ASCII.
+        """
+        content = self.chained_content()
+        del content["prev_hash"]
+        before = {key: value for key, value in content.items() if key < "prev_hash"}
+        after = {key: value for key, value in content.items() if key > "prev_hash"}
+        return _canonical(before)[:-1] + ',"prev_hash":"', '",' + _canonical(after)[1:]
+
+
+def _canonical(content: dict[str, Any]) -> str:
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+class AuditCheckpoint(models.Model):
+    """A signed note of the chain's head (last id, its hash, the number of events) at one moment.
+
+    The hash chain alone cannot tell a deleted tail from a chain that simply ended there: a later check compares the
+    chain with the newest checkpoint, so events removed from the end are noticed. The HMAC (key from the environment,
+    not in the database) keeps someone with only database access from writing a matching checkpoint of their own.
+    """
+
+    created_at = models.DateTimeField(default=timezone.now)
+    last_event_id = models.BigIntegerField()
+    last_hash = models.CharField(max_length=64)
+    event_count = models.BigIntegerField()
+    signature = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-id"]
+        get_latest_by = "id"
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.pk}: {self.event_count} event(s) up to #{self.last_event_id}"
+
+
+class AuditVerification(models.Model):
+    """The result of one run of the chain check (the periodic job and `verify_audit`), kept for the auditors."""
+
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ok = models.BooleanField()
+    checked = models.BigIntegerField(default=0)
+    broken_at = models.BigIntegerField(null=True, blank=True, help_text="The first event id that does not hold.")
+    reason = models.TextField(blank=True)
+    full = models.BooleanField(
+        default=True,
+        help_text="Walked the whole chain; otherwise only what was appended since the last checkpoint.",
+    )
+    checkpoint = models.ForeignKey(
+        AuditCheckpoint,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="verifications",
+        help_text="The checkpoint written after this check, when it passed.",
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        get_latest_by = "id"
+
+    def __str__(self) -> str:
+        state = "intact" if self.ok else f"broken at #{self.broken_at}"
+        return f"{self.started_at:%Y-%m-%d %H:%M} — {state} ({self.checked} checked)"

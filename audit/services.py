@@ -50,10 +50,50 @@ def _lock_chain() -> None:
     """Serialise appends until this transaction commits, so two writers never fork the chain.
 
     SQLite needs nothing here: Gatehouse opens its transactions IMMEDIATE, which already holds the write lock.
+    PostgreSQL appends through `_append_postgresql`, which takes the same lock inside its one statement.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+
+
+_append_sql: tuple[str, list] | None = None
+
+
+def _append_statement() -> tuple[str, list]:
+    """One statement: lock the chain, read its head, draw the id and hash (audit_chain_next), insert the row.
+
+    The function is created by migration audit/0004; see there why the chain cannot fork. Without an explicit
+    transaction the statement is its own, so a lone event costs one round trip; inside the caller's transaction it
+    holds the lock until that commits, like the explicit lock did.
+    """
+    global _append_sql
+    if _append_sql is None:
+        quote = connection.ops.quote_name
+        fields = [f for f in AuditEvent._meta.concrete_fields if f.attname not in ("id", "prev_hash", "hash")]
+        columns = ", ".join(quote(f.column) for f in fields)
+        values = ", ".join(["%s"] * len(fields))
+        # Only the model's own table and column names, quoted: nothing from outside goes into the text.
+        sql = (
+            "WITH c AS (SELECT * FROM audit_chain_next(%s, %s, %s, %s)) "  # noqa: S608
+            f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({quote('id')}, {columns}, {quote('prev_hash')}, "
+            f"{quote('hash')}) VALUES ((SELECT out_id FROM c), {values}, (SELECT out_prev FROM c), "
+            f"(SELECT out_hash FROM c)) RETURNING {quote('id')}, {quote('prev_hash')}, {quote('hash')}"
+        )
+        _append_sql = (sql, fields)
+    return _append_sql
+
+
+def _append_postgresql(event: AuditEvent) -> None:
+    sql, fields = _append_statement()
+    prefix, suffix = event.chained_parts()
+    params: list[Any] = [_CHAIN_LOCK_KEY, GENESIS_HASH, prefix, suffix]
+    params.extend(field.get_db_prep_save(getattr(event, field.attname), connection) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        event.pk, event.prev_hash, event.hash = cursor.fetchone()
+    event._state.adding = False
+    event._state.db = connection.alias
 
 
 def audit_record(
@@ -105,6 +145,9 @@ def audit_record(
     else:
         event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
 
+    if connection.vendor == "postgresql":
+        _append_postgresql(event)
+        return event
     # No savepoint: an event that cannot be written must fail the caller's whole transaction, not a part of it.
     with transaction.atomic(savepoint=False):
         _lock_chain()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
@@ -11,6 +12,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.html import format_html_join
 
+from audit.admin import audit_trail_url
 from audit.choices import Channel
 from governance.admin_base import HistoryAdmin, OwnedAdminMixin
 from governance.models import (
@@ -42,8 +44,22 @@ class NameListField(forms.CharField):
         return [name.strip() for name in text.split(",") if name.strip()]
 
 
+class AuditTrailLinkMixin:
+    """A link from the change page to the audit events of this row (the changelist filtered by `audit_filter`)."""
+
+    audit_filter = ""
+    change_form_template = "admin/audit/trail_link_change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra = {}
+        if request.user.has_perm("audit.view_auditevent"):
+            extra["audit_trail_url"] = audit_trail_url(**{self.audit_filter: unquote(object_id)})
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})  # type: ignore[misc]
+
+
 @admin.register(System)
-class SystemAdmin(OwnedAdminMixin, HistoryAdmin):
+class SystemAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
+    audit_filter = "system__id__exact"
     list_display = ["slug", "name", "category", "environment", "integration_pattern", "write_mode", "owner"]
     list_filter = ["category", "environment", "integration_pattern", "write_mode"]
     search_fields = ["slug", "name"]
@@ -130,7 +146,8 @@ class AgentTokenInline(admin.TabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(OwnedAdminMixin, HistoryAdmin):
+class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
+    audit_filter = "agent__id__exact"
     list_display = ["slug", "name", "status", "owner", "created_at"]
     list_filter = ["status"]
     search_fields = ["slug", "name"]

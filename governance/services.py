@@ -8,11 +8,13 @@ from datetime import timedelta
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from governance.models import Agent, AgentToken, ThresholdRule, validate_bands
+from governance.models import Agent, AgentToken, GlobalSwitch, ThresholdRule, validate_bands
+from governance.querysets import CompiledQuery
 
 # last_used_at is a convenience for operators, not a security record: write it at most this often.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -72,6 +74,18 @@ def agent_tokens_revoke(*, agent: Agent, revoked_by=None, channel: Channel | str
     return len(tokens)
 
 
+def _token_query(prefix: str):
+    stop = GlobalSwitch.objects.filter(pk=1)
+    return (
+        AgentToken.objects.select_related("agent")
+        .filter(prefix=prefix)
+        .annotate(stop_engaged=Subquery(stop.values("engaged")[:1]), stop_reason=Subquery(stop.values("reason")[:1]))
+    )[:1]  # `.first()`: ordered by Meta.ordering
+
+
+_TOKEN = CompiledQuery(_token_query, prefix="\x00gatehouse-sentinel-prefix")
+
+
 def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
     """The agent a bearer token belongs to, or None when it is unknown, malformed, expired or revoked.
 
@@ -80,7 +94,9 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != AgentToken.PREFIX or not parts[1] or len(raw) > 200:
         return None
-    token = AgentToken.objects.select_related("agent").filter(prefix=parts[1]).first()
+    # The global stop is read in the same query; the kill-switch check of this request uses it (see the gate).
+    found = _TOKEN.run(prefix=parts[1])
+    token = found[0] if found else None
     if token is None or not hmac.compare_digest(token.token_hash, AgentToken.hash_token(raw)):
         return None
     now = timezone.now()
@@ -88,6 +104,10 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
         return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)  # not history-tracked: see model
+    from governance.gate import note_global_stop
+
+    switch_row = token.stop_engaged is not None  # no row: the switch was never set
+    note_global_stop(token.agent, (bool(token.stop_engaged), token.stop_reason) if switch_row else (False, ""))
     return token.agent, token
 
 
@@ -132,11 +152,16 @@ def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id
     from connectors.base import PermanentError, RecordNotFound, TransientError
     from connectors.registry import connector_for
     from governance.errors import NotFound, SystemUnavailable
-    from governance.gate import Target, ensure_may_act, find_system, readable_fields
+    from governance.gate import Target, ensure_may_act, find_system, read_grants, readable_fields
 
-    system = find_system(system_slug)
+    # One query for the happy path: the grants come with their system. Without a grant, look the system up alone;
+    # either way the checks run in the same order as ever (system → kill switch → scope).
+    grants = read_grants(agent, system_slug, resource_name)
+    system = grants[0].system if grants else find_system(system_slug)
     ensure_may_act(agent, channel=channel, target=Target(system, resource_name, record_id), write=False)
-    resource, fields = readable_fields(agent, system, resource_name, channel=channel, record_id=record_id)
+    resource, fields = readable_fields(
+        agent, system, resource_name, channel=channel, record_id=record_id, grants=grants
+    )
     common = {"actor": agent, "channel": channel, "system": system, "resource": resource.name, "record_id": record_id}
     try:
         data = connector_for(system).read(resource.name, record_id, fields)

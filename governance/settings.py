@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -57,6 +58,14 @@ def _credential_keys() -> list[str]:
 
 
 GATEHOUSE_CREDENTIAL_KEYS = _credential_keys()
+
+# Signs the audit chain's checkpoints (HMAC-SHA256). Kept outside the database: whoever can rewrite the audit table
+# must not also be able to sign a matching checkpoint. Development derives one from SECRET_KEY; production requires it.
+GATEHOUSE_AUDIT_DIGEST_KEY = env_str("GATEHOUSE_AUDIT_DIGEST_KEY") or (
+    _local_secret("GATEHOUSE_AUDIT_DIGEST_KEY", str)
+    if PRODUCTION
+    else hashlib.sha256(f"gatehouse-audit-digest:{SECRET_KEY}".encode()).hexdigest()
+)
 
 ALLOWED_HOSTS = env_list("GATEHOUSE_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
@@ -195,6 +204,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
     "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "approvals.purge_idempotency_keys", "schedule": 3600.0},
+    # Walk the audit chain, record the result, and sign its head so a deleted tail is noticed at the next run.
+    "audit-verify-and-checkpoint": {"task": "audit.verify_and_checkpoint", "schedule": 300.0},
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------

@@ -8,10 +8,18 @@ Each action's `operation` maps it to a request:
 
 from __future__ import annotations
 
+import http.client
+import json as json_module
+import logging
+import os
+import re
+import select
+import socket
 import threading
+import urllib.request
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 from django.utils import timezone
@@ -21,6 +29,7 @@ from connectors.http.config import HttpConfig
 
 _clients: dict[tuple, httpx.Client] = {}
 _clients_lock = threading.Lock()
+_httpx_log = logging.getLogger("httpx")
 
 
 def _client(config: HttpConfig) -> httpx.Client:
@@ -34,7 +43,130 @@ def _client(config: HttpConfig) -> httpx.Client:
         return client
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+class _Response:
+    """What `_request` needs of a response, from either transport."""
+
+    __slots__ = ("content", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: Any, content: bytes) -> None:
+        self.status_code, self.headers, self.content = status_code, headers, content
+
+    def json(self) -> Any:
+        return json_module.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+class _PlainHttp:
+    """A lean keep-alive transport (http.client) for plain-HTTP systems with no proxy configured.
+
+    httpx costs about twice the Python time of the call itself on a loopback read; this does the same request with
+    the same timeouts (connect, then read/write), no redirects, and failures named as httpx names them, so callers
+    see the same errors. One connection per thread and process; an idle connection the server has closed is
+    noticed before reuse (as httpcore does), so a request is never sent twice.
+    """
+
+    def __init__(self, config: HttpConfig, host: str, port: int, base_path: str) -> None:
+        self.host, self.port, self.base_path = host, port, base_path
+        self.timeout, self.connect_timeout = config.timeout, config.connect_timeout
+        self.host_header = host if port == 80 else f"{host}:{port}"
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            pid, conn = held
+            if pid == os.getpid() and conn.sock is not None and not _readable(conn.sock):
+                return conn
+            if pid == os.getpid():
+                conn.close()
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc)) from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+        conn.sock.settimeout(self.timeout)
+        self._local.held = (os.getpid(), conn)
+        return conn
+
+    def request(self, method: str, path: str, *, json: Any = None, headers: dict[str, str]) -> _Response:
+        body = None
+        all_headers = {"Host": self.host_header, "Accept-Encoding": "identity", "User-Agent": _USER_AGENT}
+        all_headers.update(headers)
+        if json is not None:
+            body = json_module.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            all_headers["Content-Type"] = "application/json"
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            all_headers["Content-Length"] = str(len(body or b""))
+        conn = self._connection()
+        try:
+            try:
+                conn.request(method, self.base_path + path.lstrip("/"), body=body, headers=all_headers)
+            except TimeoutError as exc:
+                raise httpx.WriteTimeout(str(exc)) from exc
+            except OSError as exc:
+                raise httpx.WriteError(str(exc)) from exc
+            try:
+                response = conn.getresponse()
+                content = response.read()
+            except TimeoutError as exc:
+                raise httpx.ReadTimeout(str(exc)) from exc
+            except http.client.HTTPException as exc:  # e.g. RemoteDisconnected: no response at all
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+            except OSError as exc:
+                raise httpx.ReadError(str(exc)) from exc
+        except httpx.TransportError:
+            conn.close()
+            self._local.held = None
+            raise
+        if response.will_close:
+            conn.close()
+            self._local.held = None
+        if _httpx_log.isEnabledFor(logging.INFO):  # the line httpx logs, so logs read as before
+            url = f"http://{self.host_header}{self.base_path}{path.lstrip('/')}"
+            _httpx_log.info('HTTP Request: %s %s "HTTP/1.1 %d %s"', method, url, response.status, response.reason)
+        return _Response(response.status, response.headers, content)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """An idle keep-alive socket that is readable has been closed (or spoken to) by the server: do not reuse it."""
+    try:
+        return bool(select.select([sock], [], [], 0)[0])
+    except (OSError, ValueError):
+        return True
+
+
+_USER_AGENT = f"python-httpx/{httpx.__version__}"  # what the system saw before, so its logs and filters still match
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
+_plain: dict[tuple, _PlainHttp | None] = {}
+
+
+def _plain_transport(config: HttpConfig) -> _PlainHttp | None:
+    """The lean transport when it would send what httpx sends: plain http, a bare address, no proxy configured."""
+    key = (config.base_url, config.timeout, config.connect_timeout)
+    if key in _plain:
+        return _plain[key]
+    url = urlsplit(config.base_url)
+    proxies = urllib.request.getproxies()
+    transport = None
+    if (
+        url.scheme == "http"
+        and url.hostname
+        and not (url.username or url.password or url.query or url.fragment)
+        and _SAFE_PATH.match(url.path)
+        and not any(proxies.get(scheme) for scheme in ("http", "all"))
+    ):
+        transport = _PlainHttp(config, url.hostname, url.port or 80, url.path.rstrip("/") + "/")
+    with _clients_lock:
+        _plain[key] = transport
+    return transport
+
+
+def _retry_after(response: httpx.Response | _Response) -> float | None:
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -71,8 +203,12 @@ class HttpConnector(Connector):
 
     def _request(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None) -> Any:
         where = f"{self.system.slug}: {method} {path}"
+        plain = _plain_transport(self.config) if _SAFE_PATH.match(path) else None
         try:
-            response = _client(self.config).request(method, path, json=json, headers=self._headers(idempotency_key))
+            if plain is not None:
+                response = plain.request(method, path, json=json, headers=self._headers(idempotency_key))
+            else:
+                response = _client(self.config).request(method, path, json=json, headers=self._headers(idempotency_key))
         except httpx.TimeoutException as exc:
             raise TransientError(f"{where} timed out") from exc
         except httpx.TransportError as exc:
@@ -89,7 +225,7 @@ class HttpConnector(Connector):
             raise PermanentError(f"{where} answered {response.status_code} with a body that is not JSON") from exc
 
     @staticmethod
-    def _error_text(response: httpx.Response) -> str:
+    def _error_text(response: httpx.Response | _Response) -> str:
         try:
             body = response.json()
         except ValueError:

@@ -1,0 +1,226 @@
+"""One record's story in plain language: audit events grouped by proposal into one readable line each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from uuid import UUID
+
+from django.utils import timezone
+
+from audit.choices import Verb
+from audit.models import AuditEvent
+
+# Steps of a proposal that add nothing a reader needs once the outcome is known.
+_QUIET = {Verb.EXECUTING}
+
+
+@dataclass
+class TimelineLine:
+    """One line of a record's timeline: when it started, what it says, and the events it was built from."""
+
+    at: datetime
+    text: str
+    proposal_id: UUID | None = None
+    event_ids: list[int] = field(default_factory=list)
+    outcome: str = "ok"
+
+
+def _humanise(name: str) -> str:
+    return name.replace("_", " ").strip()
+
+
+def _clock(moment: datetime) -> str:
+    return timezone.localtime(moment).strftime("%H:%M")
+
+
+def _number(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _show(value: Any, currency: str) -> str:
+    # Amounts read as amounts ("2,000.00"): with a known currency, or written as decimals ("2000.00").
+    decimal_text = isinstance(value, str) and "." in value and value.replace(".", "", 1).lstrip("-").isdigit()
+    number = _number(value) if currency or decimal_text else None
+    if number is not None:
+        return f"{number:,.2f}"
+    if value is None or value == "":
+        return "(empty)"
+    return str(value)
+
+
+def _person(event: AuditEvent) -> str:
+    person = event.person if event.person_id else None
+    if person is not None:
+        return person.get_full_name() or person.get_username()
+    return event.actor
+
+
+_VERBS = {
+    # past, to-form
+    "raised": ("raised", "raise"),
+    "lowered": ("lowered", "lower"),
+    "changed": ("changed", "change"),
+    "set": ("set", "set"),
+}
+
+
+def _changes(before: Mapping[str, Any], after: Mapping[str, Any], *, thing: str, currency: str, past: bool) -> str:
+    """'raised the credit limit of account 4471 from 2,000.00 to 5,000.00 USD', one phrase per field that changes."""
+    phrases = []
+    for position, (name, new) in enumerate(after.items()):
+        old = before.get(name)
+        label = _humanise(name) + (f" of {thing}" if position == 0 else "")
+        unit = f" {currency}" if currency and _number(new) is not None else ""
+        old_number, new_number = _number(old), _number(new)
+        if old_number is not None and new_number is not None and old_number != new_number:
+            kind = "raised" if new_number > old_number else "lowered"
+        elif name in before and old != new:
+            kind = "changed"
+        else:
+            kind = "set"
+        verb = _VERBS[kind][0 if past else 1]
+        if kind == "set":
+            phrases.append(f"{verb} the {label} to {_show(new, currency)}{unit}")
+        else:
+            phrases.append(f"{verb} the {label} from {_show(old, currency)} to {_show(new, currency)}{unit}")
+    return _join(phrases)
+
+
+def _join(phrases: list[str]) -> str:
+    if len(phrases) <= 1:
+        return "".join(phrases)
+    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def _proposal_line(events: list[AuditEvent], *, labels: Mapping[str, str], currency: str) -> TimelineLine:
+    first = events[0]
+    by_verb: dict[str, AuditEvent] = {}
+    for event in events:
+        by_verb.setdefault(event.verb, event)
+    proposed = by_verb.get(Verb.PROPOSED)
+    executed = by_verb.get(Verb.EXECUTED)
+    resource = next((event.resource for event in events if event.resource), "")
+    thing = f"{labels.get(resource) or (resource[:-1] if resource.endswith('s') else resource) or 'record'}"
+    thing = f"{thing} {first.record_id}".strip()
+    who = proposed.actor if proposed else first.actor
+
+    action = _humanise((proposed.input or {}).get("action", "")) if proposed else ""
+    payload = (proposed.input or {}).get("payload") if proposed else None
+    # What changed: the system's own before/after once executed, else the proposal's snapshot and payload.
+    if executed and executed.state_after and executed.state_before:
+        opening = f"{who} " + _changes(
+            executed.state_before, executed.state_after, thing=thing, currency=currency, past=True
+        )
+    elif executed is None and isinstance(payload, dict) and payload and proposed and proposed.state_before:
+        opening = f"{who} proposed to " + _changes(
+            proposed.state_before, payload, thing=thing, currency=currency, past=False
+        )
+    elif proposed is not None:
+        details = ""
+        if isinstance(payload, dict) and payload:
+            details = " (" + ", ".join(f"{_humanise(k)}: {_show(v, currency)}" for k, v in payload.items()) + ")"
+        opening = f"{who} {'ran' if executed else 'proposed'} {action or 'an action'} on {thing}{details}"
+    else:
+        opening = first.summary.rstrip(".")
+    if proposed and (proposed.input or {}).get("reason"):
+        opening += f" (reason: “{proposed.input['reason']}”)"
+
+    steps: list[str] = []
+    outcome = "ok"
+    for event in events:
+        verb = event.verb
+        if event is proposed or verb in _QUIET:
+            continue
+        at = _clock(event.occurred_at)
+        comment = (event.input or {}).get("comment") or (event.input or {}).get("reason") or ""
+        if verb == Verb.AUTO_APPROVED:
+            steps.append(f"auto-approved by rule at {at}")
+        elif verb == Verb.APPROVED:
+            steps.append(f"approved by {_person(event)} at {at}" + (f" (“{comment}”)" if comment else ""))
+        elif verb == Verb.REJECTED:
+            steps.append(f"rejected by {_person(event)} at {at}" + (f": “{comment}”" if comment else ""))
+            outcome = "rejected"
+        elif verb == Verb.EXECUTED:
+            steps.append(f"executed {at}")
+        elif verb == Verb.FAILED:
+            steps.append(f"failed at {at}: {event.summary}")
+            outcome = "failed"
+        elif verb == Verb.REVIEWED:
+            steps.append(f"second review by {_person(event)} at {at}")
+        elif verb == Verb.FLAGGED:
+            steps.append(f"flagged by {_person(event)} at {at}" + (f": “{comment}”" if comment else ""))
+            outcome = "flagged"
+        elif verb == Verb.ESCALATED:
+            steps.append(f"escalated at {at} (SLA passed undecided)")
+        elif verb == Verb.EXPIRED:
+            steps.append(f"expired undecided at {at}")
+            outcome = "expired"
+        elif verb == Verb.CANCELLED:
+            steps.append(f"withdrawn by {event.actor} at {at}")
+            outcome = "cancelled"
+        elif verb == Verb.REVERSED:
+            steps.append(f"reversed at {at}")
+            outcome = "reversed"
+        elif verb == Verb.DENIED:
+            steps.append(f"{event.actor} was refused at {at} ({event.summary.rstrip('.')})")
+        elif verb == Verb.READ:
+            continue  # a person looking at the record to decide: kept in the event list, not in the story
+        else:
+            steps.append(f"{_humanise(verb)} at {at}")
+    if not any(verb in by_verb for verb in (Verb.EXECUTED, Verb.REJECTED, Verb.FAILED, Verb.EXPIRED, Verb.CANCELLED)):
+        steps.append("not executed yet")
+        if outcome == "ok":
+            outcome = "pending"
+    text = f"{opening} — {', '.join(steps)}" if steps else opening
+    return TimelineLine(
+        at=first.occurred_at,
+        text=text,
+        proposal_id=first.proposal_id,
+        event_ids=[event.pk for event in events],
+        outcome=outcome,
+    )
+
+
+def _single_line(event: AuditEvent) -> TimelineLine:
+    fields = (event.input or {}).get("fields") if event.verb == Verb.READ else None
+    text = event.summary.rstrip(".")
+    if fields and isinstance(fields, list) and "field" not in text:
+        text += f" (fields returned: {', '.join(str(name) for name in fields)})"
+    return TimelineLine(at=event.occurred_at, text=text, event_ids=[event.pk], outcome=event.outcome)
+
+
+def timeline_lines(
+    events: Iterable[AuditEvent],
+    *,
+    labels: Mapping[str, str] | None = None,
+    currencies: Mapping[UUID, str] | None = None,
+) -> list[TimelineLine]:
+    """Turn one record's events into lines, oldest first: one line per proposal, one per other event.
+
+    `labels` names resources for people ("accounts" → "account"); `currencies` gives each proposal's currency so
+    amounts read "2,000.00 to 5,000.00 USD". Events of a proposal that began before the period shown still make a
+    line, starting at the first event present.
+    """
+    labels = labels or {}
+    currencies = currencies or {}
+    grouped: dict[UUID, list[AuditEvent]] = {}
+    lines: list[TimelineLine] = []
+    for event in sorted(events, key=lambda e: (e.occurred_at, e.pk or 0)):
+        if event.proposal_id is None:
+            lines.append(_single_line(event))
+        else:
+            grouped.setdefault(event.proposal_id, []).append(event)
+    for proposal_id, proposal_events in grouped.items():
+        lines.append(_proposal_line(proposal_events, labels=labels, currency=currencies.get(proposal_id, "")))
+    lines.sort(key=lambda line: (line.at, line.event_ids[0] if line.event_ids else 0))
+    return lines

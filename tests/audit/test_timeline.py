@@ -1,0 +1,272 @@
+"""A record's timeline in plain language: the pure function that turns events into lines, and the admin page."""
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from audit.timeline import timeline_lines
+from governance.choices import Role
+
+T0 = datetime(2026, 11, 17, 14, 1, tzinfo=UTC)  # a Tuesday
+
+
+def event(pk: int, minutes: float, verb: str, **fields) -> AuditEvent:
+    """An unsaved event, as the services write them: the function under test needs no database."""
+    defaults = {"actor": "gatehouse", "actor_type": "gatehouse", "channel": "task", "record_id": "4471", "summary": ""}
+    return AuditEvent(pk=pk, occurred_at=T0 + timedelta(minutes=minutes), verb=verb, **{**defaults, **fields})
+
+
+class Person:
+    """Stands in for a user row on an unsaved event (the function reads the name only)."""
+
+    def __init__(self, full_name: str, username: str) -> None:
+        self.full_name, self.username = full_name, username
+
+    def get_full_name(self) -> str:
+        return self.full_name
+
+    def get_username(self) -> str:
+        return self.username
+
+
+def approved_raise(proposal_id: uuid.UUID) -> list[AuditEvent]:
+    approved = event(2, 1, "approved", actor="approver", actor_type="human", proposal_id=proposal_id)
+    approved.person_id = 7
+    approved._state.fields_cache["person"] = Person("Dana Approver", "approver")
+    return [
+        event(
+            1,
+            0,
+            "proposed",
+            actor="collections-agent",
+            actor_type="agent",
+            resource="accounts",
+            proposal_id=proposal_id,
+            input={"action": "update_credit_limit", "payload": {"credit_limit": "5000.00"}, "reason": "Pays on time"},
+            state_before={"credit_limit": "2000.00"},
+        ),
+        approved,
+        event(3, 1.5, "executing", proposal_id=proposal_id),
+        event(
+            4,
+            2,
+            "executed",
+            proposal_id=proposal_id,
+            resource="accounts",
+            state_before={"credit_limit": "2000.00"},
+            state_after={"credit_limit": "5000.00"},
+        ),
+    ]
+
+
+def test_an_approved_and_executed_raise_reads_as_one_sentence():
+    proposal_id = uuid.uuid4()
+    lines = timeline_lines(approved_raise(proposal_id), labels={"accounts": "account"}, currencies={proposal_id: "USD"})
+    assert len(lines) == 1
+    assert lines[0].text == (
+        "collections-agent raised the credit limit of account 4471 from 2,000.00 to 5,000.00 USD "
+        "(reason: “Pays on time”) — approved by Dana Approver at 14:02, executed 14:03"
+    )
+    assert lines[0].proposal_id == proposal_id and lines[0].event_ids == [1, 2, 3, 4]
+    assert lines[0].outcome == "ok"
+
+
+def test_events_arriving_out_of_order_still_make_one_line_in_order():
+    proposal_id = uuid.uuid4()
+    events = list(reversed(approved_raise(proposal_id)))
+    lines = timeline_lines(events, currencies={proposal_id: "USD"})
+    assert lines[0].text.startswith("collections-agent raised the credit limit of account 4471")
+    assert lines[0].text.index("approved") < lines[0].text.index("executed")
+
+
+def test_a_rejected_proposal_says_what_was_proposed_who_rejected_and_why():
+    proposal_id = uuid.uuid4()
+    rejected = event(
+        2, 3, "rejected", actor="approver", actor_type="human", proposal_id=proposal_id, input={"reason": "Overdue"}
+    )
+    proposed = approved_raise(proposal_id)[0]
+    lines = timeline_lines([proposed, rejected], labels={"accounts": "account"}, currencies={proposal_id: "USD"})
+    assert lines[0].text == (
+        "collections-agent proposed to raise the credit limit of account 4471 from 2,000.00 to 5,000.00 USD "
+        "(reason: “Pays on time”) — rejected by approver at 14:04: “Overdue”"
+    )
+    assert lines[0].outcome == "rejected"
+
+
+def test_a_pending_proposal_says_it_has_not_run_and_a_lower_limit_is_lowered():
+    proposal_id = uuid.uuid4()
+    proposed = event(
+        1,
+        0,
+        "proposed",
+        actor="collections-agent",
+        resource="accounts",
+        proposal_id=proposal_id,
+        input={"action": "update_credit_limit", "payload": {"credit_limit": "500"}},
+        state_before={"credit_limit": "2000.00"},
+    )
+    (line,) = timeline_lines([proposed], currencies={proposal_id: "USD"})
+    assert line.text == (
+        "collections-agent proposed to lower the credit limit of account 4471 from 2,000.00 to 500.00 USD "
+        "— not executed yet"
+    )
+    assert line.outcome == "pending"
+
+
+def test_an_auto_approved_note_and_a_failure_and_plain_reads_each_get_a_line():
+    note, failed = uuid.uuid4(), uuid.uuid4()
+    events = [
+        event(1, 0, "read", actor="collections-agent", summary="collections-agent read account 4471.",
+              input={"fields": ["name", "credit_limit"]}),
+        event(2, 1, "proposed", actor="collections-agent", resource="accounts", proposal_id=note,
+              input={"action": "add_note", "payload": {"text": "Called the customer"}}),
+        event(3, 1, "auto_approved", proposal_id=note),
+        event(4, 2, "executed", proposal_id=note, state_before={}, state_after={"note": {"id": 9}}),
+        event(5, 5, "proposed", actor="collections-agent", resource="accounts", proposal_id=failed,
+              input={"action": "set_status", "payload": {"status": "on_hold"}}, state_before={"status": "active"}),
+        event(6, 6, "approved", actor="approver", proposal_id=failed),
+        event(7, 7, "failed", proposal_id=failed, summary="set_status on 4471 failed after 5 attempt(s): 503"),
+    ]  # fmt: skip
+    lines = timeline_lines(events, labels={"accounts": "account"})
+    assert [line.text for line in lines] == [
+        "collections-agent read account 4471 (fields returned: name, credit_limit)",
+        "collections-agent ran add note on account 4471 (text: Called the customer) — auto-approved by rule at 14:02, "
+        "executed 14:03",
+        "collections-agent proposed to change the status of account 4471 from active to on_hold — approved by "
+        "approver at 14:07, failed at 14:08: set_status on 4471 failed after 5 attempt(s): 503",
+    ]
+    assert [line.outcome for line in lines] == ["ok", "ok", "failed"]
+
+
+def test_no_events_make_no_lines():
+    assert timeline_lines([]) == []
+
+
+# --- The page -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def auditor(client, f):
+    client.force_login(f.UserFactory(username="casey", roles=[Role.AUDITORS]))
+    return client
+
+
+def write_story(system, agent, approver, record_id="4471"):
+    """The events the governed path writes for one approved, executed raise (approvals/services.py)."""
+    proposal_id = uuid.uuid4()
+    common = {"system": system, "record_id": record_id, "proposal_id": proposal_id}
+    audit_record(
+        verb="proposed",
+        actor=agent,
+        channel="api",
+        resource="accounts",
+        input={"action": "update_credit_limit", "payload": {"credit_limit": "5000.00"}, "reason": ""},
+        state_before={"credit_limit": "2000.00"},
+        summary=f"{agent.slug} proposed update_credit_limit on account {record_id}.",
+        **common,
+    )
+    audit_record(verb="approved", actor=approver, channel="admin", summary="approved", **common)
+    audit_record(verb="executing", actor=None, channel="task", summary="executing", **common)
+    audit_record(
+        verb="executed",
+        actor=None,
+        channel="task",
+        resource="accounts",
+        person=approver,
+        state_before={"credit_limit": "2000.00"},
+        state_after={"credit_limit": "5000.00"},
+        summary="executed",
+        **common,
+    )
+    return proposal_id
+
+
+@pytest.mark.django_db
+def test_the_auditor_reads_one_records_timeline_on_a_day_and_nothing_of_other_records(auditor, f):
+    system = f.SystemFactory(slug="crm")
+    f.ResourceFactory(system=system, name="accounts", label="account")
+    agent = f.AgentFactory(slug="collections-agent")
+    approver = f.UserFactory(username="approver", first_name="Dana", last_name="Approver")
+    proposal_id = write_story(system, agent, approver)
+    write_story(system, agent, approver, record_id="4472")
+    audit_record(verb="read", actor=agent, channel="api", system=system, record_id="4471", summary="read 4471.")
+    today = AuditEvent.objects.latest("id").occurred_at.date()
+
+    url = reverse("admin:audit_timeline", args=["crm", "4471"])
+    response = auditor.get(url, {"day": today.isoformat()})
+
+    assert response.status_code == 200
+    lines = [line.text for line in response.context["lines"]]
+    assert lines[0].startswith(
+        "collections-agent raised the credit limit of account 4471 from 2,000.00 to 5,000.00 — approved by "
+        "Dana Approver at "
+    )
+    assert lines[1] == "read 4471"
+    assert "4472" not in response.content.decode()
+    assert reverse("admin:approvals_proposal_change", args=[proposal_id]) in response.content.decode()
+    other_day = auditor.get(url, {"day": (today - timedelta(days=3)).isoformat()})
+    assert other_day.context["lines"] == [] and "Nothing happened to crm 4471" in other_day.content.decode()
+    assert auditor.get(url, {"day": "not-a-day"}).status_code == 200  # shows every day, says so
+
+
+@pytest.mark.django_db
+def test_a_proposal_decided_on_another_day_is_still_told_whole(auditor, f):
+    system = f.SystemFactory(slug="crm")
+    agent = f.AgentFactory(slug="collections-agent")
+    write_story(system, agent, f.UserFactory(username="approver"))
+    events = AuditEvent.objects.for_record(system, "4471")
+    day = events.first().occurred_at.date()
+    # Only the day of the proposal, with the others on the next day: the line still has the approval and execution.
+    assert events.on(day).count() == 4 and events.on(day + timedelta(days=1)).count() == 0
+    response = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]), {"day": day.isoformat()})
+    assert "executed" in response.context["lines"][0].text
+
+
+@pytest.mark.django_db
+def test_a_timeline_of_an_unknown_system_is_not_found_and_people_without_audit_access_are_refused(auditor, client, f):
+    assert auditor.get(reverse("admin:audit_timeline", args=["nope", "4471"])).status_code == 404
+    f.SystemFactory(slug="crm")
+    client.force_login(f.UserFactory(username="dana", roles=[Role.APPROVERS]))
+    assert client.get(reverse("admin:audit_timeline", args=["crm", "4471"])).status_code == 403
+
+
+@pytest.mark.django_db
+def test_hostile_record_ids_in_the_timeline_url_answer_an_empty_timeline(auditor, f):
+    f.SystemFactory(slug="crm")
+    for record_id in ["4471' OR 1=1 --", "%", "ü😀/../x", "a" * 10_000, '"; DROP TABLE audit_auditevent; --']:
+        response = auditor.get(reverse("admin:audit_timeline", args=["crm", record_id]))
+        assert response.status_code == 200
+        assert response.context["lines"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_the_governed_path_writes_a_timeline_the_auditor_can_read(crm_demo, auditor):
+    """Through the real services and the sample CRM: propose, approve, execute; then the timeline tells it."""
+    from django.contrib.auth import get_user_model
+
+    from approvals.services import ProposalRequest, proposal_approve, proposal_create, proposal_execute
+    from governance.models import Agent
+
+    agent = Agent.objects.get(slug="collections-agent")
+    request = ProposalRequest(
+        system="crm", action="update_credit_limit", record_id="4471", payload={"credit_limit": "5000.00"}
+    )
+    proposal, _ = proposal_create(agent=agent, request=request, channel="api")
+    approver = get_user_model().objects.get(username="approver")
+    proposal_approve(proposal_id=proposal.pk, user=approver, channel="admin")
+    assert proposal_execute(proposal_id=proposal.pk).status == "executed"
+
+    response = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]))
+    texts = [line.text for line in response.context["lines"]]
+    assert len(texts) == 1, texts
+    assert re.fullmatch(
+        r"collections-agent raised the credit limit of account 4471 from 2,000\.00 to 5,000\.00 USD"
+        r" — approved by Dana Approver at \d\d:\d\d, executed \d\d:\d\d",
+        texts[0],
+    ), texts[0]
