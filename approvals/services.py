@@ -382,29 +382,21 @@ def _expire_if_due(proposal: Proposal) -> bool:
 
 def _approve(proposal: Proposal, *, user, channel: Channel | str, comment: str) -> None:
     proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), comment
-    if proposal.mode == DecisionMode.DUAL:
+    dual = proposal.mode == DecisionMode.DUAL
+    if dual:
         proposal.review_due_at = timezone.now() + (proposal.review_within or timedelta(hours=24))
-    if proposal.mode == DecisionMode.DUAL and proposal.review_timing == "before":
-        # First of two: the proposal keeps waiting, now for the second reviewer.
-        proposal.save()
-        audit_record(
-            verb=Verb.APPROVED,
-            actor=user,
-            channel=channel,
-            system=proposal.system,
-            resource=proposal.action_type.resource.name,
-            record_id=proposal.record_id,
-            proposal_id=proposal.pk,
-            decision=proposal.decision,
-            input={"comment": comment} if comment else None,
-            summary=f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}; a second "
-            f"reviewer from {proposal.review_group} must review it before it executes.",
-        )
-        transaction.on_commit(lambda: notify.notify_review(proposal))
-        return
-    manual = proposal.system.write_mode == WriteMode.PROPOSE_ONLY
-    proposal.status = ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED
+    # Dual with review before execution: the first of two approvals; the proposal keeps waiting for the reviewer.
+    first_of_two = dual and proposal.review_timing == "before"
+    manual = not first_of_two and proposal.system.write_mode == WriteMode.PROPOSE_ONLY
+    if not first_of_two:
+        proposal.status = ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED
     proposal.save()
+    if first_of_two:
+        tail = f"; a second reviewer from {proposal.review_group} must review it before it executes."
+    elif manual:
+        tail = " (a manual task: the system is propose-only)."
+    else:
+        tail = "."
     audit_record(
         verb=Verb.APPROVED,
         actor=user,
@@ -415,12 +407,11 @@ def _approve(proposal: Proposal, *, user, channel: Channel | str, comment: str) 
         proposal_id=proposal.pk,
         decision=proposal.decision,
         input={"comment": comment} if comment else None,
-        summary=f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}"
-        + (" (a manual task: the system is propose-only)." if manual else "."),
+        summary=f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}{tail}",
     )
-    if not manual:
+    if not first_of_two and not manual:
         _queue_execution(proposal)
-    if proposal.mode == DecisionMode.DUAL:
+    if dual:
         transaction.on_commit(lambda: notify.notify_review(proposal))
 
 

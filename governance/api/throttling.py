@@ -37,7 +37,7 @@ _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 @lru_cache(maxsize=8)
 def parse_rate(rate: str) -> tuple[int, float]:
-    """"1200/min" → (1200, 60.0)."""
+    """ "1200/min" → (1200, 60.0)."""
     count, _, unit = rate.partition("/")
     return int(count), float(_PERIODS[unit.strip()[0]])
 
