@@ -50,6 +50,17 @@ class NotYourDecision(Exception):
     """The person may not decide this proposal (not its approver, or separation of duties)."""
 
 
+def _audit_proposal(proposal: Proposal, **fields: Any):
+    """An audit event about `proposal`, with its system, resource, record and id filled in."""
+    return audit_record(
+        system=proposal.system,
+        resource=proposal.action_type.resource.name,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        **fields,
+    )
+
+
 # --- Idempotency ------------------------------------------------------------------------------------------------
 
 
@@ -309,19 +320,16 @@ _LOCK = {"of": ("self",), "no_key": True}
 
 
 def _locked(proposal_id: uuid.UUID | str) -> Proposal:
-    return (
-        Proposal.objects.select_for_update(**_LOCK).select_related("system", "action_type", "agent").get(pk=proposal_id)
-    )
+    related = ("system", "action_type__resource", "agent")
+    return Proposal.objects.select_for_update(**_LOCK).select_related(*related).get(pk=proposal_id)
 
 
 def _audit_refused_decision(proposal: Proposal, *, user, channel: Channel | str, step: str, refusal: str) -> None:
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.DENIED,
         actor=user,
         channel=channel,
-        system=proposal.system,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         outcome="not_your_decision",
         summary=f"{user.get_username()} may not {step} this proposal: {refusal}.",
     )
@@ -367,13 +375,11 @@ def _expire_if_due(proposal: Proposal) -> bool:
         return False
     proposal.status = ProposalStatus.EXPIRED
     proposal.save()
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.EXPIRED,
         actor=None,
         channel=Channel.TASK,
-        system=proposal.system,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         summary=f"{proposal.action_type.name} on {proposal.record_id} expired undecided "
         f"(maximum age reached at {proposal.expires_at:%Y-%m-%d %H:%M} UTC).",
     )
@@ -397,14 +403,11 @@ def _approve(proposal: Proposal, *, user, channel: Channel | str, comment: str) 
         tail = " (a manual task: the system is propose-only)."
     else:
         tail = "."
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.APPROVED,
         actor=user,
         channel=channel,
-        system=proposal.system,
-        resource=proposal.action_type.resource.name,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         decision=proposal.decision,
         input={"comment": comment} if comment else None,
         summary=f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}{tail}",
@@ -432,13 +435,11 @@ def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -
             proposal.status = ProposalStatus.REJECTED
             proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
             proposal.save()
-            audit_record(
+            _audit_proposal(
+                proposal,
                 verb=Verb.REJECTED,
                 actor=user,
                 channel=channel,
-                system=proposal.system,
-                record_id=proposal.record_id,
-                proposal_id=proposal.pk,
                 input={"reason": reason},
                 summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: {reason}",
             )
@@ -511,13 +512,11 @@ def _review(proposal: Proposal, *, user, channel: Channel | str, flag: bool, com
         summary = f"{user.get_username()} reviewed {what} (second review)" + (
             f"; it is now {now}." if before_execution else "."
         )
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.FLAGGED if flag else Verb.REVIEWED,
         actor=user,
         channel=channel,
-        system=proposal.system,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         input={"comment": comment} if comment else None,
         summary=summary,
     )
@@ -537,7 +536,7 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
         with transaction.atomic():
             proposal = (
                 due.select_for_update(skip_locked=True, **_LOCK)
-                .select_related("system", "action_type", "agent")
+                .select_related("system", "action_type__resource", "agent")
                 .filter(pk=proposal_id)
                 .first()
             )
@@ -545,13 +544,11 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
                 continue
             proposal.status = ProposalStatus.ESCALATED
             proposal.save()
-            audit_record(
+            _audit_proposal(
+                proposal,
                 verb=Verb.ESCALATED,
                 actor=None,
                 channel=Channel.TASK,
-                system=proposal.system,
-                record_id=proposal.record_id,
-                proposal_id=proposal.pk,
                 summary=f"{proposal.action_type.name} on {proposal.record_id} passed its SLA "
                 f"({proposal.sla_due_at:%Y-%m-%d %H:%M} UTC) undecided: escalated to the on-call contact.",
             )
@@ -562,7 +559,7 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
         with transaction.atomic():
             proposal = (
                 Proposal.objects.select_for_update(skip_locked=True, **_LOCK)
-                .select_related("system", "action_type", "agent")
+                .select_related("system", "action_type__resource", "agent")
                 .filter(pk=proposal_id)
                 .first()
             )
@@ -600,13 +597,11 @@ def proposal_manual_complete(*, proposal_id, user, channel: Channel | str, done:
             proposal.failure_reason = note
         proposal.save()
         what = f"{proposal.action_type.name} on {proposal.record_id} in {proposal.system}"
-        audit_record(
+        _audit_proposal(
+            proposal,
             verb=Verb.EXECUTED if done else Verb.FAILED,
             actor=user,
             channel=channel,
-            system=proposal.system,
-            record_id=proposal.record_id,
-            proposal_id=proposal.pk,
             outcome="ok" if done else "failed",
             input={"note": note} if note else None,
             summary=f"{user.get_username()} performed {what} by hand" + (f": {note}" if note else ".")
@@ -626,14 +621,11 @@ def proposal_current_record(*, proposal: Proposal, user) -> tuple[dict[str, Any]
         record = connector_for(proposal.system).read(resource.name, proposal.record_id)
     except (TransientError, PermanentError) as exc:
         return None, str(exc)
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.READ,
         actor=user,
         channel=Channel.ADMIN,
-        system=proposal.system,
-        resource=resource.name,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         input={"fields": sorted(record)},
         summary=f"{user.get_username()} looked at {resource.label} {proposal.record_id} to decide a proposal.",
     )
@@ -655,13 +647,11 @@ def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Pro
             )
         proposal.status = ProposalStatus.CANCELLED
         proposal.save()
-        audit_record(
+        _audit_proposal(
+            proposal,
             verb=Verb.CANCELLED,
             actor=agent,
             channel=channel,
-            system=proposal.system,
-            record_id=proposal.record_id,
-            proposal_id=proposal.pk,
             summary=f"{agent.slug} withdrew its proposal {proposal.action_type.name} on {proposal.record_id}.",
         )
     return proposal
@@ -769,13 +759,11 @@ def proposal_claim(*, proposal_id) -> Proposal | None:
         if hold:
             proposal.status = ProposalStatus.ON_HOLD
             proposal.save()
-            audit_record(
+            _audit_proposal(
+                proposal,
                 verb=Verb.FAILED,
                 actor=None,
                 channel=Channel.TASK,
-                system=proposal.system,
-                record_id=proposal.record_id,
-                proposal_id=proposal.pk,
                 outcome="on_hold",
                 summary=f"Execution of {proposal.action_type.name} on {proposal.record_id} put on hold: {hold}.",
             )
@@ -786,14 +774,11 @@ def proposal_claim(*, proposal_id) -> Proposal | None:
         proposal.attempts += 1
         proposal.save()
         if first_claim:
-            audit_record(
+            _audit_proposal(
+                proposal,
                 verb=Verb.EXECUTING,
                 actor=None,
                 channel=Channel.TASK,
-                system=proposal.system,
-                resource=proposal.action_type.resource.name,
-                record_id=proposal.record_id,
-                proposal_id=proposal.pk,
                 summary=f"Executing {proposal.action_type.name} on {proposal.record_id} in {proposal.system}.",
             )
     return proposal
@@ -810,14 +795,11 @@ def proposal_record_executed(*, proposal_id, before: dict, after: dict, compensa
     proposal.state_before, proposal.state_after, proposal.compensation = before, after, compensation
     proposal.save()
     change = ", ".join(f"{name} {before.get(name)} → {value}" for name, value in after.items()) if before else ""
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.EXECUTED,
         actor=None,
         channel=Channel.TASK,
-        system=proposal.system,
-        resource=proposal.action_type.resource.name,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         person=proposal.decided_by,
         state_before=before,
         state_after=after,
@@ -837,13 +819,11 @@ def proposal_record_failure(*, proposal_id, reason: str) -> Proposal:
     proposal.claimed_at = None
     proposal.failure_reason = reason[:2000]
     proposal.save()
-    audit_record(
+    _audit_proposal(
+        proposal,
         verb=Verb.FAILED,
         actor=None,
         channel=Channel.TASK,
-        system=proposal.system,
-        record_id=proposal.record_id,
-        proposal_id=proposal.pk,
         outcome="failed",
         summary=f"{proposal.action_type.name} on {proposal.record_id} failed after {proposal.attempts} attempt(s): "
         f"{reason[:300]}",

@@ -6,7 +6,7 @@ import hmac
 import secrets
 from datetime import timedelta
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Subquery
 from django.utils import timezone
@@ -134,14 +134,6 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user, channel: Channel | str
         summary=f"{user.get_username()} signed off threshold rule “{rule.name}” on {rule.system}.",
     )
     return rule
-
-
-def require_valid_bands(rule: ThresholdRule) -> None:
-    """Raise a ValidationError naming each gap, overlap or missing approver in the rule's bands."""
-    bands = list(rule.bands.all())
-    if not bands:
-        raise ValidationError("The rule has no bands.")
-    validate_bands([band.spec() for band in bands])
 
 
 def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id: str, channel: Channel | str) -> dict:
