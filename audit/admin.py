@@ -9,7 +9,8 @@ runs a full `count(*)` (see `EstimatedCountPaginator`) and offers no navigation 
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from functools import cached_property
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
+from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -33,8 +35,8 @@ from governance.admin_base import ReadOnlyAdminMixin
 
 # A search box value longer than any record id cannot match one: answer "nothing" without asking the database.
 _RECORD_ID_MAX = AuditEvent._meta.get_field("record_id").max_length
-# Longest timeline shown on one page; a record busier than this is read a day at a time.
-TIMELINE_LIMIT = 2000
+# Events read for one page of a record's timeline; the next page continues after the last one (keyset paging).
+TIMELINE_PAGE = 500
 
 
 class EstimatedCountPaginator(Paginator):
@@ -251,7 +253,10 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return export_response(changelist.queryset, kind=kind)
 
     def timeline_view(self, request: HttpRequest, system_slug: str, record_id: str) -> TemplateResponse:
-        """Everything that happened to one record, oldest first, a line per proposal, in plain language."""
+        """Everything that happened to one record, oldest first, a line per proposal, in plain language.
+
+        Paged by keyset (`?after=<event id>`), never by offset: page 40 of a busy record costs what page 1 costs.
+        """
         from approvals.models import Proposal
         from governance.models import Resource, System
 
@@ -260,31 +265,18 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         system = get_object_or_404(System, slug=system_slug)
         day_param = request.GET.get("day", "")
         day = _parse_day(day_param)
-        events_qs = AuditEvent.objects.for_record(system, record_id)
-        if day is not None:
-            events_qs = events_qs.on(day)
-        events = list(events_qs.select_related("person", "system").order_by("occurred_at", "id")[:TIMELINE_LIMIT])
-        truncated = len(events) == TIMELINE_LIMIT
-        proposal_ids = {event.proposal_id for event in events if event.proposal_id}
-        if day is not None and proposal_ids:
-            # A proposal made on this day but decided or executed on another is still told whole.
-            seen = {event.pk for event in events}
-            more = (
-                AuditEvent.objects.for_record(system, record_id)
-                .filter(proposal_id__in=proposal_ids)
-                .exclude(pk__in=seen)
-                .select_related("person", "system")[:TIMELINE_LIMIT]
-            )
-            events.extend(more)
+        page = timeline_page(system, record_id, day=day, after=request.GET.get("after"))
+        proposal_ids = {event.proposal_id for event in page.events if event.proposal_id}
         currencies = dict(Proposal.objects.filter(pk__in=proposal_ids).values_list("pk", "impact_currency"))
         labels = dict(Resource.objects.filter(system=system).values_list("name", "label"))
-        lines = timeline_lines(events, labels=labels, currencies=currencies)
+        lines = timeline_lines(page.events, labels=labels, currencies=currencies)
         for line in lines:
             line.proposal_url = (  # type: ignore[attr-defined]
                 reverse("admin:approvals_proposal_change", args=[line.proposal_id]) if line.proposal_id else None
             )
         changelist = reverse("admin:audit_auditevent_changelist")
         trail = {"system__id__exact": system.pk, "q": record_id, **({"day": day.isoformat()} if day else {})}
+        day_query = {"day": day.isoformat()} if day else {}
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -293,14 +285,96 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             "record_id": record_id,
             "day": day,
             "bad_day": bool(day_param) and day is None,
+            "bad_cursor": page.bad_cursor,
             "previous_day": (day - timedelta(days=1)).isoformat() if day else None,
             "next_day": (day + timedelta(days=1)).isoformat() if day else None,
             "lines": lines,
-            "truncated": truncated,
+            "continued": page.continued,
+            "first_page_url": "?" + urlencode(day_query) if page.continued else None,
+            "next_page_url": "?" + urlencode({**day_query, "after": page.next_after}) if page.next_after else None,
             "events_url": changelist + "?" + urlencode(trail),
             "timezone": timezone.get_current_timezone_name(),
         }
         return TemplateResponse(request, "admin/audit/auditevent/timeline.html", context)
+
+
+@dataclass
+class TimelinePage:
+    events: list[AuditEvent]
+    next_after: int | None  # the cursor of the next page, when there is one
+    continued: bool  # this page follows an earlier one
+    bad_cursor: bool = False
+
+
+def timeline_page(system, record_id: str, *, day: date | None, after: str | None) -> TimelinePage:
+    """One page of a record's events, oldest first, each proposal told whole on the page where it begins.
+
+    A page reads up to `TIMELINE_PAGE` events after the cursor (an event id of this record: its time and id are the
+    keyset), served by the (system, record_id, occurred_at) index at any depth. Events of a proposal that began on
+    an earlier page are left out (that page told it whole); events of a proposal that begins on this page but
+    continues past its end are fetched with it, so its line ends with its outcome.
+    """
+    scope = AuditEvent.objects.for_record(system, record_id)
+    if day is not None:
+        scope = scope.on(day)
+    cursor: tuple[datetime, int] | None = None
+    bad_cursor = False
+    if after:
+        try:
+            found = scope.only("id", "occurred_at").get(pk=int(after))
+            cursor = (found.occurred_at, found.pk)
+        except (ValueError, OverflowError, AuditEvent.DoesNotExist):
+            bad_cursor = True  # a cursor of another record (or none at all): start from the beginning
+    continued = cursor is not None
+    events: list[AuditEvent] = []
+    told: set = set()
+    for _ in range(20):  # a page made only of proposals told earlier is skipped, not shown empty
+        rows = list(
+            _after(scope, cursor).select_related("person", "system").order_by("occurred_at", "id")[:TIMELINE_PAGE]
+        )
+        ids = {event.proposal_id for event in rows if event.proposal_id} - told
+        if cursor is not None and ids:
+            told |= set(_before(scope.filter(proposal_id__in=ids), cursor).values_list("proposal_id", flat=True))
+        events = [event for event in rows if event.proposal_id not in told]
+        if rows:
+            cursor = (rows[-1].occurred_at, rows[-1].pk)
+        if events or len(rows) < TIMELINE_PAGE:
+            break
+    proposal_ids = {event.proposal_id for event in events if event.proposal_id}
+    if proposal_ids:
+        # A proposal that begins here but is decided or executed later (past this page or this day) is told whole.
+        seen = {event.pk for event in events}
+        more = (
+            AuditEvent.objects.for_record(system, record_id)
+            .filter(proposal_id__in=proposal_ids)
+            .exclude(pk__in=seen)
+            .select_related("person", "system")[:TIMELINE_PAGE]
+        )
+        events.extend(more)
+    # Is there anything after this page that a later page would show? Not the rest of proposals told here or before.
+    has_more = (
+        cursor is not None
+        and _after(scope, cursor).filter(Q(proposal_id__isnull=True) | ~Q(proposal_id__in=proposal_ids | told)).exists()
+    )
+    return TimelinePage(
+        events=events,
+        next_after=cursor[1] if has_more and cursor else None,
+        continued=continued,
+        bad_cursor=bad_cursor,
+    )
+
+
+def _after(queryset, cursor: tuple[datetime, int] | None):
+    """Events after the keyset (time, id); the time range is what the (…, occurred_at) index serves."""
+    if cursor is None:
+        return queryset
+    at, pk = cursor
+    return queryset.filter(occurred_at__gte=at).filter(Q(occurred_at__gt=at) | Q(pk__gt=pk))
+
+
+def _before(queryset, cursor: tuple[datetime, int]):
+    at, pk = cursor
+    return queryset.filter(occurred_at__lte=at).filter(Q(occurred_at__lt=at) | Q(pk__lte=pk))
 
 
 def timeline_url(event: AuditEvent, *, with_day: bool = True) -> str | None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import F, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db import connections
+from django.db.models import Case, F, Func, QuerySet, TextField, Value, When
+from django.db.models.functions import Cast, Concat
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -42,7 +42,10 @@ COLUMNS: dict[str, str] = {
 }
 _JSON_COLUMNS = {"input", "decision", "state_before", "state_after"}
 # A cell starting with one of these is a formula to a spreadsheet: an agent's text must not run in the CFO's Excel.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_PATTERN = r"^[=+@\t\r-]"
+# Free text written by agents or people; ids, hashes, slugs and choices cannot start with a formula character.
+_FREE_TEXT = {"actor", "resource", "record_id", "outcome", "summary", "request_id"}
+_COPY_FLUSH_BYTES = 256 * 1024
 
 # Times are exported in UTC, ISO 8601: unambiguous for a SIEM and for a spreadsheet alike.
 EXPORT_FORMATS = {
@@ -51,13 +54,38 @@ EXPORT_FORMATS = {
 }
 
 
-def _rows(queryset: QuerySet) -> Iterator[tuple[Any, ...]]:
-    """Rows as tuples in COLUMNS order; JSON columns as the database's own JSON text (no parse, no re-dump)."""
-    fields = {
-        name: Cast(source, TextField()) if name in _JSON_COLUMNS else F(source) for name, source in COLUMNS.items()
-    }
-    values = queryset.order_by("id").values_list(*fields.values())
-    yield from values.iterator(chunk_size=CHUNK_SIZE)
+def _values(queryset: QuerySet, *, defuse: bool, text_times: bool = False) -> QuerySet:
+    """The export's columns in COLUMNS order, in id order, computed by the database.
+
+    JSON columns come as the database's own JSON text (no parse, no re-dump). With `defuse`, plain text an agent or
+    a person wrote is neutralised for spreadsheets (a leading `'`), by the database for both CSV writers. With
+    `text_times` the time is ISO 8601 UTC text made by PostgreSQL, for COPY.
+    """
+    fields: dict[str, Any] = {}
+    for name, source in COLUMNS.items():
+        if name in _JSON_COLUMNS:
+            fields[name] = Cast(source, TextField())
+        elif defuse and name in _FREE_TEXT:
+            fields[name] = Case(
+                When(**{f"{source}__regex": _FORMULA_PATTERN}, then=Concat(Value("'"), F(source))),
+                default=F(source),
+            )
+        elif name == "occurred_at" and text_times:
+            fields[name] = _IsoUtc(F(source))
+        else:
+            fields[name] = F(source)
+    return queryset.order_by("id").values_list(*fields.values())
+
+
+class _IsoUtc(Func):
+    """`2026-11-17T14:01:00.000000+00:00`, the same text `datetime.isoformat(timespec="microseconds")` gives."""
+
+    template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+    output_field = TextField()
+
+
+def _rows(queryset: QuerySet, *, defuse: bool) -> Iterator[tuple[Any, ...]]:
+    yield from _values(queryset, defuse=defuse).iterator(chunk_size=CHUNK_SIZE)
 
 
 def _batched(lines: Iterator[str]) -> Iterator[str]:
@@ -79,33 +107,49 @@ class _Echo:
         return value
 
 
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return "'" + value if value.startswith(_FORMULA_START) else value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+_HEADER = "\ufeff" + ",".join(COLUMNS) + "\r\n"  # the BOM, so Excel reads the file as UTF-8
 
 
-def csv_lines(queryset: QuerySet) -> Iterator[str]:
+def csv_lines(queryset: QuerySet) -> Iterator[str | bytes]:
+    """CSV of every row: PostgreSQL writes it itself (`COPY … TO STDOUT`), elsewhere Python's csv module does.
+
+    Both give the same cells (tested): times in ISO 8601 UTC, JSON as JSON text, empty for none, formulas defused.
+    """
+    if connections[queryset.db].vendor == "postgresql":
+        return _copy_csv(queryset)
+    return _python_csv(queryset)
+
+
+def _python_csv(queryset: QuerySet) -> Iterator[str]:
     writer = csv.writer(_Echo())
+    time_at = list(COLUMNS).index("occurred_at")
 
     def lines() -> Iterator[str]:
-        yield "\ufeff"  # so Excel reads the file as UTF-8
-        yield writer.writerow(list(COLUMNS))
-        json_at = {index for index, name in enumerate(COLUMNS) if name in _JSON_COLUMNS}
-        for row in _rows(queryset):
-            # JSON text is data, not a formula: only plain text columns are neutralised.
-            yield writer.writerow(
-                [
-                    ("" if value is None else value) if index in json_at else _csv_cell(value)
-                    for index, value in enumerate(row)
-                ]
-            )
+        yield _HEADER
+        for row in _rows(queryset, defuse=True):
+            cells = list(row)
+            cells[time_at] = cells[time_at].isoformat(timespec="microseconds")
+            yield writer.writerow(cells)
 
     return _batched(lines())
+
+
+def _copy_csv(queryset: QuerySet) -> Iterator[bytes]:
+    """`COPY (the filtered query) TO STDOUT (FORMAT csv)`: rows stream in blocks, several times faster than Python."""
+    sql, params = _values(queryset, defuse=True, text_times=True).query.sql_with_params()
+    yield _HEADER.encode()
+    connection = connections[queryset.db]
+    with connection.cursor() as cursor, cursor.cursor.copy(f"COPY ({sql}) TO STDOUT (FORMAT csv)", params) as copy:
+        buffer: list[bytes] = []
+        size = 0
+        for block in copy:
+            buffer.append(bytes(block))
+            size += len(block)
+            if size >= _COPY_FLUSH_BYTES:
+                yield b"".join(buffer)
+                buffer, size = [], 0
+        if buffer:
+            yield b"".join(buffer)
 
 
 def jsonl_lines(queryset: QuerySet) -> Iterator[str]:
@@ -115,7 +159,7 @@ def jsonl_lines(queryset: QuerySet) -> Iterator[str]:
     encoder = DjangoJSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
     def lines() -> Iterator[str]:
-        for row in _rows(queryset):
+        for row in _rows(queryset, defuse=False):
             scalars = encoder.encode({names[index]: row[index] for index in scalar_at})
             nested = "".join(f',"{names[index]}":{row[index] or "null"}' for index in json_at)
             yield scalars[:-1] + nested + "}\n"

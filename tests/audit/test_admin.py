@@ -281,3 +281,35 @@ def test_people_without_audit_access_cannot_export(client, trail, f):
     client.force_login(f.UserFactory(username="dana3", roles=[Role.APPROVERS]))
     assert client.get(reverse("admin:audit_export_csv")).status_code == 403
     assert client.get(reverse("admin:audit_export_jsonl")).status_code == 403
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresqls_copy_and_pythons_csv_writer_give_the_same_cells(trail):
+    """On PostgreSQL the CSV is written by `COPY … TO STDOUT`; it must read back cell for cell as the Python path."""
+    from audit.exports import _copy_csv, _python_csv
+
+    awkward = ['=1+2', 'comma, "quoted"\nnew line', "ünïcødé 😀", "-5", "\t@x", "", "a\rb"]
+    for text in awkward:
+        audit_record(
+            verb="read",
+            actor=None,
+            channel="api",
+            record_id=text[:10] or "empty",
+            resource="accounts",
+            input={"fields": ["name", text], "nested": {"n": 1.5, "none": None}},
+            state_before=None,
+            summary=text or "(empty)",
+        )
+    queryset = AuditEvent.objects.all()
+
+    def cells(chunks) -> list[list[str]]:
+        text = b"".join(chunk if isinstance(chunk, bytes) else chunk.encode() for chunk in chunks).decode()
+        assert text.startswith("\ufeffid,occurred_at,")
+        return list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+
+    from_copy, from_python = cells(_copy_csv(queryset)), cells(_python_csv(queryset))
+    assert len(from_copy) == AuditEvent.objects.count() + 1
+    assert from_copy == from_python
+    summaries = [row[13] for row in from_copy[1:]]
+    assert "'=1+2" in summaries and "'-5" in summaries and "'\t@x" in summaries and "ünïcødé 😀" in summaries

@@ -270,3 +270,51 @@ def test_the_governed_path_writes_a_timeline_the_auditor_can_read(crm_demo, audi
         r" — approved by Dana Approver at \d\d:\d\d, executed \d\d:\d\d",
         texts[0],
     ), texts[0]
+
+
+@pytest.mark.django_db
+def test_a_long_timeline_pages_by_keyset_and_tells_each_proposal_once(auditor, f, monkeypatch):
+    """Four proposals of four events each, three events a page: every proposal appears whole on exactly one page."""
+    from audit import admin as audit_admin
+
+    monkeypatch.setattr(audit_admin, "TIMELINE_PAGE", 3)
+    system = f.SystemFactory(slug="crm")
+    agent = f.AgentFactory(slug="collections-agent")
+    approver = f.UserFactory(username="approver")
+    stories = [write_story(system, agent, approver) for _ in range(4)]
+    url = reverse("admin:audit_timeline", args=["crm", "4471"])
+
+    told: list = []
+    response = auditor.get(url)
+    pages = 0
+    while True:
+        pages += 1
+        assert response.status_code == 200
+        for line in response.context["lines"]:
+            assert line.text.endswith(", executed " + line.text[-5:]), line.text  # told whole, with its outcome
+            told.append(line.proposal_id)
+        if response.context["next_page_url"] is None:
+            break
+        assert pages < 10, "paging does not end"
+        response = auditor.get(url + response.context["next_page_url"])
+        assert response.context["continued"] and not response.context["bad_cursor"]
+
+    assert told == stories
+    assert pages == 4  # one page per proposal: a page made only of events of proposals already told is skipped
+
+
+@pytest.mark.django_db
+def test_a_cursor_of_another_record_or_garbage_starts_the_timeline_from_the_beginning(auditor, f):
+    system = f.SystemFactory(slug="crm")
+    agent = f.AgentFactory(slug="collections-agent")
+    approver = f.UserFactory(username="approver")
+    write_story(system, agent, approver)
+    write_story(system, agent, approver, record_id="4472")
+    other = AuditEvent.objects.for_record(system, "4472").first()
+    url = reverse("admin:audit_timeline", args=["crm", "4471"])
+    for after in [str(other.pk), "x", "-1", "9" * 40, "1 OR 1=1"]:
+        response = auditor.get(url, {"after": after})
+        assert response.status_code == 200
+        assert response.context["bad_cursor"] is True
+        assert len(response.context["lines"]) == 1
+        assert "does not belong to this timeline" in response.content.decode()
