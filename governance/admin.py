@@ -15,6 +15,7 @@ from django.utils.html import format_html_join
 from audit.admin import audit_trail_url
 from audit.choices import Channel
 from governance.admin_base import HistoryAdmin, OwnedAdminMixin
+from governance.history import HistoryLine, threshold_rule_history
 from governance.models import (
     ActionType,
     Agent,
@@ -252,6 +253,9 @@ class ThresholdRuleAdmin(OwnedAdminMixin, HistoryAdmin):
     inlines = [ThresholdBandInline]
     actions = ["sign_off"]
     owned_choice_fields = {"system": "owner", "action_type": "system__owner"}
+
+    def history_lines(self, request: HttpRequest, object_id, records) -> list[HistoryLine]:
+        return threshold_rule_history(object_id)  # the bands' changes too, each with the sign-off it left in force
 
     @admin.display(description="Bands")
     def band_summary(self, rule: ThresholdRule) -> str:

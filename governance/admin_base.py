@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.http import HttpRequest
 from simple_history.admin import SimpleHistoryAdmin
 
+from governance.history import HistoryLine, record_lines
+
 
 class HistoryAdmin(SimpleHistoryAdmin):
-    """Every edit through the admin leaves a history row naming the user (middleware) and `origin=admin`."""
+    """Every edit through the admin leaves a history row naming the user (middleware) and `origin=admin`.
+
+    The history page lists each change readably ("Write mode: Read only → Enabled", who, when) instead of
+    simple-history's raw columns; `history_lines` is the hook for folding in related rows (a rule's bands).
+    """
+
+    object_history_list_template = "admin/history_lines.html"
 
     def save_model(self, request: HttpRequest, obj: models.Model, form, change: bool) -> None:
         obj._change_reason = "origin=admin"  # type: ignore[attr-defined]
@@ -29,6 +40,22 @@ class HistoryAdmin(SimpleHistoryAdmin):
             if self.revert_disabled(request, obj) or not self.has_change_permission(request, obj):
                 raise PermissionDenied
         return super().history_form_view(request, object_id, version_id, extra_context)
+
+    def history_lines(self, request: HttpRequest, object_id: Any, records: Sequence[Any]) -> list[HistoryLine]:
+        """The lines for one page of the object's history records (newest first); each names its `version_id`."""
+        before = records[-1].prev_record if records else None  # the page's oldest row is diffed too
+        return record_lines(records, before=before)
+
+    def set_history_delta_changes(self, request: HttpRequest, historical_records, foreign_keys_are_objs=True) -> None:
+        # simple-history's hook for per-row diffs, called by its history_view with the page's records: each record
+        # gets the lines listed under it, newest first (a rule's band changes made under that version, then its own).
+        records = list(historical_records)
+        if not records:
+            return
+        object_id = getattr(records[0], self.model._meta.pk.attname)
+        lines = self.history_lines(request, object_id, records)
+        for record in records:
+            record.history_lines = [line for line in lines if line.version_id == record.history_id]
 
 
 class OwnedAdminMixin:

@@ -289,7 +289,7 @@ def test_postgresqls_copy_and_pythons_csv_writer_give_the_same_cells(trail):
     """On PostgreSQL the CSV is written by `COPY … TO STDOUT`; it must read back cell for cell as the Python path."""
     from audit.exports import _copy_csv, _python_csv
 
-    awkward = ['=1+2', 'comma, "quoted"\nnew line', "ünïcødé 😀", "-5", "\t@x", "", "a\rb"]
+    awkward = ["=1+2", 'comma, "quoted"\nnew line', "ünïcødé 😀", "-5", "\t@x", "", "a\rb"]
     for text in awkward:
         audit_record(
             verb="read",
