@@ -10,10 +10,19 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from approvals.autonomy import (
+    DEFAULT_DAYS,
+    MAX_RAISE_FACTOR,
+    RAISE_MIN_DECIDED,
+    TIGHTEN_MIN_DECIDED,
+    TIGHTEN_REJECTION_RATE,
+    autonomy_report,
+)
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
 from approvals.models import Proposal
 from approvals.services import (
@@ -27,6 +36,9 @@ from approvals.services import (
 )
 from audit.choices import Channel
 from audit.models import AuditEvent
+from governance.models import Agent
+
+AUTONOMY_MAX_DAYS = 366
 
 
 def awaiting_decision_by(user) -> Q:
@@ -202,8 +214,36 @@ class ProposalAdmin(admin.ModelAdmin):
     def get_urls(self):
         urls = [
             path("<uuid:proposal_id>/decide/", self.admin_site.admin_view(self.decide_view), name="approvals_decide"),
+            path(
+                "autonomy/<slug:agent_slug>/",
+                self.admin_site.admin_view(self.autonomy_view),
+                name="approvals_autonomy",
+            ),
         ]
         return urls + super().get_urls()
+
+    def autonomy_view(self, request: HttpRequest, agent_slug: str) -> TemplateResponse:
+        """The agent's record per band and the threshold changes it suggests. Read-only: it links to the rule, where
+        the business owner edits and signs off; nothing here changes a rule."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        agent = get_object_or_404(Agent.objects.visible_to(request.user), slug=agent_slug)
+        asked = request.GET.get("days", "")
+        days = int(asked) if asked.isdigit() and 1 <= int(asked) <= AUTONOMY_MAX_DAYS else DEFAULT_DAYS
+        report = autonomy_report(agent, days=days)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Autonomy report: {agent.slug}",
+            "report": report,
+            "bad_days": bool(asked) and str(days) != asked,
+            "max_days": AUTONOMY_MAX_DAYS,
+            "raise_min_decided": RAISE_MIN_DECIDED,
+            "tighten_min_decided": TIGHTEN_MIN_DECIDED,
+            "max_raise_factor": MAX_RAISE_FACTOR,
+            "tighten_rejection_rate": f"{float(TIGHTEN_REJECTION_RATE):.0%}",
+        }
+        return TemplateResponse(request, "admin/approvals/autonomy.html", context)
 
     def decide_view(self, request: HttpRequest, proposal_id):
         """Every button posts here; the service decides whether this person may, and audits the attempt."""
@@ -263,3 +303,6 @@ class ProposalAdmin(admin.ModelAdmin):
                 skipped.append(f"{proposal.record_id}: {exc}")
         summary = f"Approved {approved} proposal(s)"
         self.message_user(request, summary + (f"; not approved: {'; '.join(skipped)}" if skipped else "."))
+
+
+from approvals import admin_rollback  # noqa: E402, F401 - registers the kill switch, reversal and drill pages

@@ -73,6 +73,10 @@ class Proposal(models.Model):
     state_after = models.JSONField(null=True, blank=True)
     compensation = models.JSONField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
+    held_from = models.CharField(
+        max_length=20, blank=True, help_text="While on hold (kill switch): the status it returns to when released."
+    )
+    reversed_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -137,3 +141,116 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent_id}:{self.key}"
+
+
+class Reversal(models.Model):
+    """A reversal of a window of executed writes (an agent's or a system's), planned, then run by a worker.
+
+    The plan is a list of steps, newest write first. Each step is reversible (its compensation will run), blocked (the
+    record changed since, by someone else: left for a human) or not reversible (the action's note says why). A drill is
+    a reversal of writes the drill itself made on a staging system.
+    """
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        INCOMPLETE = "incomplete", "Done, with steps that failed or wait"
+
+    agent = models.ForeignKey("governance.Agent", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    system = models.ForeignKey("governance.System", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField(help_text="Writes executed after this are not part of the plan.")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PLANNED)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    channel = models.CharField(max_length=20)
+    reason = models.CharField(max_length=300, blank=True)
+    moving = models.BooleanField(
+        default=False, help_text="When planned, the agent or system could still write: the window was moving."
+    )
+    rounds = models.PositiveIntegerField(default=0, help_text="Passes a worker made over the steps.")
+    claimed_at = models.DateTimeField(null=True, blank=True, help_text="While a worker runs a round.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(agent__isnull=False) | models.Q(system__isnull=False), name="reversal_has_scope"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"reversal {self.pk} of {self.scope_label} ({self.get_status_display()})"
+
+    @property
+    def scope_label(self) -> str:
+        parts = [f"agent {self.agent}" if self.agent_id else "", f"system {self.system}" if self.system_id else ""]
+        return " on ".join(part for part in parts if part)
+
+
+class ReversalStep(models.Model):
+    """One executed write of a reversal's window and what becomes of it."""
+
+    class Kind(models.TextChoices):
+        REVERSIBLE = "reversible", "Reversible"
+        BLOCKED = "blocked", "Blocked: changed since"
+        NOT_REVERSIBLE = "not_reversible", "Not reversible"
+        ALREADY_REVERSED = "already_reversed", "Already reversed"
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", "Planned"
+        DONE = "done", "Reversed"
+        RETRYING = "retrying", "Waiting to retry"
+        FAILED = "failed", "Failed"
+        HELD = "held", "Held for a person"
+        SKIPPED = "skipped", "Nothing to do"
+
+    reversal = models.ForeignKey(Reversal, on_delete=models.CASCADE, related_name="steps")
+    proposal = models.ForeignKey(Proposal, on_delete=models.PROTECT, related_name="reversal_steps")
+    position = models.PositiveIntegerField(help_text="1 is the newest write: steps run in this order.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
+    explanation = models.TextField(blank=True)
+    current = models.JSONField(null=True, blank=True, help_text="The record's values when planned or last checked.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["reversal", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["reversal", "proposal"], name="reversal_step_once"),
+            models.UniqueConstraint(fields=["reversal", "position"], name="reversal_step_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"step {self.position} of reversal {self.reversal_id}: {self.get_kind_display()}"
+
+
+class Drill(models.Model):
+    """A rollback drill on a staging system: writes made, reversed, and the records checked back."""
+
+    system = models.ForeignKey("governance.System", on_delete=models.PROTECT, related_name="drills")
+    reversal = models.OneToOneField(Reversal, null=True, blank=True, on_delete=models.SET_NULL, related_name="drill")
+    passed = models.BooleanField(default=False)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.DurationField(null=True, blank=True)
+    performed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    channel = models.CharField(max_length=20)
+    report = models.JSONField(default=list, help_text="What each step wrote, reversed and found.")
+    failure = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"drill on {self.system} {self.started_at:%Y-%m-%d %H:%M}: {'passed' if self.passed else 'failed'}"

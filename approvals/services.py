@@ -57,6 +57,7 @@ def _audit_proposal(proposal: Proposal, **fields: Any):
         resource=proposal.action_type.resource.name,
         record_id=proposal.record_id,
         proposal_id=proposal.pk,
+        agent=proposal.agent,
         **fields,
     )
 
@@ -757,11 +758,12 @@ def proposal_claim(*, proposal_id) -> Proposal | None:
             return None
         hold = _hold_reason(proposal)
         if hold:
+            proposal.held_from = proposal.status
             proposal.status = ProposalStatus.ON_HOLD
             proposal.save()
             _audit_proposal(
                 proposal,
-                verb=Verb.FAILED,
+                verb=Verb.HELD,
                 actor=None,
                 channel=Channel.TASK,
                 outcome="on_hold",

@@ -45,3 +45,34 @@ def escalate_and_expire() -> tuple[int, int]:
     from approvals.services import proposals_escalate_and_expire
 
     return proposals_escalate_and_expire()
+
+
+@shared_task(name="approvals.run_reversal", bind=True, acks_late=True, max_retries=None, ignore_result=True)
+def run_reversal(self, reversal_id: int) -> bool:
+    """One round of a reversal; scheduled again with backoff while steps wait to be retried."""
+    from approvals.reversal import reversal_run
+
+    outcome = reversal_run(reversal_id=reversal_id)
+    if not outcome.finished:
+        raise self.retry(countdown=outcome.retry_in)
+    return True
+
+
+@shared_task(name="approvals.resume_reversals", ignore_result=True)
+def resume_reversals() -> int:
+    from approvals.reversal import reversals_resume
+
+    return reversals_resume()
+
+
+@shared_task(name="approvals.run_drill", ignore_result=True)
+def run_drill(system_id: int, user_id: int | None = None) -> int:
+    """A rollback drill asked for in the admin; the result is the Drill row the admin shows."""
+    from django.contrib.auth import get_user_model
+
+    from approvals.drills import rollback_drill
+    from audit.choices import Channel
+    from governance.models import System
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    return rollback_drill(system=System.objects.get(pk=system_id), user=user, channel=Channel.ADMIN).pk

@@ -112,11 +112,13 @@ def audit_record(
     state_before: dict[str, Any] | None = None,
     state_after: dict[str, Any] | None = None,
     outcome: str = "ok",
+    agent: Any = None,
 ) -> AuditEvent:
     """Append one event to the chain, inside the caller's transaction when there is one.
 
     `actor` is an Agent, a user, or None for Gatehouse itself. A human actor is also the event's `person` unless
-    another person (the human in the loop) is named.
+    another person (the human in the loop) is named. `agent` names the agent an event is about when a person or
+    Gatehouse acted (a proposal's execution, a kill switch), so the agent's trail shows it.
     """
     from governance.models import Agent  # the inventory imports audit services; avoid the cycle at import time
 
@@ -144,6 +146,8 @@ def audit_record(
         event.person = person or actor
     else:
         event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
+    if event.agent is None and agent is not None:
+        event.agent = agent
 
     if connection.vendor == "postgresql":
         _append_postgresql(event)

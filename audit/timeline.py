@@ -169,8 +169,16 @@ def _proposal_line(events: list[AuditEvent], *, labels: Mapping[str, str], curre
             steps.append(f"withdrawn by {event.actor} at {at}")
             outcome = "cancelled"
         elif verb == Verb.REVERSED:
-            steps.append(f"reversed at {at}")
+            steps.append(f"reversed at {at}" + (f" by {_person(event)}" if event.person_id else ""))
             outcome = "reversed"
+        elif verb == Verb.HELD:
+            steps.append(f"put on hold by the kill switch at {at}")
+        elif verb == Verb.RELEASED:
+            steps.append(f"released from hold at {at}")
+        elif verb == Verb.REVERSAL_HELD:
+            steps.append(f"its reversal was left for a person at {at} (changed since)")
+        elif verb == Verb.REVERSAL_STEP_FAILED:
+            steps.append(f"its reversal failed at {at}: {event.summary}")
         elif verb == Verb.DENIED:
             steps.append(f"{event.actor} was refused at {at} ({event.summary.rstrip('.')})")
         elif verb == Verb.READ:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -10,11 +12,13 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
-from django.utils.html import format_html_join
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from audit.admin import audit_trail_url
 from audit.choices import Channel
 from governance.admin_base import HistoryAdmin, OwnedAdminMixin
+from governance.choices import Access, AgentStatus, Environment, WriteMode
 from governance.history import HistoryLine, threshold_rule_history
 from governance.models import (
     ActionType,
@@ -26,6 +30,13 @@ from governance.models import (
     ThresholdBand,
     ThresholdRule,
     validate_bands,
+)
+from governance.readiness import (
+    enables_production_writes,
+    production_writes_failing,
+    readiness,
+    readiness_override,
+    refusal,
 )
 from governance.services import agent_token_issue, agent_tokens_revoke, threshold_rule_sign_off
 
@@ -46,20 +57,78 @@ class NameListField(forms.CharField):
 
 
 class AuditTrailLinkMixin:
-    """A link from the change page to the audit events of this row (the changelist filtered by `audit_filter`)."""
+    """Links from the change page: the audit events of this row (the changelist filtered by `audit_filter`), and
+    the row's own tools (`object_tools`: the kill switch, a reversal, a drill, a report)."""
 
     audit_filter = ""
     change_form_template = "admin/audit/trail_link_change_form.html"
 
+    def object_tools(self, request: HttpRequest, obj) -> list[dict[str, str]]:
+        return []
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        extra = {}
+        extra: dict = {}
         if request.user.has_perm("audit.view_auditevent"):
             extra["audit_trail_url"] = audit_trail_url(**{self.audit_filter: unquote(object_id)})
+        obj = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+        if obj is not None:
+            extra["object_tools"] = self.object_tools(request, obj)
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})  # type: ignore[misc]
 
 
+def _switch_tool(request: HttpRequest, *, on: bool, **target: str) -> dict[str, str]:
+    url = reverse("admin:approvals_kill_switch") + "?" + urlencode(target)
+    if on:
+        return {"label": "Kill switch is ON — release…", "url": url, "id": "kill-switch-link", "class": "kill-on"}
+    return {"label": "Kill switch…", "url": url, "id": "kill-switch-link", "class": "kill-off"}
+
+
+class ReadinessOverrideForm(forms.ModelForm):
+    """Adds the superuser's override of the readiness gate to a form that can enable production writes."""
+
+    readiness_override = forms.CharField(
+        required=False,
+        max_length=300,
+        label="Override readiness (superusers)",
+        help_text="Only if the readiness checklist fails and you accept the risk: say why. This is audited.",
+    )
+    request: HttpRequest | None = None
+
+    def gate(self, *, agents, what: str, extra_grants=()) -> None:
+        """Refuse the save while the checklist fails, unless a superuser gave a reason (recorded at save)."""
+        failing = production_writes_failing(agents, extra_grants=extra_grants)
+        self.readiness_failing = (what, failing)
+        if not failing:
+            return
+        user = self.request.user if self.request else None
+        reason = (self.cleaned_data.get("readiness_override") or "").strip()
+        if not reason or not (user and user.is_superuser):
+            raise refusal(what, failing, user=user)
+
+
+class _GatedAdmin:
+    """Writes the override's audit event once the gated object is saved."""
+
+    def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)  # type: ignore[misc]
+        return type(form.__name__, (form,), {"request": request})
+
+    def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)  # type: ignore[misc]
+        what, failing = getattr(form, "readiness_failing", ("", []))
+        if failing:
+            agent = obj.agent if isinstance(obj, ScopeGrant) else None
+            readiness_override(
+                what=what,
+                failing=failing,
+                reason=form.cleaned_data.get("readiness_override", ""),
+                user=request.user,
+                agent=agent,
+            )
+
+
 @admin.register(System)
-class SystemAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
+class SystemAdmin(_GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     audit_filter = "system__id__exact"
     list_display = ["slug", "name", "category", "environment", "integration_pattern", "write_mode", "owner"]
     list_filter = ["category", "environment", "integration_pattern", "write_mode"]
@@ -70,12 +139,69 @@ class SystemAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
         ("People", {"fields": ["owner", "rollback_contact", "oncall_contact"]}),
         ("Data", {"fields": ["record_of", "conflict_winner"]}),
         ("Integration", {"fields": ["integration_pattern", "connector_kind", "connector_config", "staging_twin"]}),
-        ("Writes", {"fields": ["write_mode", "writes_frozen", "frozen_reason"]}),
+        ("Writes", {"fields": ["write_mode", "writes_frozen", "frozen_reason", "readiness_override"]}),
+        ("Drills", {"fields": ["drill_record_id"]}),
     ]
 
+    class Form(ReadinessOverrideForm):
+        class Meta:
+            model = System
+            fields = [
+                "name",
+                "slug",
+                "description",
+                "category",
+                "environment",
+                "owner",
+                "rollback_contact",
+                "oncall_contact",
+                "record_of",
+                "conflict_winner",
+                "integration_pattern",
+                "connector_kind",
+                "connector_config",
+                "staging_twin",
+                "write_mode",
+                "drill_record_id",
+            ]
+
+        def clean(self):
+            cleaned = super().clean()
+            system = self.instance
+            enabling = cleaned.get("write_mode") == WriteMode.ENABLED and (
+                not system.pk or System.objects.filter(pk=system.pk).exclude(write_mode=WriteMode.ENABLED).exists()
+            )
+            if enabling and cleaned.get("environment", system.environment) == Environment.PRODUCTION and system.pk:
+                agents = Agent.objects.filter(grants__system=system, grants__access=Access.WRITE).distinct()
+                self.gate(agents=list(agents), what=f"Enabling writes to {system}")
+            return cleaned
+
+    form = Form
+
     def get_readonly_fields(self, request: HttpRequest, obj: System | None = None) -> list[str]:
+        # The freeze is the kill switch's (audited, with a reason, holding pending work), not a form field.
+        frozen = ["writes_frozen", "frozen_reason"]
         # Handing a system to another owner moves sign-off authority: only a superuser may do it.
-        return [] if request.user.is_superuser else ["owner"]
+        return frozen if request.user.is_superuser else [*frozen, "owner"]
+
+    def object_tools(self, request: HttpRequest, obj: System) -> list[dict[str, str]]:
+        tools = [_switch_tool(request, on=obj.writes_frozen, system=obj.slug)]
+        tools.append(
+            {
+                "label": "Reverse recent writes…",
+                "url": reverse("admin:approvals_reversal_plan") + "?" + urlencode({"system": obj.slug}),
+                "id": "reverse-link",
+            }
+        )
+        if obj.environment == Environment.STAGING or obj.staging_twin_id:
+            tools.append(
+                {
+                    "label": "Rollback drills",
+                    "url": reverse("admin:approvals_drill_changelist") + f"?system__id__exact={obj.pk}",
+                    "id": "drills-link",
+                }
+            )
+        return tools
 
 
 @admin.register(Resource)
@@ -155,6 +281,46 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     list_select_related = ["owner"]
     inlines = [AgentTokenInline]
     actions = ["issue_token", "revoke_tokens"]
+    # Stopping an agent is the kill switch's (audited, with a reason, holding its pending work), not a form field.
+    readonly_fields = ["status", "disabled_reason", "readiness_checklist"]
+    fields = ["slug", "name", "description", "owner", "status", "disabled_reason", "readiness_checklist"]
+
+    @admin.display(description="Readiness for production writes")
+    def readiness_checklist(self, agent: Agent) -> str:
+        if not agent.pk:
+            return "Computed once the agent is saved."
+        checklist = readiness(agent)
+        rows = format_html_join(
+            "",
+            '<li class="readiness-{}"><strong>{} {}</strong>: {}{}</li>',
+            (
+                (
+                    "ok" if item.ok else "fail",
+                    "✓" if item.ok else "✗",
+                    item.label,
+                    item.reason,
+                    format_html(' — <a href="{}">fix</a>', item.fix_url) if item.fix_url and not item.ok else "",
+                )
+                for item in checklist.items
+            ),
+        )
+        verdict = "Ready for production writes." if checklist.ok else "Not ready: production writes are refused."
+        return format_html('<p id="readiness-verdict">{}</p><ul id="readiness">{}</ul>', verdict, rows)
+
+    def object_tools(self, request: HttpRequest, obj: Agent) -> list[dict[str, str]]:
+        return [
+            _switch_tool(request, on=obj.status == AgentStatus.DISABLED, agent=obj.slug),
+            {
+                "label": "Reverse recent writes…",
+                "url": reverse("admin:approvals_reversal_plan") + "?" + urlencode({"agent": obj.slug}),
+                "id": "reverse-link",
+            },
+            {
+                "label": "Autonomy report",
+                "url": reverse("admin:approvals_autonomy", args=[obj.slug]),
+                "id": "autonomy-link",
+            },
+        ]
 
     @admin.action(description="Issue a new token (shown once)", permissions=["change"])
     def issue_token(self, request: HttpRequest, queryset: QuerySet[Agent]) -> TemplateResponse | None:
@@ -180,7 +346,7 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
 
 
 @admin.register(ScopeGrant)
-class ScopeGrantAdmin(OwnedAdminMixin, HistoryAdmin):
+class ScopeGrantAdmin(_GatedAdmin, OwnedAdminMixin, HistoryAdmin):
     list_display = ["agent", "system", "resource", "access", "allowed", "granted_by", "expires_at"]
     list_filter = ["access", "system", "agent"]
     search_fields = ["agent__slug", "system__slug", "resource__name"]
@@ -188,13 +354,29 @@ class ScopeGrantAdmin(OwnedAdminMixin, HistoryAdmin):
     readonly_fields = ["granted_by", "created_at"]
     owned_choice_fields = {"system": "owner", "resource": "system__owner"}
 
-    class Form(forms.ModelForm):
+    class Form(ReadinessOverrideForm):
         fields = NameListField(required=False, help_text="Read grants: comma-separated fields; empty means all.")
         actions = NameListField(required=False, help_text="Write grants: comma-separated action names.")
 
         class Meta:
             model = ScopeGrant
             fields = ["agent", "system", "resource", "access", "fields", "actions", "justification", "expires_at"]
+
+        def clean(self):
+            cleaned = super().clean()
+            if self.errors:
+                return cleaned
+            grant = self.instance
+            for name in ("agent", "system", "resource", "access", "actions", "justification", "expires_at"):
+                if name in cleaned:
+                    setattr(grant, name, cleaned[name])
+            if grant.agent_id and grant.system_id and enables_production_writes(grant):
+                self.gate(
+                    agents=[grant.agent],
+                    what=f"A write grant for {grant.agent} on {grant.system} (production)",
+                    extra_grants=[grant],
+                )
+            return cleaned
 
     form = Form
 

@@ -274,6 +274,7 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         description="Staging twin of the sample CRM, for rollback drills.",
         environment=Environment.STAGING,
         connector_config={"base_url": crm_staging_url, "timeout": 5},
+        drill_record_id="4471",
         **common,
     )
     crm = _system(

@@ -77,6 +77,9 @@ class System(models.Model):
     staging_twin = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", help_text="Used for drills."
     )
+    drill_record_id = models.CharField(
+        max_length=200, blank=True, help_text="Staging systems: a record rollback drills may write to and restore."
+    )
     writes_frozen = models.BooleanField(default=False, help_text="Kill switch: refuse writes to this system.")
     frozen_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

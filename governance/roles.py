@@ -20,6 +20,7 @@ INVENTORY = [
 ]
 AUDIT = [("audit", "auditevent")]
 PROPOSALS = [("approvals", "proposal")]
+ROLLBACK = [("approvals", "reversal"), ("approvals", "reversalstep"), ("approvals", "drill")]
 
 
 def _view(models: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -32,7 +33,7 @@ def _edit(models: list[tuple[str, str]], *actions: str) -> list[tuple[str, str, 
 
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Owners write the terms for their own systems (querysets limit them to those); they read everything else.
-    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT + PROPOSALS)
+    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK)
     + _edit(
         [
             ("governance", "resource"),
@@ -49,8 +50,9 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Deciding is not a model permission: the services check who may decide each proposal.
     Role.APPROVERS: _view(INVENTORY + PROPOSALS),
     Role.REVIEWERS: _view(INVENTORY + PROPOSALS),
-    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS),
-    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS)
+    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK),
+    # Operators pull kill switches, reverse writes and run drills (the services check on which targets).
+    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK)
     + _edit([("governance", "system"), ("governance", "agent")], "change"),
 }
 

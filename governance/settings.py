@@ -204,6 +204,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
     "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "approvals.purge_idempotency_keys", "schedule": 3600.0},
+    "resume-reversals": {"task": "approvals.resume_reversals", "schedule": 60.0},
     # Walk the audit chain, record the result, and sign its head so a deleted tail is noticed at the next run.
     "audit-verify-and-checkpoint": {"task": "audit.verify_and_checkpoint", "schedule": 300.0},
 }

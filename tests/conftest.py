@@ -82,6 +82,7 @@ def stack_processes(django_db_setup, django_db_blocker, tmp_path_factory):
     stack.crm_token = secrets.token_urlsafe(24)
     try:
         stack.crm_url = stack.crm("crm", stack.crm_token)
+        stack.crm_staging_url = stack.crm("crm-staging", stack.crm_token)
         stack.web_url = stack.web()
         stack.worker()
     except BaseException:
@@ -94,17 +95,17 @@ def stack_processes(django_db_setup, django_db_blocker, tmp_path_factory):
 @pytest.fixture
 def live(stack_processes, transactional_db, settings):
     """The demo inventory on the running stack, with the CRM reset to its seed accounts."""
+    from sandbox.testing import crm_control
     from tests.live import LiveStack
 
     stack = stack_processes
-    token_file = settings.VAR_DIR / "sandbox" / "crm.token"
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    token_file.write_text(stack.crm_token)
+    _write_sandbox_tokens(settings, stack)
     live = LiveStack(stack)
     live.crm_control("/_control/reset", {})
+    crm_control(stack.crm_staging_url, "/_control/reset", {})
     from governance.demo import seed_demo
 
-    seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
+    seed_demo(crm_url=stack.crm_url, crm_staging_url=stack.crm_staging_url)
     yield live
     live.close()
 
@@ -118,11 +119,18 @@ def crm_demo(stack_processes, db, settings):
     from governance.demo import seed_demo
     from sandbox.testing import crm_control
 
-    token_file = settings.VAR_DIR / "sandbox" / "crm.token"
-    token_file.parent.mkdir(parents=True, exist_ok=True)
-    token_file.write_text(stack_processes.crm_token)
+    _write_sandbox_tokens(settings, stack_processes)
     crm_control(stack_processes.crm_url, "/_control/reset", {})
-    return seed_demo(crm_url=stack_processes.crm_url, crm_staging_url="http://127.0.0.1:9")
+    crm_control(stack_processes.crm_staging_url, "/_control/reset", {})
+    return seed_demo(crm_url=stack_processes.crm_url, crm_staging_url=stack_processes.crm_staging_url)
+
+
+def _write_sandbox_tokens(settings, stack) -> None:
+    """The sample CRMs' token where seed_demo vaults it from (both CRMs of the stack share one token)."""
+    folder = settings.VAR_DIR / "sandbox"
+    folder.mkdir(parents=True, exist_ok=True)
+    for slug in ("crm", "crm-staging"):
+        (folder / f"{slug}.token").write_text(stack.crm_token)
 
 
 @pytest.fixture

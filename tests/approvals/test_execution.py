@@ -368,7 +368,8 @@ def test_the_global_stop_engaged_after_approval_puts_the_queued_execution_on_hol
     assert held.attempts == 0
     event = AuditEvent.objects.get(proposal_id=proposal.pk, outcome="on_hold")
     assert "the global stop is engaged: drill" in event.summary
-    assert verbs(proposal.pk) == ["proposed", "approved", "failed"]
+    assert verbs(proposal.pk) == ["proposed", "approved", "held"]
+    assert held.held_from == ProposalStatus.APPROVED  # where the release sends it back
     assert private_stack.stats()["writes_total"] == 0
     assert private_stack.crm_account("4471")["credit_limit"] == "2000.00"
 

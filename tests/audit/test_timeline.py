@@ -318,3 +318,16 @@ def test_a_cursor_of_another_record_or_garbage_starts_the_timeline_from_the_begi
         assert response.context["bad_cursor"] is True
         assert len(response.context["lines"]) == 1
         assert "does not belong to this timeline" in response.content.decode()
+
+
+def test_hold_release_and_reversal_read_as_steps_of_the_proposals_line():
+    proposal_id = uuid.uuid4()
+    events = [
+        *approved_raise(proposal_id),
+        event(5, 10, "held", proposal_id=proposal_id),
+        event(6, 11, "released", proposal_id=proposal_id),
+        event(7, 20, "reversed", proposal_id=proposal_id),
+    ]
+    (line,) = timeline_lines(events, labels={"accounts": "account"}, currencies={proposal_id: "USD"})
+    assert "put on hold by the kill switch at 14:11, released from hold at 14:12" in line.text
+    assert line.text.endswith("reversed at 14:21") and line.outcome == "reversed"

@@ -371,17 +371,23 @@ def test_operator_changes_the_write_mode_of_a_system_someone_else_owns_but_not_i
     assert "origin=admin" in system.history.first().history_change_reason
 
 
-def test_operator_disables_an_agent_someone_else_owns(client, operator):
+def test_operator_stops_an_agent_someone_else_owns_with_the_kill_switch_not_the_form(client, operator):
     agent = factories.AgentFactory(slug="rogue-bot")
     login(client, operator)
     form = as_form_data(agent, status=AgentStatus.DISABLED, disabled_reason="Looping on refunds")
     form |= {"tokens-TOTAL_FORMS": "0", "tokens-INITIAL_FORMS": "0"}
+    client.post(url("governance_agent_change", agent.pk), form)
+    agent.refresh_from_db()
+    assert agent.status == AgentStatus.ACTIVE  # the form does not stop agents: no reason, no audit, no held work
 
-    response = client.post(url("governance_agent_change", agent.pk), form)
+    response = client.post(
+        url("approvals_kill_switch") + "?agent=rogue-bot", {"reason": "Looping on refunds", "confirm": "on"}
+    )
 
     assert response.status_code == 302
     agent.refresh_from_db()
     assert (agent.status, agent.disabled_reason) == (AgentStatus.DISABLED, "Looping on refunds")
+    assert AuditEvent.objects.get(verb="kill_switch_on").agent == agent
 
 
 def test_operator_cannot_change_add_or_delete_a_threshold_rule(client, operator, rule):

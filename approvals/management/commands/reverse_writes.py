@@ -1,0 +1,97 @@
+"""Plan, or plan and run, the reversal of an agent's or a system's recent writes."""
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from approvals.management.targets import agent_or_system
+from approvals.models import Reversal, ReversalStep
+from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start
+from audit.choices import Channel
+
+
+class Command(BaseCommand):
+    help = (
+        "Reverse the executed writes of an agent (--agent) or a system (--system) in the last --hours (24). "
+        "--plan (the default) prints the plan, newest first; --execute also runs it on the Celery workers and waits "
+        "for the report. Exit 1 when a step failed or was held for a person."
+    )
+
+    def add_arguments(self, parser) -> None:
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--agent", help="An agent's slug.")
+        target.add_argument("--system", help="A system's slug.")
+        parser.add_argument("--hours", type=float, default=24.0, help="The window, back from now (default 24).")
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--plan", action="store_true", help="Only print the plan (the default).")
+        mode.add_argument("--execute", action="store_true", help="Plan, then run the reversal.")
+        parser.add_argument("--reason", default="", help="Why (kept in the audit trail).")
+        parser.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for the workers.")
+
+    def handle(self, *args, **options) -> None:
+        agent, system = agent_or_system(options)
+        try:
+            reversal = reversal_plan(
+                agent=agent, system=system, hours=options["hours"], channel=Channel.COMMAND, reason=options["reason"]
+            )
+        except ReversalRefused as exc:
+            raise CommandError(str(exc)) from exc
+        self._print_plan(reversal, options["hours"])
+        if not options["execute"]:
+            self.stdout.write("Nothing was changed (plan only). Run again with --execute to reverse.")
+            return
+        if not reversal.steps.filter(kind=ReversalStep.Kind.REVERSIBLE).exists():
+            self.stdout.write("Nothing to reverse.")
+            reversal_start(reversal_id=reversal.pk, channel=Channel.COMMAND)
+            return
+        reversal_start(reversal_id=reversal.pk, channel=Channel.COMMAND)
+        self.stdout.write(f"Reversal {reversal.pk} handed to the workers; waiting up to {options['timeout']:g} s…")
+        deadline = time.monotonic() + options["timeout"]
+        while time.monotonic() < deadline:
+            reversal.refresh_from_db()
+            if reversal.status in (Reversal.Status.DONE, Reversal.Status.INCOMPLETE):
+                break
+            time.sleep(0.5)
+        else:
+            self.stderr.write(
+                f"Reversal {reversal.pk} is still {reversal.get_status_display().lower()}: are the Celery workers "
+                "running? It continues when they are; see it in the admin."
+            )
+        self._print_report(reversal)
+        report = reversal_report(reversal)
+        if report["failed"] or report["held"] or report["remaining"]:
+            raise SystemExit(1)
+
+    def _print_plan(self, reversal: Reversal, hours: float) -> None:
+        steps = list(reversal.steps.select_related("proposal__action_type").order_by("position"))
+        self.stdout.write(f"Reversal {reversal.pk} of {reversal.scope_label}, last {hours:g} h: {len(steps)} write(s).")
+        if reversal.moving:
+            self.stdout.write(
+                "WARNING: the window is moving: these writes are not stopped (turn the kill switch on first). "
+                "Writes after this plan are not part of it."
+            )
+        for step in steps:
+            proposal = step.proposal
+            when = proposal.executed_at.strftime("%Y-%m-%d %H:%M:%S")
+            self.stdout.write(
+                f"  {step.position:>3}. {when}  {proposal.action_type.name:<22} {proposal.record_id:<10} "
+                f"{step.get_kind_display().upper()}: {step.explanation}"
+            )
+
+    def _print_report(self, reversal: Reversal) -> None:
+        report = reversal_report(reversal)
+        self.stdout.write(f"Reversal {reversal.pk}: {reversal.get_status_display()}.")
+        labels = {
+            "done": "reversed",
+            "held": "held for a person",
+            "failed": "FAILED",
+            "remaining": "still to do",
+            "not_reversible": "not reversible",
+            "skipped": "nothing to do",
+        }
+        for key, label in labels.items():
+            for step in report[key]:
+                detail = step.last_error or step.explanation
+                self.stdout.write(
+                    f"  {label:<18} {step.proposal.action_type.name:<22} {step.proposal.record_id:<10} {detail}"
+                )

@@ -1,0 +1,262 @@
+"""The readiness checklist: may this agent write to production? Computed live from the inventory, never stored.
+
+Each item says whether it holds, why not in plain words, and where in the admin to fix it. Enabling production
+writes for an agent (a write grant on a production system, or a system switched to `enabled` that the agent has
+write grants on) is refused until every item holds; a superuser may override with a reason, which is audited
+(`production_writes_allowed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.choices import Channel, Verb
+from audit.services import audit_record
+from governance.choices import Access, Environment, WriteMode
+from governance.models import ActionType, Agent, ScopeGrant, System, ThresholdRule
+
+DRILL_FRESH_FOR = timedelta(days=30)  # a passed drill older than this no longer counts
+PROBATION = timedelta(days=30)  # an agent's first days: one workflow, one system of record, one approver
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    key: str
+    label: str
+    ok: bool
+    reason: str
+    fix_url: str = ""
+
+
+@dataclass
+class Readiness:
+    agent: Agent
+    items: list[CheckItem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(item.ok for item in self.items)
+
+    @property
+    def failing(self) -> list[CheckItem]:
+        return [item for item in self.items if not item.ok]
+
+
+def _admin(name: str, *args) -> str:
+    return reverse(f"admin:{name}", args=args)
+
+
+def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None) -> Readiness:
+    """The checklist for `agent`, counting `extra_grants` (a grant about to be saved) as if they were saved."""
+    now = now or timezone.now()
+    grants = [grant for grant in agent.grants.select_related("system__owner", "resource") if grant.is_current(now)]
+    pending = [grant for grant in extra_grants]
+    grants = [grant for grant in grants if grant.pk not in {g.pk for g in pending if g.pk}] + pending
+    systems = {grant.system_id: grant.system for grant in grants}
+    writes = [grant for grant in grants if grant.access == Access.WRITE]
+    written = {grant.system_id: grant.system for grant in writes}
+    result = Readiness(agent=agent)
+    add = result.items.append
+
+    # 1. Every system it touches has an owner and a rollback contact.
+    missing = [system for system in systems.values() if not system.rollback_contact or not system.owner_id]
+    add(
+        CheckItem(
+            "owners",
+            "Every system it touches has an owner and a rollback contact",
+            not missing,
+            "; ".join(f"{system} has no rollback contact" for system in missing)
+            or f"{len(systems)} system(s), each with an owner and a rollback contact.",
+            _admin("governance_system_change", missing[0].pk) if missing else "",
+        )
+    )
+
+    # 2. Scopes are documented: each grant says why; write grants name their actions.
+    undocumented = [grant for grant in grants if not grant.justification.strip()]
+    unnamed = [grant for grant in writes if not grant.actions]
+    problems = [f"the grant on {g.system}.{g.resource.name} gives no justification" for g in undocumented] + [
+        f"the write grant on {g.system}.{g.resource.name} names no action" for g in unnamed
+    ]
+    first = (undocumented + unnamed)[:1]
+    add(
+        CheckItem(
+            "scopes",
+            "Its scopes are documented",
+            not problems and bool(grants),
+            "; ".join(problems) or (f"{len(grants)} grant(s), each justified." if grants else "It has no grants."),
+            _admin("governance_scopegrant_change", first[0].pk) if first and first[0].pk else "",
+        )
+    )
+
+    # 3. Credentials of the systems it writes to: not admin-level or shared, rotation scheduled and not overdue.
+    problems, fix = [], ""
+    for system in written.values():
+        credential = getattr(system, "credential", None) if system.pk else None
+        if credential is None:
+            problems.append(f"{system} has no vaulted credential")
+        else:
+            if credential.is_admin_level:
+                problems.append(f"{system}'s credential is admin-level")
+            if credential.is_shared:
+                problems.append(f"{system}'s credential is shared with people or other software")
+            if not credential.rotation_interval:
+                problems.append(f"{system}'s credential has no rotation schedule")
+            elif credential.last_rotated_at + credential.rotation_interval < now:
+                problems.append(
+                    f"{system}'s credential was due for rotation on "
+                    f"{(credential.last_rotated_at + credential.rotation_interval):%Y-%m-%d}"
+                )
+        if problems and not fix:
+            fix = _admin("governance_system_change", system.pk)
+    add(
+        CheckItem(
+            "credentials",
+            "Credentials are its own, least-privilege and rotated",
+            not problems,
+            "; ".join(problems) or f"{len(written)} system(s) written to, each with a sound credential.",
+            fix,
+        )
+    )
+
+    # 4. A rollback drill passed recently for every production system it writes to (on its staging twin).
+    from approvals.models import Drill
+
+    problems, fix = [], ""
+    for system in written.values():
+        if system.environment != Environment.PRODUCTION:
+            continue
+        twin = system.staging_twin
+        if twin is None:
+            problems.append(f"{system} has no staging twin to drill on")
+            fix = fix or _admin("governance_system_change", system.pk)
+            continue
+        drill = Drill.objects.filter(system=twin, passed=True, finished_at__gte=now - DRILL_FRESH_FOR).first()
+        if drill is None:
+            problems.append(f"no rollback drill on {twin} passed in the last {DRILL_FRESH_FOR.days} days")
+            fix = fix or _admin("approvals_drill_changelist") + f"?system__id__exact={twin.pk}"
+    add(
+        CheckItem(
+            "drill",
+            "A rollback drill passed recently",
+            not problems,
+            "; ".join(problems) or "Every production system it writes to had a passed drill on its staging twin.",
+            fix,
+        )
+    )
+
+    # 5. The threshold rules deciding its writes are signed off by the business owner.
+    problems, fix = [], ""
+    approvers: set[str] = set()
+    for grant in writes:
+        for name in grant.actions:
+            action = ActionType.objects.filter(system=grant.system, name=name).first()
+            rule = _rule_for(grant.system, action)
+            if rule is None:
+                problems.append(f"no threshold rule decides {grant.system}.{name}")
+                fix = fix or _admin("governance_thresholdrule_add")
+                continue
+            if not rule.is_signed_off:
+                problems.append(f"rule “{rule.name}” ({grant.system}.{name}) is not signed off by the business owner")
+                fix = fix or _admin("governance_thresholdrule_change", rule.pk)
+            for band in rule.bands.all():
+                if band.approver_id:
+                    approvers.add(f"user {band.approver_id}")
+                if band.approver_group_id:
+                    approvers.add(f"group {band.approver_group_id}")
+    add(
+        CheckItem(
+            "rules",
+            "Threshold rules are signed off by the business owner",
+            not problems,
+            "; ".join(problems) or "Every action it may write is decided by a signed-off rule.",
+            fix,
+        )
+    )
+
+    # 6. The first 30 days: one workflow, one system of record, one approver.
+    if agent.created_at and agent.created_at > now - PROBATION:
+        # One workflow: writes to one kind of record (one resource of one system), whatever its actions.
+        workflows = {(grant.system_id, grant.resource_id) for grant in writes}
+        records = {system.pk for system in written.values() if system.category == "record"}
+        problems = []
+        if len(workflows) > 1:
+            problems.append(f"it writes {len(workflows)} kinds of record (one workflow at first)")
+        if len(records) > 1:
+            problems.append(f"it writes to {len(records)} systems of record (one at first)")
+        if len(approvers) > 1:
+            problems.append(f"its writes go to {len(approvers)} different approvers (one at first)")
+        days = (agent.created_at + PROBATION - now).days + 1
+        add(
+            CheckItem(
+                "probation",
+                "First 30 days: one workflow, one system of record, one approver",
+                not problems,
+                "; ".join(problems) + f" — {days} day(s) left of its first 30."
+                if problems
+                else f"Within bounds; {days} day(s) left of its first 30.",
+                _admin("governance_agent_change", agent.pk) if problems else "",
+            )
+        )
+    return result
+
+
+def _rule_for(system: System, action: ActionType | None) -> ThresholdRule | None:
+    rules = ThresholdRule.objects.filter(system=system).prefetch_related("bands")
+    if action is not None:
+        specific = rules.filter(action_type=action).first()
+        if specific is not None:
+            return specific
+    return rules.filter(action_type__isnull=True).first()
+
+
+def enables_production_writes(grant: ScopeGrant) -> bool:
+    """A write grant on a production system that takes writes: what the readiness gate guards."""
+    system = grant.system
+    return (
+        grant.access == Access.WRITE
+        and system.environment == Environment.PRODUCTION
+        and system.write_mode in (WriteMode.ENABLED, WriteMode.PROPOSE_ONLY)
+    )
+
+
+def production_writes_failing(agents: Iterable[Agent], *, extra_grants: Iterable[ScopeGrant] = ()) -> list[str]:
+    """What stands between these agents and production writes: one line per failing item (empty: nothing)."""
+    extra = list(extra_grants)
+    failing: list[str] = []
+    for agent in agents:
+        checklist = readiness(agent, extra_grants=[grant for grant in extra if grant.agent_id == agent.pk])
+        failing += [f"{agent}: {item.label.lower()} — {item.reason}" for item in checklist.failing]
+    return failing
+
+
+def refusal(what: str, failing: list[str], *, user) -> ValidationError:
+    superuser = user is not None and user.is_superuser
+    return ValidationError(
+        [f"{what} is refused until the readiness checklist passes:", *failing]
+        + (["As a superuser you may override it: give a reason."] if superuser else [])
+    )
+
+
+def readiness_override(*, what: str, failing: list[str], reason: str, user, agent=None, channel=Channel.ADMIN):
+    """A superuser enables production writes although the checklist fails: allowed with a reason, audited."""
+    reason = " ".join((reason or "").split())
+    if user is None or not user.is_superuser:
+        raise PermissionDenied("Only a superuser may override the readiness checklist.")
+    if not reason:
+        raise ValidationError("Give a reason for overriding the readiness checklist.")
+    audit_record(
+        verb=Verb.READINESS_OVERRIDDEN,
+        actor=user,
+        channel=channel,
+        agent=agent,
+        input={"what": what, "failing": failing, "reason": reason},
+        outcome="overridden",
+        summary=f"{user.get_username()} overrode the readiness checklist for {what}: {reason} "
+        f"({len(failing)} item(s) failing).",
+    )
