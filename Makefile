@@ -12,10 +12,15 @@ export GATEHOUSE_CRM_STAGING_PORT ?= 8101
 
 .PHONY: install run test lint format demo-token clean
 
-$(STAMP): pyproject.toml
+MCP_SERVERS := sandbox/mcp_servers
+
+$(STAMP): pyproject.toml $(MCP_SERVERS)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	@# The official MCP reference servers from npm that the suite runs as downstream systems (needs Node.js).
+	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund --prefix $(MCP_SERVERS); \
+	else echo "npm not found: tests against the npm MCP servers will be skipped"; fi
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -36,6 +36,7 @@ from approvals.services import _audit_proposal
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.base import PermanentError, RecordNotFound, TransientError
+from connectors.limits import CallDeferred
 from connectors.registry import connector_for
 from governance.choices import AgentStatus, Compensation
 from governance.models import GlobalSwitch
@@ -390,6 +391,10 @@ def _run_step(reversal: Reversal, step: ReversalStep) -> None:
                 raise
             _record_reversed(reversal, step, current=current, note="already gone in the system")
             return
+    except CallDeferred as exc:  # the system's rate limit or open breaker: not called, so not an attempt
+        ReversalStep.objects.filter(pk=step.pk).update(attempts=F("attempts") - 1)
+        _note(step, status=ReversalStep.Status.RETRYING, error=f"waiting: {exc}")
+        return
     except TransientError as exc:
         if attempts >= STEP_ATTEMPTS:
             _fail(reversal, step, why=f"gave up after {attempts} attempts: {exc}")

@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -27,6 +28,7 @@ from approvals.policy import compute_impact, decide
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.base import PermanentError, RecordNotFound, TransientError
+from connectors.limits import CallDeferred, retry_after_header
 from connectors.registry import connector_for
 from governance.choices import AgentStatus, WriteMode
 from governance.errors import (
@@ -192,7 +194,10 @@ def proposal_create(
             ) from None
         except (TransientError, PermanentError) as exc:
             raise refuse(
-                SystemUnavailable(f"{system} could not be read to check the proposal: {exc}"),
+                SystemUnavailable(
+                    f"{system} could not be read to check the proposal: {exc}",
+                    headers={"Retry-After": retry_after_header(exc)},
+                ),
                 agent=agent,
                 channel=channel,
                 target=target,
@@ -851,9 +856,15 @@ def _tell_owner_of_failure(proposal: Proposal) -> None:
         logger.exception("could not notify about failed proposal %s", proposal.pk)
 
 
-def _release_for_retry(proposal_id) -> None:
-    """Keep it `executing` but unclaimed, so the scheduled retry (or the sweeper) can take it up again."""
-    Proposal.objects.filter(pk=proposal_id, status=ProposalStatus.EXECUTING).update(claimed_at=None)
+def _release_for_retry(proposal_id, *, not_attempted: bool = False) -> None:
+    """Keep it `executing` but unclaimed, so the scheduled retry (or the sweeper) can take it up again.
+
+    `not_attempted`: the system was never called (its rate limit or breaker said wait), so the claim's attempt is
+    given back: waiting for a turn does not spend the retry budget."""
+    changes: dict[str, Any] = {"claimed_at": None}
+    if not_attempted:
+        changes["attempts"] = F("attempts") - 1
+    Proposal.objects.filter(pk=proposal_id, status=ProposalStatus.EXECUTING).update(**changes)
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:
@@ -875,6 +886,8 @@ def proposal_execute(*, proposal_id) -> ExecutionOutcome:
     """Claim, call the system with the proposal id as idempotency key, record the result.
 
     Transient errors release the claim and ask for a retry until the attempts run out; permanent ones fail at once.
+    A call the system's rate limit or open breaker holds back (connectors/limits.py) is not an attempt: the claim is
+    given back and the task comes back when the limit says.
     """
     proposal = proposal_claim(proposal_id=proposal_id)
     if proposal is None:
@@ -887,6 +900,13 @@ def proposal_execute(*, proposal_id) -> ExecutionOutcome:
         result = connector_for(proposal.system).execute(
             proposal.action_type, proposal.record_id, proposal.payload, idempotency_key=str(proposal.pk)
         )
+    except CallDeferred as exc:
+        # Not called: the rate limit makes a queue, the open breaker a pause. Jitter spreads the waiting tasks out,
+        # so they do not all come back for the same token.
+        _release_for_retry(proposal.pk, not_attempted=True)
+        wait = exc.retry_after + random.uniform(0, 1.0 + exc.retry_after / 4)  # noqa: S311 - jitter, not security
+        logger.info("execution of %s deferred %.1f s: %s", proposal.pk, wait, exc)
+        return ExecutionOutcome("retry", retry_in=wait, detail=f"deferred: {exc}")
     except TransientError as exc:
         if proposal.attempts >= settings.GATEHOUSE_EXECUTION_MAX_ATTEMPTS:
             proposal_record_failure(proposal_id=proposal.pk, reason=f"gave up after retries: {exc}")

@@ -34,6 +34,7 @@ class Verb(models.TextChoices):
     CREDENTIAL_SET = "credential_set", "credential set"
     CREDENTIAL_REENCRYPTED = "credential_reencrypted", "credential re-encrypted"
     RULE_SIGNED_OFF = "rule_signed_off", "rule signed off"
+    TOOLS_IMPORTED = "tools_imported", "MCP tools imported"
 
 
 class ActorType(models.TextChoices):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
+from dataclasses import dataclass, field
 
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from audit.admin import audit_trail_url
 from audit.choices import Channel
 from connectors.models import Credential
-from connectors.services import credential_set
+from connectors.services import ROTATION_NOTICE, Rotation, credential_rotate, credential_set
 from governance.admin_base import HistoryAdmin, OwnedAdminMixin
 
 
@@ -17,7 +26,8 @@ class CredentialForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False),
         required=False,
         strip=False,
-        help_text="Write-only. Leave empty to keep the current secret; a new value counts as a rotation.",
+        help_text="Write-only. Leave empty to keep the current secret; a new value counts as a rotation, checked "
+        "against the system first (or use “Rotate credential”).",
     )
 
     class Meta:
@@ -31,10 +41,68 @@ class CredentialForm(forms.ModelForm):
         return cleaned
 
 
+class RotateForm(forms.Form):
+    secret = forms.CharField(
+        label="New secret",
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        strip=False,
+        help_text="Write-only: never shown again. The system is checked with it before it is stored.",
+    )
+
+
+@dataclass
+class BlastRadius:
+    """Who depends on one system's credential: agents with current grants, and the proposals that would use it."""
+
+    system: object
+    credential: Credential | None
+    agents: list[dict] = field(default_factory=list)  # {"agent", "reads": [grant], "writes": [grant]}
+    proposals: list = field(default_factory=list)
+    proposal_count: int = 0
+
+
+PROPOSALS_SHOWN = 50
+
+
+def blast_radius(system) -> BlastRadius:
+    from approvals.choices import AWAITING_DECISION, EXECUTABLE, ProposalStatus
+    from approvals.models import Proposal
+    from governance.models import ScopeGrant
+
+    credential = Credential.objects.filter(system=system).first()
+    result = BlastRadius(system=system, credential=credential)
+    by_agent: dict[int, dict] = {}
+    grants = (
+        ScopeGrant.objects.filter(system=system)
+        .current()
+        .select_related("agent", "resource")
+        .order_by("agent__slug", "resource__name", "access")
+    )
+    for grant in grants:
+        entry = by_agent.setdefault(grant.agent_id, {"agent": grant.agent, "reads": [], "writes": []})
+        entry["reads" if grant.access == "read" else "writes"].append(grant)
+    result.agents = list(by_agent.values())
+    # Everything that will still call the system: awaiting a decision, approved or executing, or held by a switch.
+    open_statuses = [*AWAITING_DECISION, *EXECUTABLE, ProposalStatus.ON_HOLD]
+    proposals = Proposal.objects.filter(system=system, status__in=open_statuses)
+    result.proposal_count = proposals.count()
+    result.proposals = list(proposals.select_related("agent", "action_type").order_by("-created_at")[:PROPOSALS_SHOWN])
+    return result
+
+
 @admin.register(Credential)
 class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
     form = CredentialForm
-    list_display = ["system", "kind", "is_admin_level", "is_shared", "last_rotated_at", "rotation_due_at"]
+    change_form_template = "admin/audit/trail_link_change_form.html"
+    list_display = [
+        "system",
+        "kind",
+        "is_admin_level",
+        "is_shared",
+        "last_rotated_at",
+        "rotation_due_at",
+        "rotation_state",
+    ]
     list_filter = ["kind", "is_admin_level", "is_shared"]
     list_select_related = ["system"]
     readonly_fields = ["last_rotated_at", "key_fingerprint", "updated_at"]
@@ -44,9 +112,147 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
         # A credential belongs to one system for life: moving it would leave the old system's secret behind.
         return [*self.readonly_fields, "system"] if obj else list(self.readonly_fields)
 
+    @admin.display(description="Rotation")
+    def rotation_state(self, obj: Credential) -> str:
+        if obj.rotation_overdue:
+            return "overdue"
+        if obj.rotation_due_at <= timezone.now() + ROTATION_NOTICE:
+            return "due soon"
+        return ""
+
+    def get_urls(self):
+        urls = [
+            path(
+                "<path:object_id>/rotate/",
+                self.admin_site.admin_view(self.rotate_view),
+                name="connectors_credential_rotate",
+            ),
+            path(
+                "blast-radius/<slug:system>/",
+                self.admin_site.admin_view(self.blast_radius_view),
+                name="connectors_credential_blast_radius",
+            ),
+        ]
+        return urls + super().get_urls()
+
+    def object_tools(self, request: HttpRequest, obj: Credential) -> list[dict[str, str]]:
+        tools = [
+            {
+                "label": "Blast radius",
+                "url": reverse("admin:connectors_credential_blast_radius", args=[obj.system.slug]),
+                "id": "blast-radius-link",
+            }
+        ]
+        if self.has_change_permission(request, obj):
+            tools.insert(
+                0,
+                {
+                    "label": "Rotate credential…",
+                    "url": reverse("admin:connectors_credential_rotate", args=[obj.pk]),
+                    "id": "rotate-link",
+                },
+            )
+        return tools
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        extra: dict = {}
+        obj = self.get_object(request, unquote(object_id))
+        if obj is not None:
+            extra["object_tools"] = self.object_tools(request, obj)
+            if request.user.has_perm("audit.view_auditevent"):
+                extra["audit_trail_url"] = audit_trail_url(system__id__exact=obj.system_id)
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
+
+    def rotate_view(self, request: HttpRequest, object_id: str) -> TemplateResponse | HttpResponseRedirect:
+        """A password field, the same service as `rotate_credential`, and the health result as a message."""
+        credential = self.get_object(request, unquote(object_id))
+        if credential is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_change_permission(request, credential):
+            raise PermissionDenied
+        form = RotateForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                rotation = credential_rotate(
+                    system=credential.system,
+                    new_secret=form.cleaned_data["secret"],
+                    actor=request.user,
+                    channel=Channel.ADMIN,
+                )
+            except ValidationError as exc:
+                form.add_error("secret", exc)
+            else:
+                self._report(request, rotation)
+                return HttpResponseRedirect(reverse("admin:connectors_credential_change", args=[credential.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Rotate the credential of {credential.system}",
+            "credential": credential,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/connectors/credential/rotate.html", context)
+
+    def blast_radius_view(self, request: HttpRequest, system: str) -> TemplateResponse:
+        """Read-only: which agents, grants and open proposals depend on this system's credential."""
+        from governance.models import System
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        found = get_object_or_404(System.objects.visible_to(request.user), slug=system)
+        radius = blast_radius(found)
+        credential = radius.credential
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Blast radius of the credential of {found}",
+            "radius": radius,
+            "more_proposals": max(0, radius.proposal_count - len(radius.proposals)),
+            "due_soon": credential is not None
+            and not credential.rotation_overdue
+            and credential.rotation_due_at <= timezone.now() + ROTATION_NOTICE,
+            "can_rotate": credential is not None and self.has_change_permission(request, credential),
+            "audit_trail_url": audit_trail_url(system__id__exact=found.pk)
+            if request.user.has_perm("audit.view_auditevent")
+            else "",
+        }
+        return TemplateResponse(request, "admin/connectors/credential/blast_radius.html", context)
+
+    def _report(self, request: HttpRequest, rotation: Rotation) -> None:
+        system = rotation.credential.system
+        if rotation.health.ok:
+            self.message_user(request, f"Rotated the credential of {system}; the health check with it passed.")
+        elif rotation.stored:
+            self.message_user(
+                request,
+                f"Rotated the credential of {system}, but the health check with the new secret FAILED: "
+                f"{rotation.health.reason}. The previous secret fails too, so the new one is kept; the owner and "
+                "on-call were told.",
+                level=messages.ERROR,
+            )
+        else:
+            self.message_user(
+                request,
+                f"Not rotated: the health check of {system} with the new secret FAILED: {rotation.health.reason}. "
+                "The system still accepts the current secret, so nothing was changed; the owner was told.",
+                level=messages.ERROR,
+            )
+
     def save_model(self, request: HttpRequest, obj: Credential, form: CredentialForm, change: bool) -> None:
         secret = form.cleaned_data.get("secret")
-        if secret:
+        if secret and change:
+            # The other fields first (the kind may change with the secret), then the rotation with its check.
+            super().save_model(request, obj, form, change)
+            try:
+                rotation = credential_rotate(
+                    system=obj.system, new_secret=secret, actor=request.user, channel=Channel.ADMIN
+                )
+            except ValidationError as exc:
+                self.message_user(request, " ".join(exc.messages), level=messages.ERROR)
+            else:
+                self._report(request, rotation)
+                obj.ciphertext = rotation.credential.ciphertext
+        elif secret:
             # CredentialForm's own fields: the admin's generated subclass also lists `secret` and the read-only fields.
             attributes = {name: form.cleaned_data[name] for name in CredentialForm.Meta.fields if name != "system"}
             saved = credential_set(
@@ -59,3 +265,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             obj.pk, obj.ciphertext = saved.pk, saved.ciphertext
         else:
             super().save_model(request, obj, form, change)
+
+
+# Batch systems' files, quarantined rows and polling state: their admin lives beside the connector.
+from connectors.legacy_batch import admin as legacy_batch_admin  # noqa: E402, F401

@@ -10,7 +10,7 @@ from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from connectors import credentials
-from connectors.choices import CredentialKind
+from connectors.choices import BatchFileStatus, CredentialKind
 from governance.querysets import OwnedQuerySet
 
 
@@ -91,3 +91,74 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.system_id}:{self.key}"
+
+
+class BatchFile(models.Model):
+    """One file taken from a batch system's drop folder, and what became of it.
+
+    A content hash is processed once per system (`batch_file_processed_once`): the same bytes arriving again get a
+    `duplicate` row and make no events. A `rejected` file (bad header, empty, unreadable) made no events either.
+    """
+
+    system = models.ForeignKey("governance.System", on_delete=models.PROTECT, related_name="batch_files")
+    name = models.CharField(max_length=255, help_text="The file's name in the drop folder.")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField(help_text="Bytes.")
+    status = models.CharField(max_length=20, choices=BatchFileStatus.choices)
+    reason = models.CharField(max_length=500, blank=True, help_text="Why the file was set aside whole.")
+    duplicate_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    rows_read = models.PositiveIntegerField(default=0)
+    events_created = models.PositiveIntegerField(default=0)
+    rows_duplicate = models.PositiveIntegerField(default=0, help_text="Rows already recorded as events, same values.")
+    rows_quarantined = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+    moved_to = models.CharField(max_length=500, blank=True, help_text="Where the file was moved after processing.")
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["system", "sha256"],
+                condition=models.Q(status=BatchFileStatus.PROCESSED),
+                name="batch_file_processed_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system_id}:{self.name} ({self.status})"
+
+
+class QuarantinedRow(models.Model):
+    """A row of a processed file that made no event, with the reason: nothing is dropped silently."""
+
+    file = models.ForeignKey(BatchFile, on_delete=models.PROTECT, related_name="quarantined_rows")
+    line = models.PositiveIntegerField(help_text="Line number in the file (the first line of a multi-line row).")
+    raw = models.TextField(help_text="The row as it stood in the file; undecodable bytes shown as \\xNN.")
+    reason = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["file_id", "line"]
+
+    def __str__(self) -> str:
+        return f"{self.file.name} line {self.line}: {self.reason}"
+
+
+class BatchPoll(models.Model):
+    """A batch system's polling state: when it was last polled, what went wrong, and who is polling it now.
+
+    The claim (`claimed_by` until `claimed_until`) is taken by a conditional UPDATE, which works the same on
+    PostgreSQL and SQLite and needs no transaction held open across a whole poll; a poller that dies loses its
+    claim when the lease runs out.
+    """
+
+    system = models.OneToOneField("governance.System", on_delete=models.CASCADE, related_name="batch_poll")
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["system__slug"]
+
+    def __str__(self) -> str:
+        return f"polling of {self.system}"

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+from django.utils.module_loading import import_string
+
 from connectors.base import Connector, PermanentError
+from connectors.limits import guarded
+
+# Each kind of system, once: its connector class and the parser that validates its settings, by import path so
+# loading the registry loads no connector (zeep, the MCP SDK) until a system of that kind is used or saved.
+KINDS: dict[str, tuple[str, str]] = {
+    "http": ("connectors.http.connector.HttpConnector", "connectors.http.config.HttpConfig"),
+    "mcp": ("connectors.mcp.connector.McpConnector", "connectors.mcp.config.McpConfig"),
+    "soap": ("connectors.soap.connector.SoapConnector", "connectors.soap.config.SoapConfig"),
+    "legacy_batch": (
+        "connectors.legacy_batch.connector.LegacyBatchConnector",
+        "connectors.legacy_batch.config.LegacyBatchConfig",
+    ),
+}
 
 
-def connector_for(system) -> Connector:
-    """A connector for `system`; the secret is decrypted here and lives only inside the connector object."""
-    from connectors.http.connector import HttpConnector
+def validate_config(kind: str, raw) -> None:
+    """Check a system's connector settings when it is saved; raises ValidationError saying what is wrong."""
+    from django.core.exceptions import ValidationError
 
-    kinds: dict[str, type[Connector]] = {"http": HttpConnector}
+    if kind not in KINDS:
+        raise ValidationError(f"No connector for kind {kind!r}.")
+    import_string(KINDS[kind][1]).parse(raw)
+
+
+def connector_for(system, *, secret: str | None = None) -> Connector:
+    """A connector for `system`; the secret is decrypted here and lives only inside the connector object.
+
+    `secret` replaces the vaulted one: a rotation checks the new secret before it is stored.
+    """
     try:
-        cls = kinds[system.connector_kind]
+        cls = import_string(KINDS[system.connector_kind][0])
     except KeyError:
         raise PermanentError(f"No connector for kind {system.connector_kind!r} yet.") from None
-    credential = getattr(system, "credential", None) if system.pk else None
-    secret = credential.reveal() if credential is not None else None
-    return cls(system, secret)
+    if secret is None:
+        credential = getattr(system, "credential", None) if system.pk else None
+        secret = credential.reveal() if credential is not None else None
+    return guarded(cls(system, secret))  # every kind behind the system's rate limit and circuit breaker

@@ -18,7 +18,7 @@ from django.utils.html import format_html, format_html_join
 from audit.admin import audit_trail_url
 from audit.choices import Channel
 from governance.admin_base import HistoryAdmin, OwnedAdminMixin
-from governance.choices import Access, AgentStatus, Environment, WriteMode
+from governance.choices import Access, AgentStatus, ConnectorKind, Environment, WriteMode
 from governance.history import HistoryLine, threshold_rule_history
 from governance.models import (
     ActionType,
@@ -141,6 +141,18 @@ class SystemAdmin(_GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmi
         ("Integration", {"fields": ["integration_pattern", "connector_kind", "connector_config", "staging_twin"]}),
         ("Writes", {"fields": ["write_mode", "writes_frozen", "frozen_reason", "readiness_override"]}),
         ("Drills", {"fields": ["drill_record_id"]}),
+        (
+            "Limits",
+            {
+                "fields": [
+                    "availability",
+                    "rate_limit_per_minute",
+                    "rate_limit_burst",
+                    "breaker_threshold",
+                    "breaker_cooldown",
+                ]
+            },
+        ),
     ]
 
     class Form(ReadinessOverrideForm):
@@ -163,6 +175,10 @@ class SystemAdmin(_GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmi
                 "staging_twin",
                 "write_mode",
                 "drill_record_id",
+                "rate_limit_per_minute",
+                "rate_limit_burst",
+                "breaker_threshold",
+                "breaker_cooldown",
             ]
 
         def clean(self):
@@ -180,9 +196,18 @@ class SystemAdmin(_GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmi
 
     def get_readonly_fields(self, request: HttpRequest, obj: System | None = None) -> list[str]:
         # The freeze is the kill switch's (audited, with a reason, holding pending work), not a form field.
-        frozen = ["writes_frozen", "frozen_reason"]
+        frozen = ["writes_frozen", "frozen_reason", "availability"]
         # Handing a system to another owner moves sign-off authority: only a superuser may do it.
         return frozen if request.user.is_superuser else [*frozen, "owner"]
+
+    @admin.display(description="Availability")
+    def availability(self, obj: System) -> str:
+        """The circuit breaker and rate limit as every process sees them now (connectors/limits.py)."""
+        if obj.pk is None:
+            return "—"
+        from connectors.limits import availability
+
+        return str(availability(obj))
 
     def object_tools(self, request: HttpRequest, obj: System) -> list[dict[str, str]]:
         tools = [_switch_tool(request, on=obj.writes_frozen, system=obj.slug)]
@@ -193,12 +218,28 @@ class SystemAdmin(_GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmi
                 "id": "reverse-link",
             }
         )
+        if request.user.has_perm("connectors.view_credential"):
+            tools.append(
+                {
+                    "label": "Credential blast radius",
+                    "url": reverse("admin:connectors_credential_blast_radius", args=[obj.slug]),
+                    "id": "blast-radius-link",
+                }
+            )
         if obj.environment == Environment.STAGING or obj.staging_twin_id:
             tools.append(
                 {
                     "label": "Rollback drills",
                     "url": reverse("admin:approvals_drill_changelist") + f"?system__id__exact={obj.pk}",
                     "id": "drills-link",
+                }
+            )
+        if obj.connector_kind == ConnectorKind.LEGACY_BATCH:  # files taken, rows quarantined with their reasons
+            tools.append(
+                {
+                    "label": "Batch files",
+                    "url": reverse("admin:connectors_batchfile_changelist") + f"?system__id__exact={obj.pk}",
+                    "id": "batch-files-link",
                 }
             )
         return tools

@@ -169,6 +169,24 @@ def _users(report: SeedReport, reset_passwords: bool) -> dict[str, object]:
     return users
 
 
+# The warehouse system's nightly export: its own column names, mapped to the event fields agents read.
+LEGACY_INVENTORY_CONFIG = {
+    "every": 60,
+    "format": "csv",
+    "columns": {"ITEM_NO": "sku", "WHSE": "warehouse", "QTY_ON_HAND": "quantity", "AS_OF": "as_of"},
+    "record_id": ["sku", "warehouse"],
+    "version": "as_of",
+    "types": {"quantity": "int", "as_of": "date"},
+}
+
+
+def _legacy_drop_folder() -> Path:
+    """var/legacy-inventory/drop, made here so a file can be dropped as soon as the demo runs."""
+    folder = Path(settings.VAR_DIR) / "legacy-inventory" / "drop"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _system(report: SeedReport, slug: str, **fields) -> System:
     system, created = System.objects.update_or_create(slug=slug, defaults=fields)
     if created:
@@ -296,7 +314,7 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         environment=Environment.PRODUCTION,
         integration_pattern=IntegrationPattern.EVENT_QUEUE,
         connector_kind=ConnectorKind.LEGACY_BATCH,
-        connector_config={"drop_folder": str(Path(settings.VAR_DIR) / "legacy-inventory" / "drop"), "every": 60},
+        connector_config=LEGACY_INVENTORY_CONFIG | {"drop_folder": str(_legacy_drop_folder())},
         record_of="stock levels per warehouse",
         conflict_winner="The batch system wins.",
         owner=owner,

@@ -82,6 +82,33 @@ class System(models.Model):
     )
     writes_frozen = models.BooleanField(default=False, help_text="Kill switch: refuse writes to this system.")
     frozen_reason = models.CharField(max_length=300, blank=True)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        verbose_name="Calls per minute",
+        help_text="Most calls Gatehouse makes to this system a minute (reads, writes and undos together); beyond it "
+        "writes wait their turn. Empty: no limit of ours, only the system's own Retry-After.",
+    )
+    rate_limit_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        verbose_name="Burst",
+        help_text="Calls allowed at once after a quiet spell. Empty: one second's worth of the rate.",
+    )
+    breaker_threshold = models.PositiveSmallIntegerField(
+        default=5,
+        validators=[MinValueValidator(1)],
+        verbose_name="Failures before the breaker opens",
+        help_text="Consecutive failures (timeouts, refused connections, 5xx) after which Gatehouse stops calling the "
+        "system: reads answer 503 and writes wait, until a probe call succeeds.",
+    )
+    breaker_cooldown = models.DurationField(
+        default=timedelta(seconds=30),
+        verbose_name="Breaker cooldown",
+        help_text="How long an open breaker waits before letting one probe call through (hh:mm:ss).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords()
@@ -101,15 +128,20 @@ class System(models.Model):
             raise ValidationError({"frozen_reason": "Say why writes are frozen."})
         if self.staging_twin_id and self.staging_twin_id == self.pk:
             raise ValidationError({"staging_twin": "A system cannot be its own staging twin."})
+        if self.rate_limit_burst and not self.rate_limit_per_minute:
+            raise ValidationError({"rate_limit_burst": "A burst needs a rate: set the calls per minute too."})
+        if self.breaker_cooldown is not None and not (
+            timedelta(seconds=1) <= self.breaker_cooldown <= timedelta(hours=24)
+        ):
+            raise ValidationError({"breaker_cooldown": "Between one second and 24 hours."})
         if not isinstance(self.connector_config, dict):
             raise ValidationError({"connector_config": "Connector settings must be a JSON object."})
-        if self.connector_kind == ConnectorKind.HTTP:
-            from connectors.http.config import HttpConfig
+        from connectors.registry import validate_config
 
-            try:
-                HttpConfig.parse(self.connector_config)
-            except ValidationError as exc:
-                raise ValidationError({"connector_config": exc.messages}) from exc
+        try:
+            validate_config(self.connector_kind, self.connector_config)
+        except ValidationError as exc:
+            raise ValidationError({"connector_config": exc.messages}) from exc
 
 
 class Resource(models.Model):
@@ -207,6 +239,15 @@ class ActionType(models.Model):
                 errors["preconditions"] = f"Unknown precondition(s): {', '.join(sorted(unknown))}."
         except ValidationError as exc:
             errors["preconditions"] = exc.messages[0]
+        if self.system_id and self.system.connector_kind == ConnectorKind.SOAP:
+            from connectors.soap.config import SoapAction
+
+            try:
+                SoapAction.parse(self.operation)
+            except ValidationError as exc:
+                errors["operation"] = " ".join(exc.messages)
+            if self.compensation == Compensation.DELETE_CREATED:
+                errors["compensation"] = "A SOAP action is undone by restoring the fields it wrote, or not at all."
         if errors:
             raise ValidationError(errors)
 

@@ -95,7 +95,9 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
     )
 
     # 3. Credentials of the systems it writes to: not admin-level or shared, rotation scheduled and not overdue.
-    problems, fix = [], ""
+    from connectors.services import ROTATION_NOTICE
+
+    problems, fix, soon = [], "", []
     for system in written.values():
         credential = getattr(system, "credential", None) if system.pk else None
         if credential is None:
@@ -112,6 +114,8 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
                     f"{system}'s credential was due for rotation on "
                     f"{(credential.last_rotated_at + credential.rotation_interval):%Y-%m-%d}"
                 )
+            elif credential.last_rotated_at + credential.rotation_interval < now + ROTATION_NOTICE:
+                soon.append(f"{system}'s credential is due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
         if problems and not fix:
             fix = _admin("governance_system_change", system.pk)
     add(
@@ -119,7 +123,9 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
             "credentials",
             "Credentials are its own, least-privilege and rotated",
             not problems,
-            "; ".join(problems) or f"{len(written)} system(s) written to, each with a sound credential.",
+            "; ".join(problems)
+            or f"{len(written)} system(s) written to, each with a sound credential."
+            + "".join(f" Note: {line}." for line in soon),
             fix,
         )
     )

@@ -21,6 +21,8 @@ INVENTORY = [
 AUDIT = [("audit", "auditevent")]
 PROPOSALS = [("approvals", "proposal")]
 ROLLBACK = [("approvals", "reversal"), ("approvals", "reversalstep"), ("approvals", "drill")]
+# What batch systems delivered: files, quarantined rows, polling state (read-only for everyone in the admin).
+BATCH = [("connectors", "batchfile"), ("connectors", "quarantinedrow"), ("connectors", "batchpoll")]
 
 
 def _view(models: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -33,7 +35,7 @@ def _edit(models: list[tuple[str, str]], *actions: str) -> list[tuple[str, str, 
 
 ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Owners write the terms for their own systems (querysets limit them to those); they read everything else.
-    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK)
+    Role.BUSINESS_OWNERS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH)
     + _edit(
         [
             ("governance", "resource"),
@@ -50,9 +52,9 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Deciding is not a model permission: the services check who may decide each proposal.
     Role.APPROVERS: _view(INVENTORY + PROPOSALS),
     Role.REVIEWERS: _view(INVENTORY + PROPOSALS),
-    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK),
+    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH),
     # Operators pull kill switches, reverse writes and run drills (the services check on which targets).
-    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK)
+    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH)
     + _edit([("governance", "system"), ("governance", "agent")], "change"),
 }
 

@@ -139,9 +139,11 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user, channel: Channel | str
 def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id: str, channel: Channel | str) -> dict:
     """Read one record through the system's connector; only granted fields leave Gatehouse.
 
-    The audit event names the fields returned, never their values.
+    The audit event names the fields returned, never their values. A system whose circuit breaker is open, or whose
+    rate limit stays reached past a short wait, is not called: 503 system_unavailable with its Retry-After.
     """
     from connectors.base import PermanentError, RecordNotFound, TransientError
+    from connectors.limits import retry_after_header
     from connectors.registry import connector_for
     from governance.errors import NotFound, SystemUnavailable
     from governance.gate import Target, ensure_may_act, find_system, read_grants, readable_fields
@@ -172,7 +174,9 @@ def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id
             summary=f"{agent.slug} could not read {record_id}: {exc}",
             **common,
         )
-        raise SystemUnavailable(f"{system} could not be read: {exc}", headers={"Retry-After": "5"}) from exc
+        raise SystemUnavailable(
+            f"{system} could not be read: {exc}", headers={"Retry-After": retry_after_header(exc)}
+        ) from exc
     audit_record(
         verb=Verb.READ,
         input={"fields": fields},

@@ -207,6 +207,9 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "resume-reversals": {"task": "approvals.resume_reversals", "schedule": 60.0},
     # Walk the audit chain, record the result, and sign its head so a deleted tail is noticed at the next run.
     "audit-verify-and-checkpoint": {"task": "audit.verify_and_checkpoint", "schedule": 300.0},
+    "tell-rotation-due": {"task": "connectors.tell_rotation_due", "schedule": 86400.0},  # owners, once a day
+    # Each batch system is polled on its own interval (its "every"); this only asks which are due.
+    "poll-batch-systems": {"task": "connectors.poll_batch_systems", "schedule": 10.0},
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------
@@ -284,6 +287,8 @@ GATEHOUSE_EXECUTION_MAX_ATTEMPTS = env_int("GATEHOUSE_EXECUTION_MAX_ATTEMPTS", 6
 GATEHOUSE_EXECUTION_BACKOFF = env_seconds("GATEHOUSE_EXECUTION_BACKOFF", timedelta(seconds=2))
 GATEHOUSE_EXECUTION_BACKOFF_MAX = env_seconds("GATEHOUSE_EXECUTION_BACKOFF_MAX", timedelta(minutes=5))
 GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER", timedelta(seconds=30))
+# A read that finds its system's rate limit reached waits this long for a token, then answers 503 with Retry-After.
+GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(seconds=1))
 
 LOGGING = {
     "version": 1,

@@ -33,7 +33,8 @@ Faults injected through ``/_control/mode`` are applied before authentication, li
 Test-harness side door -- NO AUTHENTICATION, which is why the service is meant for loopback only. Paths starting
 with ``/_`` are not counted in ``requests_total`` and are never slowed, throttled or failed by the mode:
 
-- ``GET  /_health``         ``{"ok": true}``
+- ``GET  /_health``         ``{"ok": true}``; when an ``Authorization`` header is sent it is checked too (401
+  ``{"error": "unauthorized"}`` for a token the CRM does not accept), so a client's health check proves its credential
 - ``GET  /_stats``          ``{"writes_total", "writes_by_key", "requests_total"}``; requests_total counts every
   business request, including refused ones; writes count applied business writes (not replays, not /_control/set)
 - ``GET  /_control/mode``   the current mode
@@ -43,6 +44,9 @@ with ``/_`` are not counted in ``requests_total`` and are never slowed, throttle
 - ``POST /_control/reset``  wipe and reseed accounts 4471-4473, clear idempotency keys and stats, mode normal
 - ``POST /_control/set``    ``{"account": "4471", "fields": {...}}``: edit a record directly, as a person in the
   CRM would (no auth, no idempotency, not counted as a write); always bumps the version; returns the record
+- ``POST /_control/token``  ``{"tokens": ["...", ...]}``: the bearer tokens accepted from now on, as the CRM's own
+  admin would issue and revoke them (a rotation: old and new together, then the new alone). Never read back;
+  answers ``{"tokens": N}``. ``/_control/reset`` restores the start-up token.
 """
 
 from __future__ import annotations
@@ -352,6 +356,7 @@ SIDE_DOOR: dict[str, dict[str, str]] = {
     "/_control/mode": {"GET": "get_mode", "POST": "set_mode"},
     "/_control/reset": {"POST": "reset"},
     "/_control/set": {"POST": "set_record"},
+    "/_control/token": {"POST": "set_tokens"},
 }
 
 
@@ -360,7 +365,8 @@ class CRM:
 
     def __init__(self, store: Store, token: str) -> None:
         self.store = store
-        self._token = token.encode()
+        self._startup_token = token.encode()
+        self._tokens: tuple[bytes, ...] = (self._startup_token,)
         self._mode = Mode()
         self._mode_lock = threading.Lock()
 
@@ -369,7 +375,7 @@ class CRM:
         path = urlsplit(target).path
         try:
             if path.startswith("/_"):
-                return self._side_door(method, path, raw)
+                return self._side_door(method, path, raw, headers)
             return self._business(method, path, headers, raw)
         except ApiError as exc:
             return exc.reply()
@@ -439,7 +445,10 @@ class CRM:
         scheme, _, supplied = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(supplied.strip().encode(), self._token)
+        supplied_bytes = supplied.strip().encode()
+        # Compare with every accepted token (no early exit), so timing does not tell which one matched.
+        matches = [hmac.compare_digest(supplied_bytes, token) for token in self._tokens]
+        return any(matches)
 
     def _take_fault(self) -> Mode:
         with self._mode_lock:
@@ -531,12 +540,15 @@ class CRM:
 
     # -- side door (no auth) --
 
-    def _side_door(self, method: str, path: str, raw: bytes) -> Reply:
+    def _side_door(self, method: str, path: str, raw: bytes, headers: dict[str, str] | None = None) -> Reply:
         methods = SIDE_DOOR.get(path)
         if methods is None:
             raise ApiError(404, "not found")
         if method not in methods:
             raise MethodNotAllowed(methods)
+        supplied = (headers or {}).get("authorization")
+        if path == "/_health" and supplied is not None and not self._authorised(supplied):
+            return Reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="sandbox-crm"'})
         body = parse_body(raw) if method == "POST" else {}
         handler: Callable[[JSON], Reply] = getattr(self, methods[method])
         return handler(body)
@@ -566,7 +578,19 @@ class CRM:
             self._mode = mode
             return Reply(200, mode.describe())
 
+    def set_tokens(self, body: JSON) -> Reply:
+        tokens = body.get("tokens")
+        if (
+            not isinstance(tokens, list)
+            or not 1 <= len(tokens) <= 10
+            or not all(isinstance(token, str) and token.strip() and token == token.strip() for token in tokens)
+        ):
+            raise ApiError(422, "tokens must be a list of 1 to 10 non-empty strings", field_name="tokens")
+        self._tokens = tuple(token.encode() for token in tokens)
+        return Reply(200, {"tokens": len(tokens)})
+
     def reset(self, body: JSON) -> Reply:
+        self._tokens = (self._startup_token,)
         with self.store.lock:
             self.store.reset()
         with self._mode_lock:

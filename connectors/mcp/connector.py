@@ -1,0 +1,280 @@
+"""A downstream MCP server as a Gatehouse system: its read-only tools serve reads, its other tools are actions.
+
+Each call opens a session with the server (a stdio subprocess, or streamable HTTP), makes one request and closes it,
+all under the system's timeout: a server that hangs or dies mid-call fails the call with a clear error and leaves the
+worker free. One session per call is the simple, robust choice for writes (a few a second at most per system);
+reads pay a process start for stdio servers (about 0.3 s for the Node reference servers).
+
+An action's `operation`:
+
+```json
+{"tool": "add_observations",
+ "arguments": {"observations": [{"entityName": "{record_id}", "contents": "{payload.contents}"}]},
+ "compensate": {"tool": "delete_observations",
+                "arguments": {"deletions": [{"entityName": "{record_id}", "observations": "{payload.contents}"}]}}}
+```
+
+Without `arguments` the payload is passed to the tool as is (the payload schema is the tool's input schema). The
+compensation is rendered with the proposal's values when the write executes and kept with the proposal, so a reversal
+calls exactly that. MCP has no idempotency key: Gatehouse sends the proposal id in the request's `_meta`
+(`io.gatehouse/idempotency-key`) for servers that honour it; tools that are not idempotent should be marked so by
+the business owner (the reference memory server's writes are: a second create of the same entity changes nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from connectors.base import (
+    Connector,
+    Health,
+    PermanentError,
+    RecordNotFound,
+    Result,
+    TransientError,
+)
+from connectors.mcp.config import McpConfig
+
+T = TypeVar("T")
+IDEMPOTENCY_META = "io.gatehouse/idempotency-key"
+
+
+def render(template: Any, *, record_id: str, payload: dict[str, Any]) -> Any:
+    """Fill a JSON template: "{record_id}", "{payload}" and "{payload.name}" become values, not text."""
+    if isinstance(template, str):
+        if template == "{record_id}":
+            return record_id
+        if template == "{payload}":
+            return payload
+        if template.startswith("{payload.") and template.endswith("}"):
+            return payload.get(template[len("{payload.") : -1])
+        return template.replace("{record_id}", record_id)
+    if isinstance(template, dict):
+        return {key: render(value, record_id=record_id, payload=payload) for key, value in template.items()}
+    if isinstance(template, list):
+        return [render(value, record_id=record_id, payload=payload) for value in template]
+    return template
+
+
+def _at_path(value: Any, path: str) -> Any:
+    for part in [segment for segment in path.split(".") if segment]:
+        if isinstance(value, list) and part.isdigit():
+            index = int(part)
+            if index >= len(value):
+                return None
+            value = value[index]
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+        if value is None:
+            return None
+    return value
+
+
+def _structured(result) -> Any:
+    """The tool's structured result, or its text content parsed as JSON; a malformed one is a permanent error."""
+    if result.structured_content is not None:
+        return result.structured_content
+    texts = [block.text for block in result.content if getattr(block, "type", "") == "text"]
+    if not texts:
+        return None
+    text = "".join(texts)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return {"text": text}
+
+
+class McpConnector(Connector):
+    def __init__(self, system, secret: str | None) -> None:
+        super().__init__(system, secret)
+        self.config = McpConfig.parse(system.connector_config)
+
+    # --- The session ------------------------------------------------------------------------------------------
+
+    def _server(self, errlog):
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+
+        config = self.config
+        if config.transport == "stdio":
+            env = {**_base_env(), **config.env}
+            if config.secret_env and self._secret:
+                env[config.secret_env] = self._secret
+            params = StdioServerParameters(
+                command=config.command, args=list(config.args), env=env, cwd=config.cwd or None
+            )
+            # The server's stderr goes to a file of ours: a Celery worker's sys.stderr is a logging proxy with no
+            # file descriptor, and what the server says there explains a failure (it is added to the error).
+            return stdio_client(params, errlog=errlog)
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
+        client = httpx2.AsyncClient(headers=headers, timeout=config.timeout)
+        return streamable_http_client(config.url, http_client=client)
+
+    def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Open a session, run `work(client)`, close it — all within the timeout, from synchronous code."""
+        import anyio
+        from mcp import Client
+
+        timeout = self.config.timeout
+
+        errlog = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+
+        async def main() -> T:
+            with anyio.fail_after(timeout):
+                async with Client(self._server(errlog), read_timeout_seconds=timeout, cache=None) as client:
+                    return await work(client)
+
+        try:
+            with errlog:
+                try:
+                    return anyio.run(main)
+                except BaseException as exc:
+                    exc.add_note(_tail(errlog))
+                    raise
+        except (PermanentError, TransientError):
+            raise
+        except TimeoutError:
+            raise TransientError(self._timed_out()) from None
+        except BaseException as exc:  # a dead process, a closed pipe, a refused connection, a protocol error
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            ours = _ours(exc)
+            if ours is not None:
+                raise ours from None
+            if _contains_timeout(exc):
+                raise TransientError(
+                    f"{self.system.slug}: the MCP server did not answer within {timeout:g} s"
+                ) from None
+            said = exc.__notes__[-1] if getattr(exc, "__notes__", None) else ""
+            raise TransientError(
+                f"{self.system.slug}: the MCP server failed: {_describe(exc)}" + (f" (it said: {said})" if said else "")
+            ) from None
+
+    def _timed_out(self) -> str:
+        return f"{self.system.slug}: the MCP server did not answer within {self.config.timeout:g} s"
+
+    def _call(self, tool: str, arguments: dict[str, Any], *, key: str | None = None) -> Any:
+        async def work(client) -> Any:
+            meta = {IDEMPOTENCY_META: key} if key else None
+            result = await client.call_tool(tool, arguments, meta=meta)
+            if result.is_error:
+                text = " ".join(getattr(block, "text", "") for block in result.content).strip()
+                raise PermanentError(f"{self.system.slug}: tool {tool} refused: {text[:500] or 'no reason given'}")
+            return _structured(result)
+
+        return self._run(work)
+
+    # --- The contract -----------------------------------------------------------------------------------------
+
+    def list_tools(self) -> list[Any]:
+        async def work(client) -> list[Any]:
+            return list((await client.list_tools()).tools)
+
+        return self._run(work)
+
+    def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
+        mapping = self.config.reads.get(resource)
+        if mapping is None:
+            raise PermanentError(f"{self.system.slug}: no read tool is mapped for {resource!r} (connector settings)")
+        result = self._call(mapping.tool, render(mapping.arguments, record_id=record_id, payload={}))
+        record = _at_path(result, mapping.result) if mapping.result else result
+        if record is None:
+            raise RecordNotFound(f"{self.system.slug}: {resource} {record_id} not found")
+        if not isinstance(record, dict):
+            raise PermanentError(f"{self.system.slug}: malformed result from {mapping.tool}: not an object")
+        return {name: record.get(name) for name in fields} if fields is not None else record
+
+    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+        operation = action.operation or {}
+        tool = operation.get("tool") or action.name
+        arguments = (
+            render(operation["arguments"], record_id=record_id, payload=payload)
+            if "arguments" in operation
+            else payload
+        )
+        before = self._current(action, record_id)
+        result = self._call(tool, arguments, key=idempotency_key)
+        compensation: dict[str, Any] = {}
+        if isinstance(operation.get("compensate"), dict) and operation["compensate"].get("tool"):
+            undo = operation["compensate"]
+            compensation = {
+                "tool": undo["tool"],
+                "arguments": render(undo.get("arguments", {}), record_id=record_id, payload=payload),
+            }
+        after = result if isinstance(result, dict) else {"result": result}
+        return Result(before=before, after=after, compensation=compensation)
+
+    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+        if not compensation or not compensation.get("tool"):
+            return super().compensate(action, record_id, compensation, idempotency_key)
+        result = self._call(compensation["tool"], compensation.get("arguments", {}), key=idempotency_key)
+        return Result(after=result if isinstance(result, dict) else {"result": result})
+
+    def health(self) -> Health:
+        try:
+            tools = self.list_tools()
+        except (TransientError, PermanentError) as exc:
+            return Health(False, str(exc))
+        return Health(True, f"{len(tools)} tool(s)")
+
+    def _current(self, action, record_id: str) -> dict[str, Any]:
+        """The record before the write, when a read tool is mapped for the action's resource (else nothing)."""
+        if action.resource.name not in self.config.reads:
+            return {}
+        try:
+            return self.read(action.resource.name, record_id)
+        except RecordNotFound:
+            return {}
+
+
+def _base_env() -> dict[str, str]:
+    """What a stdio server inherits: the SDK's safe defaults (PATH, HOME…), never Gatehouse's own secrets."""
+    from mcp.client.stdio import get_default_environment
+
+    env = get_default_environment()
+    if "PATH" not in env and os.environ.get("PATH"):
+        env["PATH"] = os.environ["PATH"]
+    return env
+
+
+def _ours(exc: BaseException) -> PermanentError | TransientError | None:
+    """Our own error raised inside the session, unwrapped from the task groups' exception groups."""
+    if isinstance(exc, PermanentError | TransientError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _ours(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _contains_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and any(_contains_timeout(inner) for inner in exc.exceptions)
+
+
+def _tail(errlog) -> str:
+    """The last line the server wrote to stderr, without anything that looks like a secret's surroundings."""
+    try:
+        errlog.seek(0)
+        lines = [line.strip() for line in errlog.read()[-4000:].splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"[:300]

@@ -1,0 +1,100 @@
+"""Import a downstream MCP server's tools into the inventory, for the business owner to review.
+
+Tools the server marks read-only (`readOnlyHint`) are listed as read candidates: the owner maps the ones that return
+one record in the system's connector settings (`reads`). Every other tool becomes an ActionType whose payload schema
+is the tool's input schema (closed with `additionalProperties: false`), not reversible until the owner says how
+(`operation.compensate`) — so nothing an agent proposes on it runs without the system's threshold rule, and a
+reversal lists it as not reversible rather than guessing. Importing again updates the schemas and adds new tools; it
+never undoes the owner's choices (compensation, impact, descriptions they edited).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from audit.choices import Channel, Verb
+from audit.services import audit_record
+from connectors.mcp.connector import McpConnector
+from governance.choices import Compensation
+from governance.models import ActionType, Resource, System
+
+NOT_YET_REVERSIBLE = "Imported from the MCP server: the business owner has not said how to undo it yet."
+
+
+@dataclass
+class ImportReport:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    read_candidates: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _closed(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(schema) if isinstance(schema, dict) else {}
+    schema.pop("$schema", None)  # validated with Gatehouse's own draft
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    schema["additionalProperties"] = False
+    return schema
+
+
+def import_tools(*, system: System, resource_name: str = "records", user=None, channel=Channel.COMMAND) -> ImportReport:
+    connector = McpConnector(system, _secret(system))
+    tools = connector.list_tools()
+    report = ImportReport()
+    with transaction.atomic():
+        resource, _ = Resource.objects.get_or_create(
+            system=system, name=resource_name, defaults={"label": resource_name.rstrip("s") or "record"}
+        )
+        for tool in tools:
+            name = tool.name
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,59}", name):
+                report.skipped.append(f"{name} (not a usable action name)")
+                continue
+            annotations = tool.annotations
+            if annotations is not None and annotations.read_only_hint:
+                report.read_candidates.append(name)
+                continue
+            schema = _closed(tool.input_schema)
+            existing = ActionType.objects.filter(system=system, name=name).first()
+            if existing is None:
+                action = ActionType(
+                    system=system,
+                    resource=resource,
+                    name=name,
+                    description=(tool.description or "")[:300],
+                    payload_schema=schema,
+                    operation={"tool": name},
+                    compensation=Compensation.NONE,
+                    not_reversible_note=NOT_YET_REVERSIBLE,
+                )
+                action.full_clean()
+                action._change_reason = "origin=mcp-import"  # type: ignore[attr-defined]
+                action.save()
+                report.created.append(name)
+            elif existing.payload_schema != schema:
+                existing.payload_schema = schema
+                existing.full_clean()
+                existing._change_reason = "origin=mcp-import"  # type: ignore[attr-defined]
+                existing.save(update_fields=["payload_schema"])
+                report.updated.append(name)
+        audit_record(
+            verb=Verb.TOOLS_IMPORTED,
+            actor=user,
+            channel=channel,
+            system=system,
+            input={"created": report.created, "updated": report.updated, "read_candidates": report.read_candidates},
+            summary=f"Imported the tools of {system}: {len(report.created)} new action(s), {len(report.updated)} "
+            f"updated, {len(report.read_candidates)} read-only tool(s) to map as reads.",
+        )
+    return report
+
+
+def _secret(system: System) -> str | None:
+    credential = getattr(system, "credential", None)
+    return credential.reveal() if credential is not None else None

@@ -1,0 +1,37 @@
+"""Celery tasks of the connectors app: thin wrappers around the services. Names are stable across deploys."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="connectors.tell_rotation_due", ignore_result=True)
+def tell_rotation_due() -> int:
+    """Daily: tell owners whose credential is due for rotation within a week, or overdue (once a day at most)."""
+    from connectors.services import credentials_tell_rotation_due
+
+    return credentials_tell_rotation_due()
+
+
+@shared_task(name="connectors.poll_batch_systems", ignore_result=True)
+def poll_batch_systems() -> int:
+    """Beat, every 10 s: queue a poll of each batch system whose own interval (`every`) has passed."""
+    from connectors.legacy_batch.services import batch_systems_due
+
+    due = batch_systems_due()
+    for system_id in due:
+        poll_batch_system.delay(system_id)
+    return len(due)
+
+
+@shared_task(name="connectors.poll_batch_system", ignore_result=True)
+def poll_batch_system(system_id: int) -> str:
+    """Poll one batch system if it is still due; a second delivery finds it claimed or already polled and returns."""
+    from audit.choices import Channel
+    from connectors.legacy_batch.services import batch_poll
+    from governance.models import System
+
+    system = System.objects.filter(pk=system_id).first()
+    if system is None:
+        return "gone"
+    return batch_poll(system=system, channel=Channel.TASK, only_if_due=True).summary()

@@ -1,0 +1,705 @@
+"""Sample legacy inventory: a SOAP 1.1 service with its own WSDL, standing in for an old system in demos and tests.
+
+Like the sample CRM it is deliberately *not* part of Gatehouse: its own process on loopback with its own SQLite
+store, written with the standard library only (http.server, xml.etree), so Gatehouse's `soap` connector talks to
+it exactly as it would to a real WSDL service: document/literal, faults, a token, idempotent writes, outages.
+
+Run it with::
+
+    python -m sandbox.soap_inventory --host 127.0.0.1 --port 8200 \
+        --store var/sandbox/inventory.sqlite3 --token-file var/sandbox/inventory.token
+
+``--port 0`` picks a free port. On startup exactly one line, ``sandbox-inventory listening on http://HOST:PORT``, is
+printed to stdout; the WSDL is at ``http://HOST:PORT/inventory?wsdl``. Request logs go to stderr.
+
+SOAP operations (POST ``/inventory``, namespace ``urn:gatehouse:sandbox:inventory``; every call needs
+``Authorization: Bearer <token>`` or ``X-Api-Key: <token>``, otherwise a ``soap:Client.Authentication`` fault):
+
+- ``GetItem(sku)``                          -> ``item`` (sku, name, quantity, warehouse, version, updatedAt)
+- ``ListItems(warehouse?)``                 -> ``item*``
+- ``SetQuantity(sku, quantity, requestId?)`` -> sku, before, after, version, replayed. A repeated ``requestId`` gets
+  the first answer back, unapplied, with ``replayed`` true; reusing one for another sku or quantity is a client fault
+- ``Ping()``                                -> ``ok``
+
+Faults follow SOAP 1.1: HTTP 500 with ``soap:Client`` (the request is wrong: unknown sku -> faultstring
+``Item not found: SKU`` with an ``ItemNotFound`` detail; bad quantity; bad token) or ``soap:Server`` (the
+inventory could not process it now; resending later may succeed).
+
+Test-harness side door, JSON, NO AUTHENTICATION (loopback only); like the CRM's, never slowed or failed by the mode:
+
+- ``GET  /_health``         ``{"ok": true}``
+- ``GET  /_stats``          ``{"writes_total", "writes_by_key", "requests_total"}`` (writes by requestId)
+- ``GET  /_control/mode``   the current mode
+- ``POST /_control/mode``   ``{"mode": "normal"}`` | ``{"mode": "slow", "delay": 0.5}`` | ``{"mode": "fault"}`` (a
+  ``soap:Server`` fault) | ``{"mode": "error", "status": 503}`` (a gateway's plain-text error, no SOAP), optionally
+  with ``"count": N`` so only the next N SOAP requests are affected
+- ``POST /_control/reset``  wipe and reseed the items, clear request ids and stats, mode normal
+- ``POST /_control/set``    ``{"sku": "WID-100", "fields": {"quantity": 7}}``: edit an item directly, as a
+  warehouse clerk would (bumps the version, not counted as a write)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import ipaddress
+import json
+import re
+import signal
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
+
+JSON = dict[str, Any]
+
+DESCRIPTION = "Sample legacy inventory (a SOAP 1.1 service) for Gatehouse demos and tests."
+NS = "urn:gatehouse:sandbox:inventory"
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+ENDPOINT = "/inventory"
+MAX_BODY_BYTES = 1_000_000
+MAX_QUANTITY = 1_000_000_000
+SKU_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
+MAX_REQUEST_ID_CHARS = 255
+
+SEED_ITEMS: tuple[JSON, ...] = (
+    {"sku": "WID-100", "name": "Widget, small", "quantity": 120, "warehouse": "RTM-1"},
+    {"sku": "WID-200", "name": "Widget, large", "quantity": 40, "warehouse": "RTM-1"},
+    {"sku": "GSK-310", "name": "Gasket kit", "quantity": 0, "warehouse": "ANR-2"},
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    sku TEXT PRIMARY KEY, name TEXT NOT NULL, quantity INTEGER NOT NULL, warehouse TEXT NOT NULL,
+    version INTEGER NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT PRIMARY KEY, sku TEXT NOT NULL, quantity INTEGER NOT NULL, answer TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+WSDL_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
+<wsdl:definitions name="Inventory" targetNamespace="{ns}"
+    xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"
+    xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:tns="{ns}">
+  <wsdl:types>
+    <xsd:schema targetNamespace="{ns}" elementFormDefault="qualified">
+      <xsd:complexType name="Item">
+        <xsd:sequence>
+          <xsd:element name="sku" type="xsd:string"/>
+          <xsd:element name="name" type="xsd:string"/>
+          <xsd:element name="quantity" type="xsd:int"/>
+          <xsd:element name="warehouse" type="xsd:string"/>
+          <xsd:element name="version" type="xsd:int"/>
+          <xsd:element name="updatedAt" type="xsd:dateTime"/>
+        </xsd:sequence>
+      </xsd:complexType>
+      <xsd:element name="GetItem">
+        <xsd:complexType><xsd:sequence><xsd:element name="sku" type="xsd:string"/></xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="GetItemResponse">
+        <xsd:complexType><xsd:sequence><xsd:element name="item" type="tns:Item"/></xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="ListItems">
+        <xsd:complexType><xsd:sequence>
+          <xsd:element name="warehouse" type="xsd:string" minOccurs="0"/>
+        </xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="ListItemsResponse">
+        <xsd:complexType><xsd:sequence>
+          <xsd:element name="item" type="tns:Item" minOccurs="0" maxOccurs="unbounded"/>
+        </xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="SetQuantity">
+        <xsd:complexType><xsd:sequence>
+          <xsd:element name="sku" type="xsd:string"/>
+          <xsd:element name="quantity" type="xsd:int"/>
+          <xsd:element name="requestId" type="xsd:string" minOccurs="0"/>
+        </xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="SetQuantityResponse">
+        <xsd:complexType><xsd:sequence>
+          <xsd:element name="sku" type="xsd:string"/>
+          <xsd:element name="before" type="xsd:int"/>
+          <xsd:element name="after" type="xsd:int"/>
+          <xsd:element name="version" type="xsd:int"/>
+          <xsd:element name="replayed" type="xsd:boolean"/>
+        </xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="Ping"><xsd:complexType><xsd:sequence/></xsd:complexType></xsd:element>
+      <xsd:element name="PingResponse">
+        <xsd:complexType><xsd:sequence><xsd:element name="ok" type="xsd:boolean"/></xsd:sequence></xsd:complexType>
+      </xsd:element>
+      <xsd:element name="ItemNotFound">
+        <xsd:complexType><xsd:sequence><xsd:element name="sku" type="xsd:string"/></xsd:sequence></xsd:complexType>
+      </xsd:element>
+    </xsd:schema>
+  </wsdl:types>
+{messages}
+  <wsdl:portType name="InventoryPortType">
+{port_operations}
+  </wsdl:portType>
+  <wsdl:binding name="InventoryBinding" type="tns:InventoryPortType">
+    <soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>
+{binding_operations}
+  </wsdl:binding>
+  <wsdl:service name="InventoryService">
+    <wsdl:port name="InventoryPort" binding="tns:InventoryBinding">
+      <soap:address location="{location}"/>
+    </wsdl:port>
+  </wsdl:service>
+</wsdl:definitions>
+"""
+
+OPERATIONS = ("GetItem", "ListItems", "SetQuantity", "Ping")
+FAULTING = ("GetItem", "SetQuantity")  # the operations that declare the ItemNotFound fault
+
+
+def build_wsdl(location: str) -> str:
+    messages = []
+    for name in OPERATIONS:
+        for suffix in ("", "Response"):
+            messages.append(
+                f'  <wsdl:message name="{name}{suffix}Message">'
+                f'<wsdl:part name="parameters" element="tns:{name}{suffix}"/></wsdl:message>'
+            )
+    messages.append(
+        '  <wsdl:message name="ItemNotFoundMessage"><wsdl:part name="fault" element="tns:ItemNotFound"/></wsdl:message>'
+    )
+    port_operations, binding_operations = [], []
+    for name in OPERATIONS:
+        fault = '<wsdl:fault name="ItemNotFound" message="tns:ItemNotFoundMessage"/>' if name in FAULTING else ""
+        port_operations.append(
+            f'    <wsdl:operation name="{name}"><wsdl:input message="tns:{name}Message"/>'
+            f'<wsdl:output message="tns:{name}ResponseMessage"/>{fault}</wsdl:operation>'
+        )
+        soap_fault = (
+            '<wsdl:fault name="ItemNotFound"><soap:fault name="ItemNotFound" use="literal"/></wsdl:fault>'
+            if name in FAULTING
+            else ""
+        )
+        binding_operations.append(
+            f'    <wsdl:operation name="{name}"><soap:operation soapAction="{NS}#{name}"/>'
+            '<wsdl:input><soap:body use="literal"/></wsdl:input>'
+            f'<wsdl:output><soap:body use="literal"/></wsdl:output>{soap_fault}</wsdl:operation>'
+        )
+    return WSDL_TEMPLATE.format(
+        ns=NS,
+        location=escape(location, {'"': "&quot;"}),
+        messages="\n".join(messages),
+        port_operations="\n".join(port_operations),
+        binding_operations="\n".join(binding_operations),
+    )
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SoapFault(Exception):
+    """Answered as a SOAP 1.1 fault (HTTP 500); raising inside a transaction rolls it back."""
+
+    def __init__(self, code: str, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message, self.detail = code, message, detail
+
+
+class ControlError(Exception):
+    """A side-door request the sandbox refuses, answered as JSON."""
+
+    def __init__(self, status: int, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "text/xml; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(status: int, body: JSON) -> Reply:
+    return Reply(status, json.dumps(body).encode(), "application/json")
+
+
+def envelope(body_xml: str) -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<soap:Envelope xmlns:soap="{SOAP_ENV}" xmlns:inv="{NS}">'
+        f"<soap:Body>{body_xml}</soap:Body></soap:Envelope>"
+    ).encode()
+
+
+def fault_reply(fault: SoapFault) -> Reply:
+    detail = f"<detail>{fault.detail}</detail>" if fault.detail else ""
+    body = (
+        f"<soap:Fault><faultcode>soap:{escape(fault.code)}</faultcode>"
+        f"<faultstring>{escape(fault.message)}</faultstring>{detail}</soap:Fault>"
+    )
+    return Reply(500, envelope(body))
+
+
+def element(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"<inv:{name}>{escape(str(value))}</inv:{name}>"
+
+
+def item_xml(tag: str, item: JSON) -> str:
+    inner = "".join(
+        element(name, item[key])
+        for name, key in (
+            ("sku", "sku"),
+            ("name", "name"),
+            ("quantity", "quantity"),
+            ("warehouse", "warehouse"),
+            ("version", "version"),
+            ("updatedAt", "updated_at"),
+        )
+    )
+    return f"<inv:{tag}>{inner}</inv:{tag}>"
+
+
+class Store:
+    """The inventory's own SQLite file. Callers must hold ``lock`` for every use of ``conn``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.Lock()
+        self.conn = sqlite3.connect(path, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        with self.lock:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(SCHEMA)
+            if self.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0:
+                with self.conn:
+                    self._seed()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    def reset(self) -> None:
+        with self.conn:
+            for table in ("items", "requests", "counters"):
+                self.conn.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            self._seed()
+
+    def _seed(self) -> None:
+        stamp = now_iso()
+        for item in SEED_ITEMS:
+            self.conn.execute(
+                "INSERT INTO items (sku, name, quantity, warehouse, version, updated_at) VALUES (?, ?, ?, ?, 1, ?)",
+                (item["sku"], item["name"], item["quantity"], item["warehouse"], stamp),
+            )
+
+    def item(self, sku: str) -> JSON:
+        row = self.conn.execute("SELECT * FROM items WHERE sku = ?", (sku,)).fetchone()
+        if row is None:
+            raise SoapFault(
+                "Client", f"Item not found: {sku}", f"<inv:ItemNotFound>{element('sku', sku)}</inv:ItemNotFound>"
+            )
+        return dict(row)
+
+    def items(self, warehouse: str | None) -> list[JSON]:
+        if warehouse:
+            rows = self.conn.execute("SELECT * FROM items WHERE warehouse = ? ORDER BY sku", (warehouse,))
+        else:
+            rows = self.conn.execute("SELECT * FROM items ORDER BY sku")
+        return [dict(row) for row in rows.fetchall()]
+
+    def set_quantity(self, sku: str, quantity: int) -> None:
+        self.conn.execute(
+            "UPDATE items SET quantity = ?, version = version + 1, updated_at = ? WHERE sku = ?",
+            (quantity, now_iso(), sku),
+        )
+
+    def bump(self, counter: str, by: int = 1) -> None:
+        self.conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+            (counter, by, by),
+        )
+
+    def counter(self, counter: str) -> int:
+        row = self.conn.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
+        return int(row["value"]) if row else 0
+
+
+@dataclass
+class Mode:
+    """Fault injection for SOAP requests, set through ``/_control/mode``."""
+
+    name: str = "normal"
+    delay: float = 0.0
+    status: int = 503
+    remaining: int | None = None
+
+    def describe(self) -> JSON:
+        out: JSON = {"mode": self.name, "count": self.remaining}
+        if self.name == "slow":
+            out["delay"] = self.delay
+        elif self.name == "error":
+            out["status"] = self.status
+        return out
+
+
+def parse_mode(body: JSON) -> Mode:
+    name = body.get("mode", "normal")
+    count = body.get("count")
+    if count is not None and (type(count) is not int or count < 1):
+        raise ControlError(422, "count must be a positive integer")
+    mode = Mode(name=name, remaining=None if name == "normal" else count)
+    if name == "slow":
+        delay = body.get("delay", 0.5)
+        if type(delay) not in (int, float) or not 0 <= delay <= 60:
+            raise ControlError(422, "delay must be a number of seconds between 0 and 60")
+        mode.delay = float(delay)
+    elif name == "error":
+        status = body.get("status", 503)
+        if type(status) is not int or not 500 <= status <= 599:
+            raise ControlError(422, "status must be an integer between 500 and 599")
+        mode.status = status
+    elif name not in ("normal", "fault"):
+        raise ControlError(422, "mode must be one of normal, slow, fault, error")
+    return mode
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def parse_call(raw: bytes) -> tuple[str, dict[str, str]]:
+    """The operation named by the Body's first element and its child elements' text, by local name."""
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+        raise SoapFault("Client", "DTDs are not accepted")
+    try:
+        root = ET.fromstring(raw)  # noqa: S314 - DTDs refused above; loopback test service
+    except ET.ParseError as exc:
+        raise SoapFault("Client", f"Malformed XML: {exc}") from exc
+    if root.tag != f"{{{SOAP_ENV}}}Envelope":
+        raise SoapFault("VersionMismatch", "Expected a SOAP 1.1 Envelope")
+    body = root.find(f"{{{SOAP_ENV}}}Body")
+    if body is None or len(body) == 0:
+        raise SoapFault("Client", "The Envelope has no Body element")
+    call = body[0]
+    if not call.tag.startswith(f"{{{NS}}}"):
+        raise SoapFault("Client", f"Unknown operation {call.tag}")
+    return _local(call.tag), {_local(child.tag): (child.text or "").strip() for child in call}
+
+
+class Inventory:
+    """Request handling, independent of the HTTP plumbing."""
+
+    def __init__(self, store: Store, token: str) -> None:
+        self.store = store
+        self._token = token.encode()
+        self._mode = Mode()
+        self._mode_lock = threading.Lock()
+        self.location = ""  # set once the server knows its port
+
+    def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
+        """Answer one request. ``headers`` keys are lower-case."""
+        parts = urlsplit(target)
+        try:
+            if parts.path.startswith("/_"):
+                return self._side_door(method, parts.path, raw)
+        except ControlError as exc:
+            return json_reply(exc.status, {"error": str(exc)})
+        if parts.path != ENDPOINT:
+            return Reply(404, b"not found\n", "text/plain")
+        if method == "GET":
+            if parts.query.lower() in ("wsdl", "wsdl="):
+                return Reply(200, build_wsdl(self.location).encode())
+            return Reply(405, b"POST a SOAP envelope, or GET ?wsdl\n", "text/plain", {"Allow": "GET, POST"})
+        if method != "POST":
+            return Reply(405, b"POST a SOAP envelope, or GET ?wsdl\n", "text/plain", {"Allow": "GET, POST"})
+        try:
+            return self._soap(headers, raw)
+        except SoapFault as exc:
+            return fault_reply(exc)
+
+    def _soap(self, headers: dict[str, str], raw: bytes) -> Reply:
+        with self.store.lock, self.store.conn:
+            self.store.bump("requests_total")
+        fault = self._take_fault()
+        if fault.name == "slow":
+            time.sleep(fault.delay)
+        elif fault.name == "fault":
+            raise SoapFault("Server", "Inventory backend unavailable; try again later")
+        elif fault.name == "error":
+            return Reply(fault.status, f"{fault.status} upstream unavailable\n".encode(), "text/plain")
+        if not self._authorised(headers):
+            raise SoapFault("Client.Authentication", "Unauthorized: send the inventory token")
+        operation, params = parse_call(raw)
+        handler = getattr(self, f"op_{operation}", None)
+        if handler is None:
+            raise SoapFault("Client", f"Unknown operation {operation}")
+        with self.store.lock, self.store.conn:  # one transaction; a SoapFault rolls it back
+            body = handler(params)
+        return Reply(200, envelope(body))
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        scheme, _, supplied = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            supplied = headers.get("x-api-key", "")
+        return bool(supplied) and hmac.compare_digest(supplied.strip().encode(), self._token)
+
+    def _take_fault(self) -> Mode:
+        with self._mode_lock:
+            current = self._mode
+            if current.remaining is not None:
+                current.remaining -= 1
+                if current.remaining <= 0:
+                    self._mode = Mode()
+            return Mode(current.name, current.delay, current.status)
+
+    @staticmethod
+    def _sku(params: dict[str, str]) -> str:
+        sku = params.get("sku", "")
+        if not SKU_RE.fullmatch(sku):
+            raise SoapFault("Client", "sku must be 1-32 upper-case letters, digits or hyphens")
+        return sku
+
+    # -- operations (called with the store lock held, inside a transaction) --
+
+    def op_Ping(self, params: dict[str, str]) -> str:  # named after the SOAP operation
+        return f"<inv:PingResponse>{element('ok', True)}</inv:PingResponse>"
+
+    def op_GetItem(self, params: dict[str, str]) -> str:
+        return f"<inv:GetItemResponse>{item_xml('item', self.store.item(self._sku(params)))}</inv:GetItemResponse>"
+
+    def op_ListItems(self, params: dict[str, str]) -> str:
+        items = "".join(item_xml("item", item) for item in self.store.items(params.get("warehouse") or None))
+        return f"<inv:ListItemsResponse>{items}</inv:ListItemsResponse>"
+
+    def op_SetQuantity(self, params: dict[str, str]) -> str:
+        sku = self._sku(params)
+        try:
+            quantity = int(params.get("quantity", ""))
+        except ValueError:
+            raise SoapFault("Client", "quantity must be a whole number") from None
+        if not 0 <= quantity <= MAX_QUANTITY:
+            raise SoapFault("Client", f"quantity must be between 0 and {MAX_QUANTITY}")
+        request_id = params.get("requestId", "")
+        if len(request_id) > MAX_REQUEST_ID_CHARS:
+            raise SoapFault("Client", "requestId is too long")
+        conn = self.store.conn
+        if request_id:
+            stored = conn.execute("SELECT * FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+            if stored is not None:
+                if (stored["sku"], stored["quantity"]) != (sku, quantity):
+                    raise SoapFault("Client", f"requestId {request_id} was already used for another change")
+                answer = json.loads(stored["answer"])
+                return self._set_quantity_xml({**answer, "replayed": True})
+        before = self.store.item(sku)
+        self.store.set_quantity(sku, quantity)
+        after = self.store.item(sku)
+        answer = {"sku": sku, "before": before["quantity"], "after": quantity, "version": after["version"]}
+        self.store.bump("writes_total")
+        if request_id:
+            conn.execute(
+                "INSERT INTO requests (request_id, sku, quantity, answer) VALUES (?, ?, ?, ?)",
+                (request_id, sku, quantity, json.dumps(answer)),
+            )
+        return self._set_quantity_xml({**answer, "replayed": False})
+
+    @staticmethod
+    def _set_quantity_xml(answer: JSON) -> str:
+        inner = "".join(element(name, answer[name]) for name in ("sku", "before", "after", "version", "replayed"))
+        return f"<inv:SetQuantityResponse>{inner}</inv:SetQuantityResponse>"
+
+    # -- side door (no auth) --
+
+    def _side_door(self, method: str, path: str, raw: bytes) -> Reply:
+        routes = {
+            ("GET", "/_health"): lambda body: {"ok": True},
+            ("GET", "/_stats"): self._stats,
+            ("GET", "/_control/mode"): lambda body: self._describe_mode(),
+            ("POST", "/_control/mode"): self._set_mode,
+            ("POST", "/_control/reset"): self._reset,
+            ("POST", "/_control/set"): self._set_item,
+        }
+        handler = routes.get((method, path))
+        if handler is None:
+            raise ControlError(404, "not found")
+        body: JSON = {}
+        if method == "POST" and raw.strip():
+            try:
+                body = json.loads(raw)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ControlError(400, f"invalid JSON: {exc}") from exc
+            if not isinstance(body, dict):
+                raise ControlError(400, "request body must be a JSON object")
+        return json_reply(200, handler(body))
+
+    def _stats(self, body: JSON) -> JSON:
+        with self.store.lock:
+            rows = self.store.conn.execute("SELECT request_id FROM requests ORDER BY request_id").fetchall()
+            return {
+                "writes_total": self.store.counter("writes_total"),
+                "writes_by_key": {row["request_id"]: 1 for row in rows},
+                "requests_total": self.store.counter("requests_total"),
+            }
+
+    def _describe_mode(self) -> JSON:
+        with self._mode_lock:
+            return self._mode.describe()
+
+    def _set_mode(self, body: JSON) -> JSON:
+        mode = parse_mode(body)
+        with self._mode_lock:
+            self._mode = mode
+        return mode.describe()
+
+    def _reset(self, body: JSON) -> JSON:
+        with self.store.lock:
+            self.store.reset()
+        with self._mode_lock:
+            self._mode = Mode()
+        return {"reset": True, "items": [item["sku"] for item in SEED_ITEMS]}
+
+    def _set_item(self, body: JSON) -> JSON:
+        sku, fields = body.get("sku"), body.get("fields", {})
+        if not isinstance(sku, str) or not isinstance(fields, dict) or set(fields) - {"quantity"}:
+            raise ControlError(422, 'send {"sku": ..., "fields": {"quantity": N}}')
+        quantity = fields.get("quantity")
+        if type(quantity) is not int or not 0 <= quantity <= MAX_QUANTITY:
+            raise ControlError(422, "quantity must be a whole number >= 0")
+        with self.store.lock, self.store.conn:
+            try:
+                self.store.item(sku)
+            except SoapFault as exc:
+                raise ControlError(404, exc.message) from None
+            self.store.set_quantity(sku, quantity)
+            item = self.store.item(sku)
+        return item
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """Thin HTTP layer: read the body, ask the inventory, write the answer."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "sandbox-inventory/1"
+    server: InventoryServer
+
+    def _dispatch(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if self.headers.get("Transfer-Encoding") or length < 0 or length > MAX_BODY_BYTES:
+            self._send(Reply(400, b"send a Content-Length of at most 1 MB\n", "text/plain"), close=True)
+            return
+        raw = self.rfile.read(length) if length else b""
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        try:
+            reply = self.server.inventory.handle(self.command, self.path, headers, raw)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            reply = fault_reply(SoapFault("Server", "internal error"))
+        self._send(reply)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+    def _send(self, reply: Reply, *, close: bool = False) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(reply.body)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        sys.stderr.write(f"sandbox-inventory {self.command} {self.path} {code}\n")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"sandbox-inventory {format % args}\n")
+
+
+class InventoryServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], inventory: Inventory) -> None:
+        self.inventory = inventory
+        super().__init__(address, RequestHandler)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.soap_inventory", description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8200, help="0 picks a free port")
+    parser.add_argument("--store", type=Path, default=Path("var/sandbox/inventory.sqlite3"), help="SQLite file")
+    secret = parser.add_mutually_exclusive_group(required=True)
+    secret.add_argument("--token", help="token clients must send")
+    secret.add_argument("--token-file", type=Path, help="file holding the token")
+    args = parser.parse_args(argv)
+
+    if args.token_file is not None:
+        if not args.token_file.is_file():
+            parser.error(f"token file not found: {args.token_file}")
+        token = args.token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            parser.error(f"token file is empty: {args.token_file}")
+    else:
+        token = args.token.strip()
+        if not token:
+            parser.error("--token must not be empty")
+    if not _is_loopback(args.host):
+        sys.stderr.write(f"sandbox-inventory: warning: {args.host} is not loopback and /_control needs no auth\n")
+
+    store = Store(args.store)
+    inventory = Inventory(store, token)
+    try:
+        server = InventoryServer((args.host, args.port), inventory)
+    except OSError as exc:
+        store.close()
+        sys.stderr.write(f"sandbox-inventory: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return 1
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    inventory.location = f"http://{host}:{port}{ENDPOINT}"
+    print(f"sandbox-inventory listening on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        store.close()
+    sys.stderr.write("sandbox-inventory stopped\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
