@@ -1,12 +1,16 @@
-"""ASGI entry point (uvicorn, or gunicorn with uvicorn workers)."""
+"""ASGI entry point (uvicorn, or gunicorn with uvicorn workers): Django, with the MCP endpoint at /mcp."""
 
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
-application = get_asgi_application()
+django_application = get_asgi_application()
 
+from governance.mcp.server import with_mcp  # noqa: E402 - needs the apps loaded
 from governance.startup import check_at_start  # noqa: E402 - needs the apps loaded
+
+# /mcp goes to the MCP SDK's streamable HTTP app, everything else to Django; the lifespan runs the SDK's sessions.
+application = with_mcp(django_application)
 
 check_at_start()

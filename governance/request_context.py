@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 
 from django.http import HttpRequest, HttpResponse
@@ -15,6 +16,16 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 def current_request_id() -> str:
     return _request_id.get()
+
+
+@contextmanager
+def bound_request_id(request_id: str) -> Iterator[str]:
+    """Make `request_id` the current one for a block of work outside Django's middleware (the MCP endpoint)."""
+    token = _request_id.set(request_id)
+    try:
+        yield request_id
+    finally:
+        _request_id.reset(token)
 
 
 def new_request_id(incoming: str | None = None) -> str:
