@@ -51,31 +51,23 @@ with ``/_`` are not counted in ``requests_total`` and are never slowed, throttle
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import ipaddress
 import json
 import re
-import signal
-import sqlite3
-import sys
-import threading
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-JSON = dict[str, Any]
+from sandbox import serving
+from sandbox.serving import JSON, MAX_BODY_BYTES, now_iso
 
+NAME = "sandbox-crm"
 DESCRIPTION = "Sample CRM (a stand-in system of record) for Gatehouse demos and tests."
 
-MAX_BODY_BYTES = 1_000_000
 MAX_NOTE_CHARS = 2000
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 STATUSES = ("active", "on_hold", "closed")
@@ -124,13 +116,7 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS write_counts (key TEXT PRIMARY KEY, applied INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
-
-
-def now_iso() -> str:
-    """Current UTC time as ISO 8601 with milliseconds and a Z suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -169,24 +155,11 @@ class MethodNotAllowed(ApiError):
         return Reply(self.status, self.body, {"Allow": ", ".join(self.allowed)})
 
 
-class Store:
+class Store(serving.SqliteStore):
     """The CRM's own SQLite file. Callers must hold ``lock`` for every use of ``conn``."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
-        self.conn = sqlite3.connect(path, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        with self.lock:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.executescript(SCHEMA)
-            if self.conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 0:
-                with self.conn:
-                    self._seed()
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+    schema = SCHEMA
+    seeded_table = "accounts"
 
     # -- helpers below assume the lock is held and run inside the caller's transaction --
 
@@ -237,16 +210,6 @@ class Store:
             (*changes.values(), now_iso(), account_id),
         )
 
-    def bump(self, counter: str, by: int = 1) -> None:
-        self.conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
-            (counter, by, by),
-        )
-
-    def counter(self, counter: str) -> int:
-        row = self.conn.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
-        return int(row["value"]) if row else 0
-
 
 def validate_fields(fields: Any) -> JSON:
     """Check editable fields and return them normalised; raises 422 naming the offending field."""
@@ -281,64 +244,21 @@ def validate_fields(fields: Any) -> JSON:
 
 def parse_body(raw: bytes) -> JSON:
     """Decode a JSON object body; an empty body counts as ``{}``."""
-    if not raw.strip():
-        return {}
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"invalid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
-    return body
+        return serving.json_object(raw)
+    except serving.BadBody as exc:
+        raise ApiError(400, str(exc)) from exc
 
 
-@dataclass
-class Mode:
-    """Fault injection for business requests, set through ``/_control/mode``."""
-
-    name: str = "normal"
-    delay: float = 0.0
-    retry_after: int = 0
-    status: int = 503
-    remaining: int | None = None
-
-    def describe(self) -> JSON:
-        out: JSON = {"mode": self.name, "count": self.remaining}
-        if self.name == "slow":
-            out["delay"] = self.delay
-        elif self.name == "throttle":
-            out["retry_after"] = self.retry_after
-        elif self.name == "error":
-            out["status"] = self.status
-        return out
-
-
-def parse_mode(body: JSON) -> Mode:
+def parse_mode(body: JSON) -> serving.Mode:
+    """A ``/_control/mode`` body; a missing or null ``mode`` means normal."""
     name = body.get("mode")
-    count = body.get("count")
-    if count is not None and (type(count) is not int or count < 1):
-        raise ApiError(422, "count must be a positive integer", field_name="count")
-    mode = Mode(name="normal" if name is None else name, remaining=count)
-    if mode.name == "normal":
-        mode.remaining = None
-    elif mode.name == "slow":
-        delay = body.get("delay", 0.5)
-        if type(delay) not in (int, float) or not 0 <= delay <= 60:
-            raise ApiError(422, "delay must be a number of seconds between 0 and 60", field_name="delay")
-        mode.delay = float(delay)
-    elif mode.name == "throttle":
-        retry_after = body.get("retry_after", 1)
-        if type(retry_after) is not int or not 0 <= retry_after <= 3600:
-            raise ApiError(422, "retry_after must be an integer between 0 and 3600", field_name="retry_after")
-        mode.retry_after = retry_after
-    elif mode.name == "error":
-        status = body.get("status", 503)
-        if type(status) is not int or not 500 <= status <= 599:
-            raise ApiError(422, "status must be an integer between 500 and 599", field_name="status")
-        mode.status = status
-    else:
-        raise ApiError(422, "mode must be one of normal, slow, throttle, error", field_name="mode")
-    return mode
+    try:
+        return serving.parse_mode(
+            "normal" if name is None else name, body, names=("normal", "slow", "throttle", "error")
+        )
+    except serving.ModeError as exc:
+        raise ApiError(422, str(exc), field_name=exc.field) from None
 
 
 Handler = Callable[[dict[str, str], JSON], Reply]
@@ -360,15 +280,15 @@ SIDE_DOOR: dict[str, dict[str, str]] = {
 }
 
 
-class CRM:
+class CRM(serving.Service[Reply]):
     """Request handling, independent of the HTTP plumbing."""
 
+    store: Store
+
     def __init__(self, store: Store, token: str) -> None:
-        self.store = store
+        super().__init__(store)
         self._startup_token = token.encode()
         self._tokens: tuple[bytes, ...] = (self._startup_token,)
-        self._mode = Mode()
-        self._mode_lock = threading.Lock()
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
         """Answer one request. ``headers`` keys are lower-case."""
@@ -385,7 +305,7 @@ class CRM:
     def _business(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Reply:
         with self.store.lock, self.store.conn:
             self.store.bump("requests_total")
-        fault = self._take_fault()
+        fault = self.faults.take()
         if fault.name == "slow":
             time.sleep(fault.delay)
         elif fault.name == "throttle":
@@ -449,15 +369,6 @@ class CRM:
         # Compare with every accepted token (no early exit), so timing does not tell which one matched.
         matches = [hmac.compare_digest(supplied_bytes, token) for token in self._tokens]
         return any(matches)
-
-    def _take_fault(self) -> Mode:
-        with self._mode_lock:
-            current = self._mode
-            if current.remaining is not None:
-                current.remaining -= 1
-                if current.remaining <= 0:
-                    self._mode = Mode()
-            return Mode(current.name, current.delay, current.retry_after, current.status)
 
     @staticmethod
     def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -569,14 +480,10 @@ class CRM:
             )
 
     def get_mode(self, body: JSON) -> Reply:
-        with self._mode_lock:
-            return Reply(200, self._mode.describe())
+        return Reply(200, self.faults.describe())
 
     def set_mode(self, body: JSON) -> Reply:
-        mode = parse_mode(body)
-        with self._mode_lock:
-            self._mode = mode
-            return Reply(200, mode.describe())
+        return Reply(200, self.faults.set(parse_mode(body)))
 
     def set_tokens(self, body: JSON) -> Reply:
         tokens = body.get("tokens")
@@ -593,8 +500,7 @@ class CRM:
         self._tokens = (self._startup_token,)
         with self.store.lock:
             self.store.reset()
-        with self._mode_lock:
-            self._mode = Mode()
+        self.faults.clear()
         return Reply(200, {"reset": True, "accounts": [account["id"] for account in SEED_ACCOUNTS]})
 
     def set_record(self, body: JSON) -> Reply:
@@ -608,126 +514,38 @@ class CRM:
             return Reply(200, self.store.record(account_id))
 
 
-class RequestHandler(BaseHTTPRequestHandler):
-    """Thin HTTP layer: read the body, ask the CRM, write JSON."""
+class RequestHandler(serving.ServiceHandler[Reply]):
+    """JSON on the wire, errors included."""
 
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle plus delayed ACK adds ~40 ms a request.
-    disable_nagle_algorithm = True
-    server_version = "sandbox-crm/1"
-    server: CRMServer
+    server_version = f"{NAME}/1"
+    service_name = NAME
 
-    def _dispatch(self) -> None:
-        if self.headers.get("Transfer-Encoding"):
-            self._send(Reply(411, {"error": "send a Content-Length; chunked bodies are not supported"}), close=True)
-            return
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0:
-            self._send(Reply(400, {"error": "invalid Content-Length"}), close=True)
-            return
-        if length > MAX_BODY_BYTES:
-            self._send(Reply(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"}), close=True)
-            return
-        raw = self.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        try:
-            reply = self.server.crm.handle(self.command, self.path, headers, raw)
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-            reply = Reply(500, {"error": "internal error"})
-        self._send(reply)
+    def refuse_body(self, problem: serving.BodyProblem) -> Reply:
+        if problem == "chunked":
+            return Reply(411, {"error": "send a Content-Length; chunked bodies are not supported"})
+        if problem == "bad length":
+            return Reply(400, {"error": "invalid Content-Length"})
+        return Reply(413, {"error": f"body larger than {MAX_BODY_BYTES} bytes"})
 
-    do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _dispatch
+    def internal_error(self) -> Reply:
+        return Reply(500, {"error": "internal error"})
 
-    def _send(self, reply: Reply, *, close: bool = False) -> None:
+    def send_reply(self, reply: Reply, *, close: bool = False) -> None:
         payload = json.dumps(reply.body).encode()
-        self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        sys.stderr.write(f"sandbox-crm {self.command} {self.path} {code}\n")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"sandbox-crm {format % args}\n")
-
-
-class CRMServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # the default backlog of 5 resets connections under concurrent tests
-
-    def __init__(self, address: tuple[str, int], crm: CRM) -> None:
-        self.crm = crm
-        super().__init__(address, RequestHandler)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        self.write_answer(reply.status, "application/json", payload, reply.headers, close=close)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.crm", description=DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8100, help="0 picks a free port")
-    parser.add_argument("--store", type=Path, default=Path("var/sandbox/crm.sqlite3"), help="SQLite file")
-    secret = parser.add_mutually_exclusive_group(required=True)
-    secret.add_argument("--token", help="bearer token clients must send")
-    secret.add_argument("--token-file", type=Path, help="file holding the bearer token")
-    args = parser.parse_args(argv)
-
-    if args.token_file is not None:
-        if not args.token_file.is_file():
-            parser.error(f"token file not found: {args.token_file}")
-        token = args.token_file.read_text(encoding="utf-8").strip()
-        if not token:
-            parser.error(f"token file is empty: {args.token_file}")
-    else:
-        token = args.token.strip()
-        if not token:
-            parser.error("--token must not be empty")
-    if not _is_loopback(args.host):
-        sys.stderr.write(f"sandbox-crm: warning: {args.host} is not loopback and /_control needs no auth\n")
-
-    store = Store(args.store)
-    try:
-        server = CRMServer((args.host, args.port), CRM(store, token))
-    except OSError as exc:
-        store.close()
-        sys.stderr.write(f"sandbox-crm: cannot listen on {args.host}:{args.port}: {exc}\n")
-        return 1
-
-    def stop(signum: int, frame: object) -> None:
-        # shutdown() waits for serve_forever() to return, so it must not run on the thread serving.
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    host, port = server.server_address[:2]
-    print(f"sandbox-crm listening on http://{host}:{port}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        store.close()
-    sys.stderr.write("sandbox-crm stopped\n")
-    return 0
+    return serving.serve(
+        argv,
+        prog="python -m sandbox.crm",
+        description=DESCRIPTION,
+        default_port=8100,
+        default_store=Path("var/sandbox/crm.sqlite3"),
+        token_noun="bearer token",
+        open_service=lambda path, token: CRM(Store(path), token),
+        handler=RequestHandler,
+    )
 
 
 if __name__ == "__main__":

@@ -40,33 +40,25 @@ Test-harness side door, JSON, NO AUTHENTICATION (loopback only); like the CRM's,
 
 from __future__ import annotations
 
-import argparse
 import hmac
-import ipaddress
 import json
 import re
-import signal
-import sqlite3
-import sys
-import threading
 import time
-import traceback
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
-JSON = dict[str, Any]
+from sandbox import serving
+from sandbox.serving import JSON, now_iso
 
+NAME = "sandbox-inventory"
 DESCRIPTION = "Sample legacy inventory (a SOAP 1.1 service) for Gatehouse demos and tests."
 NS = "urn:gatehouse:sandbox:inventory"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 ENDPOINT = "/inventory"
-MAX_BODY_BYTES = 1_000_000
 MAX_QUANTITY = 1_000_000_000
 SKU_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 MAX_REQUEST_ID_CHARS = 255
@@ -85,7 +77,6 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, sku TEXT NOT NULL, quantity INTEGER NOT NULL, answer TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 WSDL_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
@@ -202,10 +193,6 @@ def build_wsdl(location: str) -> str:
     )
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 class SoapFault(Exception):
     """Answered as a SOAP 1.1 fault (HTTP 500); raising inside a transaction rolls it back."""
 
@@ -271,24 +258,11 @@ def item_xml(tag: str, item: JSON) -> str:
     return f"<inv:{tag}>{inner}</inv:{tag}>"
 
 
-class Store:
+class Store(serving.SqliteStore):
     """The inventory's own SQLite file. Callers must hold ``lock`` for every use of ``conn``."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = threading.Lock()
-        self.conn = sqlite3.connect(path, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        with self.lock:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.executescript(SCHEMA)
-            if self.conn.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 0:
-                with self.conn:
-                    self._seed()
-
-    def close(self) -> None:
-        with self.lock:
-            self.conn.close()
+    schema = SCHEMA
+    seeded_table = "items"
 
     def reset(self) -> None:
         with self.conn:
@@ -325,54 +299,13 @@ class Store:
             (quantity, now_iso(), sku),
         )
 
-    def bump(self, counter: str, by: int = 1) -> None:
-        self.conn.execute(
-            "INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
-            (counter, by, by),
-        )
 
-    def counter(self, counter: str) -> int:
-        row = self.conn.execute("SELECT value FROM counters WHERE name = ?", (counter,)).fetchone()
-        return int(row["value"]) if row else 0
-
-
-@dataclass
-class Mode:
-    """Fault injection for SOAP requests, set through ``/_control/mode``."""
-
-    name: str = "normal"
-    delay: float = 0.0
-    status: int = 503
-    remaining: int | None = None
-
-    def describe(self) -> JSON:
-        out: JSON = {"mode": self.name, "count": self.remaining}
-        if self.name == "slow":
-            out["delay"] = self.delay
-        elif self.name == "error":
-            out["status"] = self.status
-        return out
-
-
-def parse_mode(body: JSON) -> Mode:
-    name = body.get("mode", "normal")
-    count = body.get("count")
-    if count is not None and (type(count) is not int or count < 1):
-        raise ControlError(422, "count must be a positive integer")
-    mode = Mode(name=name, remaining=None if name == "normal" else count)
-    if name == "slow":
-        delay = body.get("delay", 0.5)
-        if type(delay) not in (int, float) or not 0 <= delay <= 60:
-            raise ControlError(422, "delay must be a number of seconds between 0 and 60")
-        mode.delay = float(delay)
-    elif name == "error":
-        status = body.get("status", 503)
-        if type(status) is not int or not 500 <= status <= 599:
-            raise ControlError(422, "status must be an integer between 500 and 599")
-        mode.status = status
-    elif name not in ("normal", "fault"):
-        raise ControlError(422, "mode must be one of normal, slow, fault, error")
-    return mode
+def parse_mode(body: JSON) -> serving.Mode:
+    """A ``/_control/mode`` body; a missing ``mode`` means normal, a null one is refused."""
+    try:
+        return serving.parse_mode(body.get("mode", "normal"), body, names=("normal", "slow", "fault", "error"))
+    except serving.ModeError as exc:
+        raise ControlError(422, str(exc)) from None
 
 
 def _local(tag: str) -> str:
@@ -398,15 +331,18 @@ def parse_call(raw: bytes) -> tuple[str, dict[str, str]]:
     return _local(call.tag), {_local(child.tag): (child.text or "").strip() for child in call}
 
 
-class Inventory:
+class Inventory(serving.Service[Reply]):
     """Request handling, independent of the HTTP plumbing."""
 
+    store: Store
+
     def __init__(self, store: Store, token: str) -> None:
-        self.store = store
+        super().__init__(store)
         self._token = token.encode()
-        self._mode = Mode()
-        self._mode_lock = threading.Lock()
         self.location = ""  # set once the server knows its port
+
+    def listening(self, base_url: str) -> None:
+        self.location = f"{base_url}{ENDPOINT}"
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
         """Answer one request. ``headers`` keys are lower-case."""
@@ -432,7 +368,7 @@ class Inventory:
     def _soap(self, headers: dict[str, str], raw: bytes) -> Reply:
         with self.store.lock, self.store.conn:
             self.store.bump("requests_total")
-        fault = self._take_fault()
+        fault = self.faults.take()
         if fault.name == "slow":
             time.sleep(fault.delay)
         elif fault.name == "fault":
@@ -454,15 +390,6 @@ class Inventory:
         if scheme.lower() != "bearer":
             supplied = headers.get("x-api-key", "")
         return bool(supplied) and hmac.compare_digest(supplied.strip().encode(), self._token)
-
-    def _take_fault(self) -> Mode:
-        with self._mode_lock:
-            current = self._mode
-            if current.remaining is not None:
-                current.remaining -= 1
-                if current.remaining <= 0:
-                    self._mode = Mode()
-            return Mode(current.name, current.delay, current.status)
 
     @staticmethod
     def _sku(params: dict[str, str]) -> str:
@@ -525,7 +452,7 @@ class Inventory:
         routes = {
             ("GET", "/_health"): lambda body: {"ok": True},
             ("GET", "/_stats"): self._stats,
-            ("GET", "/_control/mode"): lambda body: self._describe_mode(),
+            ("GET", "/_control/mode"): lambda body: self.faults.describe(),
             ("POST", "/_control/mode"): self._set_mode,
             ("POST", "/_control/reset"): self._reset,
             ("POST", "/_control/set"): self._set_item,
@@ -533,14 +460,10 @@ class Inventory:
         handler = routes.get((method, path))
         if handler is None:
             raise ControlError(404, "not found")
-        body: JSON = {}
-        if method == "POST" and raw.strip():
-            try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ControlError(400, f"invalid JSON: {exc}") from exc
-            if not isinstance(body, dict):
-                raise ControlError(400, "request body must be a JSON object")
+        try:
+            body = serving.json_object(raw) if method == "POST" else {}
+        except serving.BadBody as exc:
+            raise ControlError(400, str(exc)) from exc
         return json_reply(200, handler(body))
 
     def _stats(self, body: JSON) -> JSON:
@@ -552,21 +475,13 @@ class Inventory:
                 "requests_total": self.store.counter("requests_total"),
             }
 
-    def _describe_mode(self) -> JSON:
-        with self._mode_lock:
-            return self._mode.describe()
-
     def _set_mode(self, body: JSON) -> JSON:
-        mode = parse_mode(body)
-        with self._mode_lock:
-            self._mode = mode
-        return mode.describe()
+        return self.faults.set(parse_mode(body))
 
     def _reset(self, body: JSON) -> JSON:
         with self.store.lock:
             self.store.reset()
-        with self._mode_lock:
-            self._mode = Mode()
+        self.faults.clear()
         return {"reset": True, "items": [item["sku"] for item in SEED_ITEMS]}
 
     def _set_item(self, body: JSON) -> JSON:
@@ -586,119 +501,33 @@ class Inventory:
         return item
 
 
-class RequestHandler(BaseHTTPRequestHandler):
-    """Thin HTTP layer: read the body, ask the inventory, write the answer."""
+class RequestHandler(serving.ServiceHandler[Reply]):
+    """SOAP XML on the wire; the side door's JSON and the plain-text refusals come ready-encoded."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    server_version = "sandbox-inventory/1"
-    server: InventoryServer
+    server_version = f"{NAME}/1"
+    service_name = NAME
 
-    def _dispatch(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if self.headers.get("Transfer-Encoding") or length < 0 or length > MAX_BODY_BYTES:
-            self._send(Reply(400, b"send a Content-Length of at most 1 MB\n", "text/plain"), close=True)
-            return
-        raw = self.rfile.read(length) if length else b""
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        try:
-            reply = self.server.inventory.handle(self.command, self.path, headers, raw)
-        except Exception:
-            traceback.print_exc(file=sys.stderr)
-            reply = fault_reply(SoapFault("Server", "internal error"))
-        self._send(reply)
+    def refuse_body(self, problem: serving.BodyProblem) -> Reply:
+        return Reply(400, b"send a Content-Length of at most 1 MB\n", "text/plain")
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+    def internal_error(self) -> Reply:
+        return fault_reply(SoapFault("Server", "internal error"))
 
-    def _send(self, reply: Reply, *, close: bool = False) -> None:
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(reply.body)
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        sys.stderr.write(f"sandbox-inventory {self.command} {self.path} {code}\n")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        sys.stderr.write(f"sandbox-inventory {format % args}\n")
-
-
-class InventoryServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], inventory: Inventory) -> None:
-        self.inventory = inventory
-        super().__init__(address, RequestHandler)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    def send_reply(self, reply: Reply, *, close: bool = False) -> None:
+        self.write_answer(reply.status, reply.content_type, reply.body, reply.headers, close=close)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sandbox.soap_inventory", description=DESCRIPTION)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8200, help="0 picks a free port")
-    parser.add_argument("--store", type=Path, default=Path("var/sandbox/inventory.sqlite3"), help="SQLite file")
-    secret = parser.add_mutually_exclusive_group(required=True)
-    secret.add_argument("--token", help="token clients must send")
-    secret.add_argument("--token-file", type=Path, help="file holding the token")
-    args = parser.parse_args(argv)
-
-    if args.token_file is not None:
-        if not args.token_file.is_file():
-            parser.error(f"token file not found: {args.token_file}")
-        token = args.token_file.read_text(encoding="utf-8").strip()
-        if not token:
-            parser.error(f"token file is empty: {args.token_file}")
-    else:
-        token = args.token.strip()
-        if not token:
-            parser.error("--token must not be empty")
-    if not _is_loopback(args.host):
-        sys.stderr.write(f"sandbox-inventory: warning: {args.host} is not loopback and /_control needs no auth\n")
-
-    store = Store(args.store)
-    inventory = Inventory(store, token)
-    try:
-        server = InventoryServer((args.host, args.port), inventory)
-    except OSError as exc:
-        store.close()
-        sys.stderr.write(f"sandbox-inventory: cannot listen on {args.host}:{args.port}: {exc}\n")
-        return 1
-
-    def stop(signum: int, frame: object) -> None:
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    host, port = str(server.server_address[0]), int(server.server_address[1])
-    inventory.location = f"http://{host}:{port}{ENDPOINT}"
-    print(f"sandbox-inventory listening on http://{host}:{port}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        store.close()
-    sys.stderr.write("sandbox-inventory stopped\n")
-    return 0
+    return serving.serve(
+        argv,
+        prog="python -m sandbox.soap_inventory",
+        description=DESCRIPTION,
+        default_port=8200,
+        default_store=Path("var/sandbox/inventory.sqlite3"),
+        token_noun="token",
+        open_service=lambda path, token: Inventory(Store(path), token),
+        handler=RequestHandler,
+    )
 
 
 if __name__ == "__main__":
