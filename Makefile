@@ -9,8 +9,10 @@ PYTEST_ARGS ?=
 export GATEHOUSE_WEB_PORT ?= 8000
 export GATEHOUSE_CRM_PORT ?= 8100
 export GATEHOUSE_CRM_STAGING_PORT ?= 8101
+# Links in the demo's e-mails point at the port the demo serves on.
+run demo-agent: export GATEHOUSE_BASE_URL ?= http://127.0.0.1:$(GATEHOUSE_WEB_PORT)
 
-.PHONY: install run test lint format demo-token clean
+.PHONY: install run test lint format demo-token demo-agent clean
 
 MCP_SERVERS := sandbox/mcp_servers
 
@@ -36,6 +38,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The demo agent's story (sandbox/demo_agent.py) against a running `make run`, on a token of its own, never printed.
+demo-agent: $(STAMP)
+	@$(BIN)/python manage.py issue_token collections-agent --expires-days 1 --label "make demo-agent" \
+		| $(BIN)/python -m sandbox.demo_agent --token-stdin --base-url http://127.0.0.1:$(GATEHOUSE_WEB_PORT) --wait-for-web 10
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 FULL_WALK_EVERY = timedelta(hours=24)
 # A full walk of millions of events takes minutes: the job's own time limit, far above the default task limits.
 FULL_WALK_TIME_LIMIT = timedelta(minutes=30)
+# A progress callback hears the count of events checked this often (a call per event would slow the walk).
+PROGRESS_EVERY = 1000
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,9 @@ def checkpoint_is_genuine(checkpoint: AuditCheckpoint) -> bool:
     return hmac.compare_digest(expected, checkpoint.signature)
 
 
-def verify_chain(*, chunk_size: int = 5000, since_checkpoint: bool = False) -> ChainReport:
+def verify_chain(
+    *, chunk_size: int = 5000, since_checkpoint: bool = False, progress: Callable[[int], None] | None = None
+) -> ChainReport:
     """Walk every event in id order; stop at the first one whose content or link does not match.
 
     An edited event no longer matches its own hash; a deleted or reordered one breaks the link of the event after.
@@ -63,6 +68,8 @@ def verify_chain(*, chunk_size: int = 5000, since_checkpoint: bool = False) -> C
     `since_checkpoint`: check the newest checkpoint's head (present, unchanged, the same number of events up to it)
     and walk only the events after it. Cheap enough to run every few minutes at millions of events; an edit in the
     middle of the older part is left to the next full walk.
+
+    `progress(checked)` is called every PROGRESS_EVERY events, for a command's progress bar.
     """
     checkpoint = AuditCheckpoint.objects.order_by("-id").first()
     if checkpoint is not None and not checkpoint_is_genuine(checkpoint):
@@ -107,6 +114,8 @@ def verify_chain(*, chunk_size: int = 5000, since_checkpoint: bool = False) -> C
         expected_prev = event.hash
         checked += 1
         head_id, head_hash = event.pk, event.hash
+        if progress is not None and checked % PROGRESS_EVERY == 0:
+            progress(checked)
         if checkpoint is not None and event.pk == checkpoint.last_event_id:
             seen_checkpoint_head = True
             problem = _checkpoint_mismatch(checkpoint, event, checked)
@@ -175,7 +184,9 @@ def _full_walk_due() -> bool:
     return not passed.exists() and not running.exists()
 
 
-def verify_and_checkpoint(*, full: bool | None = None) -> AuditVerification:
+def verify_and_checkpoint(
+    *, full: bool | None = None, progress: Callable[[int], None] | None = None
+) -> AuditVerification:
     """The periodic job: verify the chain, keep the result, and sign the head when the chain holds.
 
     `full=None` decides by itself: a full walk when none passed within `FULL_WALK_EVERY` (or there is no checkpoint
@@ -185,7 +196,7 @@ def verify_and_checkpoint(*, full: bool | None = None) -> AuditVerification:
     if full is None:
         full = _full_walk_due()
     verification = AuditVerification.objects.create(ok=False, full=full, reason="running")
-    report = verify_chain(since_checkpoint=not full)
+    report = verify_chain(since_checkpoint=not full, progress=progress)
     with transaction.atomic():
         verification.checkpoint = checkpoint_write(report=report)
         verification.finished_at = timezone.now()

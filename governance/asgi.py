@@ -8,9 +8,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 django_application = get_asgi_application()
 
 from governance.mcp.server import with_mcp  # noqa: E402 - needs the apps loaded
+from governance.metrics import with_mcp_metrics  # noqa: E402 - needs the apps loaded
 from governance.startup import check_at_start  # noqa: E402 - needs the apps loaded
 
 # /mcp goes to the MCP SDK's streamable HTTP app, everything else to Django; the lifespan runs the SDK's sessions.
-application = with_mcp(django_application)
+# /mcp's latency is observed around the router: Django's middleware never sees those requests.
+application = with_mcp_metrics(with_mcp(django_application))
 
 check_at_start()

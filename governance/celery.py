@@ -3,7 +3,9 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import setup_logging, worker_init
+
+from governance.logs import log_format
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
 
@@ -17,3 +19,16 @@ def _check_at_start(**kwargs) -> None:
     from governance.startup import check_at_start
 
     check_at_start()
+
+
+if log_format() == "json":
+
+    @setup_logging.connect
+    def _log_as_django_does(**kwargs) -> None:
+        """JSON lines from workers and beat too: with a receiver here Celery leaves logging alone, and Django's LOGGING
+        (JsonFormatter, which adds the task id) stays in force. The plain format keeps Celery's own layout."""
+        from logging.config import dictConfig
+
+        from django.conf import settings
+
+        dictConfig(settings.LOGGING)

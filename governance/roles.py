@@ -18,7 +18,7 @@ INVENTORY = [
     ("governance", "thresholdband"),
     ("connectors", "credential"),
 ]
-AUDIT = [("audit", "auditevent")]
+AUDIT = [("audit", "auditevent"), ("audit", "auditverification"), ("audit", "auditcheckpoint")]
 PROPOSALS = [("approvals", "proposal")]
 ROLLBACK = [("approvals", "reversal"), ("approvals", "reversalstep"), ("approvals", "drill")]
 # What batch systems delivered: files, quarantined rows, polling state (read-only for everyone in the admin).

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from governance.env import env_bool, env_choice, env_int, env_list, env_seconds, env_str
+from governance.logs import log_format
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEHOUSE_VAR_DIR", str(BASE_DIR / "var")))
@@ -72,7 +73,7 @@ CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
 BASE_URL = env_str("GATEHOUSE_BASE_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "governance.admin_site.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -90,6 +91,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "governance.request_context.RequestIdMiddleware",
+    "governance.metrics.RequestMetricsMiddleware",  # latency histogram and access line, inside the request id
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -246,6 +248,8 @@ if PRODUCTION:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Probes and scrapers often call over plain HTTP inside the network: answer them rather than redirect.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 
 # --- History ----------------------------------------------------------------------------------------------------
 # A revert from history would change a governed row without the checks and sign-off of the normal path.
@@ -290,10 +294,24 @@ GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER
 # A read that finds its system's rate limit reached waits this long for a token, then answers 503 with Retry-After.
 GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(seconds=1))
 
+# /metrics answers loopback callers, and others presenting this as a bearer token (empty: loopback only).
+GATEHOUSE_METRICS_TOKEN = env_str("GATEHOUSE_METRICS_TOKEN")
+
+# plain (default): for a person at a terminal. json: one object a line with the request id (and task id), for a log
+# pipeline; it also turns on the access log (`gatehouse.access`, one line a request) and Celery's logs go through it.
+GATEHOUSE_LOG_FORMAT = log_format()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "governance.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
+    "loggers": {
+        "gatehouse.access": {"level": "INFO" if GATEHOUSE_LOG_FORMAT == "json" else "WARNING"},
+        # Django's own console handler (DEBUG only) would repeat django.* lines unformatted beside the JSON ones.
+        **({"django": {"handlers": [], "level": "INFO"}} if GATEHOUSE_LOG_FORMAT == "json" else {}),
+    },
     "root": {"handlers": ["console"], "level": env_str("GATEHOUSE_LOG_LEVEL", "INFO")},
 }

@@ -1,10 +1,11 @@
-"""Top-level routes: the admin and the agent API."""
+"""Top-level routes: the admin, the agent API, and the operations endpoints."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from governance import health, metrics
 from governance.api.errors import problem_response
 
 admin.site.site_header = "Gatehouse"
@@ -15,6 +16,10 @@ urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("governance.api.urls")),
+    # Operations: no login, no agent token, no throttle (governance/health.py, governance/metrics.py).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]
 
 

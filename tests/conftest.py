@@ -108,6 +108,26 @@ def live(stack_processes, transactional_db, settings):
     seed_demo(crm_url=stack.crm_url, crm_staging_url=stack.crm_staging_url)
     yield live
     live.close()
+    _let_the_worker_finish()
+
+
+def _let_the_worker_finish(timeout: float = 20.0) -> None:
+    """Before the test's tables are flushed: wait (bounded) for executions the test left to the worker.
+
+    A worker still writing a proposal's audit event while the flush truncates the tables is a deadlock on
+    PostgreSQL (AccessExclusiveLock against RowExclusiveLock), and a test that did not wait for its own auto-approved
+    proposals would otherwise fail at teardown, at random.
+    """
+    import time
+
+    from approvals.choices import ProposalStatus
+    from approvals.models import Proposal
+
+    deadline = time.monotonic() + timeout
+    busy = [ProposalStatus.APPROVED, ProposalStatus.EXECUTING]
+    while Proposal.objects.filter(status__in=busy).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.2)  # the last audit event of an execution is written in the same transaction as its status
 
 
 @pytest.fixture

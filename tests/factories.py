@@ -154,3 +154,47 @@ def standard_bands(rule: ThresholdRule, approver, review_group) -> list[Threshol
             review_group=review_group,
         ),
     ]
+
+
+def billing_world(*, rule_name: str = "Credit notes on billing"):
+    """On top of the demo: a billing system whose credit notes carry their amount in the payload (no record to read),
+    auto below 500, one approver up to 5,000, approver and second reviewer above, signed off by `owner`; and
+    collections-agent may propose credit notes."""
+    from types import SimpleNamespace
+
+    from django.contrib.auth import get_user_model
+
+    from audit.choices import Channel
+    from governance.choices import Access, ImpactKind, Role
+    from governance.services import threshold_rule_sign_off
+
+    users = get_user_model().objects
+    owner, approver = users.get(username="owner"), users.get(username="approver")
+    system = SystemFactory(slug="billing", name="Billing", owner=owner)
+    resource = ResourceFactory(system=system, name="invoices", label="invoice", fields=["amount"])
+    action = ActionTypeFactory(
+        resource=resource,
+        name="credit_note",
+        payload_schema={
+            "type": "object",
+            "properties": {"amount": {"type": "string"}},
+            "required": ["amount"],
+            "additionalProperties": False,
+        },
+        impact_kind=ImpactKind.AMOUNT,
+        impact_field="amount",
+    )
+    rule = ThresholdRuleFactory(system=system, action_type=action, name=rule_name)
+    standard_bands(rule, approver, Group.objects.get(name=Role.REVIEWERS))
+    threshold_rule_sign_off(rule=rule, user=owner, channel=Channel.COMMAND)
+    agent = Agent.objects.get(slug="collections-agent")
+    ScopeGrantFactory(agent=agent, resource=resource, access=Access.WRITE, actions=["credit_note"])
+    return SimpleNamespace(
+        system=system,
+        action=action,
+        rule=rule,
+        agent=agent,
+        owner=owner,
+        approver=approver,
+        reviewer=users.get(username="reviewer"),
+    )

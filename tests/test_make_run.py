@@ -75,6 +75,24 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
             f"http://127.0.0.1:{ports['CRM']}/accounts/4471", headers={"Authorization": f"Bearer {crm_token}"}
         )
         assert account.json()["id"] == "4471"
+
+        # The demo agent (Procfile `demo-agent`) tells its story once the web process answers, then idles.
+        deadline = time.monotonic() + 150  # its export waits for the legacy poll: every 60 s, checked every 10 s
+        while "Demo agent: finished" not in (text := log.read_text()) and time.monotonic() < deadline:
+            assert process.poll() is None, f"make run stopped during the demo agent's story:\n{text[-3000:]}"
+            time.sleep(0.5)
+        story = "\n".join(line for line in text.splitlines() if "demo-agent" in line)
+        assert "Demo agent: finished" in story, f"the demo agent did not finish:\n{text[-3000:]}"
+        for beat in (
+            "executed by rule",
+            "waiting for a decision by user 'approver'",
+            "dual approval",
+            "refused, scope_denied",
+            "Read the export back as events",
+        ):
+            assert beat in story, f"{beat!r} missing from the demo agent's story:\n{story}"
+        assert set(re.findall(r"gh_[\w-]+", text)) == {token}  # the demo agent's own token is never printed
+        assert process.poll() is None  # its ending did not stop the other processes
     finally:
         stop_group(process)
         time.sleep(0.5)

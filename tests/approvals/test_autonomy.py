@@ -10,11 +10,9 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
-from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -36,17 +34,13 @@ from approvals.services import (
 )
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from governance.choices import Access, ImpactKind, Role
+from governance.choices import Access, ImpactKind
 from governance.models import Agent, ThresholdBand
-from governance.services import threshold_rule_sign_off
 from tests.factories import (
     ActionTypeFactory,
-    ResourceFactory,
     ScopeGrantFactory,
-    SystemFactory,
-    ThresholdRuleFactory,
     UserFactory,
-    standard_bands,
+    billing_world,
 )
 
 User = get_user_model()
@@ -62,37 +56,8 @@ DUAL_BAND = "5000.00–∞: Named approver plus a second reviewer"
 
 @pytest.fixture
 def billing(demo):
-    """A billing system whose credit notes carry their amount in the payload (no record to read): auto below 500,
-    one approver up to 5,000, approver and second reviewer above; signed off by its owner. collections-agent may
-    propose credit notes."""
-    owner, approver = User.objects.get(username="owner"), User.objects.get(username="approver")
-    system = SystemFactory(slug="billing", name="Billing", owner=owner)
-    resource = ResourceFactory(system=system, name="invoices", label="invoice", fields=["amount"])
-    action = ActionTypeFactory(
-        resource=resource,
-        name="credit_note",
-        payload_schema={
-            "type": "object",
-            "properties": {"amount": {"type": "string"}},
-            "required": ["amount"],
-            "additionalProperties": False,
-        },
-        impact_kind=ImpactKind.AMOUNT,
-        impact_field="amount",
-    )
-    rule = ThresholdRuleFactory(system=system, action_type=action, name=RULE)
-    standard_bands(rule, approver, Group.objects.get(name=Role.REVIEWERS))
-    threshold_rule_sign_off(rule=rule, user=owner, channel=Channel.COMMAND)
-    agent = Agent.objects.get(slug="collections-agent")
-    ScopeGrantFactory(agent=agent, resource=resource, access=Access.WRITE, actions=["credit_note"])
-    return SimpleNamespace(
-        system=system,
-        action=action,
-        rule=rule,
-        agent=agent,
-        approver=approver,
-        reviewer=User.objects.get(username="reviewer"),
-    )
+    """A billing system with credit notes decided by amount (tests.factories.billing_world)."""
+    return billing_world(rule_name=RULE)
 
 
 def propose(amount: str, *, record: str = "INV-1") -> Proposal:

@@ -3,11 +3,13 @@
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count, Q
 
 from approvals.management.targets import agent_or_system
 from approvals.models import Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start
 from audit.choices import Channel
+from governance.progress import Progress
 
 
 class Command(BaseCommand):
@@ -47,12 +49,14 @@ class Command(BaseCommand):
         reversal_start(reversal_id=reversal.pk, channel=Channel.COMMAND)
         self.stdout.write(f"Reversal {reversal.pk} handed to the workers; waiting up to {options['timeout']:g} s…")
         deadline = time.monotonic() + options["timeout"]
-        while time.monotonic() < deadline:
-            reversal.refresh_from_db()
-            if reversal.status in (Reversal.Status.DONE, Reversal.Status.INCOMPLETE):
-                break
-            time.sleep(0.5)
-        else:
+        with Progress(self.stderr, total=None, label=f"reversal {reversal.pk}", unit="steps") as progress:
+            while time.monotonic() < deadline:
+                reversal.refresh_from_db()
+                progress.update(*_steps_finished(reversal))
+                if reversal.status in (Reversal.Status.DONE, Reversal.Status.INCOMPLETE):
+                    break
+                time.sleep(0.5)
+        if reversal.status not in (Reversal.Status.DONE, Reversal.Status.INCOMPLETE):
             self.stderr.write(
                 f"Reversal {reversal.pk} is still {reversal.get_status_display().lower()}: are the Celery workers "
                 "running? It continues when they are; see it in the admin."
@@ -95,3 +99,12 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"  {label:<18} {step.proposal.action_type.name:<22} {step.proposal.record_id:<10} {detail}"
                 )
+
+
+def _steps_finished(reversal: Reversal) -> tuple[int, int]:
+    """(finished, total) of the steps a worker goes through: all but the not-reversible ones, which are only listed."""
+    counts = reversal.steps.exclude(kind=ReversalStep.Kind.NOT_REVERSIBLE).aggregate(
+        total=Count("pk"),
+        finished=Count("pk", filter=~Q(status__in=[ReversalStep.Status.PLANNED, ReversalStep.Status.RETRYING])),
+    )
+    return counts["finished"], counts["total"]

@@ -1,0 +1,55 @@
+"""A small, typed Python client for Gatehouse's agent API (`/api/v1/`, CONTRACT.md); its one dependency is httpx."""
+
+from gatehouse_client.client import GatehouseClient, WaitTimeout, __version__
+from gatehouse_client.errors import (
+    Conflict,
+    ConnectionFailed,
+    Forbidden,
+    GatehouseError,
+    InvalidRequest,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+    Unavailable,
+)
+from gatehouse_client.models import (
+    AWAITING_DECISION,
+    FINAL,
+    IN_PROGRESS,
+    WITH_A_PERSON,
+    Decision,
+    Event,
+    Grant,
+    Impact,
+    Me,
+    Page,
+    Proposal,
+    Record,
+)
+
+__all__ = [
+    "AWAITING_DECISION",
+    "FINAL",
+    "IN_PROGRESS",
+    "WITH_A_PERSON",
+    "Conflict",
+    "ConnectionFailed",
+    "Decision",
+    "Event",
+    "Forbidden",
+    "GatehouseClient",
+    "GatehouseError",
+    "Grant",
+    "Impact",
+    "InvalidRequest",
+    "Me",
+    "NotFound",
+    "Page",
+    "Proposal",
+    "Record",
+    "Throttled",
+    "Unauthenticated",
+    "Unavailable",
+    "WaitTimeout",
+    "__version__",
+]
