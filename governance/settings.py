@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "simple_history",
+    "axes",  # admin sign-in lockout after repeated wrong passwords
     "governance",
     "connectors",
     "approvals",
@@ -101,6 +102,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "governance.urls"
@@ -221,6 +223,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Brute force on the admin sign-in: after GATEHOUSE_LOGIN_FAILURE_LIMIT wrong passwords for one username from one
+# address, that pair is refused (429) until the cool-off has passed. AxesStandaloneBackend first: it refuses a
+# locked-out pair before a password is even checked; callers of authenticate() must pass the request.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("GATEHOUSE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_seconds("GATEHOUSE_LOGIN_COOLOFF", timedelta(minutes=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# The address is REMOTE_ADDR (django-ipware is not installed); behind the TLS proxy, uvicorn sets it from the proxy's
+# X-Forwarded-For (trusted from --forwarded-allow-ips only, see README "Deploying to production").
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("GATEHOUSE_TIME_ZONE", "UTC")
 USE_I18N = True
@@ -236,7 +253,11 @@ EMAIL_BACKEND = env_str("GATEHOUSE_EMAIL_BACKEND", "django.core.mail.backends.co
 DEFAULT_FROM_EMAIL = env_str("GATEHOUSE_FROM_EMAIL", "gatehouse@localhost")
 
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# An admin session that approves money movements ends after a working day, not Django's two weeks.
+SESSION_COOKIE_AGE = int(env_seconds("GATEHOUSE_SESSION_AGE", timedelta(hours=12)).total_seconds())
 CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -309,6 +330,7 @@ LOGGING = {
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
     "loggers": {
+        "axes.apps": {"level": "WARNING"},  # its start-up banner on every process and management command
         "gatehouse.access": {"level": "INFO" if GATEHOUSE_LOG_FORMAT == "json" else "WARNING"},
         # Django's own console handler (DEBUG only) would repeat django.* lines unformatted beside the JSON ones.
         **({"django": {"handlers": [], "level": "INFO"}} if GATEHOUSE_LOG_FORMAT == "json" else {}),

@@ -1,0 +1,336 @@
+"""A hypothesis state machine over the proposal lifecycle, in-process against the real services and the sample CRM.
+
+Rules: propose (auto, single and dual bands of update_credit_limit, add_note), approve (as the assigned approver and
+as someone who may not), reject, cancel, expire (the SLA and the maximum age moved into the past, then the beat job),
+execute once or twice (a task delivered twice), the kill switch on and off for the agent, and reversing the agent's
+last hour. The model keeps each proposal's expected status and the audit verbs each transition must have written.
+
+Invariants, after every step: the CRM applied at most one write per proposal (exactly one for each executed or
+reversed one, none otherwise, and one compensation per reversed one); nothing executed without a decision (a named
+approver with one `approved` event, or the auto rule with one `auto_approved` event); each proposal's audit events are
+exactly the transitions it went through, one event each. At the end of each example the audit chain verifies.
+
+One test transaction (rolled back) holds every example: each starts by deleting the previous example's proposals and
+reversals and resetting the CRM. Audit events stay (append-only on PostgreSQL), so they are counted per proposal id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
+from approvals.models import Proposal, Reversal, ReversalStep
+from approvals.reversal import reversal_plan, reversal_run_here
+from approvals.services import (
+    InvalidTransition,
+    NotYourDecision,
+    ProposalRequest,
+    proposal_approve,
+    proposal_cancel,
+    proposal_create,
+    proposal_execute,
+    proposal_reject,
+    proposals_escalate_and_expire,
+)
+from audit.integrity import verify_chain
+from audit.models import AuditEvent
+from governance.errors import AgentDisabled, InvalidState
+from governance.models import Agent
+from sandbox.testing import crm_control
+
+User = get_user_model()
+
+S = ProposalStatus
+ACCOUNTS = ("4471", "4472", "4473")
+# Raises of the credit limit, away from the band edges (auto < 500 ≤ single < 5000 ≤ dual).
+BANDS = {
+    DecisionMode.AUTO: st.integers(min_value=10, max_value=450),
+    DecisionMode.SINGLE: st.integers(min_value=600, max_value=4500),
+    DecisionMode.DUAL: st.integers(min_value=5500, max_value=9000),
+}
+
+
+@dataclass
+class Expected:
+    """What the model says about one proposal."""
+
+    status: str
+    mode: str
+    verbs: Counter = field(default_factory=Counter)
+    overdue: bool = False  # its SLA and maximum age were moved into the past
+    held_from: str = ""
+
+
+def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
+    """The machine class, closed over the session's running CRM."""
+    headers = {"Authorization": f"Bearer {stack.crm_token}"}
+
+    class ProposalLifecycle(RuleBasedStateMachine):
+        proposals = Bundle("proposals")
+
+        def __init__(self) -> None:
+            """A fresh example: no proposals or reversals of the last one, the CRM as seeded, the agent active."""
+            super().__init__()
+            Reversal.objects.all().delete()
+            Proposal.objects.all().delete()
+            crm_control(stack.crm_url, "/_control/reset", {})
+            self.agent = Agent.objects.get(slug="collections-agent")
+            self.switch = SwitchTarget(agent=self.agent)
+            if not self.agent.is_active:
+                kill_switch_off(target=self.switch, reason="fresh example", channel="command")
+            self.approver = User.objects.get(username="approver")
+            self.reviewer = User.objects.get(username="reviewer")
+            self.model: dict[str, Expected] = {}
+            self.reversals = 0
+
+        @initialize(
+            target=proposals, band=st.sampled_from(list(BANDS)), record=st.sampled_from(ACCOUNTS), data=st.data()
+        )
+        def a_first_proposal(self, band, record, data):
+            """Every example starts with proposals to work on (the other rules then have something to decide)."""
+            return self.propose_credit_limit(band, record, data)
+
+        @initialize(
+            target=proposals, band=st.sampled_from(list(BANDS)), record=st.sampled_from(ACCOUNTS), data=st.data()
+        )
+        def a_second_proposal(self, band, record, data):
+            return self.propose_credit_limit(band, record, data)
+
+        def teardown(self) -> None:
+            report = verify_chain()
+            assert report.ok, report
+
+        # --- helpers ------------------------------------------------------------------------------------------
+
+        def _move(self, pk: str, status: str, *verbs: str) -> None:
+            self.model[pk].status = status
+            self.model[pk].verbs.update(verbs)
+
+        def _credit_limit(self, record: str) -> Decimal:
+            response = httpx.get(f"{stack.crm_url}/accounts/{record}", headers=headers, timeout=5)
+            return Decimal(response.json()["credit_limit"])
+
+        def _create(self, action: str, record: str, payload: dict) -> Proposal | None:
+            request = ProposalRequest(system="crm", action=action, record_id=record, payload=payload, reason="machine")
+            if not self.agent.is_active:
+                with pytest.raises(AgentDisabled):
+                    proposal_create(agent=self.agent, request=request, channel="api")
+                return None
+            proposal, replay = proposal_create(agent=self.agent, request=request, channel="api")
+            assert replay is None
+            auto = proposal.mode == DecisionMode.AUTO
+            assert proposal.status == (S.APPROVED if auto else S.PENDING_APPROVAL)
+            expected = Expected(status=proposal.status, mode=proposal.mode)
+            expected.verbs.update(["proposed", "auto_approved"] if auto else ["proposed"])
+            self.model[str(proposal.pk)] = expected
+            return proposal
+
+        def _sweep(self) -> None:
+            """What proposals_escalate_and_expire must do, by the model: escalate first, then expire."""
+            for pk, expected in self.model.items():
+                if expected.overdue and expected.status == S.PENDING_APPROVAL:
+                    self._move(pk, S.ESCALATED, "escalated")
+                if expected.overdue and expected.status in AWAITING_DECISION:
+                    self._move(pk, S.EXPIRED, "expired")
+
+        # --- rules --------------------------------------------------------------------------------------------
+
+        @rule(target=proposals, band=st.sampled_from(list(BANDS)), record=st.sampled_from(ACCOUNTS), data=st.data())
+        def propose_credit_limit(self, band, record, data):
+            raise_by = data.draw(BANDS[band], label="raise_by")
+            new_limit = self._credit_limit(record) + raise_by
+            proposal = self._create("update_credit_limit", record, {"credit_limit": f"{new_limit:.2f}"})
+            if proposal is None:
+                return multiple()  # refused (the kill switch is on): nothing for the bundle
+            assert proposal.mode == band, (proposal.mode, band, proposal.impact_amount)
+            return str(proposal.pk)
+
+        @rule(target=proposals, record=st.sampled_from(ACCOUNTS))
+        def propose_note(self, record):
+            proposal = self._create("add_note", record, {"text": "Promised to pay on Friday."})
+            return multiple() if proposal is None else str(proposal.pk)
+
+        @rule(
+            pk=proposals,
+            as_approver=st.sampled_from([True, True, False]),
+            deliveries=st.integers(min_value=0, max_value=2),
+        )
+        def approve(self, pk, as_approver, deliveries):
+            """Approve; then the worker's task may arrive at once, once or twice (deliveries)."""
+            expected = self.model[pk]
+            user = self.approver if as_approver else self.reviewer
+            if expected.status in AWAITING_DECISION and expected.overdue:
+                # Past its maximum age: the approval expires it (by the database clock) instead of deciding it.
+                with pytest.raises(InvalidTransition, match="expired"):
+                    proposal_approve(proposal_id=pk, user=user, channel="admin")
+                self._move(pk, S.EXPIRED, "expired")
+            elif expected.status not in AWAITING_DECISION:
+                with pytest.raises(InvalidTransition):
+                    proposal_approve(proposal_id=pk, user=user, channel="admin")
+            elif not as_approver:
+                with pytest.raises(NotYourDecision):
+                    proposal_approve(proposal_id=pk, user=user, channel="admin")
+                expected.verbs.update(["denied"])
+            else:
+                assert proposal_approve(proposal_id=pk, user=user, channel="admin").status == S.APPROVED
+                self._move(pk, S.APPROVED, "approved")
+                if deliveries:
+                    self.execute(pk, deliveries)
+
+        @rule(pk=proposals)
+        def reject(self, pk):
+            if self.model[pk].status not in AWAITING_DECISION:
+                with pytest.raises(InvalidTransition):
+                    proposal_reject(proposal_id=pk, user=self.approver, channel="admin", reason="no")
+                return
+            assert (
+                proposal_reject(proposal_id=pk, user=self.approver, channel="admin", reason="no").status == S.REJECTED
+            )
+            self._move(pk, S.REJECTED, "rejected")
+
+        @rule(pk=proposals)
+        def cancel(self, pk):
+            if not self.agent.is_active:
+                with pytest.raises(AgentDisabled):
+                    proposal_cancel(proposal_id=pk, agent=self.agent, channel="api")
+            elif self.model[pk].status not in AWAITING_DECISION:
+                with pytest.raises(InvalidState):
+                    proposal_cancel(proposal_id=pk, agent=self.agent, channel="api")
+            else:
+                assert proposal_cancel(proposal_id=pk, agent=self.agent, channel="api").status == S.CANCELLED
+                self._move(pk, S.CANCELLED, "cancelled")
+
+        @rule(pk=proposals)
+        def expire(self, pk):
+            """Its SLA and maximum age pass (the services use the database clock); the beat job runs."""
+            Proposal.objects.filter(pk=pk, expires_at__isnull=False).update(
+                expires_at="2000-01-01T00:00:00Z", sla_due_at="2000-01-01T00:00:00Z"
+            )
+            if self.model[pk].mode != DecisionMode.AUTO:
+                self.model[pk].overdue = True
+            proposals_escalate_and_expire()
+            self._sweep()
+
+        @rule(pk=proposals, deliveries=st.integers(min_value=1, max_value=2))
+        def execute(self, pk, deliveries):
+            outcomes = [proposal_execute(proposal_id=pk).status for _ in range(deliveries)]
+            if self.model[pk].status == S.APPROVED:
+                assert outcomes == ["executed", "suppressed"][:deliveries]
+                self._move(pk, S.EXECUTED, "executing", "executed")
+            else:
+                assert outcomes == ["suppressed"] * deliveries
+
+        @rule(on=st.booleans())
+        def kill_switch(self, on):
+            """Turn the agent's switch on or off (a second "on" or "off" changes nothing)."""
+            was_on = not self.agent.is_active
+            turn = kill_switch_on if on else kill_switch_off
+            assert turn(target=self.switch, reason="machine", channel="command").changed is (on is not was_on)
+            if on is was_on:
+                return
+            for pk, expected in self.model.items():
+                if on and expected.status in (*AWAITING_DECISION, S.APPROVED):
+                    expected.held_from = expected.status
+                    self._move(pk, S.ON_HOLD, "held")
+                elif not on and expected.status == S.ON_HOLD:
+                    self._move(pk, expected.held_from, "released")
+                    expected.held_from = ""
+
+        @precondition(lambda self: any(expected.status == S.EXECUTED for expected in self.model.values()))
+        @rule()
+        def reverse_last_hour(self):
+            executed = {pk for pk, expected in self.model.items() if expected.status == S.EXECUTED}
+            reversal = reversal_run_here(
+                reversal_id=reversal_plan(agent=self.agent, hours=1, channel="command").pk, timeout=20
+            )
+            self.reversals += 1
+            for step in reversal.steps.all():
+                pk = str(step.proposal_id)
+                if pk not in executed:
+                    assert step.kind == ReversalStep.Kind.ALREADY_REVERSED, (step.kind, step.explanation)
+                    continue
+                # We are the CRM's only writer: every write of ours is found as we left it and goes back.
+                assert (step.kind, step.status) == (ReversalStep.Kind.REVERSIBLE, ReversalStep.Status.DONE), (
+                    step.kind,
+                    step.status,
+                    step.explanation,
+                    step.last_error,
+                )
+                self._move(pk, S.REVERSED, "reversed")
+                executed.discard(pk)
+            assert not executed, f"executed writes the reversal did not plan: {executed}"
+
+        # --- invariants ---------------------------------------------------------------------------------------
+
+        @invariant()
+        def statuses_match_the_model(self):
+            actual = dict(Proposal.objects.filter(pk__in=list(self.model)).values_list("pk", "status"))
+            assert {str(pk): status for pk, status in actual.items()} == {
+                pk: expected.status for pk, expected in self.model.items()
+            }
+
+        @invariant()
+        def the_crm_applied_at_most_one_write_per_proposal(self):
+            """The CRM counts applied writes per idempotency key: the proposal id, and `reverse-<id>` for its undo."""
+            applied = crm_control(stack.crm_url, "/_stats")["writes_by_key"]
+            wrote = {pk for pk, expected in self.model.items() if expected.status in (S.EXECUTED, S.REVERSED)}
+            undone = {f"reverse-{pk}" for pk, expected in self.model.items() if expected.status == S.REVERSED}
+            assert applied == dict.fromkeys(wrote | undone, 1)
+
+        @invariant()
+        def nothing_executed_without_a_decision(self):
+            written = Proposal.objects.filter(pk__in=list(self.model), status__in=[S.EXECUTED, S.REVERSED])
+            for proposal in written:
+                verbs = Counter(AuditEvent.objects.filter(proposal_id=proposal.pk).values_list("verb", flat=True))
+                if proposal.mode == DecisionMode.AUTO:
+                    assert proposal.decided_by_id is None and verbs["auto_approved"] == 1 and verbs["approved"] == 0
+                else:
+                    assert proposal.decided_by_id == self.approver.pk and verbs["approved"] == 1
+                    assert verbs["auto_approved"] == 0
+
+        @invariant()
+        def one_audit_event_per_transition(self):
+            events = AuditEvent.objects.filter(proposal_id__in=list(self.model)).values_list("proposal_id", "verb")
+            actual: dict[str, Counter] = {pk: Counter() for pk in self.model}
+            for proposal_id, verb in events:
+                actual[str(proposal_id)][verb] += 1
+            assert actual == {pk: expected.verbs for pk, expected in self.model.items()}
+
+    return ProposalLifecycle
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_the_proposal_lifecycle_keeps_its_invariants(crm_demo, stack_processes):
+    machine = lifecycle_machine(stack_processes)
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=15,
+            deadline=None,
+            database=None,  # nothing written under the working tree; a failure prints its steps
+            # No "explain" phase: re-running each shrunk failure's variants against the CRM takes minutes.
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
