@@ -15,7 +15,8 @@ from approvals.querysets import ProposalQuerySet
 class Proposal(models.Model):
     """One write an agent asked for, how it was decided, and what executing it did.
 
-    Status changes only in approvals/services.py, under a row lock, each with its audit event.
+    Status changes only in the approvals service modules (services.py; killswitch.py for hold and release,
+    reversal.py for `reversed`, drills.py for a drill's own writes), under a row lock, each with its audit event.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.db.models import Q
 from approvals.choices import DecisionMode
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, System, ThresholdBand, ThresholdRule
+from governance.numbers import finite_decimal
 from governance.querysets import CompiledQuery
 
 FALLBACK_MAX_AGE = timedelta(days=3)
@@ -61,27 +62,17 @@ class Decision:
         }
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
-
-
 def compute_impact(action: ActionType, payload: dict[str, Any], record: dict[str, Any] | None) -> Impact:
     """The money at stake. For `delta`: the new value minus the current value read from the system of record."""
     currency = action.impact_currency
     if action.impact_kind == ImpactKind.NONE:
         return Impact(Decimal("0.00"), currency, "no money at stake")
-    new = _decimal(payload.get(action.impact_field))
+    new = finite_decimal(payload.get(action.impact_field))
     if new is None:
         return Impact(None, currency, f"{action.impact_field} is not a number")
     if action.impact_kind == ImpactKind.AMOUNT:
         return Impact(new, currency, f"the amount in {action.impact_field}")
-    current = _decimal((record or {}).get(action.impact_field))
+    current = finite_decimal((record or {}).get(action.impact_field))
     if current is None:
         return Impact(None, currency, f"the current {action.impact_field} could not be read")
     return Impact(new - current, currency, f"{action.impact_field} {current} → {new}")

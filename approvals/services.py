@@ -126,6 +126,17 @@ class ProposalRequest:
     payload: dict[str, Any]
     reason: str = ""
 
+    @classmethod
+    def from_validated(cls, data: dict[str, Any]) -> ProposalRequest:
+        """From the proposal serializer's validated data: the same request from the REST API and the MCP tools."""
+        return cls(
+            system=data["system"],
+            action=data["action"],
+            record_id=data["record_id"],
+            payload=data["payload"],
+            reason=data["reason"],
+        )
+
 
 def proposal_create(
     *,

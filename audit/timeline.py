@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 from uuid import UUID
 
@@ -13,6 +12,7 @@ from django.utils import timezone
 
 from audit.choices import Verb
 from audit.models import AuditEvent
+from governance.numbers import finite_decimal
 
 # Steps of a proposal that add nothing a reader needs once the outcome is known.
 _QUIET = {Verb.EXECUTING}
@@ -37,20 +37,10 @@ def _clock(moment: datetime) -> str:
     return timezone.localtime(moment).strftime("%H:%M")
 
 
-def _number(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return number if number.is_finite() else None
-
-
 def _show(value: Any, currency: str) -> str:
     # Amounts read as amounts ("2,000.00"): with a known currency, or written as decimals ("2000.00").
     decimal_text = isinstance(value, str) and "." in value and value.replace(".", "", 1).lstrip("-").isdigit()
-    number = _number(value) if currency or decimal_text else None
+    number = finite_decimal(value) if currency or decimal_text else None
     if number is not None:
         return f"{number:,.2f}"
     if value is None or value == "":
@@ -80,8 +70,8 @@ def _changes(before: Mapping[str, Any], after: Mapping[str, Any], *, thing: str,
     for position, (name, new) in enumerate(after.items()):
         old = before.get(name)
         label = _humanise(name) + (f" of {thing}" if position == 0 else "")
-        unit = f" {currency}" if currency and _number(new) is not None else ""
-        old_number, new_number = _number(old), _number(new)
+        unit = f" {currency}" if currency and finite_decimal(new) is not None else ""
+        old_number, new_number = finite_decimal(old), finite_decimal(new)
         if old_number is not None and new_number is not None and old_number != new_number:
             kind = "raised" if new_number > old_number else "lowered"
         elif name in before and old != new:

@@ -193,13 +193,7 @@ class ProposalsView(APIView):
             )
         proposal, replayed = proposal_create(
             agent=agent,
-            request=ProposalRequest(
-                system=data["system"],
-                action=data["action"],
-                record_id=data["record_id"],
-                payload=data["payload"],
-                reason=data["reason"],
-            ),
+            request=ProposalRequest.from_validated(data),
             channel=CHANNEL,
             idempotency_key=key,
             respond=lambda proposal: _json(s.ProposalSerializer(proposal).data),

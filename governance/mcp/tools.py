@@ -554,13 +554,7 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
     if not serializer.is_valid():
         raise _refuse_arguments(agent, name, target, arguments, flatten_errors(serializer.errors))
     data = serializer.validated_data
-    request = ProposalRequest(
-        system=data["system"],
-        action=data["action"],
-        record_id=data["record_id"],
-        payload=data["payload"],
-        reason=data["reason"],
-    )
+    request = ProposalRequest.from_validated(data)
     try:
         proposal, _ = proposal_create(agent=agent, request=request, channel=CHANNEL)
     except InvalidPayload as exc:
