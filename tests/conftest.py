@@ -245,3 +245,48 @@ def sign_in(browser, live):
     yield make
     for context in pages:
         context.close()
+
+
+# --- Faults: a private stack and a private Redis to stop, kill and restart -----------------------------------------
+
+
+@pytest.fixture
+def private_stack(transactional_db, settings, tmp_path):
+    """A private sample CRM and broker queue, the demo inventory pointing at that CRM, and no worker yet.
+
+    This process publishes to the private queue while the test runs; only the workers the test starts consume it.
+    """
+    import secrets
+
+    from governance.celery import app as celery_app
+    from governance.demo import seed_demo
+    from tests.faults import PrivateStack, kill_all
+    from tests.stack import Stack
+
+    stack = Stack(tmp_path / "stack")
+    stack.crm_token = secrets.token_urlsafe(24)
+    previous_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = stack.queue
+    private = PrivateStack(stack)
+    try:
+        stack.crm_url = stack.crm("crm", stack.crm_token)
+        token_file = settings.VAR_DIR / "sandbox" / "crm.token"
+        token_file.parent.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(stack.crm_token)
+        seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
+        yield private
+    finally:
+        private.close()
+        kill_all(stack)
+        celery_app.conf.task_default_queue = previous_queue
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own (tests/faults.py), to stop and start again on the same port."""
+    from tests.faults import PrivateRedis
+
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

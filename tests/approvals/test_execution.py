@@ -1,24 +1,19 @@
 """Execution against real processes: retries and backoff, the retry budget, permanent errors, a worker killed
 mid-write, the broker down (outbox), and the kill switch between approval and execution.
 
-Each test gets a private stack (its own sample CRM, its own broker queue, workers configured by environment) so it can
-shape the CRM's faults and the workers' settings without disturbing the session's stack.
+Each test gets a private stack (tests/faults.py: its own sample CRM, its own broker queue, workers configured by
+environment) so it can shape the CRM's faults and the workers' settings without disturbing the session's stack.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -26,101 +21,15 @@ from django.utils import timezone
 from approvals.choices import ProposalStatus
 from approvals.models import OutboxMessage, Proposal
 from approvals.services import (
-    ProposalRequest,
     execution_lease,
     outbox_sweep,
     proposal_approve,
-    proposal_create,
     retry_delay,
 )
 from audit.models import AuditEvent
-from governance.celery import app as celery_app
-from governance.models import ActionType, Agent, GlobalSwitch
-from tests.live import LiveStack
-from tests.stack import ROOT, Process, Stack, free_port
-
-# Short backoff and a small budget, so retries take seconds, not minutes.
-FAST_RETRIES = {"GATEHOUSE_EXECUTION_BACKOFF": "0.2", "GATEHOUSE_EXECUTION_MAX_ATTEMPTS": "3"}
-
-
-class PrivateStack(LiveStack):
-    """A LiveStack whose processes belong to one test: start workers (and a web process) with the env you need."""
-
-    def worker(self, name: str = "worker", **env: str) -> Process:
-        return self.stack.worker(name, **env)
-
-    def web(self, **env: str) -> str:
-        self.stack.web_url = self.stack.web(**env)
-        return self.stack.web_url
-
-    def mode(self, **mode: Any) -> dict[str, Any]:
-        return self.crm_control("/_control/mode", mode)
-
-    def stats(self) -> dict[str, Any]:
-        return self.crm_control("/_stats")
-
-    def log(self, name: str) -> str:
-        return (self.stack.dir / f"{name}.log").read_text(errors="replace")
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings):
-    """seed_demo sets six passwords per test; the default hasher would make that a good part of the runtime."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def private_stack(transactional_db, settings, tmp_path):
-    """A private sample CRM and broker queue, the demo inventory pointing at that CRM, and no worker yet.
-
-    This process publishes to the private queue while the test runs; only the workers the test starts consume it.
-    """
-    from governance.demo import seed_demo
-
-    stack = Stack(tmp_path / "stack")
-    stack.crm_token = secrets.token_urlsafe(24)
-    previous_queue = celery_app.conf.task_default_queue
-    celery_app.conf.task_default_queue = stack.queue
-    private = PrivateStack(stack)
-    try:
-        stack.crm_url = stack.crm("crm", stack.crm_token)
-        token_file = settings.VAR_DIR / "sandbox" / "crm.token"
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(stack.crm_token)
-        seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
-        yield private
-    finally:
-        private.close()
-        kill_all(stack)
-        celery_app.conf.task_default_queue = previous_queue
-
-
-def kill_all(stack: Stack) -> None:
-    """SIGKILL every process of the stack: the test is over, and a warm Celery shutdown (SIGTERM), even of an idle
-    worker on the filesystem broker, takes 5-6 s, which would triple this module's runtime."""
-    for name in list(stack.processes):
-        stack.kill(name)
-
-
-def propose(credit_limit: str, record: str = "4471") -> Proposal:
-    """The collections agent proposes a new credit limit (the CRM's seed value for 4471 is 2000.00)."""
-    proposal, _ = proposal_create(
-        agent=Agent.objects.get(slug="collections-agent"),
-        request=ProposalRequest(
-            system="crm",
-            action="update_credit_limit",
-            record_id=record,
-            payload={"credit_limit": credit_limit},
-            reason="test",
-        ),
-        channel="api",
-    )
-    return proposal
-
-
-def verbs(proposal_id) -> list[str]:
-    return list(AuditEvent.objects.filter(proposal_id=proposal_id).order_by("id").values_list("verb", flat=True))
-
+from governance.models import ActionType, GlobalSwitch
+from tests.faults import FAST_RETRIES, propose, verbs, wait_until
+from tests.stack import ROOT
 
 # --- Retries ----------------------------------------------------------------------------------------------------
 
@@ -190,14 +99,6 @@ def test_a_permanent_error_fails_at_once_without_retrying(private_stack):
 # --- A worker dies mid-execution --------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.parametrize("killed_during", ["read", "write"])
@@ -246,52 +147,6 @@ def test_a_write_whose_worker_was_killed_is_taken_up_after_the_lease_and_applied
 
 
 # --- The broker is down -----------------------------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a fixed port, that the test can stop and start again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.dir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        argv += ["--daemonize", "no", "--dir", str(self.dir)]
-        with (self.dir / "redis.log").open("a") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start:\n{(self.dir / 'redis.log').read_text()}")
-                time.sleep(0.05)
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.process = None
-
-
-@pytest.fixture
-def private_redis(tmp_path):
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow
