@@ -27,7 +27,7 @@ from approvals.services import (
     retry_delay,
 )
 from audit.models import AuditEvent
-from governance.models import ActionType, GlobalSwitch
+from governance.models import ActionType, Agent, GlobalSwitch, ScopeGrant, System
 from tests.faults import FAST_RETRIES, propose, verbs, wait_until
 from tests.stack import ROOT
 
@@ -55,18 +55,34 @@ def test_a_throttled_write_is_retried_after_retry_after_and_applied_once(private
     assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "executed"]
 
 
+# How the CRM misbehaves for longer than the retry budget, and what the failure reason then names.
+STAYS_DOWN = {
+    "5xx": ({"mode": "error", "status": 503, "count": 100}, "503"),
+    "429 for minutes": ({"mode": "throttle", "retry_after": 1, "count": 1000}, "429"),
+    "slower than the timeout": ({"mode": "slow", "delay": 3}, "timed out"),
+}
+
+
 @pytest.mark.slow
-def test_a_system_that_stays_down_fails_the_proposal_after_a_bounded_number_of_attempts(private_stack):
+@pytest.mark.parametrize("fault", list(STAYS_DOWN))
+def test_a_system_that_stays_down_fails_the_proposal_after_a_bounded_number_of_attempts(private_stack, fault):
+    mode, named = STAYS_DOWN[fault]
+    crm = System.objects.get(slug="crm")
+    crm.connector_config = {**crm.connector_config, "timeout": 1}  # the slow CRM answers after 3 s
+    crm.save()
     proposal = propose("2300.00")
     requests_before = private_stack.stats()["requests_total"]  # the proposal's own read of the record
-    private_stack.mode(mode="error", status=503, count=100)
+    private_stack.mode(**mode)
 
     private_stack.worker("fast-worker", **FAST_RETRIES)
     done = private_stack.wait_for(proposal.pk, "executed", "failed")
 
     assert done.status == ProposalStatus.FAILED
     assert done.attempts == 3
-    assert "gave up after retries" in done.failure_reason and "503" in done.failure_reason
+    assert "gave up after retries" in done.failure_reason and named in done.failure_reason, done.failure_reason
+    if fault == "429 for minutes":  # each retry waited at least as long as the CRM asked
+        delays = [float(delay) for delay in re.findall(r"Retry in ([0-9.]+)s", private_stack.log("fast-worker"))]
+        assert len(delays) == 2 and all(delay >= 1.0 for delay in delays), delays
     time.sleep(1.0)  # a retry storm would show in the CRM's counters by now
     stats = private_stack.stats()
     assert stats["requests_total"] - requests_before == 3  # one request per attempt, then nothing
@@ -149,35 +165,50 @@ def test_a_write_whose_worker_was_killed_is_taken_up_after_the_lease_and_applied
 # --- The broker is down -----------------------------------------------------------------------------------------
 
 
+def second_collections_agent() -> Agent:
+    """Another agent with the collections agent's grants: agents, not one agent, propose while the broker is down."""
+    first = Agent.objects.get(slug="collections-agent")
+    second = Agent.objects.create(slug="collections-agent-eu", name="Collections agent (EU)", owner=first.owner)
+    for grant in ScopeGrant.objects.filter(agent=first):
+        grant.pk, grant.agent = None, second
+        grant.save()
+    return second
+
+
 @pytest.mark.slow
 @pytest.mark.redis
-def test_an_approval_made_while_the_broker_is_down_is_executed_once_it_is_back(private_stack, private_redis):
+def test_proposals_made_while_the_broker_is_down_answer_at_once_and_execute_once_it_is_back(
+    private_stack, private_redis
+):
     private_stack.worker("worker", REDIS_URL=private_redis.url)
     private_stack.web(REDIS_URL=private_redis.url)
-    agent = private_stack.agent()
+    agents = [private_stack.agent(), private_stack.agent(second_collections_agent().slug)]
     private_redis.stop()
 
-    started = time.monotonic()
-    response = agent.post(
-        "/api/v1/proposals",
-        json={
-            "system": "crm",
-            "action": "update_credit_limit",
-            "record_id": "4471",
-            "payload": {"credit_limit": "2300.00"},
-            "reason": "test",
-        },
-    )
-    elapsed = time.monotonic() - started
-    assert response.status_code == 201, response.text
-    assert elapsed < 2.0, f"the agent waited {elapsed:.2f} s for a broker that is down"
-    proposal_id = response.json()["id"]
-    assert Proposal.objects.get(pk=proposal_id).status == ProposalStatus.APPROVED
-    message = OutboxMessage.objects.get(proposal_id=proposal_id)
-    assert message.published_at is None and message.publish_attempts == 1 and message.last_error
+    asked = [
+        (agents[0], "update_credit_limit", "4471", {"credit_limit": "2300.00"}),
+        (agents[1], "update_credit_limit", "4472", {"credit_limit": "1700.00"}),
+        (agents[1], "add_note", "4473", {"text": "Promised payment on Friday."}),
+    ]
+    proposal_ids = []
+    for agent, action, record, payload in asked:
+        started = time.monotonic()
+        response = agent.post(
+            "/api/v1/proposals",
+            json={"system": "crm", "action": action, "record_id": record, "payload": payload, "reason": "test"},
+        )
+        elapsed = time.monotonic() - started
+        assert response.status_code == 201, response.text
+        assert elapsed < 2.0, f"the agent waited {elapsed:.2f} s for a broker that is down"
+        proposal_ids.append(response.json()["id"])
+    assert set(Proposal.objects.filter(pk__in=proposal_ids).values_list("status", flat=True)) == {"approved"}
+    messages = OutboxMessage.objects.filter(proposal_id__in=proposal_ids)
+    assert len(messages) == 3
+    assert all(m.published_at is None and m.publish_attempts == 1 and m.last_error for m in messages)
 
     private_redis.start()  # same port: the worker and the sweeper find it where it was
-    time.sleep(max(0.0, 2.1 - (timezone.now() - message.created_at).total_seconds()))  # the sweeper's grace period
+    newest = max(message.created_at for message in messages)
+    time.sleep(max(0.0, 2.1 - (timezone.now() - newest).total_seconds()))  # the sweeper's grace period
     sweep = subprocess.run(
         [
             sys.executable,
@@ -192,14 +223,16 @@ def test_an_approval_made_while_the_broker_is_down_is_executed_once_it_is_back(p
         text=True,
         timeout=60,
     )
-    assert sweep.returncode == 0 and "swept 1" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert sweep.returncode == 0 and "swept 3" in sweep.stdout, sweep.stdout + sweep.stderr
 
-    done = private_stack.wait_for(proposal_id, "executed", "failed")
-    assert done.status == ProposalStatus.EXECUTED, done.failure_reason
-    assert private_stack.crm_writes(proposal_id) == 1
-    message.refresh_from_db()
-    assert message.published_at is not None and message.last_error == ""
-    assert verbs(proposal_id) == ["proposed", "auto_approved", "executing", "executed"]
+    for proposal_id in proposal_ids:
+        done = private_stack.wait_for(proposal_id, "executed", "failed")
+        assert done.status == ProposalStatus.EXECUTED, done.failure_reason
+        assert private_stack.crm_writes(proposal_id) == 1
+        assert verbs(proposal_id) == ["proposed", "auto_approved", "executing", "executed"]
+    assert private_stack.stats()["writes_total"] == 3
+    assert not OutboxMessage.objects.filter(proposal_id__in=proposal_ids, published_at__isnull=True).exists()
+    assert not OutboxMessage.objects.filter(proposal_id__in=proposal_ids).exclude(last_error="").exists()
 
 
 # --- The kill switch --------------------------------------------------------------------------------------------
