@@ -251,6 +251,17 @@ STORAGES = {
 }
 EMAIL_BACKEND = env_str("GATEHOUSE_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("GATEHOUSE_FROM_EMAIL", "gatehouse@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The SMTP backend's server. A timeout, so a mail server that hangs cannot hold a web request or a worker.
+EMAIL_HOST = env_str("GATEHOUSE_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("GATEHOUSE_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("GATEHOUSE_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env_str("GATEHOUSE_EMAIL_PASSWORD")
+EMAIL_USE_TLS = env_bool("GATEHOUSE_EMAIL_STARTTLS")
+EMAIL_USE_SSL = env_bool("GATEHOUSE_EMAIL_SSL")
+EMAIL_TIMEOUT = env_int("GATEHOUSE_EMAIL_TIMEOUT", 10, minimum=1)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set GATEHOUSE_EMAIL_STARTTLS or GATEHOUSE_EMAIL_SSL, not both.")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
