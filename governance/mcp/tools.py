@@ -56,6 +56,18 @@ REASON = {
     "maxLength": 2000,
     "description": "Why: shown to the approver and kept in the audit trail.",
 }
+# The REST API's Idempotency-Key header, as an argument: MCP clients retry calls too (a dropped connection, a timeout).
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+    "description": "Recommended: the same key again (for 24 h) answers with the first proposal instead of making a "
+    "second one; the same key with other arguments is refused (idempotency_conflict).",
+}
+_KEY_ONLY = {"type": "object", "properties": {"idempotency_key": IDEMPOTENCY_KEY}}
+# Arguments of every propose tool; a payload field with one of these names keeps the payload as its own argument.
+PROPOSE_ARGUMENTS = ("record_id", "reason", "idempotency_key")
 READ_INPUT: dict[str, Any] = {
     "type": "object",
     "properties": {"record_id": RECORD_ID},
@@ -130,7 +142,7 @@ def _flattenable(schema: dict[str, Any]) -> bool:
         schema.get("type") == "object"
         and set(schema) <= _FLAT_KEYWORDS
         and isinstance(properties, dict)
-        and not {"record_id", "reason"} & set(properties)
+        and not set(PROPOSE_ARGUMENTS) & set(properties)
     )
 
 
@@ -237,6 +249,7 @@ def _propose_tool(name: str, action: ActionType) -> types.Tool:
     else:
         properties = {"record_id": RECORD_ID, "reason": REASON, "payload": payload_schema}
         required = ["record_id", "payload"]
+    properties["idempotency_key"] = IDEMPOTENCY_KEY
     reversible = "Reversible." if action.reversible else f"Not reversible: {action.not_reversible_note or 'no undo.'}"
     return types.Tool(
         name=name,
@@ -542,6 +555,11 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
     for key in ("record_id", "reason"):
         if key in rest:
             body[key] = rest.pop(key)
+    idempotency_key = rest.pop("idempotency_key", None)
+    if idempotency_key is not None:
+        key_errors = argument_errors(_KEY_ONLY, {"idempotency_key": idempotency_key})
+        if key_errors:
+            raise _refuse_arguments(agent, name, target, arguments, key_errors)
     if target.nested_payload:
         body["payload"] = rest.pop("payload", None)
         if rest:
@@ -556,12 +574,22 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
     data = serializer.validated_data
     request = ProposalRequest.from_validated(data)
     try:
-        proposal, _ = proposal_create(agent=agent, request=request, channel=CHANNEL)
+        proposal, replayed = proposal_create(
+            agent=agent,
+            request=request,
+            channel=CHANNEL,
+            idempotency_key=idempotency_key,
+            respond=lambda proposal: _jsonable(s.ProposalSerializer(proposal).data),  # as the REST API stores it
+        )
     except InvalidPayload as exc:
         if exc.errors and not target.nested_payload:  # the payload's fields are this tool's own arguments
             exc.errors = {path.removeprefix("payload."): message for path, message in exc.errors.items()}
         raise
     result = proposal_result(agent, proposal.pk)
+    if replayed is not None:  # the first call's proposal, as it stands now: nothing was proposed again
+        result.message = "Already proposed with this idempotency key. " + result.message
+        result.structured["message"] = result.message
+        return result
     if result.structured["outcome"] == "approved" and proposal.mode == DecisionMode.AUTO:
         result.settle = proposal.pk
     return result

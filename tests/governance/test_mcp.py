@@ -116,7 +116,7 @@ def test_the_demo_agent_has_a_tool_per_grant_and_the_reporting_agent_fewer(live)
     assert set(tools) == DEMO_TOOLS
 
     propose = tools["crm_propose_update_credit_limit"]
-    assert set(propose.input_schema["properties"]) == {"credit_limit", "record_id", "reason"}
+    assert set(propose.input_schema["properties"]) == {"credit_limit", "record_id", "reason", "idempotency_key"}
     assert set(propose.input_schema["required"]) == {"credit_limit", "record_id"}
     assert propose.input_schema["additionalProperties"] is False
     # What approval it may need, from the rule's bands.
@@ -445,7 +445,7 @@ def test_a_payload_schema_that_cannot_be_merged_is_taken_as_a_payload_argument(d
     action.save()
     listed = {tool.name: tool for tool in tools.list_tools(Agent.objects.get(slug="collections-agent"))}
     schema = listed["crm_propose_add_note"].input_schema
-    assert set(schema["properties"]) == {"record_id", "reason", "payload"}
+    assert set(schema["properties"]) == {"record_id", "reason", "payload", "idempotency_key"}
     assert schema["properties"]["payload"] == action.payload_schema
     assert tools.resolve("crm_propose_add_note").nested_payload
 
