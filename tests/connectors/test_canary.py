@@ -1,13 +1,14 @@
 """The canary sweep: a recognisable secret is made the CRM's credential, Gatehouse is driven through every door, and
 the secret must appear nowhere Gatehouse writes or answers - only in the ciphertext column, encrypted.
 
-Places searched: the rotation command's output; every agent API endpoint's answers, refusals and errors (through the
-web process); the OpenAPI schema and docs; admin pages (credential, rotation, blast radius, system, agent,
-proposals, audit events, history), a 404 and a deliberate 500 with DEBUG off; the Celery messages published (read off
-the broker before any worker took them, and captured at publish in this process); the broker and cache (Redis keys or
-the filesystem broker's folder); the web, worker and CRM process logs and this process's log records and output;
-e-mails (this process's outbox and the worker's console backend); every audit event, all columns; every table of the
-database except connectors_credential.ciphertext; the processes' var/ folders.
+Places searched: the rotation command's output; every agent API endpoint's answers, refusals and errors, and the MCP
+endpoint's tool list, tool results and refusals (through the web process); the OpenAPI schema and docs; admin pages
+(credential, rotation, blast radius, system, agent, proposals, audit events, history), a 404 and a deliberate 500
+with DEBUG off; the Celery messages published (read off the broker before any worker took them, and captured at
+publish in this process); the broker and cache (Redis keys or the filesystem broker's folder); the web, worker and
+CRM process logs and this process's log records and output; e-mails (this process's outbox and the worker's console
+backend); every audit event, all columns; every table of the database except connectors_credential.ciphertext; the
+processes' var/ folders.
 
 The sweep runs on a stack of its own (tests/stack.py, as the `live` fixture's): its web process publishes into a
 queue no worker reads until the test has looked at it, and its worker retries fast, so a failure runs to its end.
@@ -236,6 +237,28 @@ def test_the_canary_secret_appears_in_no_answer_event_message_log_page_or_table(
     call(agent, "GET", "/api/v1/events", 200)
     call(agent, "GET", "/api/v1/schema/", 200)
     call(agent, "GET", "/api/v1/docs/", 200)
+
+    # --- The MCP endpoint through the web process: the tool list, reads, proposals, refusals, a forged token.
+    def mcp(client: httpx.Client, method: str, params: dict, expect: int = 200) -> httpx.Response:
+        body = {"jsonrpc": "2.0", "id": len(seen), "method": method, "params": params}
+        headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
+        response = client.post("/mcp", json=body, headers=headers)
+        keep(
+            f"MCP {method} {params.get('name', '')}", f"{response.status_code} {dict(response.headers)} {response.text}"
+        )
+        assert response.status_code == expect, (method, params, response.status_code, response.text)
+        return response
+
+    tools = mcp(agent, "tools/list", {})
+    assert "crm_read_account" in tools.text
+    mcp(agent, "tools/call", {"name": "crm_read_account", "arguments": {"record_id": "4471"}})
+    mcp(agent, "tools/call", {"name": "crm_read_account", "arguments": {"record_id": "9999"}})
+    mcp(agent, "tools/call", {"name": "crm_propose_add_note", "arguments": {"record_id": "4472", "text": "Canary."}})
+    mcp(agent, "tools/call", {"name": "crm_propose_update_credit_limit", "arguments": {"record_id": "4471"}})
+    mcp(reporter, "tools/call", {"name": "crm_propose_add_note", "arguments": {"record_id": "4471", "text": "x"}})
+    mcp(agent, "tools/call", {"name": "get_proposal", "arguments": {"proposal_id": note["id"]}})
+    mcp(agent, "tools/call", {"name": "list_events", "arguments": {}})
+    mcp(forged, "tools/list", {}, expect=401)
 
     # --- Task arguments: the web process's messages, read off the broker before any worker takes them.
     wait_until(lambda: any(note["id"] in message for message in queued_messages(stack.queue)), what="the queued note")
