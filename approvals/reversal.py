@@ -8,10 +8,13 @@ A reversal is planned, then run:
   A record written several times in the window is followed back through its writes: the newest must still show what
   it wrote, each older one must find what the newer one found before it.
 - **Run** (`reversal_run`, by a Celery worker): the reversible steps in plan order. Before each compensation the
-  record is read again, and a value changed since the plan holds the step for a person. Each compensation goes to
-  the system with the idempotency key `reverse-<proposal id>`, so a step retried after a crash, or a second reversal
-  of the same window, cannot apply it twice. A failing step does not stop the rest: transient failures are retried
-  in later rounds with backoff, and an older write of the same record waits for the newer one to be reversed first.
+  record is read again, and a value changed since the plan holds the step for a person; where the system versions
+  its records (an http system's `version_field`), the compensation is conditional on the version just read, so a
+  change made between that read and the write is refused by the system and held too, never overwritten. Each
+  compensation goes to the system with the idempotency key `reverse-<proposal id>`, so a step retried after a crash,
+  or a second reversal of the same window, cannot apply it twice. A failing step does not stop the rest: transient
+  failures are retried in later rounds with backoff, and an older write of the same record waits for the newer one to
+  be reversed first.
 
 Reversed writes are not proposals, so a reversal is never itself reversed: to change a value again, an agent or a
 person makes a new proposal.
@@ -35,7 +38,7 @@ from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.services import _audit_proposal
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from connectors.base import PermanentError, RecordNotFound, TransientError
+from connectors.base import PermanentError, RecordChanged, RecordNotFound, TransientError
 from connectors.limits import CallDeferred
 from connectors.registry import connector_for
 from governance.choices import AgentStatus, Compensation
@@ -365,7 +368,7 @@ def _run_step(reversal: Reversal, step: ReversalStep) -> None:
     attempts = step.attempts + 1
     connector = connector_for(proposal.system)
     try:
-        current = None
+        current = record = None
         if action.compensation == Compensation.RESTORE_FIELDS:
             fields = _changed_fields(proposal)
             record = connector.read(action.resource.name, proposal.record_id)
@@ -385,7 +388,14 @@ def _run_step(reversal: Reversal, step: ReversalStep) -> None:
                 _hold(reversal, step, current=current, why=f"Changed since the plan, by someone else: {changed}.")
                 return
         try:
-            result = connector.compensate(action, proposal.record_id, proposal.compensation, idempotency_key(proposal))
+            result = connector.compensate(
+                action, proposal.record_id, proposal.compensation, idempotency_key(proposal), expected=record
+            )
+        except RecordChanged as exc:
+            # Someone changed it between the check above and the write: the system refused the stale version.
+            why = f"Changed by someone else while reversing, so not overwritten: {exc}."
+            _hold(reversal, step, current=current, why=why)
+            return
         except RecordNotFound:
             if action.compensation != Compensation.DELETE_CREATED:
                 raise

@@ -30,6 +30,10 @@ class NotReversible(PermanentError):
     """The action has no compensation."""
 
 
+class RecordChanged(PermanentError):
+    """A conditional write was refused: the record changed since it was read (HTTP 409). Nothing was overwritten."""
+
+
 @dataclass(frozen=True)
 class Result:
     """What a write did: the record's relevant state before and after, and what is needed to undo it."""
@@ -59,7 +63,17 @@ class Connector:
     def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
         raise NotImplementedError
 
-    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+    def compensate(
+        self,
+        action,
+        record_id: str,
+        compensation: dict[str, Any],
+        idempotency_key: str,
+        *,
+        expected: dict[str, Any] | None = None,
+    ) -> Result:
+        """Undo a write. `expected` is the record as the caller read it just before: a connector whose system can make
+        the write conditional on it (a version the system checks) does, and raises RecordChanged when it changed."""
         raise NotReversible(f"{action} cannot be reversed: {action.not_reversible_note}")
 
     def poll(self) -> list[dict[str, Any]]:

@@ -445,8 +445,8 @@ class Guarded(Connector):
     def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str):
         return self._call(self.inner.execute, action, record_id, payload, idempotency_key)
 
-    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str):
-        return self._call(self.inner.compensate, action, record_id, compensation, idempotency_key)
+    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None):
+        return self._call(self.inner.compensate, action, record_id, compensation, idempotency_key, expected=expected)
 
     def poll(self) -> list[dict[str, Any]]:
         return self._call(self.inner.poll)

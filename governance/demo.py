@@ -45,6 +45,8 @@ DEMO_USERS = [
 ]
 
 ACCOUNT_FIELDS = ["name", "email", "status", "credit_limit", "notes"]
+# The sample CRM versions each account and refuses a PATCH whose expected_version is stale: reversals use it.
+CRM_VERSIONS = {"version_field": "version", "expected_version_field": "expected_version"}
 DECIMAL_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
 
 CRM_ACTIONS = {
@@ -291,7 +293,7 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         name="Sample CRM (staging)",
         description="Staging twin of the sample CRM, for rollback drills.",
         environment=Environment.STAGING,
-        connector_config={"base_url": crm_staging_url, "timeout": 5},
+        connector_config={"base_url": crm_staging_url, "timeout": 5, **CRM_VERSIONS},
         drill_record_id="4471",
         **common,
     )
@@ -301,7 +303,7 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         name="Sample CRM",
         description="The sample CRM (sandbox/crm.py): system of record for customer accounts.",
         environment=Environment.PRODUCTION,
-        connector_config={"base_url": crm_url, "timeout": 5},
+        connector_config={"base_url": crm_url, "timeout": 5, **CRM_VERSIONS},
         staging_twin=staging,
         **common,
     )

@@ -14,12 +14,24 @@ class HttpConfig:
     timeout: float = 5.0
     connect_timeout: float = 2.0
     health_path: str = "/_health"
+    # Optimistic concurrency, when the system offers it: the record's version field, and the body field a write
+    # names the version it expects in (the system answers 409 when the record has moved on). A reversal uses it so
+    # that a change made between its check and its write is never overwritten.
+    version_field: str = ""
+    expected_version_field: str = ""
 
     @classmethod
     def parse(cls, raw: dict) -> HttpConfig:
         if not isinstance(raw, dict):
             raise ValidationError("Connector settings must be a JSON object.")
-        unknown = set(raw) - {"base_url", "timeout", "connect_timeout", "health_path"}
+        unknown = set(raw) - {
+            "base_url",
+            "timeout",
+            "connect_timeout",
+            "health_path",
+            "version_field",
+            "expected_version_field",
+        }
         if unknown:
             raise ValidationError(f"Unknown connector setting(s): {', '.join(sorted(unknown))}.")
         base_url = raw.get("base_url")
@@ -36,4 +48,12 @@ class HttpConfig:
         health_path = raw.get("health_path", "/_health")
         if not isinstance(health_path, str) or not health_path.startswith("/"):
             raise ValidationError('"health_path" must be a path starting with "/".')
-        return cls(base_url=base_url.rstrip("/"), health_path=health_path, **timeouts)
+        versions = {name: raw.get(name, "") for name in ("version_field", "expected_version_field")}
+        if any(not isinstance(value, str) for value in versions.values()) or bool(versions["version_field"]) != bool(
+            versions["expected_version_field"]
+        ):
+            raise ValidationError(
+                'Set both "version_field" (the record\'s version, e.g. "version") and "expected_version_field" (where '
+                'a write names the version it expects, e.g. "expected_version"), or neither.'
+            )
+        return cls(base_url=base_url.rstrip("/"), health_path=health_path, **timeouts, **versions)

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from django.utils import timezone
 
-from connectors.base import Connector, Health, PermanentError, RecordNotFound, Result, TransientError
+from connectors.base import Connector, Health, PermanentError, RecordChanged, RecordNotFound, Result, TransientError
 from connectors.http.config import HttpConfig
 
 _clients: dict[tuple, httpx.Client] = {}
@@ -217,6 +217,8 @@ class HttpConnector(Connector):
             raise TransientError(f"{where} answered {response.status_code}", retry_after=_retry_after(response))
         if response.status_code == 404:
             raise RecordNotFound(f"{where}: not found")
+        if response.status_code == 409:
+            raise RecordChanged(f"{where} refused with 409: {self._error_text(response)}")
         if response.status_code >= 400:
             raise PermanentError(f"{where} refused with {response.status_code}: {self._error_text(response)}")
         try:
@@ -276,13 +278,17 @@ class HttpConnector(Connector):
             after = {key: value for key, value in response.items() if key != "record"}
         return Result(before={}, after=after, compensation=compensation)
 
-    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+    def compensate(
+        self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
         if not compensation:
             return super().compensate(action, record_id, compensation, idempotency_key)
-        self._request(
-            compensation["method"], compensation["path"], json=compensation.get("body"), idempotency_key=idempotency_key
-        )
         body = compensation.get("body")
+        sent = body
+        version = self.config.version_field
+        if version and isinstance(body, dict) and isinstance(expected, dict) and expected.get(version) is not None:
+            sent = {**body, self.config.expected_version_field: expected[version]}  # 409 if it moved on since
+        self._request(compensation["method"], compensation["path"], json=sent, idempotency_key=idempotency_key)
         return Result(after=body if isinstance(body, dict) else {})
 
     def health(self) -> Health:

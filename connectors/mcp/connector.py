@@ -213,7 +213,9 @@ class McpConnector(Connector):
         after = result if isinstance(result, dict) else {"result": result}
         return Result(before=before, after=after, compensation=compensation)
 
-    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+    def compensate(
+        self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
         if not compensation or not compensation.get("tool"):
             return super().compensate(action, record_id, compensation, idempotency_key)
         result = self._call(compensation["tool"], compensation.get("arguments", {}), key=idempotency_key)

@@ -285,7 +285,9 @@ class SoapConnector(Connector):
             }
         return Result(before=before, after=after, compensation=compensation)
 
-    def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str) -> Result:
+    def compensate(
+        self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
         if not compensation:
             return super().compensate(action, record_id, compensation, idempotency_key)
         params = dict(compensation["params"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -255,6 +257,43 @@ def test_a_failing_compensation_is_reported_and_does_not_stop_the_rest(crm_demo,
     assert AuditEvent.objects.filter(verb="reversal_step_failed", proposal_id=broken.pk).exists()
     finished = AuditEvent.objects.get(verb="reversal_finished")
     assert finished.outcome == "incomplete" and "1 failed" in finished.summary
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_a_change_made_between_the_check_and_the_compensation_is_held_not_overwritten(
+    crm_demo, stack_processes, fast_rounds
+):
+    """The reversal reads 4471 (still as the agent left it), and while its PATCH is on the way a person changes the
+    account: the compensation names the version it read, the CRM refuses the stale one, and the step is held."""
+    agent = Agent.objects.get(slug="collections-agent")
+    raised = execute(propose(agent, "update_credit_limit", {"credit_limit": "2300.00"}))
+    reversal = reversal_plan(agent=agent, hours=24, channel="command")
+    crm = stack_processes.crm_url
+    arrived = crm_control(crm, "/_stats")["requests_total"]
+    crm_control(crm, "/_control/mode", {"mode": "slow", "delay": 1.0})  # each request waits 1 s before it is served
+
+    def person_edits_while_the_patch_waits() -> None:
+        deadline = time.monotonic() + 20
+        while crm_control(crm, "/_stats")["requests_total"] < arrived + 2 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the reversal's read, then its PATCH, have arrived
+        crm_control(crm, "/_control/set", {"account": "4471", "fields": {"credit_limit": "2600.00"}})
+
+    person = threading.Thread(target=person_edits_while_the_patch_waits)
+    person.start()
+    try:
+        done = reversal_run_here(reversal_id=reversal.pk)
+    finally:
+        person.join()
+        crm_control(crm, "/_control/mode", {"mode": "normal"})
+
+    step = done.steps.get()
+    assert step.status == ReversalStep.Status.HELD, (step.status, step.last_error)
+    assert "not overwritten" in step.last_error and "409" in step.last_error, step.last_error
+    assert "version_conflict" in step.last_error
+    assert account(stack_processes, "4471")["credit_limit"] == "2600.00"  # the person's value stands
+    assert Proposal.objects.get(pk=raised.pk).status == ProposalStatus.EXECUTED
+    assert not AuditEvent.objects.filter(verb="reversed").exists()
 
 
 @pytest.mark.slow
