@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -41,30 +41,6 @@ from governance.models import Agent
 AUTONOMY_MAX_DAYS = 366
 
 
-def awaiting_decision_by(user) -> Q:
-    """Proposals `user` can decide now: named approver, or member of the approver group."""
-    return Q(status__in=AWAITING_DECISION, decided_by__isnull=True) & (
-        Q(approver=user) | Q(approver__isnull=True, approver_group__in=user.groups.all())
-    )
-
-
-def awaiting_review_by(user) -> Q:
-    """Dual approvals approved by someone else that `user`'s review group must review."""
-    timing = Q(review_timing="before", status__in=AWAITING_DECISION) | Q(
-        review_timing="after", status=ProposalStatus.EXECUTED
-    )
-    return (
-        Q(
-            mode=DecisionMode.DUAL,
-            decided_by__isnull=False,
-            reviewed_by__isnull=True,
-            review_group__in=user.groups.all(),
-        )
-        & ~Q(decided_by=user)
-        & timing
-    )
-
-
 class QueueFilter(admin.SimpleListFilter):
     title = "queue"
     parameter_name = "queue"
@@ -84,9 +60,9 @@ class QueueFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         value = self.value() or "mine"
         if value == "mine":
-            return queryset.filter(awaiting_decision_by(request.user))
+            return queryset.awaiting_decision_by(request.user)
         if value == "review":
-            return queryset.filter(awaiting_review_by(request.user))
+            return queryset.awaiting_review_by(request.user)
         return queryset
 
 
@@ -192,10 +168,10 @@ class ProposalAdmin(admin.ModelAdmin):
         can_decide = (
             proposal.awaiting_decision
             and not proposal.decided_by_id
-            and Proposal.objects.filter(awaiting_decision_by(user), pk=proposal.pk).exists()
+            and Proposal.objects.awaiting_decision_by(user).filter(pk=proposal.pk).exists()
         )
         can_review = (
-            proposal.awaiting_review and Proposal.objects.filter(awaiting_review_by(user), pk=proposal.pk).exists()
+            proposal.awaiting_review and Proposal.objects.awaiting_review_by(user).filter(pk=proposal.pk).exists()
         )
         history = AuditEvent.objects.filter(proposal_id=proposal.pk).select_related("person").order_by("id")
         return {

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from django.db import models
+from django.db.models import Q
+
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
 
 
 class ProposalQuerySet(models.QuerySet):
@@ -18,3 +21,22 @@ class ProposalQuerySet(models.QuerySet):
 
     def for_api(self) -> ProposalQuerySet:
         return self.select_related("system", "action_type", "approver", "approver_group", "rule")
+
+    def awaiting_decision_by(self, user) -> ProposalQuerySet:
+        """Proposals `user` can decide now: named approver, or member of the approver group."""
+        return self.filter(
+            Q(status__in=AWAITING_DECISION, decided_by__isnull=True)
+            & (Q(approver=user) | Q(approver__isnull=True, approver_group__in=user.groups.all()))
+        )
+
+    def awaiting_review_by(self, user) -> ProposalQuerySet:
+        """Dual approvals approved by someone else that `user`'s review group must review."""
+        timing = Q(review_timing="before", status__in=AWAITING_DECISION) | Q(
+            review_timing="after", status=ProposalStatus.EXECUTED
+        )
+        return self.filter(
+            Q(mode=DecisionMode.DUAL, decided_by__isnull=False, reviewed_by__isnull=True)
+            & Q(review_group__in=user.groups.all())
+            & ~Q(decided_by=user)
+            & timing
+        )

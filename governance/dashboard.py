@@ -400,19 +400,15 @@ def _oldest_due_first(field_name: str) -> list:
 
 
 def _queue(user, now: datetime) -> Listing:
-    # The approval queue's own question (approvals/admin.py), so the home page and the queue never disagree.
-    from approvals.admin import awaiting_decision_by
-
-    waiting = Proposal.objects.visible_to(user).filter(awaiting_decision_by(user))
+    # The approval queue's own question (ProposalQuerySet), so the home page and the queue never disagree.
+    waiting = Proposal.objects.visible_to(user).awaiting_decision_by(user)
     total = waiting.count()
     rows = _proposal_rows(waiting.order_by(*_oldest_due_first("sla_due_at")), "sla_due_at", now) if total else []
     return Listing(rows, total, _admin("approvals_proposal_changelist", queue="mine"))
 
 
 def _reviews(user, now: datetime) -> Listing:
-    from approvals.admin import awaiting_review_by
-
-    waiting = Proposal.objects.visible_to(user).filter(awaiting_review_by(user))
+    waiting = Proposal.objects.visible_to(user).awaiting_review_by(user)
     total = waiting.count()
     rows = _proposal_rows(waiting.order_by(*_oldest_due_first("review_due_at")), "review_due_at", now) if total else []
     return Listing(rows, total, _admin("approvals_proposal_changelist", queue="review"))
