@@ -62,7 +62,8 @@ class Throttled(GatehouseError):
 
 
 class Unavailable(GatehouseError):
-    """503 `system_unavailable` (the system behind Gatehouse is down) or `system_frozen` (a kill switch)."""
+    """503 `system_unavailable` (the system behind Gatehouse is down), `database_unavailable` (Gatehouse's own
+    database connection was lost; nothing was saved) or `system_frozen` (a kill switch)."""
 
 
 class ConnectionFailed(GatehouseError):
@@ -83,6 +84,7 @@ _BY_CODE: dict[str, type[GatehouseError]] = {
     "throttled": Throttled,
     "system_frozen": Unavailable,
     "system_unavailable": Unavailable,
+    "database_unavailable": Unavailable,
 }
 # For answers without a known code (a proxy's HTML 502, a code added to the contract after this client).
 _BY_STATUS: dict[int, type[GatehouseError]] = {

@@ -69,3 +69,9 @@ class SystemFrozen(GatehouseError):
 
 class SystemUnavailable(GatehouseError):
     status, code, title = 503, "system_unavailable", "System unavailable"
+
+
+class DatabaseUnavailable(GatehouseError):
+    """Gatehouse's own database was lost mid-request: the transaction rolled back, so a retry is safe."""
+
+    status, code, title = 503, "database_unavailable", "Database unavailable"

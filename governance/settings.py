@@ -93,6 +93,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "governance.request_context.RequestIdMiddleware",
     "governance.metrics.RequestMetricsMiddleware",  # latency histogram and access line, inside the request id
+    "governance.database_errors.DatabaseUnavailableMiddleware",  # a lost database connection → 503, not a 500
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -9,7 +9,8 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from governance.errors import GatehouseError
+from governance.database_errors import RETRY_AFTER_SECONDS, is_database_unavailable, log_database_unavailable
+from governance.errors import DatabaseUnavailable, GatehouseError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _TYPE_BASE = "urn:gatehouse:problem:"
@@ -61,8 +62,12 @@ def _from_drf(exc: drf.APIException) -> tuple[int, str, str, str, dict[str, str]
 
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF's EXCEPTION_HANDLER: map our refusals and DRF's own to problem+json; anything else stays a 500."""
+    """DRF's EXCEPTION_HANDLER: map our refusals, DRF's own and a lost database to problem+json; anything else stays
+    a 500."""
     headers: dict[str, str] = {}
+    if is_database_unavailable(exc):
+        log_database_unavailable(context["request"], exc)
+        exc = _database_unavailable()
     if isinstance(exc, GatehouseError):
         status, code, title, detail, errors = exc.status, exc.code, exc.title, exc.detail, exc.errors
         headers.update(exc.headers)
@@ -79,6 +84,23 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return None
     body = problem(status=status, code=code, title=title, detail=detail, errors=errors)
     return Response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _database_unavailable() -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        "Gatehouse lost (or could not get) its database connection while handling this request; nothing was "
+        "half-saved. Try again (a proposal with the same Idempotency-Key, so a retry never makes a second one).",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def database_unavailable_response() -> JsonResponse:
+    """The same 503 for API paths outside DRF (governance/database_errors.py's middleware)."""
+    exc = _database_unavailable()
+    response = problem_response(status=exc.status, code=exc.code, title=exc.title, detail=exc.detail)
+    for name, value in exc.headers.items():
+        response[name] = value
+    return response
 
 
 def problem_response(*, status: int, code: str, title: str, detail: str) -> JsonResponse:
