@@ -3,8 +3,11 @@
 import os
 
 from django.core.asgi import get_asgi_application
+from django.db import connections
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "governance.settings")
+# Every ASGI request runs its sync code in a thread of its own: pooled connections, not persistent ones (settings).
+os.environ.setdefault("GATEHOUSE_DB_POOL_SIZE", "10")
 django_application = get_asgi_application()
 
 from governance.mcp.server import with_mcp  # noqa: E402 - needs the apps loaded
@@ -16,3 +19,5 @@ from governance.startup import check_at_start  # noqa: E402 - needs the apps loa
 application = with_mcp_metrics(with_mcp(django_application))
 
 check_at_start()
+# That check borrowed a connection on the event loop's thread, which never finishes a request: give it back.
+connections.close_all()

@@ -132,6 +132,19 @@ if DATABASE_URL:
         raise ImproperlyConfigured("DATABASE_URL must be a postgresql:// URL (the embedded default is SQLite).")
     # Persistent connections: a new connection per request cut throughput threefold (PERFORMANCE.md).
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    # Under ASGI each request runs in a thread of its own, so a persistent connection (kept per thread) is never
+    # reused and piles up until PostgreSQL refuses clients (bench/reliability.py: ~100 connections at 10 agents).
+    # The ASGI entry point (governance/asgi.py) sets a pool size instead: each request borrows one of that many
+    # connections and gives it back at its end (Django's advice for ASGI). Workers and commands keep one each.
+    DB_POOL_SIZE = env_int("GATEHOUSE_DB_POOL_SIZE", 0, minimum=0)
+    if DB_POOL_SIZE:
+        # CONN_HEALTH_CHECKS stays on: Django then has the pool check a connection before lending it.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, DB_POOL_SIZE),
+            "max_size": DB_POOL_SIZE,
+            "timeout": 10,  # a request waits this long for a free connection, then answers 503
+        }
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

@@ -47,6 +47,9 @@ with ``/_`` are not counted in ``requests_total`` and are never slowed, throttle
 - ``POST /_control/token``  ``{"tokens": ["...", ...]}``: the bearer tokens accepted from now on, as the CRM's own
   admin would issue and revoke them (a rotation: old and new together, then the new alone). Never read back;
   answers ``{"tokens": N}``. ``/_control/reset`` restores the start-up token.
+- ``POST /_control/accounts`` ``{"count": N}`` (1-10,000): make sure generated accounts 5001 to 5000+N exist
+  (credit limit 1000.00, no notes), for load runs that need many records (bench/reliability.py); accounts that already
+  exist are left as they are; answers ``{"accounts": ["5001", ...], "created": K}``. ``/_control/reset`` removes them.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ NAME = "sandbox-crm"
 DESCRIPTION = "Sample CRM (a stand-in system of record) for Gatehouse demos and tests."
 
 MAX_NOTE_CHARS = 2000
+MAX_GENERATED_ACCOUNTS = 10_000
+GENERATED_FIRST_ID = 5001
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 STATUSES = ("active", "on_hold", "closed")
 EDITABLE_FIELDS = ("name", "email", "status", "credit_limit")
@@ -183,6 +188,20 @@ class Store(serving.SqliteStore):
                     "INSERT INTO notes (account_id, text, created_at) VALUES (?, ?, ?)", (account["id"], text, stamp)
                 )
 
+    def add_generated_accounts(self, count: int) -> tuple[list[str], int]:
+        """Accounts GENERATED_FIRST_ID onwards, ``count`` of them; existing ones are kept. Returns (ids, created)."""
+        stamp = now_iso()
+        ids = [str(GENERATED_FIRST_ID + n) for n in range(count)]
+        with self.conn:
+            before = self.conn.total_changes
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO accounts (id, name, email, status, credit_limit, version, updated_at)"
+                " VALUES (?, ?, ?, 'active', '1000.00', 1, ?)",
+                [(account, f"Account {account}", f"ap@account-{account}.example", stamp) for account in ids],
+            )
+            created = self.conn.total_changes - before
+        return ids, created
+
     def record(self, account_id: str) -> JSON:
         row = self.conn.execute("SELECT * FROM accounts WHERE id = ?", (account_id,)).fetchone()
         if row is None:
@@ -277,6 +296,7 @@ SIDE_DOOR: dict[str, dict[str, str]] = {
     "/_control/reset": {"POST": "reset"},
     "/_control/set": {"POST": "set_record"},
     "/_control/token": {"POST": "set_tokens"},
+    "/_control/accounts": {"POST": "add_accounts"},
 }
 
 
@@ -502,6 +522,14 @@ class CRM(serving.Service[Reply]):
             self.store.reset()
         self.faults.clear()
         return Reply(200, {"reset": True, "accounts": [account["id"] for account in SEED_ACCOUNTS]})
+
+    def add_accounts(self, body: JSON) -> Reply:
+        count = body.get("count")
+        if type(count) is not int or not 1 <= count <= MAX_GENERATED_ACCOUNTS:
+            raise ApiError(422, f"count must be an integer from 1 to {MAX_GENERATED_ACCOUNTS}", field_name="count")
+        with self.store.lock:
+            ids, created = self.store.add_generated_accounts(count)
+        return Reply(200, {"accounts": ids, "created": created})
 
     def set_record(self, body: JSON) -> Reply:
         account_id = body.get("account")

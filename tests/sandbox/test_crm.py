@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sandbox.testing import crm_control, run_crm
+from sandbox.testing import CRMControlError, crm_control, run_crm
 
 TOKEN = "test-token-7f3a"
 
@@ -188,6 +188,28 @@ def test_reset_restores_the_seed_data_and_clears_stats(crm_url: str) -> None:
     _, body, response = call(crm_url, "PATCH", "/accounts/4471", {"credit_limit": "50.00"}, key="k-3")
     assert response.getheader("Idempotent-Replayed") is None
     assert body["before"] == {"credit_limit": "2000.00"}
+
+
+def test_generated_accounts_are_added_once_and_go_with_a_reset(crm_url: str) -> None:
+    assert crm_control(crm_url, "/_control/accounts", {"count": 3}) == {
+        "accounts": ["5001", "5002", "5003"],
+        "created": 3,
+    }
+    call(crm_url, "PATCH", "/accounts/5002", {"credit_limit": "1500.00"}, key="k-gen")
+    again = crm_control(crm_url, "/_control/accounts", {"count": 4})
+    assert (again["accounts"][-1], again["created"]) == ("5004", 1)
+    status, record, _ = call(crm_url, "GET", "/accounts/5002")
+    assert (status, record["credit_limit"], record["version"], record["notes"]) == (200, "1500.00", 2, [])
+    crm_control(crm_url, "/_control/reset")
+    assert call(crm_url, "GET", "/accounts/5001")[0] == 404
+
+
+@pytest.mark.parametrize("count", [0, 10_001, "5", None, True])
+def test_generated_accounts_need_a_sensible_count(crm_url: str, count: Any) -> None:
+    with pytest.raises(CRMControlError) as refused:
+        crm_control(crm_url, "/_control/accounts", {"count": count})
+    assert refused.value.status == 422
+    assert call(crm_url, "GET", "/accounts/5001")[0] == 404
 
 
 def test_invalid_json_is_refused_with_400(crm_url: str) -> None:
