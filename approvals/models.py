@@ -78,6 +78,11 @@ class Proposal(models.Model):
         max_length=20, blank=True, help_text="While on hold (kill switch): the status it returns to when released."
     )
     reversed_at = models.DateTimeField(null=True, blank=True)
+    duplicate_deliveries = models.PositiveIntegerField(
+        default=0,
+        help_text="Deliveries of its execution task that found it already executing or finished, and did nothing "
+        "(the broker delivered again, or the sweeper published again).",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -22,7 +22,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from approvals import notify
-from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
+from approvals.choices import AWAITING_DECISION, TERMINAL_STATUSES, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.models import IdempotencyRecord, OutboxMessage, Proposal
 from approvals.policy import compute_impact, decide
 from audit.choices import Channel, Verb
@@ -754,24 +754,41 @@ def _hold_reason(proposal: Proposal) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What one delivery of an execution task found: the proposal to execute, or why there is nothing to do."""
+
+    proposal: Proposal | None
+    why_not: str = ""
+    duplicate: bool = False  # a second delivery of work already taken up or finished (counted on the proposal)
+
+
 def proposal_claim(*, proposal_id) -> Proposal | None:
     """Take up a proposal for execution. None when another worker holds it or there is nothing to do."""
+    return _claim(proposal_id).proposal
+
+
+def _claim(proposal_id) -> Claim:
+    """Claim under the row lock, or say why not. A duplicate delivery (the proposal is executing under a live claim,
+    or finished) is counted on the proposal and logged: not a transition, so no audit event. A delivery that finds
+    the proposal on hold is not one: the hold was audited when the kill switch took it."""
     now = timezone.now()
     with transaction.atomic():
-        proposal = (
-            Proposal.objects.select_for_update(skip_locked=True, **_LOCK)
-            .select_related("system", "action_type__resource", "agent")
-            .filter(pk=proposal_id)
-            .first()
-        )
+        rows = Proposal.objects.select_related("system", "action_type__resource", "agent").filter(pk=proposal_id)
+        proposal = rows.select_for_update(skip_locked=True, **_LOCK).first()
         if proposal is None:
-            return None
+            # Missing, or another transaction holds the row: a concurrent delivery claiming it, the worker recording
+            # its result, the kill switch. Those are short: wait for it, and judge this delivery by what it left.
+            proposal = rows.select_for_update(**_LOCK).first()
+        if proposal is None:
+            logger.warning("execution of proposal %s suppressed: no such proposal", proposal_id)
+            return Claim(None, why_not="no such proposal")
         claimable = proposal.status == ProposalStatus.APPROVED or (
             proposal.status == ProposalStatus.EXECUTING
             and (proposal.claimed_at is None or proposal.claimed_at < now - execution_lease())
         )
         if not claimable:
-            return None
+            return _not_claimable(proposal, now)
         hold = _hold_reason(proposal)
         if hold:
             proposal.held_from = proposal.status
@@ -785,7 +802,7 @@ def proposal_claim(*, proposal_id) -> Proposal | None:
                 outcome="on_hold",
                 summary=f"Execution of {proposal.action_type.name} on {proposal.record_id} put on hold: {hold}.",
             )
-            return None
+            return Claim(None, why_not=f"put on hold: {hold}")
         first_claim = proposal.status == ProposalStatus.APPROVED
         proposal.status = ProposalStatus.EXECUTING
         proposal.claimed_at = now
@@ -799,7 +816,31 @@ def proposal_claim(*, proposal_id) -> Proposal | None:
                 channel=Channel.TASK,
                 summary=f"Executing {proposal.action_type.name} on {proposal.record_id} in {proposal.system}.",
             )
-    return proposal
+    return Claim(proposal)
+
+
+def _not_claimable(proposal: Proposal, now) -> Claim:
+    """Inside the claim's transaction, the row locked: count a duplicate, or say why this delivery does nothing."""
+    if proposal.status == ProposalStatus.ON_HOLD:
+        logger.info("execution of proposal %s suppressed: on hold (kill switch)", proposal.pk)
+        return Claim(None, why_not="on hold by the kill switch")
+    if proposal.status == ProposalStatus.EXECUTING:
+        why = f"already executing under a live claim (taken {(now - proposal.claimed_at).total_seconds():.1f} s ago)"
+    elif proposal.status in TERMINAL_STATUSES:
+        why = f"already {proposal.status}"
+    else:  # awaiting a decision, or a manual task: nothing a worker may execute, and no delivery of earlier work
+        logger.warning("execution of proposal %s suppressed: it is %s", proposal.pk, proposal.status)
+        return Claim(None, why_not=f"not approved for execution ({proposal.status})")
+    # update(), not save(): no updated_at bump, which the sweeper reads as "last moved by its worker".
+    Proposal.objects.filter(pk=proposal.pk).update(duplicate_deliveries=F("duplicate_deliveries") + 1)
+    logger.warning(
+        "duplicate delivery of proposal %s suppressed: %s (duplicate %d)",
+        proposal.pk,
+        why,
+        proposal.duplicate_deliveries + 1,
+        extra={"proposal_id": str(proposal.pk)},
+    )
+    return Claim(None, why_not=why, duplicate=True)
 
 
 @transaction.atomic
@@ -891,6 +932,7 @@ class ExecutionOutcome:
     status: str  # executed | failed | retry | suppressed
     retry_in: float | None = None
     detail: str = ""
+    duplicate: bool = False  # suppressed as a duplicate delivery (not: on hold, or put on hold now)
 
 
 def proposal_execute(*, proposal_id) -> ExecutionOutcome:
@@ -900,9 +942,10 @@ def proposal_execute(*, proposal_id) -> ExecutionOutcome:
     A call the system's rate limit or open breaker holds back (connectors/limits.py) is not an attempt: the claim is
     given back and the task comes back when the limit says.
     """
-    proposal = proposal_claim(proposal_id=proposal_id)
+    claim = _claim(proposal_id)
+    proposal = claim.proposal
     if proposal is None:
-        return ExecutionOutcome("suppressed", detail="claimed elsewhere, finished, or on hold")
+        return ExecutionOutcome("suppressed", detail=claim.why_not, duplicate=claim.duplicate)
     if proposal.attempts > settings.GATEHOUSE_EXECUTION_MAX_ATTEMPTS:
         reason = f"{proposal.attempts - 1} attempts did not finish (workers died or timed out)"
         proposal_record_failure(proposal_id=proposal.pk, reason=reason)

@@ -6,10 +6,10 @@ Two kinds, chosen for being right however many processes run:
   `with_mcp_metrics` for the MCP endpoint beside it). Labels stay few: the route's *name* (never the raw path, which
   holds record ids), the method, the status class. With several web processes on a machine, set
   PROMETHEUS_MULTIPROC_DIR (an empty folder, wiped at each start) so that any of them answers for all.
-- Everything about the work — proposals by state, executions by outcome, the outbox and execution queue, SLA
-  breaches, circuit breakers — is read from the database (and the rate store) when Prometheus scrapes, by
-  `GatehouseCollector`, in a handful of aggregate queries. Workers run on other processes and machines; counting
-  what they did from the rows they wrote needs no shared memory, survives restarts, and never double-counts.
+- Everything about the work — proposals by state, executions by outcome, duplicate deliveries, the outbox and
+  execution queue, SLA breaches, circuit breakers — is read from the database (and the rate store) when Prometheus
+  scrapes, by `GatehouseCollector`, in a handful of aggregate queries. Workers run on other processes and machines;
+  counting what they did from the rows they wrote needs no shared memory, survives restarts, and never double-counts.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -185,6 +185,7 @@ def _database_metrics(now) -> Iterator[Metric]:
             ran=Count("executed_at"),  # executed at some point, whatever came after (reviewed, reversed…)
             late_decision=Count("pk", filter=Q(sla_due_at__lt=now, decided_by__isnull=True)),
             late_review=Count("pk", filter=Q(review_due_at__lt=now, reviewed_at__isnull=True)),
+            duplicates=Sum("duplicate_deliveries"),
         )
     }
 
@@ -205,6 +206,13 @@ def _database_metrics(now) -> Iterator[Metric]:
     executions.add_metric(["executed"], total("ran", rows))
     executions.add_metric(["failed"], total("count", [ProposalStatus.FAILED]))
     yield executions
+
+    yield CounterMetricFamily(
+        "gatehouse_duplicate_deliveries",
+        "Execution task deliveries suppressed as duplicates: the proposal was already executing under a live claim, "
+        "or finished (the broker delivered again past its visibility timeout, or the sweeper published again).",
+        value=total("duplicates", rows),
+    )
 
     breaches = GaugeMetricFamily(
         "gatehouse_sla_breached_proposals",

@@ -189,11 +189,20 @@ if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 _BROKER_DIR = Path(env_str("GATEHOUSE_BROKER_DIR", str(VAR_DIR / "broker")))
 CELERY_TASK_DEFAULT_QUEUE = env_str("GATEHOUSE_CELERY_QUEUE", "celery")
+# Redis only: a task not acknowledged this many seconds after its delivery is delivered again (acks_late), even while
+# its first run goes on. It must outlast the hard time limit (a system check warns otherwise): the second delivery
+# is suppressed and counted (Proposal.duplicate_deliveries), but it is wasted work.
+GATEHOUSE_BROKER_VISIBILITY_TIMEOUT = env_int(
+    "GATEHOUSE_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT * 4, minimum=1
+)
 if REDIS_URL:
-    # Unacknowledged tasks come back after this: it must outlast the longest task (acks_late). Short socket
-    # timeouts: with Redis down, publishing fails fast and the outbox keeps the work for the sweeper.
+    # Short socket timeouts: with Redis down, publishing fails fast and the outbox keeps the work for the sweeper.
+    # Workers look for messages past the visibility timeout every quarter of it (1-10 s), each time: kombu's own
+    # default looks every 10th time of every 10 s, so a message could come back up to 100 s late.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": CELERY_TASK_TIME_LIMIT * 4,
+        "visibility_timeout": GATEHOUSE_BROKER_VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": max(1, min(10, GATEHOUSE_BROKER_VISIBILITY_TIMEOUT // 4)),
+        "unacked_restore_throttle": 1,
         "socket_connect_timeout": 0.5,
         "socket_timeout": 2,
         "max_retries": 0,

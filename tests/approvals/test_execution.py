@@ -1,5 +1,6 @@
 """Execution against real processes: retries and backoff, the retry budget, permanent errors, a worker killed
-mid-write, the broker down (outbox), and the kill switch between approval and execution.
+mid-write, the broker down (outbox), a task delivered again past Redis's visibility timeout while it runs, Redis
+restarted under a running worker, and the kill switch between approval and execution.
 
 Each test gets a private stack (tests/faults.py: its own sample CRM, its own broker queue, workers configured by
 environment) so it can shape the CRM's faults and the workers' settings without disturbing the session's stack.
@@ -13,10 +14,13 @@ import sys
 import time
 from datetime import timedelta
 
+import httpx
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.choices import ProposalStatus
 from approvals.models import OutboxMessage, Proposal
@@ -233,6 +237,150 @@ def test_proposals_made_while_the_broker_is_down_answer_at_once_and_execute_once
     assert private_stack.stats()["writes_total"] == 3
     assert not OutboxMessage.objects.filter(proposal_id__in=proposal_ids, published_at__isnull=True).exists()
     assert not OutboxMessage.objects.filter(proposal_id__in=proposal_ids).exclude(last_error="").exists()
+
+
+# --- The broker delivers again: the visibility timeout -----------------------------------------------------------
+
+
+def post_proposal(agent, action: str, record: str, payload: dict) -> str:
+    response = agent.post(
+        "/api/v1/proposals",
+        json={"system": "crm", "action": action, "record_id": record, "payload": payload, "reason": "test"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def scrape(web_url: str) -> dict[str, float]:
+    """The web process's /metrics (this test is a loopback caller), unlabelled samples by name."""
+    body = httpx.get(f"{web_url}/metrics", timeout=10).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if not sample.labels
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_task_running_past_the_visibility_timeout_is_delivered_again_suppressed_counted_and_written_once(
+    private_stack, private_redis
+):
+    """Redis hands out again a task not acknowledged within the visibility timeout of its delivery, though its first
+    run is still going (kombu's restore_visible, run by the worker every `unacked_restore_interval`: 1 s here, for a
+    2 s timeout). The second delivery finds the proposal executing under a live claim: it does nothing but count."""
+    broker = {"REDIS_URL": private_redis.url}
+    private_stack.web(**broker)
+    proposal_id = post_proposal(private_stack.agent(), "update_credit_limit", "4471", {"credit_limit": "2300.00"})
+    private_stack.mode(mode="slow", delay=3, count=2)  # the execution's read and write: 3 s each (the timeout is 5 s)
+    # Two processes, so one is free to take the second delivery; time limits far above the call, so the claim's lease
+    # (the hard limit + 5 s) outlives it and the second delivery sees a live claim, not an abandoned one.
+    private_stack.worker(
+        "worker",
+        GATEHOUSE_BROKER_VISIBILITY_TIMEOUT="2",
+        GATEHOUSE_TASK_SOFT_TIME_LIMIT="30",
+        GATEHOUSE_TASK_TIME_LIMIT="40",
+        **broker,
+    )
+
+    wait_until(
+        lambda: Proposal.objects.get(pk=proposal_id).duplicate_deliveries >= 1,
+        "the second delivery of the task",
+        timeout=30,
+    )
+    done = private_stack.wait_for(proposal_id, "executed", "failed", timeout=30)
+
+    assert done.status == ProposalStatus.EXECUTED, done.failure_reason
+    assert done.attempts == 1
+    assert private_stack.crm_writes(proposal_id) == 1
+    assert private_stack.crm_account("4471")["credit_limit"] == "2300.00"
+    assert verbs(proposal_id) == ["proposed", "auto_approved", "executing", "executed"]
+    log = private_stack.log("worker")
+    deliveries = len(re.findall(r"approvals\.execute_proposal\[[0-9a-f-]+\] received", log))
+    duplicates = re.findall(rf"duplicate delivery of proposal {proposal_id} suppressed: (.*)", log)
+    assert deliveries == 1 + done.duplicate_deliveries == 1 + len(duplicates), log[-3000:]
+    # Judged under the row lock while the first run was still in the CRM (6 s in all), not after it finished.
+    assert "already executing under a live claim" in duplicates[0], duplicates
+    assert scrape(private_stack.stack.web_url)["gatehouse_duplicate_deliveries_total"] == done.duplicate_deliveries
+
+
+# --- Redis restarted under running workers ----------------------------------------------------------------------
+
+
+def redacted(url: str) -> str:
+    """The broker URL as Celery logs it."""
+    return url.replace("redis://", "redis://:**@")
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis_lost_is_published_again(
+    private_stack, private_redis
+):
+    """Redis keeps nothing on disk here: a restart loses every queued message. The worker that was running goes on
+    consuming from the new one without a restart of its own; the outbox sweeper publishes again what was lost, and
+    the queue-age metric (the alert) shows it waiting until then."""
+    broker = {"REDIS_URL": private_redis.url}
+    web_url = private_stack.web(**broker)
+    # One process and prefetch 1: while it writes, the next message waits in Redis, not in the worker.
+    worker = private_stack.worker("worker", concurrency=1, **broker)
+    agent = private_stack.agent()
+    before = post_proposal(agent, "add_note", "4471", {"text": "Before the restart."})
+    private_stack.wait_for(before, "executed", "failed")
+
+    private_stack.mode(mode="slow", delay=2.5, count=2)  # the next proposal's read, then its write
+    running = post_proposal(agent, "add_note", "4472", {"text": "Written while Redis restarts."})
+    private_stack.wait_for(running, "executing")
+    queued = post_proposal(agent, "add_note", "4473", {"text": "Queued in Redis when it went away."})
+    assert OutboxMessage.objects.get(proposal_id=queued).published_at is not None
+    assert redis.Redis.from_url(private_redis.url).llen(private_stack.stack.queue) == 1  # waiting behind the write
+    private_redis.stop()
+    private_redis.start()  # the same port, empty
+    restarted = time.monotonic()
+
+    # (a) The same worker process takes up new work. The web process publishes to the new Redis at once; the worker
+    # reconnects on its own (Celery's consumer retries 2 s after the loss, then every 2 s more, up to 30 s apart).
+    after = post_proposal(agent, "add_note", "4471", {"text": "After the restart."})
+    published = OutboxMessage.objects.get(proposal_id=after)
+    assert published.published_at is not None and published.publish_attempts == 1  # at the first try
+    private_stack.wait_for(after, "executed", "failed", timeout=60)
+    assert time.monotonic() - restarted < 60
+    assert private_stack.stack.processes["worker"] is worker and worker.alive()
+    log = private_stack.log("worker")
+    assert "Connection to broker lost" in log and log.count(f"Connected to {redacted(private_redis.url)}") >= 2, log
+
+    # (b) What Redis lost waits, and the queue-age metric says so, until the sweeper publishes it again.
+    assert Proposal.objects.get(pk=queued).status == ProposalStatus.APPROVED
+    waited = (timezone.now() - OutboxMessage.objects.get(proposal_id=queued).created_at).total_seconds()
+    assert waited - 1 <= scrape(web_url)["gatehouse_execution_queue_oldest_age_seconds"] <= waited + 10
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from approvals.services import outbox_sweep; print('swept', outbox_sweep())",
+        ],
+        cwd=ROOT,
+        env=private_stack.stack.env(GATEHOUSE_OUTBOX_REPUBLISH_AFTER="1", **broker),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sweep.returncode == 0 and "swept 1" in sweep.stdout, sweep.stdout + sweep.stderr
+    private_stack.wait_for(queued, "executed", "failed")
+    assert scrape(web_url)["gatehouse_execution_queue_oldest_age_seconds"] == 0
+
+    for proposal_id in (before, running, queued, after):
+        done = Proposal.objects.get(pk=proposal_id)
+        assert done.status == ProposalStatus.EXECUTED, done.failure_reason
+        # Nothing came twice: on reconnecting, the worker restores its unacknowledged message from Redis's own copy,
+        # which the restart lost too; the write in progress finished and its acknowledgement went nowhere.
+        assert done.duplicate_deliveries == 0
+        assert private_stack.crm_writes(proposal_id) == 1
+        assert verbs(proposal_id) == ["proposed", "auto_approved", "executing", "executed"]
+    assert private_stack.stats()["writes_total"] == 4
 
 
 # --- The kill switch --------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ last hour. The model keeps each proposal's expected status and the audit verbs e
 Invariants, after every step: the CRM applied at most one write per proposal (exactly one for each executed or
 reversed one, none otherwise, and one compensation per reversed one); nothing executed without a decision (a named
 approver with one `approved` event, or the auto rule with one `auto_approved` event); each proposal's audit events are
-exactly the transitions it went through, one event each. At the end of each example the audit chain verifies.
+exactly the transitions it went through, one event each; a delivery that finds it finished is counted as a duplicate,
+with no event. At the end of each example the audit chain verifies.
 
 One test transaction (rolled back) holds every example: each starts by deleting the previous example's proposals and
 reversals and resetting the CRM. Audit events stay (append-only on PostgreSQL), so they are counted per proposal id.
@@ -36,7 +37,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals.choices import AWAITING_DECISION, TERMINAL_STATUSES, DecisionMode, ProposalStatus
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import reversal_plan, reversal_run_here
@@ -78,6 +79,7 @@ class Expected:
     verbs: Counter = field(default_factory=Counter)
     overdue: bool = False  # its SLA and maximum age were moved into the past
     held_from: str = ""
+    duplicates: int = 0  # deliveries that found it executed or otherwise finished
 
 
 def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
@@ -236,8 +238,11 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             if self.model[pk].status == S.APPROVED:
                 assert outcomes == ["executed", "suppressed"][:deliveries]
                 self._move(pk, S.EXECUTED, "executing", "executed")
+                self.model[pk].duplicates += deliveries - 1
             else:
                 assert outcomes == ["suppressed"] * deliveries
+                if self.model[pk].status in TERMINAL_STATUSES:  # not on hold, awaiting a decision: no duplicate
+                    self.model[pk].duplicates += deliveries
 
         @rule(on=st.booleans())
         def kill_switch(self, on):
@@ -306,6 +311,13 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
                 else:
                     assert proposal.decided_by_id == self.approver.pk and verbs["approved"] == 1
                     assert verbs["auto_approved"] == 0
+
+        @invariant()
+        def duplicate_deliveries_are_counted(self):
+            actual = dict(Proposal.objects.filter(pk__in=list(self.model)).values_list("pk", "duplicate_deliveries"))
+            assert {str(pk): count for pk, count in actual.items()} == {
+                pk: expected.duplicates for pk, expected in self.model.items()
+            }
 
         @invariant()
         def one_audit_event_per_transition(self):

@@ -1,11 +1,13 @@
 """The life of a proposal after it is made: racing approvers, the SLA and the maximum age by the database clock,
 separation of duties, dual approval with the second review before or after execution, manual tasks on propose-only
-systems, the e-mails, the admin queue and the proposal page, and the agent's cancel.
+systems, the e-mails, the admin queue and the proposal page, the agent's cancel, and an execution task delivered
+again (a duplicate, counted, not audited).
 
 Every state change leaves exactly one audit event naming who acted (`Trail`)."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -29,6 +31,7 @@ from approvals.services import (
     proposal_approve,
     proposal_claim,
     proposal_create,
+    proposal_execute,
     proposal_manual_complete,
     proposal_record_executed,
     proposal_reject,
@@ -796,3 +799,42 @@ def test_an_agent_cancels_its_pending_proposal_and_the_approver_then_cannot_appr
     assert again.status_code == 409
     assert again.json()["code"] == "invalid_state"
     assert agent.get(f"/api/v1/proposals/{proposal.pk}").json()["status"] == "cancelled"
+
+
+# --- 9. A task delivered again ----------------------------------------------------------------------------------------
+
+
+def test_a_task_delivered_again_is_counted_as_a_duplicate_and_one_that_finds_a_hold_is_not(demo, client, caplog):
+    """A duplicate is no transition: no audit event, but a count on the proposal (shown in the admin), a WARNING line
+    naming it, and the metric. A delivery that finds the proposal on hold is the kill switch at work, already
+    audited when it took the proposal; one for a proposal still awaiting a decision is neither."""
+    proposal = build(status=ProposalStatus.APPROVED)
+    trail = Trail()
+    assert proposal_claim(proposal_id=proposal.pk) is not None  # the first delivery takes it up
+
+    caplog.set_level("INFO", logger="approvals.services")
+    while_running = proposal_execute(proposal_id=proposal.pk)
+    assert (while_running.status, while_running.duplicate) == ("suppressed", True)
+    assert "already executing under a live claim" in while_running.detail
+    proposal_record_executed(proposal_id=proposal.pk, before={}, after=proposal.payload, compensation={})
+    after_it = proposal_execute(proposal_id=proposal.pk)
+    assert (after_it.status, after_it.duplicate, after_it.detail) == ("suppressed", True, "already executed")
+
+    assert refreshed(proposal).duplicate_deliveries == 2
+    assert trail.new() == [("executing", "gatehouse", None), ("executed", "gatehouse", None)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and str(proposal.pk) in r.message]
+    assert len(warnings) == 2 and all("duplicate delivery of proposal" in line for line in warnings), warnings
+    assert warnings[1].endswith("already executed (duplicate 2)")
+
+    held = build(status=ProposalStatus.ON_HOLD, held_from=ProposalStatus.APPROVED)
+    waiting = build()
+    for other, why in ((held, "on hold by the kill switch"), (waiting, "not approved for execution")):
+        outcome = proposal_execute(proposal_id=other.pk)
+        assert (outcome.status, outcome.duplicate) == ("suppressed", False) and why in outcome.detail
+        assert refreshed(other).duplicate_deliveries == 0
+        assert refreshed(other).status == other.status
+    assert trail.new() == []
+
+    client.force_login(user("admin"))
+    page = client.get(reverse("admin:approvals_proposal_change", args=[proposal.pk])).content.decode()
+    assert re.search(r"Duplicate deliveries:</label>\s*<div class=\"readonly\">2</div>", page), "not shown read-only"

@@ -194,6 +194,48 @@ def test_metrics_count_proposals_by_state_executions_queues_and_sla_breaches(cli
 
 
 @pytest.mark.django_db
+def test_the_queue_age_is_the_wait_until_a_worker_claims_and_duplicate_deliveries_are_counted(client, demo):
+    """The queue-age alert's metric follows one proposal: waiting for a worker (its age), taken up (0), executed (0);
+    deliveries after the claim are duplicates, counted at scrape time from the proposal rows."""
+    from approvals.choices import DecisionMode, ProposalStatus
+    from approvals.models import OutboxMessage, Proposal
+    from approvals.services import proposal_claim, proposal_execute, proposal_record_executed
+    from governance.models import ActionType, Agent, System
+
+    crm = System.objects.get(slug="crm")
+    approved = Proposal.objects.create(
+        agent=Agent.objects.get(slug="collections-agent"),
+        system=crm,
+        action_type=ActionType.objects.get(system=crm, name="update_credit_limit"),
+        record_id="4471",
+        payload={"credit_limit": "2300.00"},
+        channel="api",
+        mode=DecisionMode.AUTO,
+        status=ProposalStatus.APPROVED,
+    )
+    OutboxMessage.objects.create(proposal=approved, published_at=timezone.now())  # in the broker, no worker took it
+    OutboxMessage.objects.filter(proposal=approved).update(created_at=timezone.now() - timedelta(seconds=400))
+
+    def scrape() -> tuple[float, float]:
+        found = samples(client.get("/metrics").content)
+        return (
+            value(found, "gatehouse_execution_queue_oldest_age_seconds"),
+            value(found, "gatehouse_duplicate_deliveries_total"),
+        )
+
+    age, duplicates = scrape()
+    assert 399 <= age < 460 and duplicates == 0  # past the README's alert threshold (300 s)
+
+    assert proposal_claim(proposal_id=approved.pk) is not None
+    assert scrape() == (0, 0)  # taken up: no longer waiting, whatever the execution then takes
+    assert proposal_execute(proposal_id=approved.pk).duplicate  # the broker delivers it again meanwhile
+    assert scrape() == (0, 1)
+    proposal_record_executed(proposal_id=approved.pk, before={}, after={"credit_limit": "2300.00"}, compensation={})
+    assert proposal_execute(proposal_id=approved.pk).duplicate  # and once more after it finished
+    assert scrape() == (0, 2)
+
+
+@pytest.mark.django_db
 def test_request_latency_is_observed_by_route_name_never_by_raw_path(client, demo, agent_client):
     def count(route: str, status: str) -> float:
         labels = {"route": route, "method": "GET", "status": status}

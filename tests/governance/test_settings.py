@@ -73,3 +73,30 @@ def test_the_embedded_default_starts_with_no_variables(tmp_path):
     result = start(tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "gatehouse_secret_key.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_visibility_timeout_not_longer_than_the_task_time_limit_starts_with_a_warning(tmp_path):
+    result = start(
+        tmp_path,
+        REDIS_URL="redis://127.0.0.1:9/0",  # never connected to: the check reads settings only
+        GATEHOUSE_TASK_SOFT_TIME_LIMIT="100",
+        GATEHOUSE_TASK_TIME_LIMIT="120",
+        GATEHOUSE_BROKER_VISIBILITY_TIMEOUT="120",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(gatehouse.W001) GATEHOUSE_BROKER_VISIBILITY_TIMEOUT (120 s) is not longer than" in result.stderr
+    assert "delivers a task again" in result.stderr
+
+
+def test_the_visibility_timeout_check_warns_only_on_redis_and_only_when_tasks_can_outlast_it(settings):
+    from governance.checks import broker_visibility_timeout
+
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    settings.CELERY_TASK_TIME_LIMIT = 90
+    settings.GATEHOUSE_BROKER_VISIBILITY_TIMEOUT = 90 * 4  # the default
+    assert broker_visibility_timeout() == []
+    settings.GATEHOUSE_BROKER_VISIBILITY_TIMEOUT = 90
+    assert [message.id for message in broker_visibility_timeout()] == ["gatehouse.W001"]
+    assert not broker_visibility_timeout()[0].is_serious()  # a warning: the process still starts
+    settings.REDIS_URL = ""  # the filesystem broker has no visibility timeout
+    assert broker_visibility_timeout() == []
