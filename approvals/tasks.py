@@ -20,10 +20,21 @@ def execute_proposal(self, proposal_id: str) -> str:
     except Exception as exc:
         # Our own failure (a bug, the database gone, the soft time limit): the claim was released, so retry with
         # backoff; the proposal's attempt count still bounds how often.
-        raise self.retry(exc=exc, countdown=retry_delay(self.request.retries + 1, None)) from exc
+        raise self.retry(exc=exc, countdown=within_visibility(retry_delay(self.request.retries + 1, None))) from exc
     if outcome.status == "retry":
-        raise self.retry(countdown=outcome.retry_in)
+        raise self.retry(countdown=within_visibility(outcome.retry_in))
     return outcome.status
+
+
+def within_visibility(countdown: float | None) -> float | None:
+    """A retry's countdown, capped below the broker's visibility timeout.
+
+    A worker holds a message with a countdown unacknowledged until it is due; past the visibility timeout Redis hands
+    it to a second worker as well. A long Retry-After from a system would do that. Capped, the retry arrives early and
+    the system's rate limit (which kept that Retry-After) defers the call again without spending an attempt."""
+    if countdown is None:
+        return None
+    return min(countdown, settings.GATEHOUSE_BROKER_VISIBILITY_TIMEOUT * 0.8)
 
 
 @shared_task(name="approvals.outbox_sweep", ignore_result=True)
@@ -54,7 +65,7 @@ def run_reversal(self, reversal_id: int) -> bool:
 
     outcome = reversal_run(reversal_id=reversal_id)
     if not outcome.finished:
-        raise self.retry(countdown=outcome.retry_in)
+        raise self.retry(countdown=within_visibility(outcome.retry_in))
     return True
 
 

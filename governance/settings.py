@@ -225,6 +225,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker whose broker went away keeps reconnecting (2 s apart, growing to 30 s) for as long as it takes, instead of
+# exiting after Celery's default 100 tries (about 46 minutes); the outbox keeps the work meanwhile.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {

@@ -439,3 +439,14 @@ def test_the_retry_delay_is_capped(backoff):
     for attempt in (6, 7, 10, 30, 60):
         samples = [backoff(attempt, None) for _ in range(100)]
         assert all(30 <= sample <= 60 for sample in samples), (attempt, min(samples), max(samples))
+
+
+def test_a_retry_is_never_scheduled_past_the_brokers_visibility_timeout(settings):
+    """A worker holds a retry unacknowledged until it is due: due after the visibility timeout, Redis would hand it to
+    a second worker too. A long Retry-After is cut short; the system's rate limit defers the early call again."""
+    from approvals.tasks import within_visibility
+
+    settings.GATEHOUSE_BROKER_VISIBILITY_TIMEOUT = 100
+    assert within_visibility(3600.0) == 80.0
+    assert within_visibility(5.0) == 5.0
+    assert within_visibility(None) is None
