@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.validators import slug_re
 from django.utils import timezone
 
 from audit.choices import Channel, Verb
@@ -144,7 +145,8 @@ _WRITE_GRANTS = CompiledQuery(
 
 
 def find_system(slug: str) -> System:
-    found = _SYSTEM.run(slug=slug)
+    # What cannot be a slug names no system, and must not reach the database: PostgreSQL refuses a NUL in a query.
+    found = _SYSTEM.run(slug=slug) if slug_re.match(slug) else None
     system = found[0] if found else None
     if system is None:
         raise NotFound(f"No system {slug!r}.")

@@ -2,22 +2,54 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from rest_framework import serializers
 
 from approvals.models import Proposal
 from governance.models import ActionType, Agent, ScopeGrant
 
+# An Idempotency-Key (the REST header, the MCP propose tools' argument): any text but control characters (C0, DEL, C1;
+# NUL is what PostgreSQL refuses), 1-255 characters; in the documents as the same pattern. Match with fullmatch: `$`
+# alone would let a trailing newline through.
+IDEMPOTENCY_KEY = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
+
+
+class TextField(serializers.CharField):
+    """A CharField whose refusal of NUL (PostgreSQL cannot store it) is in the OpenAPI document as a pattern, not only
+    in the server's checks: DRF's own null-character validator is invisible to drf-spectacular."""
+
+    # `+`, not `*`: DRF never validates a blank value (allowed or refused before), and drf-spectacular documents an
+    # allow_blank field with a pattern as oneOf(pattern, empty), which "" must match only once.
+    NO_NUL = RegexValidator(r"\A[^\x00]+\Z", "Null characters are not allowed.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        kept = [v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator)]
+        self.validators = [*kept, self.NO_NUL]
+
 
 class StrictSerializer(serializers.Serializer):
-    """Refuses fields it does not declare, so a typo is an error rather than silently ignored."""
+    """Refuses fields it does not declare, so a typo is an error rather than silently ignored, and numbers or booleans
+    where it declares text: DRF's CharField would take `"reason": 0` as "0", which the OpenAPI document (type string)
+    says is no request."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+            not_text = [
+                name
+                for name, field in self.fields.items()
+                if isinstance(field, serializers.CharField)
+                and data.get(name) is not None
+                and not isinstance(data[name], str)
+            ]
+            if not_text:
+                raise serializers.ValidationError({name: ["Must be a string."] for name in not_text})
         return super().to_internal_value(data)
 
 
@@ -75,14 +107,20 @@ class RecordSerializer(serializers.Serializer):
 
 
 class ProposalCreateSerializer(StrictSerializer):
-    system = serializers.SlugField(max_length=60)
-    action = serializers.CharField(max_length=60)
+    """A proposal: an action on one record of a system, its payload and the agent's reason. Identifiers are taken
+    exactly as sent: " 4471" is no record id."""
+
+    # No trimming, and patterns matched whole (\A…\Z; the document shows ^…$): " 4471" or "4471\n" must not quietly
+    # become "4471", which the OpenAPI document says is refused.
+    system = serializers.SlugField(max_length=60, trim_whitespace=False)
+    action = TextField(min_length=1, max_length=60, trim_whitespace=False)
     record_id = serializers.RegexField(
-        r"^[A-Za-z0-9._:@-]{1,200}$",
+        r"\A[A-Za-z0-9._:@-]{1,200}\Z",
+        trim_whitespace=False,
         error_messages={"invalid": "Use letters, digits and . _ : @ - only (at most 200)."},
     )
     payload = serializers.DictField(help_text="Checked against the action's payload schema.")
-    reason = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    reason = TextField(max_length=2000, required=False, allow_blank=True, default="")
 
 
 class ImpactSerializer(serializers.Serializer):
@@ -155,6 +193,14 @@ class ProposalSerializer(serializers.ModelSerializer):
 
     def get_rejection_reason(self, proposal: Proposal) -> str | None:
         return proposal.decision_comment if proposal.status == "rejected" else None
+
+
+class ProposalPageSerializer(serializers.Serializer):
+    """One cursor page of GET /proposals (DRF's CursorPagination, newest first)."""
+
+    next = serializers.URLField(allow_null=True, help_text="The next (older) page; null on the last one.")
+    previous = serializers.URLField(allow_null=True, help_text="The previous (newer) page; null on the first one.")
+    results = ProposalSerializer(many=True)
 
 
 class EventSerializer(serializers.Serializer):

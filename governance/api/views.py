@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions as drf
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,7 +20,7 @@ from approvals.services import ProposalRequest, proposal_cancel, proposal_create
 from audit.choices import Channel
 from connectors.services import events_list
 from governance.api import serializers as s
-from governance.api.errors import flatten_errors
+from governance.api.errors import PROBLEM_CONTENT_TYPE, flatten_errors
 from governance.choices import Access
 from governance.errors import InvalidPayload, MalformedRequest, NotFound, PayloadTooLarge
 from governance.gate import Target, ensure_may_act, refuse
@@ -26,23 +28,44 @@ from governance.models import ActionType, ScopeGrant, System
 from governance.services import record_read
 
 CHANNEL = Channel.API
+MAX_EVENT_ID = 2**62  # the largest `after` accepted: beyond any id the events table can hold
 
 
-def problems(*codes: tuple[int, str]) -> dict[int, OpenApiResponse]:
-    """OpenAPI entries for the problem+json answers an endpoint can give."""
+def problems(*codes: tuple[int, str]) -> dict[tuple[int, str], OpenApiResponse]:
+    """OpenAPI entries for the problem+json answers an endpoint can give, under their own media type (a client that
+    checks the Content-Type against the document must find application/problem+json there, not application/json)."""
     by_status: dict[int, list[str]] = {}
     for status, code in codes:
         names = by_status.setdefault(status, [])
         if code not in names:
             names.append(code)
     return {
-        status: OpenApiResponse(s.ProblemSerializer, description="problem+json; code: " + " | ".join(names))
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(
+            s.ProblemSerializer, description="problem+json; code: " + " | ".join(names)
+        )
         for status, names in by_status.items()
     }
 
 
 # Every call: no token, a disabled agent, too many calls, the global stop.
-COMMON = ((401, "unauthenticated"), (403, "agent_disabled"), (429, "throttled"), (503, "system_frozen"))
+COMMON = (
+    (401, "unauthenticated"),
+    (403, "agent_disabled"),
+    (429, "throttled"),
+    (503, "system_frozen"),
+    (503, "database_unavailable"),
+)
+
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
+IDEMPOTENCY_KEY = s.IDEMPOTENCY_KEY
+# A system or resource slug, as the URLconf's `slug` converter matches it (and the events' `system` filter checks it).
+SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
+
+
+def _integer(low: int, high: int) -> dict[str, Any]:
+    """The OpenAPI schema of a whole-number query parameter that `_int_param` bounds the same way."""
+    return {"type": "integer", "minimum": low, "maximum": high}
 
 
 class MeView(APIView):
@@ -57,6 +80,7 @@ class MeView(APIView):
 
 class SystemsView(APIView):
     @extend_schema(
+        operation_id="systems_list",
         responses={200: s.SystemSerializer(many=True), **problems(*COMMON, (503, "system_frozen"))},
         summary="Systems the agent holds a grant on, with readable resources and proposable actions",
     )
@@ -103,6 +127,32 @@ class SystemsView(APIView):
 
 class RecordView(APIView):
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "system",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                pattern=SLUG_PATTERN,
+                description="The system's slug, as /systems lists it",
+                examples=[OpenApiExample("the demo CRM", value="crm")],
+            ),
+            OpenApiParameter(
+                "resource",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                pattern=SLUG_PATTERN,
+                description="A resource the agent may read on that system",
+                examples=[OpenApiExample("its accounts", value="accounts")],
+            ),
+            OpenApiParameter(
+                "record_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                pattern=r"^[^/]+$",
+                description="The record's id in the system",
+                examples=[OpenApiExample("an account", value="4471")],
+            ),
+        ],
         responses={
             200: s.RecordSerializer,
             **problems(
@@ -129,14 +179,40 @@ class ProposalCursor(CursorPagination):
     max_page_size = 200
     page_size_query_param = "limit"
 
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """DRF's, and the position must be a time: the cursor is only base64, and a forged one with any other
+        position would reach the query as a created_at value and fail there, a 500 instead of not_found."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = parse_datetime(cursor.position)
+            except ValueError:
+                position = None
+            if position is None:
+                raise drf.NotFound(self.invalid_cursor_message)
+        return cursor
+
 
 class ProposalsView(APIView):
     @extend_schema(
         request=s.ProposalCreateSerializer,
+        examples=[
+            OpenApiExample(
+                "raise a credit limit",
+                value={
+                    "system": "crm",
+                    "action": "update_credit_limit",
+                    "record_id": "4471",
+                    "payload": {"credit_limit": "2300.00"},
+                    "reason": "paid on time for 12 months",
+                },
+                request_only=True,
+            )
+        ],
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
-                OpenApiTypes.STR,
+                {"type": "string", "minLength": 1, "maxLength": 255, "pattern": IDEMPOTENCY_KEY.pattern},
                 OpenApiParameter.HEADER,
                 description="Recommended. A replay of the same request returns the first response; the same key "
                 "with a different request answers 409 idempotency_conflict. Kept at least 24 hours.",
@@ -184,10 +260,10 @@ class ProposalsView(APIView):
                 target=Target(detail={"body": body if isinstance(body, dict) else str(body)[:500]}),
             )
         data = serializer.validated_data
-        key = request.headers.get("Idempotency-Key") or None
+        key = request.headers.get("Idempotency-Key")  # sent empty is refused, not taken as "no key"
         if key is not None and not (1 <= len(key) <= 255):
             raise InvalidPayload("Idempotency-Key must be 1 to 255 characters.", errors={"Idempotency-Key": "length"})
-        if key is not None and not key.isprintable():  # NUL and control characters: PostgreSQL refuses NUL
+        if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
             raise InvalidPayload(
                 "Idempotency-Key must not contain control characters.", errors={"Idempotency-Key": "characters"}
             )
@@ -207,21 +283,36 @@ class ProposalsView(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("status", OpenApiTypes.STR, enum=ProposalStatus.values, description="Only this status"),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size (at most 200)"),
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="From `next` of the previous page"),
+            OpenApiParameter(
+                "limit",
+                _integer(1, ProposalCursor.max_page_size),
+                description=f"Page size (default {ProposalCursor.page_size})",
+            ),
+            OpenApiParameter(
+                "cursor",
+                OpenApiTypes.STR,
+                description="From `next` or `previous` of another page; one Gatehouse did not make is not_found",
+            ),
         ],
-        responses={200: s.ProposalSerializer(many=True), **problems(*COMMON, (422, "invalid_payload"))},
+        responses={
+            200: s.ProposalPageSerializer,
+            **problems(*COMMON, (404, "not_found"), (422, "invalid_payload")),
+        },
+        operation_id="proposals_list",
         summary="The agent's own proposals, newest first",
     )
     def get(self, request: Request) -> Response:
         ensure_may_act(request.user, channel=CHANNEL, write=False)
         queryset = Proposal.objects.visible_to(request.user).for_api()
+        errors: dict[str, str] = {}
         status = request.query_params.get("status")
+        if status is not None and status not in ProposalStatus.values:
+            errors["status"] = "One of: " + ", ".join(ProposalStatus.values)
+        # Checked here rather than left to the paginator, which silently serves its default for a size it can't use.
+        _int_param(request, "limit", ProposalCursor.page_size, 1, ProposalCursor.max_page_size, errors)
+        if errors:
+            raise InvalidPayload("Invalid query parameters.", errors=errors)
         if status is not None:
-            if status not in ProposalStatus.values:
-                raise InvalidPayload(
-                    "Unknown status.", errors={"status": "One of: " + ", ".join(ProposalStatus.values)}
-                )
             queryset = queryset.filter(status=status)
         paginator = ProposalCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
@@ -268,22 +359,35 @@ class ProposalCancelView(APIView):
 class EventsView(APIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("system", OpenApiTypes.STR, description="Only this event-queue system"),
-            OpenApiParameter("after", OpenApiTypes.INT, description="Cursor: events with a larger id"),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="At most this many (1–500, default 100)"),
+            OpenApiParameter(
+                "system",
+                OpenApiTypes.STR,
+                pattern=SLUG_PATTERN,
+                description="Only this event-queue system",
+                examples=[OpenApiExample("the demo's batch system", value="legacy-inventory")],
+            ),
+            OpenApiParameter("after", _integer(0, MAX_EVENT_ID), description="Cursor: events with a larger id"),
+            OpenApiParameter("limit", _integer(1, 500), description="At most this many (default 100)"),
         ],
-        responses={200: s.EventPageSerializer, **problems(*COMMON, (403, "scope_denied"), (422, "invalid_payload"))},
+        operation_id="events_list",
+        responses={
+            200: s.EventPageSerializer,
+            **problems(*COMMON, (403, "scope_denied"), (404, "not_found"), (422, "invalid_payload")),
+        },
         summary="Events from event-queue (legacy batch) systems the agent may read",
     )
     def get(self, request: Request) -> Response:
         errors: dict[str, str] = {}
-        after = _int_param(request, "after", 0, 0, 2**62, errors)
+        system = request.query_params.get("system")
+        if system is not None and not re.fullmatch(SLUG_PATTERN, system):  # sent empty is refused, not taken as "all"
+            errors["system"] = "Must be a system's slug."
+        after = _int_param(request, "after", 0, 0, MAX_EVENT_ID, errors)
         limit = _int_param(request, "limit", 100, 1, 500, errors)
         if errors:
             raise InvalidPayload("Invalid query parameters.", errors=errors)
         events = events_list(
             agent=request.user,
-            system_slug=request.query_params.get("system"),
+            system_slug=system,
             after=after,
             limit=limit,
             channel=CHANNEL,
@@ -296,11 +400,10 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int, e
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
+    if not _WHOLE_NUMBER.fullmatch(raw):  # int() would also take " 7", "1_000" and non-ASCII digits
         errors[name] = "Must be a whole number."
         return default
+    value = int(raw)
     if not low <= value <= high:
         errors[name] = f"Must be between {low} and {high}."
     return value

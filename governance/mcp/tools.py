@@ -61,7 +61,7 @@ IDEMPOTENCY_KEY = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
-    "pattern": "^[^\\x00-\\x1f\\x7f]+$",
+    "pattern": s.IDEMPOTENCY_KEY.pattern,
     "description": "Recommended: the same key again (for 24 h) answers with the first proposal instead of making a "
     "second one; the same key with other arguments is refused (idempotency_conflict).",
 }
@@ -558,6 +558,8 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
     idempotency_key = rest.pop("idempotency_key", None)
     if idempotency_key is not None:
         key_errors = argument_errors(_KEY_ONLY, {"idempotency_key": idempotency_key})
+        if not key_errors and not s.IDEMPOTENCY_KEY.fullmatch(idempotency_key):  # e.g. a trailing newline
+            key_errors = {"idempotency_key": "Must not contain control characters."}
         if key_errors:
             raise _refuse_arguments(agent, name, target, arguments, key_errors)
     if target.nested_payload:

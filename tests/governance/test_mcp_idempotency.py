@@ -78,7 +78,9 @@ def test_a_key_from_mcp_is_the_same_key_on_the_rest_api(collections, agent_clien
 
 
 @pytest.mark.parametrize(
-    "key", ["", "x" * 256, "line\nbreak", 42], ids=["empty", "too long", "control character", "not a string"]
+    "key",
+    ["", "x" * 256, "line\nbreak", "trailing newline\n", "c1\x85control", 42],
+    ids=["empty", "too long", "control character", "trailing newline", "C1 control", "not a string"],
 )
 def test_a_bad_key_is_refused_with_the_argument_named_and_nothing_proposed(collections, key):
     result = call_tool(collections, "crm_propose_update_credit_limit", {**RAISE, "idempotency_key": key})
