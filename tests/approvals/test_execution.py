@@ -386,6 +386,31 @@ def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis
 # --- The kill switch --------------------------------------------------------------------------------------------
 
 
+# --- Priority: a person's approval goes ahead of the auto-approved queue --------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_a_write_a_person_approved_goes_ahead_of_auto_approved_ones_in_the_queue(private_stack):
+    """Under load the queue holds auto-approved writes for seconds (bench/reliability.py); the approver, who is
+    waiting to see the change made, should not wait behind them."""
+    auto = [propose("2300.00", record="4471"), propose("1700.00", record="4472")]  # queued first, no worker yet
+    assert all(p.status == ProposalStatus.APPROVED for p in auto)
+    with transaction.atomic():
+        approved = propose("13500.00", record="4473")  # +3,500: one approver
+        assert approved.status == ProposalStatus.PENDING_APPROVAL
+        proposal_approve(
+            proposal_id=approved.pk, user=get_user_model().objects.get(username="approver"), channel="admin"
+        )
+    assert OutboxMessage.objects.filter(published_at__isnull=True).count() == 0  # all three are in the broker
+
+    private_stack.worker("worker", concurrency=1)  # one at a time: the order is the broker's
+    for proposal in [*auto, approved]:
+        assert private_stack.wait_for(proposal.pk, "executed", "failed").status == ProposalStatus.EXECUTED
+    order = sorted([*auto, approved], key=lambda p: Proposal.objects.get(pk=p.pk).executed_at)
+    assert order[0].pk == approved.pk, [p.record_id for p in order]
+
+
 @pytest.mark.slow
 def test_the_global_stop_engaged_after_approval_puts_the_queued_execution_on_hold(private_stack):
     proposal = propose("5000.00")  # +3,000: one approver
