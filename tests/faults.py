@@ -9,6 +9,7 @@ and Redis are never stopped.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from approvals.services import ProposalRequest, proposal_create
 from audit.models import AuditEvent
 from governance.models import Agent
 from tests.live import LiveStack
-from tests.stack import Process, Stack, free_port
+from tests.stack import ROOT, Process, Stack, free_port
 
 # Short backoff and a small budget, so retries take seconds, not minutes.
 FAST_RETRIES = {"GATEHOUSE_EXECUTION_BACKOFF": "0.2", "GATEHOUSE_EXECUTION_MAX_ATTEMPTS": "3"}
@@ -45,6 +46,25 @@ class PrivateStack(LiveStack):
 
     def log(self, name: str) -> str:
         return (self.stack.dir / f"{name}.log").read_text(errors="replace")
+
+    def sweep(self, **env: str) -> int:
+        """Run the outbox sweeper in a process of its own, with the stack's environment (and `env`), as beat would."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "manage.py",
+                "shell",
+                "-c",
+                "from approvals.services import outbox_sweep; print('swept', outbox_sweep())",
+            ],
+            cwd=ROOT,
+            env=self.stack.env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return int(done.stdout.split("swept", 1)[1].split()[0])
 
 
 def kill_all(stack: Stack) -> None:
@@ -118,3 +138,19 @@ class PrivateRedis:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.process = None
+
+
+def redis_lists(queue: str) -> list[str]:
+    """The Redis lists that hold `queue`'s messages: kombu emulates priorities with one list per step (0 is the queue's
+    own name), and auto-approved executions go to a lower step than a person's approvals (approvals/services.py)."""
+    from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+    return [queue if step == 0 else f"{queue}{Channel.sep}{step}" for step in PRIORITY_STEPS]
+
+
+def redis_queue_length(redis_url: str, queue: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return sum(client.llen(name) for name in redis_lists(queue))
+    finally:
+        client.close()

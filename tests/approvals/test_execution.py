@@ -9,14 +9,11 @@ environment) so it can shape the CRM's faults and the workers' settings without 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
 import httpx
 import pytest
-import redis
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -32,8 +29,7 @@ from approvals.services import (
 )
 from audit.models import AuditEvent
 from governance.models import ActionType, Agent, GlobalSwitch, ScopeGrant, System
-from tests.faults import FAST_RETRIES, propose, verbs, wait_until
-from tests.stack import ROOT
+from tests.faults import FAST_RETRIES, propose, redis_queue_length, verbs, wait_until
 
 # --- Retries ----------------------------------------------------------------------------------------------------
 
@@ -213,21 +209,7 @@ def test_proposals_made_while_the_broker_is_down_answer_at_once_and_execute_once
     private_redis.start()  # same port: the worker and the sweeper find it where it was
     newest = max(message.created_at for message in messages)
     time.sleep(max(0.0, 2.1 - (timezone.now() - newest).total_seconds()))  # the sweeper's grace period
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "shell",
-            "-c",
-            "from approvals.services import outbox_sweep; print('swept', outbox_sweep())",
-        ],
-        cwd=ROOT,
-        env=private_stack.stack.env(REDIS_URL=private_redis.url),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert sweep.returncode == 0 and "swept 3" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert private_stack.sweep(REDIS_URL=private_redis.url) == 3
 
     for proposal_id in proposal_ids:
         done = private_stack.wait_for(proposal_id, "executed", "failed")
@@ -334,7 +316,7 @@ def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis
     private_stack.wait_for(running, "executing")
     queued = post_proposal(agent, "add_note", "4473", {"text": "Queued in Redis when it went away."})
     assert OutboxMessage.objects.get(proposal_id=queued).published_at is not None
-    assert redis.Redis.from_url(private_redis.url).llen(private_stack.stack.queue) == 1  # waiting behind the write
+    assert redis_queue_length(private_redis.url, private_stack.stack.queue) == 1  # waiting behind the write
     private_redis.stop()
     private_redis.start()  # the same port, empty
     restarted = time.monotonic()
@@ -354,21 +336,7 @@ def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis
     assert Proposal.objects.get(pk=queued).status == ProposalStatus.APPROVED
     waited = (timezone.now() - OutboxMessage.objects.get(proposal_id=queued).created_at).total_seconds()
     assert waited - 1 <= scrape(web_url)["gatehouse_execution_queue_oldest_age_seconds"] <= waited + 10
-    sweep = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "shell",
-            "-c",
-            "from approvals.services import outbox_sweep; print('swept', outbox_sweep())",
-        ],
-        cwd=ROOT,
-        env=private_stack.stack.env(GATEHOUSE_OUTBOX_REPUBLISH_AFTER="1", **broker),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert sweep.returncode == 0 and "swept 1" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert private_stack.sweep(GATEHOUSE_OUTBOX_REPUBLISH_AFTER="1", **broker) == 1
     private_stack.wait_for(queued, "executed", "failed")
     assert scrape(web_url)["gatehouse_execution_queue_oldest_age_seconds"] == 0
 

@@ -39,41 +39,19 @@ from approvals.models import Proposal
 from approvals.services import proposal_approve
 from audit.models import AuditEvent
 from connectors.models import Credential
-from governance.celery import app as celery_app
 from governance.models import Agent, System
 from governance.services import agent_token_issue
 from sandbox.testing import crm_control
-from tests.live import LiveStack
-from tests.stack import Stack
+from tests.faults import FAST_RETRIES, redis_lists
 
 pytestmark = [pytest.mark.slow]
 
-FAST_RETRIES = {"GATEHOUSE_EXECUTION_BACKOFF": "0.2", "GATEHOUSE_EXECUTION_MAX_ATTEMPTS": "3"}
-
 
 @pytest.fixture
-def canary_stack(transactional_db, settings, tmp_path):
+def canary_stack(private_stack):
     """A sample CRM and a web process of the test's own, the demo inventory on them, and no worker yet."""
-    from governance.demo import seed_demo
-
-    stack = Stack(tmp_path / "stack")
-    stack.crm_token = secrets.token_urlsafe(24)
-    previous_queue = celery_app.conf.task_default_queue
-    celery_app.conf.task_default_queue = stack.queue
-    live = LiveStack(stack)
-    try:
-        stack.crm_url = stack.crm("crm", stack.crm_token)
-        token_file = settings.VAR_DIR / "sandbox" / "crm.token"
-        token_file.parent.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(stack.crm_token)
-        seed_demo(crm_url=stack.crm_url, crm_staging_url="http://127.0.0.1:9")
-        stack.web_url = stack.web()
-        yield live
-    finally:
-        live.close()
-        for name in list(stack.processes):
-            stack.kill(name)
-        celery_app.conf.task_default_queue = previous_queue
+    private_stack.web()
+    return private_stack
 
 
 @pytest.fixture
@@ -94,10 +72,8 @@ def queued_messages(queue: str) -> list[str]:
     if django_settings.REDIS_URL:
         import redis
 
-        raw = [
-            item.decode("utf-8", "replace")
-            for item in redis.Redis.from_url(django_settings.REDIS_URL).lrange(queue, 0, -1)
-        ]
+        client = redis.Redis.from_url(django_settings.REDIS_URL)
+        raw = [item.decode("utf-8", "replace") for name in redis_lists(queue) for item in client.lrange(name, 0, -1)]
     else:
         folder = Path(django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
         raw = [path.read_text(errors="replace") for path in folder.glob(f"*.{queue}.msg")]
