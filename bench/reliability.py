@@ -337,7 +337,11 @@ class Person(threading.Thread):
 
         self.web, self.username, self.password, self.role = web, username, password, role
         self.figures, self.stop = figures, stop
-        self.client = httpx.Client(base_url=web, follow_redirects=False, timeout=60)
+        # An idle keep-alive connection is dropped before gunicorn's keep-alive (2 s) closes it from its side: sent on
+        # a connection the server is closing, a POST is reset unanswered (the first 3-minute run saw one), which a
+        # browser retries on a fresh connection and httpx does not.
+        limits = httpx.Limits(keepalive_expiry=1.0)
+        self.client = httpx.Client(base_url=web, follow_redirects=False, timeout=60, limits=limits)
         self.rng = random.Random(seed)
         self.decided = 0
         self.failure: str | None = None
