@@ -439,27 +439,33 @@ def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -
     """Record a rejection with its reason, which the agent sees. Refusals are audited like approvals'."""
     if not reason.strip():
         raise ValueError("A rejection needs a reason.")
+    refusal = None
     with transaction.atomic():
         proposal = _locked(proposal_id)
-        if proposal.status not in AWAITING_DECISION:
-            raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
-        if proposal.decided_by_id:  # dual, first approval given: now only the second reviewer may stop it
-            raise InvalidTransition("This proposal was approved and awaits the second review; flag it there.")
-        refusal = may_decide(user, proposal)
-        if refusal:
-            _audit_refused_decision(proposal, user=user, channel=channel, step="reject", refusal=refusal)
-        else:
-            proposal.status = ProposalStatus.REJECTED
-            proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
-            proposal.save()
-            _audit_proposal(
-                proposal,
-                verb=Verb.REJECTED,
-                actor=user,
-                channel=channel,
-                input={"reason": reason},
-                summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: {reason}",
-            )
+        expired = _expire_if_due(proposal)  # past its maximum age it expires, whoever acts on it, as for an approval
+        if not expired:
+            if proposal.status not in AWAITING_DECISION:
+                raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+            if proposal.decided_by_id:  # dual, first approval given: now only the second reviewer may stop it
+                raise InvalidTransition("This proposal was approved and awaits the second review; flag it there.")
+            refusal = may_decide(user, proposal)
+            if refusal:
+                _audit_refused_decision(proposal, user=user, channel=channel, step="reject", refusal=refusal)
+            else:
+                proposal.status = ProposalStatus.REJECTED
+                proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
+                proposal.save()
+                _audit_proposal(
+                    proposal,
+                    verb=Verb.REJECTED,
+                    actor=user,
+                    channel=channel,
+                    input={"reason": reason},
+                    summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: "
+                    f"{reason}",
+                )
+    if expired:
+        raise InvalidTransition("This proposal expired before it was decided.")
     if refusal:
         raise NotYourDecision(f"You may not reject this proposal: {refusal}.")
     return proposal
@@ -656,21 +662,25 @@ def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Pro
         proposal = Proposal.objects.visible_to(agent).select_for_update(**_LOCK).filter(pk=proposal_id).first()
         if proposal is None:
             raise NotFound("No such proposal.")
-        if proposal.status not in AWAITING_DECISION:
-            raise InvalidState(f"Only a pending proposal can be cancelled; this one is {proposal.status}.")
-        if proposal.decided_by_id:
-            raise InvalidState(
-                "This proposal was already approved and awaits its second review; it cannot be withdrawn."
+        expired = _expire_if_due(proposal)  # past its maximum age it expires, as for an approval or a rejection
+        if not expired:
+            if proposal.status not in AWAITING_DECISION:
+                raise InvalidState(f"Only a pending proposal can be cancelled; this one is {proposal.status}.")
+            if proposal.decided_by_id:
+                raise InvalidState(
+                    "This proposal was already approved and awaits its second review; it cannot be withdrawn."
+                )
+            proposal.status = ProposalStatus.CANCELLED
+            proposal.save()
+            _audit_proposal(
+                proposal,
+                verb=Verb.CANCELLED,
+                actor=agent,
+                channel=channel,
+                summary=f"{agent.slug} withdrew its proposal {proposal.action_type.name} on {proposal.record_id}.",
             )
-        proposal.status = ProposalStatus.CANCELLED
-        proposal.save()
-        _audit_proposal(
-            proposal,
-            verb=Verb.CANCELLED,
-            actor=agent,
-            channel=channel,
-            summary=f"{agent.slug} withdrew its proposal {proposal.action_type.name} on {proposal.record_id}.",
-        )
+    if expired:  # raised after the block, so the expiry it recorded is kept
+        raise InvalidState("This proposal expired before it was decided; there is nothing left to withdraw.")
     return proposal
 
 

@@ -200,6 +200,12 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
 
         @rule(pk=proposals)
         def reject(self, pk):
+            if self.model[pk].status in AWAITING_DECISION and self.model[pk].overdue:
+                # Past its maximum age: rejecting it, like approving it, finds it expired.
+                with pytest.raises(InvalidTransition, match="expired"):
+                    proposal_reject(proposal_id=pk, user=self.approver, channel="admin", reason="no")
+                self._move(pk, S.EXPIRED, "expired")
+                return
             if self.model[pk].status not in AWAITING_DECISION:
                 with pytest.raises(InvalidTransition):
                     proposal_reject(proposal_id=pk, user=self.approver, channel="admin", reason="no")
@@ -214,6 +220,10 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             if not self.agent.is_active:
                 with pytest.raises(AgentDisabled):
                     proposal_cancel(proposal_id=pk, agent=self.agent, channel="api")
+            elif self.model[pk].status in AWAITING_DECISION and self.model[pk].overdue:
+                with pytest.raises(InvalidState, match="expired"):
+                    proposal_cancel(proposal_id=pk, agent=self.agent, channel="api")
+                self._move(pk, S.EXPIRED, "expired")
             elif self.model[pk].status not in AWAITING_DECISION:
                 with pytest.raises(InvalidState):
                     proposal_cancel(proposal_id=pk, agent=self.agent, channel="api")

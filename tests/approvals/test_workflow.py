@@ -29,6 +29,7 @@ from approvals.services import (
     NotYourDecision,
     ProposalRequest,
     proposal_approve,
+    proposal_cancel,
     proposal_claim,
     proposal_create,
     proposal_execute,
@@ -40,6 +41,7 @@ from approvals.services import (
 )
 from audit.models import AuditEvent
 from governance.choices import Role, WriteMode
+from governance.errors import InvalidState
 from governance.models import ActionType, Agent, System, ThresholdRule
 
 User = get_user_model()
@@ -298,6 +300,31 @@ def test_an_approval_after_the_maximum_age_is_refused_and_the_proposal_expires_e
         proposal_reject(proposal_id=proposal.pk, user=user("approver"), channel="admin", reason="too late")
     assert trail.new() == []
     assert refreshed(proposal).status == ProposalStatus.EXPIRED
+
+
+def test_a_rejection_after_the_maximum_age_finds_it_expired_as_an_approval_would(demo):
+    """Whoever acts on a proposal past its maximum age finds it expired: the outcome does not depend on the button."""
+    proposal = build(expires_at=past(seconds=1))  # the expiry job has not run yet
+    trail = Trail()
+
+    with pytest.raises(InvalidTransition, match="expired before it was decided"):
+        proposal_reject(proposal_id=proposal.pk, user=user("approver"), channel="admin", reason="too late")
+
+    expired = refreshed(proposal)
+    assert expired.status == ProposalStatus.EXPIRED and expired.decided_by is None and expired.decision_comment == ""
+    assert trail.new() == [("expired", "gatehouse", None)]
+    assert proposals_escalate_and_expire() == (0, 0)
+
+
+def test_a_withdrawal_after_the_maximum_age_finds_it_expired(demo):
+    proposal = build(expires_at=past(seconds=1))
+    trail = Trail()
+
+    with pytest.raises(InvalidState, match="expired before it was decided"):
+        proposal_cancel(proposal_id=proposal.pk, agent=proposal.agent, channel="api")
+
+    assert refreshed(proposal).status == ProposalStatus.EXPIRED
+    assert trail.new() == [("expired", "gatehouse", None)]
 
 
 def test_a_second_review_after_the_maximum_age_is_refused_and_the_proposal_expires(demo):
