@@ -15,6 +15,9 @@ from governance.models import ActionType, Agent, ScopeGrant
 # NUL is what PostgreSQL refuses), 1-255 characters; in the documents as the same pattern. Match with fullmatch: `$`
 # alone would let a trailing newline through.
 IDEMPOTENCY_KEY = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
+# A record id a proposal (or an MCP read) may name, matched whole: letters, digits and . _ : @ - only, so no path
+# characters reach a connector's URL, and no trailing newline either (`$` alone would let one through).
+RECORD_ID = re.compile(r"\A[A-Za-z0-9._:@-]{1,200}\Z")
 
 
 class TextField(serializers.CharField):
@@ -115,7 +118,7 @@ class ProposalCreateSerializer(StrictSerializer):
     system = serializers.SlugField(max_length=60, trim_whitespace=False)
     action = TextField(min_length=1, max_length=60, trim_whitespace=False)
     record_id = serializers.RegexField(
-        r"\A[A-Za-z0-9._:@-]{1,200}\Z",
+        RECORD_ID,
         trim_whitespace=False,
         error_messages={"invalid": "Use letters, digits and . _ : @ - only (at most 200)."},
     )

@@ -531,6 +531,8 @@ def _refuse_arguments(agent: Agent, name: str, target: ToolTarget, arguments: di
 
 def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
     errors = argument_errors(READ_INPUT, arguments)
+    if not errors and not s.RECORD_ID.fullmatch(arguments["record_id"]):  # the schema's `$` allows a final newline
+        errors = {"record_id": RECORD_ID["description"]}
     if errors:
         raise _refuse_arguments(agent, name, target, arguments, errors)
     record = record_read(
