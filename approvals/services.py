@@ -64,6 +64,16 @@ def _audit_proposal(proposal: Proposal, **fields: Any):
     )
 
 
+def _transition(proposal: Proposal, status: str, **audit: Any):
+    """Move a proposal (locked by the caller) to `status` and write that transition's audit event, in the caller's
+    transaction: a status saved without its event, or an event without its status, cannot happen. (An approval that
+    is the first of two, a review, and a claim retaken after a lease save and audit by themselves: whether there is
+    a new status, or an event, depends on more than the move.)"""
+    proposal.status = status
+    proposal.save()
+    return _audit_proposal(proposal, **audit)
+
+
 # --- Idempotency ------------------------------------------------------------------------------------------------
 
 
@@ -390,10 +400,9 @@ def _expire_if_due(proposal: Proposal) -> bool:
         return False
     if not Proposal.objects.filter(pk=proposal.pk, expires_at__lte=Now()).exists():
         return False
-    proposal.status = ProposalStatus.EXPIRED
-    proposal.save()
-    _audit_proposal(
+    _transition(
         proposal,
+        ProposalStatus.EXPIRED,
         verb=Verb.EXPIRED,
         actor=None,
         channel=Channel.TASK,
@@ -452,11 +461,10 @@ def proposal_reject(*, proposal_id, user, channel: Channel | str, reason: str) -
             if refusal:
                 _audit_refused_decision(proposal, user=user, channel=channel, step="reject", refusal=refusal)
             else:
-                proposal.status = ProposalStatus.REJECTED
                 proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
-                proposal.save()
-                _audit_proposal(
+                _transition(
                     proposal,
+                    ProposalStatus.REJECTED,
                     verb=Verb.REJECTED,
                     actor=user,
                     channel=channel,
@@ -565,10 +573,9 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
             )
             if proposal is None:
                 continue
-            proposal.status = ProposalStatus.ESCALATED
-            proposal.save()
-            _audit_proposal(
+            _transition(
                 proposal,
+                ProposalStatus.ESCALATED,
                 verb=Verb.ESCALATED,
                 actor=None,
                 channel=Channel.TASK,
@@ -612,16 +619,15 @@ def proposal_manual_complete(*, proposal_id, user, channel: Channel | str, done:
             raise InvalidTransition(f"This proposal is {proposal.get_status_display().lower()}, not a manual task.")
         if not may_complete(user, proposal):
             raise NotYourDecision("Only its approver, the approver group or an operator records a manual task.")
-        proposal.status = ProposalStatus.EXECUTED if done else ProposalStatus.FAILED
         if done:
             proposal.executed_at = timezone.now()
             proposal.state_after = {"performed_by": user.get_username(), "note": note}
         else:
             proposal.failure_reason = note
-        proposal.save()
         what = f"{proposal.action_type.name} on {proposal.record_id} in {proposal.system}"
-        _audit_proposal(
+        _transition(
             proposal,
+            ProposalStatus.EXECUTED if done else ProposalStatus.FAILED,
             verb=Verb.EXECUTED if done else Verb.FAILED,
             actor=user,
             channel=channel,
@@ -670,10 +676,9 @@ def proposal_cancel(*, proposal_id, agent: Agent, channel: Channel | str) -> Pro
                 raise InvalidState(
                     "This proposal was already approved and awaits its second review; it cannot be withdrawn."
                 )
-            proposal.status = ProposalStatus.CANCELLED
-            proposal.save()
-            _audit_proposal(
+            _transition(
                 proposal,
+                ProposalStatus.CANCELLED,
                 verb=Verb.CANCELLED,
                 actor=agent,
                 channel=channel,
@@ -815,10 +820,9 @@ def _claim(proposal_id) -> Claim:
         hold = _hold_reason(proposal)
         if hold:
             proposal.held_from = proposal.status
-            proposal.status = ProposalStatus.ON_HOLD
-            proposal.save()
-            _audit_proposal(
+            _transition(
                 proposal,
+                ProposalStatus.ON_HOLD,
                 verb=Verb.HELD,
                 actor=None,
                 channel=Channel.TASK,
@@ -871,14 +875,13 @@ def proposal_record_executed(*, proposal_id, before: dict, after: dict, compensa
     proposal = _locked(proposal_id)
     if proposal.status != ProposalStatus.EXECUTING:
         raise InvalidTransition(f"Cannot record an execution of a {proposal.status} proposal.")
-    proposal.status = ProposalStatus.EXECUTED
     proposal.executed_at = timezone.now()
     proposal.claimed_at = None
     proposal.state_before, proposal.state_after, proposal.compensation = before, after, compensation
-    proposal.save()
     change = ", ".join(f"{name} {before.get(name)} → {value}" for name, value in after.items()) if before else ""
-    _audit_proposal(
+    _transition(
         proposal,
+        ProposalStatus.EXECUTED,
         verb=Verb.EXECUTED,
         actor=None,
         channel=Channel.TASK,
@@ -897,12 +900,11 @@ def proposal_record_failure(*, proposal_id, reason: str) -> Proposal:
     proposal = _locked(proposal_id)
     if proposal.status != ProposalStatus.EXECUTING:
         raise InvalidTransition(f"Cannot record a failure of a {proposal.status} proposal.")
-    proposal.status = ProposalStatus.FAILED
     proposal.claimed_at = None
     proposal.failure_reason = reason[:2000]
-    proposal.save()
-    _audit_proposal(
+    _transition(
         proposal,
+        ProposalStatus.FAILED,
         verb=Verb.FAILED,
         actor=None,
         channel=Channel.TASK,
