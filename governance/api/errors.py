@@ -67,7 +67,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     headers: dict[str, str] = {}
     if is_database_unavailable(exc):
         log_database_unavailable(context["request"], exc)
-        exc = _database_unavailable()
+        exc = database_unavailable_error()
     if isinstance(exc, GatehouseError):
         status, code, title, detail, errors = exc.status, exc.code, exc.title, exc.detail, exc.errors
         headers.update(exc.headers)
@@ -86,7 +86,8 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
     return Response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 
 
-def _database_unavailable() -> DatabaseUnavailable:
+def database_unavailable_error() -> DatabaseUnavailable:
+    """The refusal for a lost database connection, as the API and the MCP tools answer it."""
     return DatabaseUnavailable(
         "Gatehouse lost (or could not get) its database connection while handling this request; nothing was "
         "half-saved. Try again (a proposal with the same Idempotency-Key, so a retry never makes a second one).",
@@ -96,7 +97,7 @@ def _database_unavailable() -> DatabaseUnavailable:
 
 def database_unavailable_response() -> JsonResponse:
     """The same 503 for API paths outside DRF (governance/database_errors.py's middleware)."""
-    exc = _database_unavailable()
+    exc = database_unavailable_error()
     response = problem_response(status=exc.status, code=exc.code, title=exc.title, detail=exc.detail)
     for name, value in exc.headers.items():
         response[name] = value

@@ -11,6 +11,7 @@ plainly what happened.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import jsonschema
 import mcp_types as types
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework.utils.encoders import JSONEncoder
 
 from approvals.choices import AWAITING_DECISION, EXECUTABLE, DecisionMode, ProposalStatus
@@ -30,15 +32,17 @@ from approvals.services import ProposalRequest, proposal_create
 from audit.choices import Channel
 from connectors.services import events_list
 from governance.api import serializers as s
-from governance.api.errors import flatten_errors
+from governance.api.errors import database_unavailable_error, flatten_errors
 from governance.api.throttling import AgentRateThrottle
 from governance.choices import Access, ImpactKind, IntegrationPattern, WriteMode
+from governance.database_errors import is_database_unavailable
 from governance.errors import GatehouseError, InvalidPayload, NotFound, ScopeDenied, Throttled
 from governance.gate import Target, ensure_may_act, readable_fields, refuse
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand
 from governance.request_context import current_request_id
 from governance.services import record_read
 
+logger = logging.getLogger(__name__)
 CHANNEL = Channel.MCP
 
 READ, PROPOSE = "read", "propose"
@@ -438,11 +442,25 @@ def approval_text(action: ActionType) -> str:
 
 
 def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
-    """Run one tool call through the services; a refusal comes back as an error result with the contract's code."""
+    """Run one tool call through the services; a refusal comes back as an error result with the contract's code.
+
+    A lost database connection is the API's 503 `database_unavailable` too: every service is one transaction, so
+    nothing was half-saved and the agent may call again (with the same idempotency_key for a proposal)."""
     try:
         return _call(agent, name, dict(arguments or {}))
     except GatehouseError as exc:
         return refusal(exc)
+    except DatabaseError as exc:
+        if not is_database_unavailable(exc):
+            raise  # a broken query is a bug: the server reports it as the internal error it is
+        logger.error(
+            "database unavailable: MCP tool %s (request %s) refused: %s: %s",
+            name,
+            current_request_id(),
+            type(exc).__name__,
+            (str(exc).strip().splitlines() or [""])[0],
+        )
+        return refusal(database_unavailable_error())
 
 
 def refusal(exc: GatehouseError) -> ToolResult:
