@@ -8,6 +8,7 @@ OperationalError wrapping the driver's error); on PostgreSQL one view really ter
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 
@@ -178,3 +179,23 @@ def test_only_errors_of_the_connection_or_the_server_count_as_unavailable(tmp_pa
     assert not is_database_unavailable(_wrapped(psycopg.errors.UndefinedTable("relation does not exist")))
     assert not is_database_unavailable(_wrapped(psycopg.errors.UniqueViolation("duplicate key")))
     assert not is_database_unavailable(ValueError("not a database error"))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_mcp_tool_call_on_a_lost_connection_is_refused_as_database_unavailable(demo, caplog):
+    """The MCP door answers what the API answers: a tool error with the contract's code, not an internal error."""
+    from governance.mcp.tools import call_tool
+    from governance.models import Agent
+
+    agent = Agent.objects.select_related("owner").get(slug="collections-agent")
+    with connection.cursor() as cursor, contextlib.suppress(OperationalError):  # the server ends this very session
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    try:
+        with caplog.at_level(logging.ERROR, logger="governance.mcp.tools"):
+            result = call_tool(agent, "crm_read_account", {"record_id": "4471"})
+    finally:
+        connection.close()  # the next query (the test's flush) connects afresh
+    assert result.is_error and result.structured["code"] == "database_unavailable", result.structured
+    assert result.structured["status"] == 503 and result.structured["retry_after"] == RETRY_AFTER_SECONDS
+    assert "database unavailable: MCP tool crm_read_account" in caplog.text
