@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from rest_framework import serializers
+from rest_framework.utils.encoders import JSONEncoder
 
 from approvals.models import Proposal
 from governance.models import ActionType, Agent, ScopeGrant
@@ -196,6 +198,17 @@ class ProposalSerializer(serializers.ModelSerializer):
 
     def get_rejection_reason(self, proposal: Proposal) -> str | None:
         return proposal.decision_comment if proposal.status == "rejected" else None
+
+
+def as_json(data: Any) -> Any:
+    """Serializer output as plain JSON types (dates as ISO strings, decimals as strings): what is stored and replayed,
+    and what MCP tools return as structured content."""
+    return json.loads(json.dumps(data, cls=JSONEncoder))
+
+
+def proposal_body(proposal: Proposal) -> dict[str, Any]:
+    """A proposal as GET /api/v1/proposals/{id} answers it, and as an idempotency record keeps it for both doors."""
+    return as_json(ProposalSerializer(proposal).data)
 
 
 class ProposalPageSerializer(serializers.Serializer):

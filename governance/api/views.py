@@ -272,7 +272,7 @@ class ProposalsView(APIView):
             request=ProposalRequest.from_validated(data),
             channel=CHANNEL,
             idempotency_key=key,
-            respond=lambda proposal: _json(s.ProposalSerializer(proposal).data),
+            respond=s.proposal_body,
         )
         if replayed is not None:
             return Response(replayed, status=200, headers={"Idempotent-Replayed": "true"})
@@ -317,15 +317,6 @@ class ProposalsView(APIView):
         paginator = ProposalCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(s.ProposalSerializer(page, many=True).data)
-
-
-def _json(data: Any) -> Any:
-    """Serializer output as plain JSON types, as it will be stored and replayed."""
-    import json
-
-    from rest_framework.utils.encoders import JSONEncoder
-
-    return json.loads(json.dumps(data, cls=JSONEncoder))
 
 
 def _own_proposal(request: Request, proposal_id: str) -> Proposal:

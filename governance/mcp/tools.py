@@ -23,7 +23,6 @@ import jsonschema
 import mcp_types as types
 from django.conf import settings
 from django.db import DatabaseError
-from rest_framework.utils.encoders import JSONEncoder
 
 from approvals.choices import AWAITING_DECISION, EXECUTABLE, DecisionMode, ProposalStatus
 from approvals.models import Proposal
@@ -560,7 +559,7 @@ def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]
         record_id=arguments["record_id"],
         channel=CHANNEL,
     )
-    data = _jsonable(record["data"])
+    data = s.as_json(record["data"])
     shown = ", ".join(
         f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
         for key, value in data.items()
@@ -601,7 +600,7 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
             request=request,
             channel=CHANNEL,
             idempotency_key=idempotency_key,
-            respond=lambda proposal: _jsonable(s.ProposalSerializer(proposal).data),  # as the REST API stores it
+            respond=s.proposal_body,  # as the REST API stores it
         )
     except InvalidPayload as exc:
         if exc.errors and not target.nested_payload:  # the payload's fields are this tool's own arguments
@@ -643,7 +642,7 @@ def _list_events(agent: Agent, name: str, target: ToolTarget, arguments: dict[st
         channel=CHANNEL,
     )
     next_after = events[-1]["id"] if events else after
-    page = _jsonable(s.EventPageSerializer({"events": events, "next_after": next_after}).data)
+    page = s.as_json(s.EventPageSerializer({"events": events, "next_after": next_after}).data)
     message = f"{len(events)} event(s)" + (f"; pass after={next_after} to read on." if events else "; none new.")
     return ToolResult({"outcome": "events", "message": message, **page}, message)
 
@@ -656,7 +655,7 @@ def proposal_result(agent: Agent, proposal_id: uuid.UUID) -> ToolResult:
     proposal = Proposal.objects.visible_to(agent).for_api().filter(pk=proposal_id).first()
     if proposal is None:
         raise NotFound("No such proposal.")
-    body = _jsonable(s.ProposalSerializer(proposal).data)
+    body = s.proposal_body(proposal)
     outcome, message, waiting_for = _describe(proposal, body)
     structured = {"outcome": outcome, "message": message, "proposal": body}
     if waiting_for:
@@ -722,8 +721,3 @@ def _describe(proposal: Proposal, body: dict[str, Any]) -> tuple[str, str, dict[
     outcome, opening = messages[ProposalStatus(status)]
     why = body.get("rejection_reason") or body.get("failure_reason")
     return outcome, f"{opening}: {what}." + (f" Reason: {why}." if why else "") + track, None
-
-
-def _jsonable(data: Any) -> Any:
-    """Serializer output as plain JSON types (dates as ISO strings, decimals as strings)."""
-    return json.loads(json.dumps(data, cls=JSONEncoder))
