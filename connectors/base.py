@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,18 @@ class Connector:
         self.system = system
         self._secret = secret
 
+    def auth_headers(self) -> dict[str, str]:
+        """The vaulted secret as the system's credential says to send it over HTTP: a named header, Basic, or Bearer."""
+        credential = getattr(self.system, "credential", None)
+        if self._secret is None or credential is None:
+            return {}
+        if credential.kind == "header":
+            return {credential.header_name: self._secret}
+        if credential.kind == "basic":
+            pair = f"{credential.username}:{self._secret}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return {"Authorization": f"Bearer {self._secret}"}
+
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -75,9 +88,6 @@ class Connector:
         """Undo a write. `expected` is the record as the caller read it just before: a connector whose system can make
         the write conditional on it (a version the system checks) does, and raises RecordChanged when it changed."""
         raise NotReversible(f"{action} cannot be reversed: {action.not_reversible_note}")
-
-    def poll(self) -> list[dict[str, Any]]:
-        return []
 
     def health(self) -> Health:
         raise NotImplementedError

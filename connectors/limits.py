@@ -448,9 +448,6 @@ class Guarded(Connector):
     def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None):
         return self._call(self.inner.compensate, action, record_id, compensation, idempotency_key, expected=expected)
 
-    def poll(self) -> list[dict[str, Any]]:
-        return self._call(self.inner.poll)
-
     def health(self) -> Health:
         # An operator's explicit check (a credential rotation tries the new secret): one call, let through even with
         # the breaker open. A good answer closes the breaker as a probe's would; a bad one is not counted, since it

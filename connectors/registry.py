@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
 from connectors.base import Connector, PermanentError
@@ -22,8 +23,6 @@ KINDS: dict[str, tuple[str, str]] = {
 
 def validate_config(kind: str, raw) -> None:
     """Check a system's connector settings when it is saved; raises ValidationError saying what is wrong."""
-    from django.core.exceptions import ValidationError
-
     if kind not in KINDS:
         raise ValidationError(f"No connector for kind {kind!r}.")
     import_string(KINDS[kind][1]).parse(raw)
@@ -41,4 +40,8 @@ def connector_for(system, *, secret: str | None = None) -> Connector:
     if secret is None:
         credential = getattr(system, "credential", None) if system.pk else None
         secret = credential.reveal() if credential is not None else None
-    return guarded(cls(system, secret))  # every kind behind the system's rate limit and circuit breaker
+    try:
+        connector = cls(system, secret)
+    except ValidationError as exc:  # settings saved without full_clean(): no call could succeed, so no retry either
+        raise PermanentError(f"{system.slug}: connector settings: {' '.join(exc.messages)}") from None
+    return guarded(connector)  # every kind behind the system's rate limit and circuit breaker

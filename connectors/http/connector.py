@@ -185,18 +185,7 @@ class HttpConnector(Connector):
         self.config = HttpConfig.parse(system.connector_config)
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        credential = getattr(self.system, "credential", None)
-        if self._secret is not None and credential is not None:
-            if credential.kind == "header":
-                headers[credential.header_name] = self._secret
-            elif credential.kind == "basic":
-                import base64
-
-                pair = f"{credential.username}:{self._secret}".encode()
-                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-            else:
-                headers["Authorization"] = f"Bearer {self._secret}"
+        headers = {"Accept": "application/json", **self.auth_headers()}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return headers

@@ -345,14 +345,6 @@ class LegacyBatchConnector(Connector):
             "proposals become manual tasks."
         )
 
-    def poll(self) -> list[dict[str, Any]]:
-        """Take the waiting files now: one summary per file (the events are in `Event`)."""
-        from audit.choices import Channel
-        from connectors.legacy_batch.services import batch_poll
-
-        report = batch_poll(system=self.system, channel=Channel.TASK)
-        return [outcome.as_dict() for outcome in report.files]
-
     def health(self) -> Health:
         folder = self.folder
         if not folder.is_dir():

@@ -115,8 +115,7 @@ class McpConnector(Connector):
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
-        client = httpx2.AsyncClient(headers=headers, timeout=config.timeout)
+        client = httpx2.AsyncClient(headers=self.auth_headers(), timeout=config.timeout)
         return streamable_http_client(config.url, http_client=client)
 
     def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:

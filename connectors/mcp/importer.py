@@ -19,7 +19,7 @@ from django.db import transaction
 
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from connectors.mcp.connector import McpConnector
+from connectors.registry import connector_for
 from governance.choices import Compensation
 from governance.models import ActionType, Resource, System
 
@@ -44,7 +44,7 @@ def _closed(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def import_tools(*, system: System, resource_name: str = "records", user=None, channel=Channel.COMMAND) -> ImportReport:
-    connector = McpConnector(system, _secret(system))
+    connector = connector_for(system)
     tools = connector.list_tools()
     report = ImportReport()
     with transaction.atomic():
@@ -93,8 +93,3 @@ def import_tools(*, system: System, resource_name: str = "records", user=None, c
             f"updated, {len(report.read_candidates)} read-only tool(s) to map as reads.",
         )
     return report
-
-
-def _secret(system: System) -> str | None:
-    credential = getattr(system, "credential", None)
-    return credential.reveal() if credential is not None else None

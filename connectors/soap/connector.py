@@ -162,33 +162,19 @@ def _dig(data: Any, path: str, default: Any = _MISSING) -> Any:
 class SoapConnector(Connector):
     def __init__(self, system, secret: str | None) -> None:
         super().__init__(system, secret)
-        try:
-            self.config = SoapConfig.parse(system.connector_config)
-        except ValidationError as exc:  # the row was saved without full_clean()
-            raise PermanentError(f"{system.slug}: connector settings: {' '.join(exc.messages)}") from None
-
-    def _headers(self) -> dict[str, str]:
-        credential = getattr(self.system, "credential", None)
-        if self._secret is None or credential is None:
-            return {}
-        if credential.kind == "header":
-            return {credential.header_name: self._secret}
-        if credential.kind == "basic":
-            pair = f"{credential.username}:{self._secret}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
-        return {"Authorization": f"Bearer {self._secret}"}
+        self.config = SoapConfig.parse(system.connector_config)  # connector_for turns a ValidationError into one
 
     def _call(self, operation: str, params: dict[str, Any]) -> Any:
         """Call one operation; its answer as plain JSON-safe values, or a connector error saying what went wrong."""
         where = f"{self.system.slug}: {operation}"
-        client, service = _service(self.config, where, self._headers())
+        client, service = _service(self.config, where, self.auth_headers())
         try:
             method = service[operation]
         except AttributeError:
             raise PermanentError(f"{where}: the WSDL has no such operation") from None
         try:
             # Per call and per thread: the client is shared by every system with this WSDL.
-            with client.settings(extra_http_headers=self._headers()):
+            with client.settings(extra_http_headers=self.auth_headers()):
                 answer = method(**params)
         except Fault as exc:
             raise self._fault_error(exc, where, client.transport.last_status) from exc
@@ -304,7 +290,7 @@ class SoapConnector(Connector):
             else:
                 timeout = (self.config.connect_timeout, self.config.timeout)
                 response = requests.get(
-                    self.config.wsdl_url, headers=self._headers(), timeout=timeout, allow_redirects=False
+                    self.config.wsdl_url, headers=self.auth_headers(), timeout=timeout, allow_redirects=False
                 )
                 if response.status_code != 200:
                     return Health(False, f"{where}: the WSDL answered {response.status_code}")

@@ -35,3 +35,24 @@ def test_a_wrong_setting_is_refused_with_what_to_set(raw, message):
     with pytest.raises(ValidationError) as refused:
         HttpConfig.parse(raw)
     assert message in str(refused.value)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("kind", "raw", "message"),
+    [
+        ("http", {"base_url": "ftp://crm"}, 'Set "base_url"'),
+        ("mcp", {"transport": "carrier-pigeon"}, "transport"),
+        ("legacy_batch", {"colour": "blue"}, "Unknown connector setting(s): colour"),
+    ],
+)
+def test_settings_saved_without_validation_fail_at_use_as_permanent_for_every_kind(kind, raw, message):
+    """A row saved without full_clean(): no call could succeed, so the execution fails at once instead of retrying."""
+    from connectors.base import PermanentError
+    from connectors.registry import connector_for
+    from tests.factories import SystemFactory
+
+    system = SystemFactory(connector_kind=kind, connector_config=raw)
+    with pytest.raises(PermanentError, match="connector settings: ") as refused:
+        connector_for(system)
+    assert message in str(refused.value)
