@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -43,6 +42,7 @@ from connectors.limits import CallDeferred
 from connectors.registry import connector_for
 from governance.choices import AgentStatus, Compensation
 from governance.models import GlobalSwitch
+from governance.numbers import finite_decimal
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,8 @@ def _same(a: Any, b: Any) -> bool:
     """Equal as the system would compare them: "5000.00" and 5000 are the same limit."""
     if a == b:
         return True
-    try:
-        return Decimal(str(a)) == Decimal(str(b))
-    except (InvalidOperation, ValueError, TypeError):
-        return False
+    x, y = finite_decimal(a), finite_decimal(b)
+    return x is not None and x == y
 
 
 def _window_moving(*, agent, system) -> bool:

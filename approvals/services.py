@@ -792,7 +792,8 @@ class Claim:
 
 
 def proposal_claim(*, proposal_id) -> Proposal | None:
-    """Take up a proposal for execution. None when another worker holds it or there is nothing to do."""
+    """Take up a proposal for execution (waiting for a concurrent claim or record to finish). None when there is
+    nothing to do: another worker holds a live claim, it is finished, on hold, or not approved."""
     return _claim(proposal_id).proposal
 
 
@@ -802,12 +803,14 @@ def _claim(proposal_id) -> Claim:
     the proposal on hold is not one: the hold was audited when the kill switch took it."""
     now = timezone.now()
     with transaction.atomic():
-        rows = Proposal.objects.select_related("system", "action_type__resource", "agent").filter(pk=proposal_id)
-        proposal = rows.select_for_update(skip_locked=True, **_LOCK).first()
-        if proposal is None:
-            # Missing, or another transaction holds the row: a concurrent delivery claiming it, the worker recording
-            # its result, the kill switch. Those are short: wait for it, and judge this delivery by what it left.
-            proposal = rows.select_for_update(**_LOCK).first()
+        # Another transaction may hold the row (a concurrent delivery claiming it, the worker recording its result,
+        # the kill switch): those are short, so wait for it and judge this delivery by what it left.
+        proposal = (
+            Proposal.objects.select_related("system", "action_type__resource", "agent")
+            .select_for_update(**_LOCK)
+            .filter(pk=proposal_id)
+            .first()
+        )
         if proposal is None:
             logger.warning("execution of proposal %s suppressed: no such proposal", proposal_id)
             return Claim(None, why_not="no such proposal")

@@ -319,7 +319,6 @@ def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis
     assert redis_queue_length(private_redis.url, private_stack.stack.queue) == 1  # waiting behind the write
     private_redis.stop()
     private_redis.start()  # the same port, empty
-    restarted = time.monotonic()
 
     # (a) The same worker process takes up new work. The web process publishes to the new Redis at once; the worker
     # reconnects on its own (Celery's consumer retries 2 s after the loss, then every 2 s more, up to 30 s apart).
@@ -327,7 +326,6 @@ def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis
     published = OutboxMessage.objects.get(proposal_id=after)
     assert published.published_at is not None and published.publish_attempts == 1  # at the first try
     private_stack.wait_for(after, "executed", "failed", timeout=60)
-    assert time.monotonic() - restarted < 60
     assert private_stack.stack.processes["worker"] is worker and worker.alive()
     log = private_stack.log("worker")
     assert "Connection to broker lost" in log and log.count(f"Connected to {redacted(private_redis.url)}") >= 2, log
@@ -349,9 +347,6 @@ def test_redis_restarted_under_a_running_worker_it_consumes_again_and_what_redis
         assert private_stack.crm_writes(proposal_id) == 1
         assert verbs(proposal_id) == ["proposed", "auto_approved", "executing", "executed"]
     assert private_stack.stats()["writes_total"] == 4
-
-
-# --- The kill switch --------------------------------------------------------------------------------------------
 
 
 # --- Priority: a person's approval goes ahead of the auto-approved queue --------------------------------------
@@ -377,6 +372,9 @@ def test_a_write_a_person_approved_goes_ahead_of_auto_approved_ones_in_the_queue
         assert private_stack.wait_for(proposal.pk, "executed", "failed").status == ProposalStatus.EXECUTED
     order = sorted([*auto, approved], key=lambda p: Proposal.objects.get(pk=p.pk).executed_at)
     assert order[0].pk == approved.pk, [p.record_id for p in order]
+
+
+# --- The kill switch --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.slow

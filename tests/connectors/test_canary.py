@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import secrets
-import time
 from pathlib import Path
 
 import httpx
@@ -42,7 +41,7 @@ from connectors.models import Credential
 from governance.models import Agent, System
 from governance.services import agent_token_issue
 from sandbox.testing import crm_control
-from tests.faults import FAST_RETRIES, redis_lists
+from tests.faults import FAST_RETRIES, redis_lists, wait_until
 
 pytestmark = [pytest.mark.slow]
 
@@ -145,14 +144,6 @@ def audit_events_text() -> str:
     )
 
 
-def wait_until(condition, timeout: float = 30, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def test_the_canary_secret_appears_in_no_answer_event_message_log_page_or_table(
     canary_stack, published, settings, caplog, capfd, mailoutbox
 ):
@@ -237,12 +228,17 @@ def test_the_canary_secret_appears_in_no_answer_event_message_log_page_or_table(
     mcp(forged, "tools/list", {}, expect=401)
 
     # --- Task arguments: the web process's messages, read off the broker before any worker takes them.
-    wait_until(lambda: any(note["id"] in message for message in queued_messages(stack.queue)), what="the queued note")
+    wait_until(
+        lambda: any(note["id"] in message for message in queued_messages(stack.queue)), "the queued note", timeout=30
+    )
     keep("queued Celery messages", "\n".join(queued_messages(stack.queue)))
 
     # --- Executions, then failures: the CRM down (retried, then failed, owner told) and refusing the credential.
     live.stack.worker("worker", **FAST_RETRIES)
     live.wait_for(note["id"], "executed")
+    # Every auto-approved write (the API's note and the MCP one) done first: a write still failing alongside the
+    # approved one below would open the CRM's circuit breaker, and that one would wait out the cool-off instead.
+    wait_until(lambda: not Proposal.objects.filter(status__in=["approved", "executing"]).exists(), "the auto writes")
     crm_control(stack.crm_url, "/_control/mode", {"mode": "error", "status": 503})
     call(agent, "GET", "/api/v1/systems/crm/accounts/4472", 503)
     approver = get_user_model().objects.get(username="approver")

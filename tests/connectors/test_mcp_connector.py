@@ -4,7 +4,6 @@ from npm and `mcp-server-time` from PyPI, each started by the connector as a std
 from __future__ import annotations
 
 import io
-import os
 import sys
 import time
 from datetime import timedelta
@@ -26,6 +25,7 @@ from connectors.mcp.importer import import_tools
 from governance.choices import Access, BandMode, Compensation, ConnectorKind, IntegrationPattern, WriteMode
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand, ThresholdRule
 from governance.services import threshold_rule_sign_off
+from tests.conftest import REQUIRE_SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY_SERVER = ROOT / "sandbox" / "mcp_servers" / "node_modules" / "@modelcontextprotocol" / "server-memory"
@@ -37,7 +37,7 @@ def need(path: Path, what: str) -> None:
     if path.exists():
         return
     message = f"{what} is not installed ({path}): run make install (needs npm for the npm servers)"
-    if os.environ.get("GATEHOUSE_REQUIRE_SERVICES") == "1":
+    if REQUIRE_SERVICES:
         pytest.fail(message)
     pytest.skip(message)
 

@@ -95,13 +95,3 @@ def test_a_wrong_mail_password_sends_nothing_and_the_timeout_ends_the_wait(smtp,
     assert result.returncode != 0
     assert "smtplib.SMTP" in result.stderr, result.stderr
     assert inbox.messages == []
-
-
-def test_starttls_and_ssl_together_stop_the_process_at_start(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
-    env.update({"GATEHOUSE_VAR_DIR": str(tmp_path), "GATEHOUSE_EMAIL_STARTTLS": "1", "GATEHOUSE_EMAIL_SSL": "1"})
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode != 0
-    assert "GATEHOUSE_EMAIL_STARTTLS or GATEHOUSE_EMAIL_SSL, not both" in result.stderr

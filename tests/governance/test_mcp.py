@@ -30,6 +30,7 @@ from approvals.models import Proposal
 from audit.models import AuditEvent
 from governance.models import Agent, ScopeGrant
 from governance.services import agent_token_issue, agent_tokens_revoke
+from tests.faults import wait_until
 
 DEMO_TOOLS = {
     "crm_read_account",
@@ -385,11 +386,7 @@ def test_a_client_that_disconnects_mid_call_leaves_a_consistent_proposal(live):
                 },
                 timeout=httpx.Timeout(10, read=0.5),
             )
-        deadline = timezone.now() + timedelta(seconds=20)
-        while not Proposal.objects.exists() and timezone.now() < deadline:
-            import time
-
-            time.sleep(0.2)
+        wait_until(Proposal.objects.exists, "the proposal the disconnected call made", timeout=20)
     finally:
         live.crm_control("/_control/mode", {"mode": "normal"})
 
@@ -454,9 +451,8 @@ def test_a_payload_schema_that_cannot_be_merged_is_taken_as_a_payload_argument(d
 def test_the_global_stop_refuses_the_tool_list(demo):
     from governance.errors import SystemFrozen
     from governance.mcp import tools
-    from governance.models import GlobalSwitch
 
-    GlobalSwitch.objects.update_or_create(pk=1, defaults={"engaged": True, "reason": "incident 42"})
+    kill_switch_on(target=SwitchTarget(), reason="incident 42", channel="command")  # the global stop, as doors pull it
     with pytest.raises(SystemFrozen, match="incident 42"):
         tools.list_tools(Agent.objects.get(slug="collections-agent"))
     assert AuditEvent.objects.filter(verb="denied", channel="mcp", outcome="system_frozen").exists()

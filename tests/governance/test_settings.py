@@ -61,6 +61,10 @@ def start(tmp_path, **env) -> subprocess.CompletedProcess:
         ({"GATEHOUSE_ENV": "production"}, "GATEHOUSE_SECRET_KEY must be set"),
         ({"GATEHOUSE_TASK_TIME_LIMIT": "10", "GATEHOUSE_TASK_SOFT_TIME_LIMIT": "20"}, "must be larger"),
         ({"GATEHOUSE_DEBUG": "perhaps"}, "GATEHOUSE_DEBUG='perhaps' is not valid"),
+        (
+            {"GATEHOUSE_EMAIL_STARTTLS": "1", "GATEHOUSE_EMAIL_SSL": "1"},
+            "GATEHOUSE_EMAIL_STARTTLS or GATEHOUSE_EMAIL_SSL, not both",
+        ),
     ],
 )
 def test_a_process_with_bad_settings_stops_at_start(tmp_path, env, message):
