@@ -16,9 +16,9 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 
 from approvals.choices import DecisionMode
+from core.numbers import finite_decimal
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, System, ThresholdBand, ThresholdRule
-from governance.numbers import finite_decimal
 from governance.querysets import CompiledQuery
 
 FALLBACK_MAX_AGE = timedelta(days=3)

@@ -40,9 +40,9 @@ from audit.services import audit_record
 from connectors.base import PermanentError, RecordChanged, RecordNotFound, TransientError
 from connectors.limits import CallDeferred
 from connectors.registry import connector_for
+from core.numbers import finite_decimal
 from governance.choices import AgentStatus, Compensation
 from governance.models import GlobalSwitch
-from governance.numbers import finite_decimal
 
 logger = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ from audit.services import audit_record
 from connectors.base import PermanentError, RecordNotFound, TransientError
 from connectors.limits import CallDeferred, retry_after_header
 from connectors.registry import connector_for
-from governance.choices import AgentStatus, WriteMode
-from governance.errors import (
+from core.errors import (
     IdempotencyConflict,
     InvalidPayload,
     InvalidState,
     NotFound,
     SystemUnavailable,
 )
+from governance.choices import AgentStatus, WriteMode
 from governance.gate import Target, ensure_may_act, find_system, refuse, writable_action
 from governance.models import Agent, GlobalSwitch
 
@@ -315,7 +315,7 @@ def _record_proposal(*, agent, request, channel, action, system, impact, decisio
 
 
 def _request_id() -> str:
-    from governance.request_context import current_request_id
+    from core.request_context import current_request_id
 
     return current_request_id()
 

@@ -31,7 +31,7 @@ from django.utils.html import format_html
 from audit.exports import EXPORT_FORMATS, export_response
 from audit.models import AuditCheckpoint, AuditEvent, AuditVerification
 from audit.timeline import timeline_lines
-from governance.admin_base import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 
 # A search box value longer than any record id cannot match one: answer "nothing" without asking the database.
 _RECORD_ID_MAX = AuditEvent._meta.get_field("record_id").max_length

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.choices import ActorType, Channel, Verb
 from audit.models import GENESIS_HASH, AuditEvent
-from governance.request_context import current_request_id
+from core.request_context import current_request_id
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
 _CHAIN_LOCK_KEY = 7_447_104_471

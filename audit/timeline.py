@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from audit.choices import Verb
 from audit.models import AuditEvent
-from governance.numbers import finite_decimal
+from core.numbers import finite_decimal
 
 # Steps of a proposal that add nothing a reader needs once the outcome is known.
 _QUIET = {Verb.EXECUTING}

@@ -469,7 +469,7 @@ def main() -> int:
     from audit.admin import TIMELINE_PAGE
     from audit.exports import export_response
     from audit.models import AuditEvent
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
 
     assert connection.vendor == "postgresql"
     call_command("migrate", verbosity=0)

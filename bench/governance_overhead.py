@@ -122,7 +122,7 @@ def main() -> int:
 
     from approvals.models import Proposal
     from bench.load import get, load, post_json
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
     from governance.models import Agent
     from governance.services import agent_token_issue
     from tests.stack import Stack, free_port
@@ -130,7 +130,7 @@ def main() -> int:
     call_command("migrate", verbosity=0)
     stack = Stack(Path(settings.VAR_DIR) / "stack")
     stack.queue = "gatehouse-bench"
-    from governance.celery import app as celery_app
+    from gatehouse.celery import app as celery_app
 
     celery_app.conf.task_default_queue = stack.queue
     crm_token = secrets.token_urlsafe(24)
@@ -148,7 +148,7 @@ def main() -> int:
             "gunicorn",
             [
                 str(Path(sys.executable).parent / "gunicorn"),
-                "governance.wsgi:application",
+                "gatehouse.wsgi:application",
                 "--workers",
                 "2",
                 "--bind",

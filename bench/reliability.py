@@ -434,7 +434,7 @@ def _prepare_environment(args) -> None:
     import psycopg
     import redis
 
-    os.environ["DJANGO_SETTINGS_MODULE"] = "governance.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "gatehouse.settings"
     os.environ["GATEHOUSE_VAR_DIR"] = str(args.workdir / "var")
     os.environ["DATABASE_URL"] = args.pg
     os.environ["GATEHOUSE_DB_NAME"] = args.db_name
@@ -471,7 +471,7 @@ def _seed(stack, args) -> dict:
     """The demo inventory, generated CRM accounts, and the load's agents with the collections agent's grants."""
     from django.conf import settings
 
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
     from governance.models import Agent as AgentModel
     from governance.models import ScopeGrant
     from governance.services import agent_token_issue
@@ -517,7 +517,7 @@ def _start_gatehouse(stack, args) -> str:
         "web",
         [
             str(BIN / "gunicorn"),
-            "governance.asgi:application",
+            "gatehouse.asgi:application",
             "-k",
             "uvicorn.workers.UvicornWorker",
             "-w",
@@ -539,7 +539,7 @@ def _start_gatehouse(stack, args) -> str:
         stack.worker(name, concurrency=args.worker_concurrency, **_gatehouse_env(args))
     stack.start(
         "beat",
-        [str(BIN / "celery"), "-A", "governance", "beat", "--loglevel", "INFO"],
+        [str(BIN / "celery"), "-A", "gatehouse", "beat", "--loglevel", "INFO"],
         "beat: Starting",
         env=env,
     )
@@ -812,7 +812,7 @@ def main() -> int:
         from django.db import connection
         from django.utils import timezone
 
-        from governance.celery import app as celery_app
+        from gatehouse.celery import app as celery_app
         from tests.stack import Stack
 
         call_command("migrate", verbosity=0)

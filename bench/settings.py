@@ -1,6 +1,6 @@
 """Settings for benchmarks: Gatehouse's own, plus empty views to compare against, quiet logs, no throttle."""
 
-from governance.settings import *  # noqa: F403
+from gatehouse.settings import *  # noqa: F403
 
 ROOT_URLCONF = "bench.urls"
 DEBUG = False

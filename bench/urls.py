@@ -6,7 +6,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.urls import urlpatterns as gatehouse
+from gatehouse.urls import urlpatterns as gatehouse
 
 
 def empty_django(request):

@@ -18,7 +18,7 @@ from audit.admin import audit_trail_url
 from audit.choices import Channel
 from connectors.models import Credential
 from connectors.services import ROTATION_NOTICE, Rotation, credential_rotate, credential_set
-from governance.admin_base import HistoryAdmin, OwnedAdminMixin
+from core.admin import HistoryAdmin, OwnedAdminMixin
 
 
 class CredentialForm(forms.ModelForm):

@@ -226,8 +226,8 @@ def events_list(*, agent, system_slug: str | None, after: int, limit: int, chann
 
     from audit.choices import Verb
     from connectors.models import Event
+    from core.errors import ScopeDenied
     from governance.choices import Access, IntegrationPattern
-    from governance.errors import ScopeDenied
     from governance.gate import Target, ensure_may_act, find_system, refuse
     from governance.models import ScopeGrant
 

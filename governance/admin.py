@@ -15,9 +15,16 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from approvals.readiness import (
+    enables_production_writes,
+    production_writes_failing,
+    readiness,
+    readiness_override,
+    refusal,
+)
 from audit.admin import audit_trail_url
 from audit.choices import Channel
-from governance.admin_base import HistoryAdmin, OwnedAdminMixin
+from core.admin import HistoryAdmin, OwnedAdminMixin
 from governance.choices import Access, AgentStatus, ConnectorKind, Environment, WriteMode
 from governance.history import HistoryLine, threshold_rule_history
 from governance.models import (
@@ -30,13 +37,6 @@ from governance.models import (
     ThresholdBand,
     ThresholdRule,
     validate_bands,
-)
-from governance.readiness import (
-    enables_production_writes,
-    production_writes_failing,
-    readiness,
-    readiness_override,
-    refusal,
 )
 from governance.services import agent_token_issue, agent_tokens_revoke, threshold_rule_sign_off
 

@@ -15,7 +15,5 @@ class GovernanceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from governance import checks  # noqa: F401 - registers the system checks
-
         # Role groups are setup data, not business flow: every fresh database gets them after migrating.
         post_migrate.connect(_ensure_roles, sender=self, dispatch_uid="gatehouse-ensure-roles")

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from audit.choices import Channel, Verb
 from audit.services import audit_record
+from core.errors import AgentDisabled, GatehouseError, NotFound, ScopeDenied, SystemFrozen
 from governance.choices import Access, WriteMode
-from governance.errors import AgentDisabled, GatehouseError, NotFound, ScopeDenied, SystemFrozen
 from governance.models import ActionType, Agent, GlobalSwitch, Resource, ScopeGrant, System
 from governance.querysets import CompiledQuery
 
@@ -203,7 +203,7 @@ def writable_action(agent: Agent, system: System, action_name: str, *, channel: 
     found = _ACTION.run(system_id=system.pk, name=action_name)
     action = found[0] if found else None
     if action is None:
-        from governance.errors import UnknownAction
+        from core.errors import UnknownAction
 
         raise refuse(
             UnknownAction(f"{system} has no action {action_name!r}."), agent=agent, channel=channel, target=target

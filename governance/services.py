@@ -145,7 +145,7 @@ def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id
     from connectors.base import PermanentError, RecordNotFound, TransientError
     from connectors.limits import retry_after_header
     from connectors.registry import connector_for
-    from governance.errors import NotFound, SystemUnavailable
+    from core.errors import NotFound, SystemUnavailable
     from governance.gate import Target, ensure_may_act, find_system, read_grants, readable_fields
 
     # One query for the happy path: the grants come with their system. Without a grant, look the system up alone;

@@ -74,7 +74,7 @@ def on_postgres() -> bool:
 @pytest.fixture
 def demo(db):
     """The demo inventory of CONTRACT.md; the CRM URLs point nowhere unless a test starts the sandbox."""
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
 
     return seed_demo(crm_url="http://127.0.0.1:9", crm_staging_url="http://127.0.0.1:9")
 
@@ -93,7 +93,7 @@ def stack_processes(django_db_setup, django_db_blocker, tmp_path_factory):
     """Session-wide processes: the sample CRM, Gatehouse's web process and one Celery worker (2 processes)."""
     import secrets
 
-    from governance.celery import app as celery_app
+    from gatehouse.celery import app as celery_app
     from tests.stack import Stack
 
     stack = Stack(tmp_path_factory.mktemp("stack"))
@@ -122,7 +122,7 @@ def live(stack_processes, transactional_db, settings):
     live = LiveStack(stack)
     live.crm_control("/_control/reset", {})
     crm_control(stack.crm_staging_url, "/_control/reset", {})
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
 
     seed_demo(crm_url=stack.crm_url, crm_staging_url=stack.crm_staging_url)
     yield live
@@ -155,7 +155,7 @@ def crm_demo(stack_processes, db, settings):
 
     For API tests through Django's test client: reads and proposal checks reach the real CRM; nothing executes
     (the outbox publishes on commit, and this transaction never commits)."""
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
     from sandbox.testing import crm_control
 
     _write_sandbox_tokens(settings, stack_processes)
@@ -258,8 +258,8 @@ def private_stack(transactional_db, settings, tmp_path):
     """
     import secrets
 
-    from governance.celery import app as celery_app
-    from governance.demo import seed_demo
+    from console.demo import seed_demo
+    from gatehouse.celery import app as celery_app
     from tests.faults import PrivateStack, kill_all
     from tests.stack import Stack
 

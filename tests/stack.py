@@ -114,7 +114,7 @@ class Stack:
             name,
             [
                 str(BIN / "uvicorn"),
-                "governance.asgi:application",
+                "gatehouse.asgi:application",
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -132,7 +132,7 @@ class Stack:
             [
                 str(BIN / "celery"),
                 "-A",
-                "governance",
+                "gatehouse",
                 "worker",
                 "--loglevel",
                 "INFO",

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from connectors.models import BatchFile, BatchPoll, QuarantinedRow
-from governance.admin_base import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin
 
 QUARANTINE_PREVIEW = 20  # rows shown on a file's page; the rest are one click away, filtered to the file
 

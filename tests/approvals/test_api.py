@@ -438,7 +438,7 @@ def test_an_action_the_system_does_not_have_is_unknown(collections, mark, action
 
 
 def test_the_fourth_call_in_a_minute_is_throttled_with_retry_after(collections, mark, settings):
-    from governance.api.throttling import forget
+    from agents.throttle import forget
 
     agent = Agent.objects.get(slug="collections-agent")
     forget(agent)

@@ -36,8 +36,8 @@ from approvals.tasks import sweep_outbox
 from audit.integrity import verify_chain
 from audit.models import AuditEvent
 from audit.services import _CHAIN_LOCK_KEY
-from governance.celery import app as celery_app
-from governance.database_errors import RETRY_AFTER_SECONDS
+from core.database import RETRY_AFTER_SECONDS
+from gatehouse.celery import app as celery_app
 from tests.faults import propose, wait_until
 from tests.stack import ROOT
 

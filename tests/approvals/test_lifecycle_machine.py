@@ -54,7 +54,7 @@ from approvals.services import (
 )
 from audit.integrity import verify_chain
 from audit.models import AuditEvent
-from governance.errors import AgentDisabled, InvalidState
+from core.errors import AgentDisabled, InvalidState
 from governance.models import Agent
 from sandbox.testing import crm_control
 

@@ -40,8 +40,8 @@ from approvals.services import (
     proposals_escalate_and_expire,
 )
 from audit.models import AuditEvent
+from core.errors import InvalidState
 from governance.choices import Role, WriteMode
-from governance.errors import InvalidState
 from governance.models import ActionType, Agent, System, ThresholdRule
 
 User = get_user_model()

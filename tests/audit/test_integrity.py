@@ -141,7 +141,7 @@ def test_verify_audit_can_record_and_checkpoint_like_the_job(capsys):
 def test_the_job_is_scheduled_every_five_minutes():
     entry = settings.CELERY_BEAT_SCHEDULE["audit-verify-and-checkpoint"]
     assert entry == {"task": "audit.verify_and_checkpoint", "schedule": 300.0}
-    from governance.celery import app
+    from gatehouse.celery import app
 
     app.loader.import_default_modules()
     assert "audit.verify_and_checkpoint" in app.tasks

@@ -23,8 +23,8 @@ from connectors import credentials
 from connectors.credentials import CredentialUndecryptable
 from connectors.models import Credential
 from connectors.services import credential_set, credentials_check_decryptable, credentials_reencrypt
+from gatehouse.startup import check_at_start
 from governance.services import agent_token_issue
-from governance.startup import check_at_start
 from tests.factories import AgentFactory, SystemFactory, UserFactory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

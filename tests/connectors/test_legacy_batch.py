@@ -24,8 +24,8 @@ from connectors.legacy_batch.services import batch_poll, batch_systems_due
 from connectors.models import BatchFile, BatchPoll, Event, QuarantinedRow
 from connectors.registry import connector_for
 from connectors.tasks import poll_batch_system
+from console.demo import LEGACY_INVENTORY_CONFIG
 from governance.choices import Role, WriteMode
-from governance.demo import LEGACY_INVENTORY_CONFIG
 from governance.models import System
 from tests import factories
 

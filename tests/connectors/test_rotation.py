@@ -437,7 +437,7 @@ def test_a_rotation_stops_the_notices(db, mailoutbox, django_capture_on_commit_c
 def test_the_rotation_notice_is_a_daily_beat_task():
     from django.conf import settings
 
-    from governance.celery import app
+    from gatehouse.celery import app
 
     entries = [
         entry for entry in settings.CELERY_BEAT_SCHEDULE.values() if entry["task"] == "connectors.tell_rotation_due"
@@ -457,8 +457,8 @@ def test_the_task_tells_owners(db):
 
 
 def test_readiness_notes_a_rotation_due_within_a_week_and_fails_once_it_is_overdue(demo):
+    from approvals.readiness import readiness
     from governance.models import Agent, System
-    from governance.readiness import readiness
 
     crm = System.objects.get(slug="crm")
     agent = Agent.objects.get(slug="collections-agent")

@@ -30,8 +30,8 @@ from approvals.services import (
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.models import Credential
+from console.dashboard import SECTION_ROLES, dashboard_for, sla_clock, span
 from governance.choices import Access, ImpactKind, Role
-from governance.dashboard import SECTION_ROLES, dashboard_for, sla_clock, span
 from governance.models import Agent, System, ThresholdBand
 from governance.services import threshold_rule_sign_off
 from tests.factories import (

@@ -14,7 +14,7 @@ from approvals.killswitch import SwitchTarget, kill_switch_on
 from approvals.services import ProposalRequest, proposal_approve, proposal_create
 from audit.choices import Channel
 from connectors.models import Credential
-from governance.dashboard import SECTION_ROLES
+from console.dashboard import SECTION_ROLES
 from governance.models import Agent, ThresholdBand
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]

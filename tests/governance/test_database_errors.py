@@ -25,8 +25,8 @@ from django.urls import path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from governance.database_errors import RETRY_AFTER_SECONDS, is_database_unavailable
-from governance.urls import handler500  # noqa: F401 - this module is the URLconf of its tests: keep the 500 handler
+from core.database import RETRY_AFTER_SECONDS, is_database_unavailable
+from gatehouse.urls import handler500  # noqa: F401 - this module is the URLconf of its tests: keep the 500 handler
 
 pytestmark = pytest.mark.urls("tests.governance.test_database_errors")
 
@@ -75,7 +75,7 @@ urlpatterns = [
 
 
 def test_the_admin_gets_a_clear_503_page_when_the_database_connection_is_lost(client, caplog):
-    with caplog.at_level(logging.ERROR, logger="governance.database_errors"):
+    with caplog.at_level(logging.ERROR, logger="core.database"):
         response = client.post("/admin/closed/", headers={"X-Request-ID": "req-lost-1"})
 
     assert response.status_code == 503
@@ -85,13 +85,13 @@ def test_the_admin_gets_a_clear_503_page_when_the_database_connection_is_lost(cl
     assert "The database connection was lost" in page and "nothing was changed" in page
     assert f"try again in {RETRY_AFTER_SECONDS} seconds" in page
     assert "req-lost-1" in page and response["X-Request-ID"] == "req-lost-1"
-    [line] = [record.getMessage() for record in caplog.records if record.name == "governance.database_errors"]
+    [line] = [record.getMessage() for record in caplog.records if record.name == "core.database"]
     assert "POST /admin/closed/ (request req-lost-1) answered 503: InterfaceError" in line
 
 
 @pytest.mark.django_db
 def test_the_api_answers_problem_json_database_unavailable(client, caplog):
-    with caplog.at_level(logging.ERROR, logger="governance.database_errors"):
+    with caplog.at_level(logging.ERROR, logger="core.database"):
         response = client.get("/api/v1/gone", headers={"X-Request-ID": "req-lost-2"})
 
     assert response.status_code == 503
@@ -185,14 +185,14 @@ def test_only_errors_of_the_connection_or_the_server_count_as_unavailable(tmp_pa
 @pytest.mark.django_db(transaction=True)
 def test_an_mcp_tool_call_on_a_lost_connection_is_refused_as_database_unavailable(demo, caplog):
     """The MCP door answers what the API answers: a tool error with the contract's code, not an internal error."""
-    from governance.mcp.tools import call_tool
+    from agents.mcp.tools import call_tool
     from governance.models import Agent
 
     agent = Agent.objects.select_related("owner").get(slug="collections-agent")
     with connection.cursor() as cursor, contextlib.suppress(OperationalError):  # the server ends this very session
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     try:
-        with caplog.at_level(logging.ERROR, logger="governance.mcp.tools"):
+        with caplog.at_level(logging.ERROR, logger="agents.mcp.tools"):
             result = call_tool(agent, "crm_read_account", {"record_id": "4471"})
     finally:
         connection.close()  # the next query (the test's flush) connects afresh

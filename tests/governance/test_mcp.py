@@ -401,7 +401,7 @@ def test_a_client_that_disconnects_mid_call_leaves_a_consistent_proposal(live):
 
 @pytest.mark.django_db
 def test_tool_names_are_stable_and_follow_the_grants(demo):
-    from governance.mcp import tools
+    from agents.mcp import tools
 
     collections = Agent.objects.get(slug="collections-agent")
     assert {tool.name for tool in tools.list_tools(collections)} == DEMO_TOOLS
@@ -417,7 +417,7 @@ def test_tool_names_are_stable_and_follow_the_grants(demo):
 
 @pytest.mark.django_db
 def test_an_edited_rule_loses_its_sign_off_and_the_description_says_a_person_decides(demo):
-    from governance.mcp import tools
+    from agents.mcp import tools
     from governance.models import ActionType, ThresholdBand
 
     ThresholdBand.objects.filter(rule__name="Credit limit changes on crm", max_amount=500).update(max_amount=900)
@@ -429,7 +429,7 @@ def test_an_edited_rule_loses_its_sign_off_and_the_description_says_a_person_dec
 
 @pytest.mark.django_db
 def test_a_payload_schema_that_cannot_be_merged_is_taken_as_a_payload_argument(demo):
-    from governance.mcp import tools
+    from agents.mcp import tools
     from governance.models import ActionType
 
     action = ActionType.objects.get(system__slug="crm", name="add_note")
@@ -449,8 +449,8 @@ def test_a_payload_schema_that_cannot_be_merged_is_taken_as_a_payload_argument(d
 
 @pytest.mark.django_db
 def test_the_global_stop_refuses_the_tool_list(demo):
-    from governance.errors import SystemFrozen
-    from governance.mcp import tools
+    from agents.mcp import tools
+    from core.errors import SystemFrozen
 
     kill_switch_on(target=SwitchTarget(), reason="incident 42", channel="command")  # the global stop, as doors pull it
     with pytest.raises(SystemFrozen, match="incident 42"):
@@ -461,7 +461,7 @@ def test_the_global_stop_refuses_the_tool_list(demo):
 @pytest.mark.django_db
 def test_a_record_id_with_a_trailing_newline_is_refused_before_anything_is_read(demo):
     """JSON Schema's `$` (Python's, which jsonschema uses) allows a final newline: the id is matched whole as well."""
-    from governance.mcp import tools
+    from agents.mcp import tools
 
     agent = Agent.objects.get(slug="collections-agent")
     result = tools.call_tool(agent, "crm_read_account", {"record_id": "4471\n"})

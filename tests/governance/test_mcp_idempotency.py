@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from agents.mcp.tools import call_tool, list_tools
 from approvals.models import Proposal
 from audit.models import AuditEvent
-from governance.mcp.tools import call_tool, list_tools
 from governance.models import Agent
 
 RAISE = {"record_id": "4471", "credit_limit": "5000.00", "reason": "paid on time"}  # +3,000: one approver

@@ -18,8 +18,8 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from governance.logs import JsonFormatter
-from governance.progress import LINE_EVERY, Progress
+from core.logs import JsonFormatter
+from core.progress import LINE_EVERY, Progress
 
 LATENCY = "gatehouse_http_request_duration_seconds"
 
@@ -90,7 +90,7 @@ def test_readyz_is_503_when_the_database_does_not_answer(client, monkeypatch):
         def cursor(self):
             raise OperationalError("connection to server at 10.1.2.3, port 5432 failed: Connection refused")
 
-    monkeypatch.setattr("governance.health.connection", Unreachable())
+    monkeypatch.setattr("console.health.connection", Unreachable())
     response = client.get("/readyz")
     assert response.status_code == 503
     checks = response.json()["checks"]
@@ -256,7 +256,7 @@ def test_request_latency_is_observed_by_route_name_never_by_raw_path(client, dem
 
 
 def test_the_mcp_endpoint_is_observed_around_the_router(json_lines):
-    from governance.metrics import with_mcp_metrics
+    from console.metrics import with_mcp_metrics
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 401, "headers": []})
@@ -283,7 +283,7 @@ def test_the_mcp_endpoint_is_observed_around_the_router(json_lines):
 
 @pytest.mark.django_db
 def test_metrics_answer_loopback_or_the_token_and_refuse_everyone_else(settings):
-    from governance.metrics import metrics
+    from console.metrics import metrics
 
     factory = RequestFactory()
     settings.GATEHOUSE_METRICS_TOKEN = ""
@@ -351,7 +351,7 @@ def test_the_log_line_of_a_request_carries_the_request_id_of_its_audit_event(dem
 
 
 def test_a_log_line_in_a_celery_task_carries_the_task_id(json_lines):
-    from governance.celery import app
+    from gatehouse.celery import app
 
     @app.task(name="tests.ops.log_inside_a_task", bind=True)
     def log_inside_a_task(self) -> str:

@@ -12,11 +12,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import Drill
+from approvals.readiness import readiness
 from audit.models import AuditEvent
 from connectors.models import Credential
 from governance.choices import Access, WriteMode
 from governance.models import Agent, Resource, ScopeGrant, System, ThresholdBand
-from governance.readiness import readiness
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from governance.env import env_bool, env_choice, env_int, env_list, env_seconds
+from core.env import env_bool, env_choice, env_int, env_list, env_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ def test_a_visibility_timeout_not_longer_than_the_task_time_limit_starts_with_a_
 
 
 def test_the_visibility_timeout_check_warns_only_on_redis_and_only_when_tasks_can_outlast_it(settings):
-    from governance.checks import broker_visibility_timeout
+    from gatehouse.checks import broker_visibility_timeout
 
     settings.REDIS_URL = "redis://127.0.0.1:6379/0"
     settings.CELERY_TASK_TIME_LIMIT = 90

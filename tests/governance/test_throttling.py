@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from governance.api import throttling
+from agents import throttle as throttling
 
 
 @pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])

@@ -14,10 +14,10 @@ import uuid
 import pytest
 from django.urls import URLPattern
 
+from agents.mcp.tools import GET_PROPOSAL, LIST_EVENTS, call_tool, list_tools
+from agents.rest.urls import urlpatterns
 from approvals.models import Proposal
 from audit.models import AuditEvent
-from governance.api.urls import urlpatterns
-from governance.mcp.tools import GET_PROPOSAL, LIST_EVENTS, call_tool, list_tools
 from governance.models import Agent
 
 PROPOSALS = "/api/v1/proposals"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from agents.mcp.tools import call_tool
 from approvals.models import Proposal
 from audit.models import AuditEvent
-from governance.mcp.tools import call_tool
 from governance.models import Agent, ScopeGrant, ThresholdBand, ThresholdRule
 from sandbox.testing import crm_control
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from agents.mcp.tools import call_tool, list_tools
 from approvals.models import Proposal
 from audit.models import AuditEvent
-from governance.mcp.tools import call_tool, list_tools
 from governance.models import Agent
 
 PROPOSALS = "/api/v1/proposals"

@@ -9,7 +9,7 @@ from approvals.management.targets import agent_or_system
 from approvals.models import Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start
 from audit.choices import Channel
-from governance.progress import Progress
+from core.progress import Progress
 
 
 class Command(BaseCommand):

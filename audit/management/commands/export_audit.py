@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from audit.exports import EXPORT_FORMATS, csv_lines, jsonl_lines
 from audit.models import AuditEvent
-from governance.progress import Progress
+from core.progress import Progress
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit.integrity import verify_and_checkpoint, verify_chain
 from audit.models import AuditEvent
-from governance.progress import Progress
+from core.progress import Progress
 
 
 class Command(BaseCommand):

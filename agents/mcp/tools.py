@@ -1,0 +1,723 @@
+"""The MCP endpoint's tools: an agent's tool list, computed from its grants, and each call, made through the services.
+
+Plain synchronous Django code; the server (agents.mcp.server) runs it in a worker thread. Nothing here decides
+whether an agent may do something: reads go through `record_read`, proposals through `proposal_create`, events
+through `events_list`, proposal lookups through `Proposal.objects.visible_to`, and refusals through the gate's
+`refuse`, exactly as in the REST API, so both doors run the same checks and leave the same audit events (channel
+`mcp`). What this module adds is the MCP shape: stable tool names, input and output schemas, and results that say
+plainly what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import jsonschema
+import mcp_types as types
+from django.conf import settings
+from django.db import DatabaseError
+
+from agents.rest import serializers as s
+from agents.rest.errors import database_unavailable_error, flatten_errors
+from agents.throttle import AgentRateThrottle
+from approvals.choices import AWAITING_DECISION, EXECUTABLE, DecisionMode, ProposalStatus
+from approvals.models import Proposal
+from approvals.policy import find_rule
+from approvals.services import ProposalRequest, proposal_create
+from audit.choices import Channel
+from connectors.services import events_list
+from core.database import is_database_unavailable
+from core.errors import GatehouseError, InvalidPayload, NotFound, ScopeDenied, Throttled
+from core.request_context import current_request_id
+from governance.choices import Access, ImpactKind, IntegrationPattern, WriteMode
+from governance.gate import Target, ensure_may_act, readable_fields, refuse
+from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand
+from governance.services import record_read
+
+logger = logging.getLogger(__name__)
+CHANNEL = Channel.MCP
+
+READ, PROPOSE = "read", "propose"
+GET_PROPOSAL, LIST_EVENTS = "get_proposal", "list_events"
+
+# The same rule as the REST API's proposal serializer (ProposalCreateSerializer.record_id), for reads too: an id
+# that could not be proposed on is no id, and it keeps path characters out of the connectors' URLs.
+RECORD_ID = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9._:@-]{1,200}$",
+    "description": "The record's id in the system, e.g. 4471 (letters, digits and . _ : @ - only).",
+}
+REASON = {
+    "type": "string",
+    "maxLength": 2000,
+    "description": "Why: shown to the approver and kept in the audit trail.",
+}
+# The REST API's Idempotency-Key header, as an argument: MCP clients retry calls too (a dropped connection, a timeout).
+IDEMPOTENCY_KEY = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": s.IDEMPOTENCY_KEY.pattern,
+    "description": "Recommended: the same key again (for 24 h) answers with the first proposal instead of making a "
+    "second one; the same key with other arguments is refused (idempotency_conflict).",
+}
+_KEY_ONLY = {"type": "object", "properties": {"idempotency_key": IDEMPOTENCY_KEY}}
+# Arguments of every propose tool; a payload field with one of these names keeps the payload as its own argument.
+PROPOSE_ARGUMENTS = ("record_id", "reason", "idempotency_key")
+READ_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"record_id": RECORD_ID},
+    "required": ["record_id"],
+    "additionalProperties": False,
+}
+GET_PROPOSAL_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {"proposal_id": {"type": "string", "format": "uuid", "description": "From a propose tool."}},
+    "required": ["proposal_id"],
+    "additionalProperties": False,
+}
+LIST_EVENTS_INPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "system": {"type": "string", "description": "Only this system (its slug)."},
+        "after": {"type": "integer", "minimum": 0, "maximum": 2**62, "default": 0},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100},
+    },
+    "additionalProperties": False,
+}
+# Keywords a payload schema may have and still be merged into the tool's own arguments.
+_FLAT_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "title", "description"})
+
+
+@dataclass(frozen=True)
+class ToolTarget:
+    """What a tool name stands for: a resource to read, an action to propose, or one of the two fixed tools."""
+
+    kind: str
+    system: str = ""
+    resource: str = ""
+    action: str = ""
+    nested_payload: bool = False  # the payload schema could not be merged: it comes as the `payload` argument
+
+
+@dataclass
+class ToolResult:
+    """A tool's answer: structured content, the same in plain words, and whether it is a refusal."""
+
+    structured: dict[str, Any]
+    message: str
+    is_error: bool = False
+    settle: uuid.UUID | None = None  # an auto-approved proposal: worth waiting a moment to report it executed
+
+
+# --- Names --------------------------------------------------------------------------------------------------------
+
+
+def _name_part(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def read_tool_name(system: System, resource: Resource) -> str:
+    """`crm_read_account`: the system's slug, then the resource's label (one record, singular)."""
+    return f"{_name_part(system.slug)}_read_{_name_part(resource.label or resource.name)}"
+
+
+def propose_tool_name(system: System, action: ActionType) -> str:
+    """`crm_propose_update_credit_limit`."""
+    return f"{_name_part(system.slug)}_propose_{_name_part(action.name)}"
+
+
+def _readable_by_tool(system: System) -> bool:
+    # Event-queue (batch) systems have no record to fetch by id: their data arrives as events, read by list_events.
+    return system.integration_pattern != IntegrationPattern.EVENT_QUEUE
+
+
+def _flattenable(schema: dict[str, Any]) -> bool:
+    properties = schema.get("properties") or {}
+    return (
+        schema.get("type") == "object"
+        and set(schema) <= _FLAT_KEYWORDS
+        and isinstance(properties, dict)
+        and not set(PROPOSE_ARGUMENTS) & set(properties)
+    )
+
+
+def _propose_target(action: ActionType) -> ToolTarget:
+    return ToolTarget(
+        PROPOSE,
+        action.system.slug,
+        action.resource.name,
+        action.name,
+        nested_payload=not _flattenable(action.payload_schema or {}),
+    )
+
+
+def resolve(name: str) -> ToolTarget | None:
+    """The target a tool name stands for in the whole inventory, granted to the caller or not (the services decide)."""
+    if name in (GET_PROPOSAL, LIST_EVENTS):
+        return ToolTarget(name)
+    for system in System.objects.all():
+        prefix = _name_part(system.slug)
+        if name.startswith(f"{prefix}_read_") and _readable_by_tool(system):
+            for resource in Resource.objects.filter(system=system).select_related("system"):
+                if read_tool_name(system, resource) == name:
+                    return ToolTarget(READ, system.slug, resource.name)
+        if name.startswith(f"{prefix}_propose_"):
+            for action in ActionType.objects.filter(system=system).select_related("system", "resource"):
+                if propose_tool_name(system, action) == name:
+                    return _propose_target(action)
+    return None
+
+
+# --- The tool list ------------------------------------------------------------------------------------------------
+
+
+def list_tools(agent: Agent) -> list[types.Tool]:
+    """The calling agent's tools, from its current grants: computed per request, so a grant change shows at once.
+
+    Raises a GatehouseError (throttled, agent disabled, global stop) that the server reports as a protocol error.
+    """
+    _throttle(agent)
+    ensure_may_act(agent, channel=CHANNEL, write=False)
+    reads: dict[int, list[ScopeGrant]] = {}
+    writable: dict[int, set[str]] = {}
+    for grant in ScopeGrant.objects.for_agent(agent):
+        if grant.access == Access.READ:
+            reads.setdefault(grant.resource_id, []).append(grant)
+        else:
+            writable.setdefault(grant.resource_id, set()).update(grant.actions)
+    tools: dict[str, types.Tool] = {}
+    for grants in reads.values():
+        system, resource = grants[0].system, grants[0].resource
+        if not _readable_by_tool(system):
+            continue
+        _, fields = readable_fields(agent, system, resource.name, channel=CHANNEL, grants=grants)
+        name = read_tool_name(system, resource)
+        tools.setdefault(name, _read_tool(name, system, resource, fields))
+    actions = (
+        ActionType.objects.filter(resource_id__in=writable)
+        .select_related("system", "resource")
+        .order_by("system__slug", "name")
+    )
+    for action in actions:
+        if action.name in writable[action.resource_id]:
+            name = propose_tool_name(action.system, action)
+            tools.setdefault(name, _propose_tool(name, action))
+    tools[GET_PROPOSAL] = _get_proposal_tool()
+    tools[LIST_EVENTS] = _list_events_tool()
+    return list(tools.values())
+
+
+def _read_tool(name: str, system: System, resource: Resource, fields: list[str]) -> types.Tool:
+    label = resource.label or resource.name
+    return types.Tool(
+        name=name,
+        title=f"Read one {label} from {system.name}",
+        description=(
+            f"Read one {label} of {system.name} ({system.slug}/{resource.name}) by its id. Returns only the fields "
+            f"this agent may see: {', '.join(fields)}. Every read is audited (which fields, never their values)."
+        ),
+        input_schema=READ_INPUT,
+        output_schema=_output_schema(
+            ["read"],
+            {
+                "system": {"type": "string"},
+                "resource": {"type": "string"},
+                "record_id": {"type": "string"},
+                "data": {
+                    "type": "object",
+                    "properties": {field: {} for field in fields},
+                    "additionalProperties": False,
+                    "description": "Only the granted fields.",
+                },
+            },
+        ),
+        annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+
+
+def _propose_tool(name: str, action: ActionType) -> types.Tool:
+    system, label = action.system, action.resource.label or action.resource.name
+    payload_schema = action.payload_schema or {}
+    if _flattenable(payload_schema):
+        properties = {**(payload_schema.get("properties") or {}), "record_id": RECORD_ID, "reason": REASON}
+        required = [*(payload_schema.get("required") or []), "record_id"]
+    else:
+        properties = {"record_id": RECORD_ID, "reason": REASON, "payload": payload_schema}
+        required = ["record_id", "payload"]
+    properties["idempotency_key"] = IDEMPOTENCY_KEY
+    reversible = "Reversible." if action.reversible else f"Not reversible: {action.not_reversible_note or 'no undo.'}"
+    return types.Tool(
+        name=name,
+        title=f"Propose {action.name} on one {label} in {system.name}",
+        description=(
+            f"Propose: {(action.description or action.name).rstrip('.')} ({system.name}, one {label} by record_id). "
+            f"{approval_text(action)} {reversible} Gatehouse checks the arguments and the current record, decides, "
+            "and answers whether the change executed, waits for approval (by whom, by when) or was refused."
+        ),
+        input_schema={
+            "type": "object",
+            "properties": properties,
+            "required": required,
+            "additionalProperties": False,
+        },
+        output_schema=PROPOSAL_OUTPUT,
+        annotations=types.ToolAnnotations(
+            read_only_hint=False, destructive_hint=not action.reversible, idempotent_hint=False, open_world_hint=False
+        ),
+    )
+
+
+def _get_proposal_tool() -> types.Tool:
+    return types.Tool(
+        name=GET_PROPOSAL,
+        title="Get one of this agent's proposals",
+        description="Where a proposal stands now: executed, waiting for approval (by whom, by when), rejected, ….",
+        input_schema=GET_PROPOSAL_INPUT,
+        output_schema=PROPOSAL_OUTPUT,
+        annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+
+
+def _list_events_tool() -> types.Tool:
+    return types.Tool(
+        name=LIST_EVENTS,
+        title="List events from event-queue (batch) systems",
+        description=(
+            "Events from the event-queue (legacy batch) systems this agent may read, oldest first after the cursor "
+            "`after`; only granted fields of each event. Pass `next_after` back as `after` to read on."
+        ),
+        input_schema=LIST_EVENTS_INPUT,
+        output_schema=_output_schema(
+            ["events"],
+            {
+                "events": {"type": "array", "items": {"type": "object"}},
+                "next_after": {"type": "integer", "description": "Pass as `after` to read on."},
+            },
+        ),
+        annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+
+
+OUTCOMES = [
+    "executed",
+    "approved",
+    "waiting_for_approval",
+    "manual_task",
+    "rejected",
+    "cancelled",
+    "expired",
+    "failed",
+    "reversed",
+    "on_hold",
+]
+# A refusal is a tool error whose structured content has the same envelope: `outcome` "refused" and the contract's
+# code. One schema covers both, since clients (the TypeScript SDK among them) validate error results against it too.
+REFUSAL_PROPERTIES: dict[str, Any] = {
+    "code": {"type": "string", "description": "When refused: the code from the contract, e.g. scope_denied."},
+    "status": {"type": "integer", "description": "When refused: the HTTP status the REST API would answer."},
+    "errors": {"type": "object", "additionalProperties": {"type": "string"}, "description": "Argument → problem."},
+    "retry_after": {"type": "integer", "description": "When refused for now: seconds to wait."},
+    "request_id": {"type": "string"},
+}
+
+
+def _output_schema(outcomes: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "outcome": {"type": "string", "enum": [*outcomes, "refused"]},
+            "message": {"type": "string", "description": "What happened, in plain words."},
+            **properties,
+            **REFUSAL_PROPERTIES,
+        },
+        "required": ["outcome", "message"],
+    }
+
+
+PROPOSAL_OUTPUT: dict[str, Any] = _output_schema(
+    OUTCOMES,
+    {
+        "proposal": {
+            "type": "object",
+            "description": "As the REST API's GET /api/v1/proposals/{id} returns it.",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "enum": list(ProposalStatus.values)},
+                "decision": {"type": "object"},
+                "impact": {"type": "object"},
+            },
+            "required": ["id", "status", "decision"],
+        },
+        "waiting_for": {
+            "type": "object",
+            "description": "Only while it awaits a decision: who decides (a named approver or a group) and by when.",
+            "properties": {
+                "approver": {"type": "string"},
+                "approver_group": {"type": "string"},
+                "due_at": {"type": "string", "description": "The approval SLA (ISO 8601)."},
+                "second_review_group": {"type": "string"},
+                "expires_at": {"type": "string", "description": "Undecided by then, it expires (ISO 8601)."},
+            },
+        },
+    },
+)
+
+
+# --- What approval a proposal may need, in words ------------------------------------------------------------------
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
+
+
+def _band_range(band: ThresholdBand, currency: str) -> str:
+    if band.max_amount is None:
+        return f"{band.min_amount:,.2f} {currency} and above"
+    if band.min_amount == 0:
+        return f"under {band.max_amount:,.2f} {currency}"
+    return f"{band.min_amount:,.2f} to under {band.max_amount:,.2f} {currency}"
+
+
+def _band_mode(band: ThresholdBand) -> str:
+    if band.mode == DecisionMode.AUTO:
+        return "executes without approval"
+    approver, group, reviewers = band.approver, band.approver_group, band.review_group
+    if approver is not None:
+        who = approver.get_username()
+    elif group is not None:
+        who = f"someone in the {group.name} group"
+    else:
+        who = "an approver"
+    text = f"needs approval by {who}" + (f" within {_duration(band.sla)}" if band.sla else "")
+    if band.mode == DecisionMode.DUAL and reviewers is not None:
+        timing = "before" if band.review_timing == "before" else "after"
+        within = f" within {_duration(band.review_within)}" if band.review_within else ""
+        text += f", then a second review by the {reviewers.name} group{within} ({timing} execution)"
+    return text
+
+
+def approval_text(action: ActionType) -> str:
+    """What approval a proposal of `action` may need, in words: its rule's bands, as approvals.policy reads them."""
+    system = action.system
+    state = ""
+    if system.write_mode in (WriteMode.DISABLED, WriteMode.READ_ONLY) or system.writes_frozen:
+        state = f" Writes to {system.name} are currently refused (write mode {system.write_mode}"
+        state += ", frozen)." if system.writes_frozen else ")."
+    elif system.write_mode == WriteMode.PROPOSE_ONLY:
+        state = f" {system.name} is propose-only: every proposal needs a person, who then carries the change out."
+    fallback = f"a person in the approvers' group decides within {_duration(settings.GATEHOUSE_FALLBACK_SLA)}"
+    rule = find_rule(system, action)
+    if rule is None:
+        return f"Approval: no threshold rule covers it, so {fallback}.{state}"
+    if not rule.is_signed_off:
+        return f"Approval: rule “{rule.name}” is not signed off by the business owner, so {fallback}.{state}"
+    bands = list(rule.bands.all())
+    if action.impact_kind == ImpactKind.NONE:
+        first = next((band for band in bands if band.min_amount == 0), None)
+        mode = _band_mode(first) if first else fallback
+        return f"Approval: no money is at stake, so by rule “{rule.name}” it {mode}.{state}"
+    if action.impact_kind == ImpactKind.DELTA:
+        basis = f"the change in {action.impact_field} (new value minus the current one in {system.name})"
+    else:
+        basis = f"the amount in {action.impact_field}"
+    ranges = "; ".join(f"{_band_range(band, rule.currency)}: {_band_mode(band)}" for band in bands)
+    return f"Approval by rule “{rule.name}”, on the size of {basis}: {ranges}.{state}"
+
+
+# --- Calls --------------------------------------------------------------------------------------------------------
+
+
+def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
+    """Run one tool call through the services; a refusal comes back as an error result with the contract's code.
+
+    A lost database connection is the API's 503 `database_unavailable` too: every service is one transaction, so
+    nothing was half-saved and the agent may call again (with the same idempotency_key for a proposal)."""
+    try:
+        return _call(agent, name, dict(arguments or {}))
+    except GatehouseError as exc:
+        return refusal(exc)
+    except DatabaseError as exc:
+        if not is_database_unavailable(exc):
+            raise  # a broken query is a bug: the server reports it as the internal error it is
+        logger.error(
+            "database unavailable: MCP tool %s (request %s) refused: %s: %s",
+            name,
+            current_request_id(),
+            type(exc).__name__,
+            (str(exc).strip().splitlines() or [""])[0],
+        )
+        return refusal(database_unavailable_error())
+
+
+def refusal(exc: GatehouseError) -> ToolResult:
+    structured: dict[str, Any] = {
+        "outcome": "refused",
+        "code": exc.code,
+        "status": exc.status,
+        "message": exc.detail,
+        "request_id": current_request_id(),
+    }
+    text = f"Refused ({exc.code}): {exc.detail}"
+    if exc.errors:
+        structured["errors"] = exc.errors
+        text += "".join(f"\n- {path}: {message}" for path, message in exc.errors.items())
+    retry_after = exc.headers.get("Retry-After")
+    if retry_after and retry_after.isdigit():
+        structured["retry_after"] = int(retry_after)
+        text += f"\nRetry after {retry_after} s."
+    return ToolResult(structured, text, is_error=True)
+
+
+def _throttle(agent: Agent) -> None:
+    """The REST API's per-agent rate (GATEHOUSE_AGENT_RATE), one budget shared by both doors."""
+    throttle = AgentRateThrottle()
+    if not throttle.allow_request(SimpleNamespace(user=agent), None):
+        wait = throttle.wait()
+        raise Throttled(f"Too many calls: try again in {wait} s.", headers={"Retry-After": str(wait)})
+
+
+def _call(agent: Agent, name: str, arguments: dict[str, Any]) -> ToolResult:
+    _throttle(agent)
+    record_id = arguments.get("record_id")
+    if isinstance(record_id, int) and not isinstance(record_id, bool):
+        arguments["record_id"] = str(record_id)  # 4471 for "4471", as the REST API's serializer accepts it
+    target = resolve(name)
+    if target is None:
+        ensure_may_act(agent, channel=CHANNEL, write=False)  # the kill switch answers first, as on every call
+        raise refuse(
+            ScopeDenied(f"{agent.slug} has no tool named {name!r}; list the tools to see the ones it holds."),
+            agent=agent,
+            channel=CHANNEL,
+            target=Target(detail={"tool": name[:200], "arguments": arguments}),
+        )
+    if target.kind == READ:
+        return _read(agent, name, target, arguments)
+    if target.kind == PROPOSE:
+        return _propose(agent, name, target, arguments)
+    if target.kind == GET_PROPOSAL:
+        return _get_proposal(agent, name, target, arguments)
+    return _list_events(agent, name, target, arguments)
+
+
+def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, str]:
+    """Field path → message for every way `arguments` misses the tool's input schema."""
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    errors: dict[str, str] = {}
+    for error in sorted(validator.iter_errors(arguments), key=lambda e: [str(part) for part in e.absolute_path]):
+        path = ".".join(str(part) for part in error.absolute_path)
+        if error.validator == "additionalProperties" and not path:
+            for extra in sorted(set(arguments) - set(schema.get("properties", {}))):
+                errors.setdefault(extra, "Unknown argument: this tool does not take it.")
+        elif error.validator == "required" and not path:
+            missing = error.message.split("'")[1] if "'" in error.message else "arguments"
+            errors.setdefault(missing, "This argument is required.")
+        else:
+            errors.setdefault(path or "arguments", error.message[:300])
+    return errors
+
+
+def _refuse_arguments(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any], errors: dict[str, str]):
+    ensure_may_act(agent, channel=CHANNEL, write=False)  # a stopped agent hears that, not that its arguments are off
+    system = System.objects.filter(slug=target.system).first() if target.system else None
+    record_id = arguments.get("record_id")
+    return refuse(
+        InvalidPayload("The arguments do not fit the tool's input schema.", errors=errors),
+        agent=agent,
+        channel=CHANNEL,
+        target=Target(
+            system=system,
+            resource=target.resource,
+            record_id=record_id[:200] if isinstance(record_id, str) else "",
+            detail={"tool": name, "arguments": arguments},
+        ),
+    )
+
+
+def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
+    errors = argument_errors(READ_INPUT, arguments)
+    if not errors and not s.RECORD_ID.fullmatch(arguments["record_id"]):  # the schema's `$` allows a final newline
+        errors = {"record_id": RECORD_ID["description"]}
+    if errors:
+        raise _refuse_arguments(agent, name, target, arguments, errors)
+    record = record_read(
+        agent=agent,
+        system_slug=target.system,
+        resource_name=target.resource,
+        record_id=arguments["record_id"],
+        channel=CHANNEL,
+    )
+    data = s.as_json(record["data"])
+    shown = ", ".join(
+        f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
+        for key, value in data.items()
+    )
+    message = f"{record['system']}/{record['resource']} {record['record_id']}: {shown or 'no fields'}."
+    return ToolResult({"outcome": "read", "message": message, **record, "data": data}, message)
+
+
+def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
+    body: dict[str, Any] = {"system": target.system, "action": target.action}
+    rest = dict(arguments)
+    for key in ("record_id", "reason"):
+        if key in rest:
+            body[key] = rest.pop(key)
+    idempotency_key = rest.pop("idempotency_key", None)
+    if idempotency_key is not None:
+        key_errors = argument_errors(_KEY_ONLY, {"idempotency_key": idempotency_key})
+        if not key_errors and not s.IDEMPOTENCY_KEY.fullmatch(idempotency_key):  # e.g. a trailing newline
+            key_errors = {"idempotency_key": "Must not contain control characters."}
+        if key_errors:
+            raise _refuse_arguments(agent, name, target, arguments, key_errors)
+    if target.nested_payload:
+        body["payload"] = rest.pop("payload", None)
+        if rest:
+            errors = {key: "Unknown argument: this tool does not take it." for key in sorted(rest)}
+            raise _refuse_arguments(agent, name, target, arguments, errors)
+    else:
+        body["payload"] = rest
+    # The REST API's own request serializer: the same rules for record_id and reason at both doors.
+    serializer = s.ProposalCreateSerializer(data=body)
+    if not serializer.is_valid():
+        raise _refuse_arguments(agent, name, target, arguments, flatten_errors(serializer.errors))
+    data = serializer.validated_data
+    request = ProposalRequest.from_validated(data)
+    try:
+        proposal, replayed = proposal_create(
+            agent=agent,
+            request=request,
+            channel=CHANNEL,
+            idempotency_key=idempotency_key,
+            respond=s.proposal_body,  # as the REST API stores it
+        )
+    except InvalidPayload as exc:
+        if exc.errors and not target.nested_payload:  # the payload's fields are this tool's own arguments
+            exc.errors = {path.removeprefix("payload."): message for path, message in exc.errors.items()}
+        raise
+    result = proposal_result(agent, proposal.pk)
+    if replayed is not None:  # the first call's proposal, as it stands now: nothing was proposed again
+        result.message = "Already proposed with this idempotency key. " + result.message
+        result.structured["message"] = result.message
+        return result
+    if result.structured["outcome"] == "approved" and proposal.mode == DecisionMode.AUTO:
+        result.settle = proposal.pk
+    return result
+
+
+def _get_proposal(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
+    errors = argument_errors(GET_PROPOSAL_INPUT, arguments)
+    if not errors:
+        try:
+            uuid.UUID(arguments["proposal_id"])
+        except ValueError:
+            errors = {"proposal_id": "Not a proposal id (a UUID)."}
+    if errors:
+        raise _refuse_arguments(agent, name, target, arguments, errors)
+    ensure_may_act(agent, channel=CHANNEL, write=False)
+    return proposal_result(agent, uuid.UUID(arguments["proposal_id"]))
+
+
+def _list_events(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
+    errors = argument_errors(LIST_EVENTS_INPUT, arguments)
+    if errors:
+        raise _refuse_arguments(agent, name, target, arguments, errors)
+    after = arguments.get("after", 0)
+    events = events_list(
+        agent=agent,
+        system_slug=arguments.get("system"),
+        after=after,
+        limit=arguments.get("limit", 100),
+        channel=CHANNEL,
+    )
+    next_after = events[-1]["id"] if events else after
+    page = s.as_json(s.EventPageSerializer({"events": events, "next_after": next_after}).data)
+    message = f"{len(events)} event(s)" + (f"; pass after={next_after} to read on." if events else "; none new.")
+    return ToolResult({"outcome": "events", "message": message, **page}, message)
+
+
+# --- Proposals in plain words -------------------------------------------------------------------------------------
+
+
+def proposal_result(agent: Agent, proposal_id: uuid.UUID) -> ToolResult:
+    """One of the agent's own proposals as it stands now; another agent's looks exactly like a missing one."""
+    proposal = Proposal.objects.visible_to(agent).for_api().filter(pk=proposal_id).first()
+    if proposal is None:
+        raise NotFound("No such proposal.")
+    body = s.proposal_body(proposal)
+    outcome, message, waiting_for = _describe(proposal, body)
+    structured = {"outcome": outcome, "message": message, "proposal": body}
+    if waiting_for:
+        structured["waiting_for"] = {key: value for key, value in waiting_for.items() if value is not None}
+    return ToolResult(structured, message)
+
+
+def _describe(proposal: Proposal, body: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
+    decision = body["decision"]
+    what = f"{body['action']} on {body['system']} record {body['record_id']}"
+    impact = body["impact"]
+    if impact["amount"] is not None:
+        what += f" (impact {impact['amount']} {impact['currency']})"
+    status = proposal.status
+    track = f" Proposal {body['id']}."
+    if status in AWAITING_DECISION:
+        who = decision["approver"] or (
+            f"someone in the {decision['approver_group']} group" if decision["approver_group"] else "a person"
+        )
+        review = decision["review_group"]
+        waiting_for = {
+            "approver": decision["approver"],
+            "approver_group": decision["approver_group"],
+            "due_at": decision["sla_due_at"],
+            "second_review_group": review,
+            "expires_at": decision["expires_at"],
+        }
+        decided_by = proposal.decided_by if proposal.decided_by_id else None
+        if decided_by is not None:  # dual, review before execution: the approver has said yes
+            message = f"Approved by {decided_by.get_username()}; waiting for the second review by the {review} group"
+        else:
+            due = f", due by {decision['sla_due_at']}" if decision["sla_due_at"] else ""
+            message = f"Waiting for approval by {who}{due}"
+            if review:
+                message += f", then a second review by the {review} group"
+        if status == ProposalStatus.ESCALATED:
+            message += " (escalated: the time to decide has passed)"
+        expires = f" Undecided, it expires at {decision['expires_at']}." if decision["expires_at"] else ""
+        return (
+            "waiting_for_approval",
+            f"{message}: {what}. Why: {decision['reason']}. Nothing is written until then.{expires}{track}",
+            waiting_for,
+        )
+    if status == ProposalStatus.EXECUTED:
+        return "executed", f"Executed: {what}, at {body['executed_at']}. Why: {decision['reason']}.{track}", None
+    if status in EXECUTABLE:
+        by = "automatically by rule" if proposal.mode == DecisionMode.AUTO else "by a person"
+        state = "executing now" if status == ProposalStatus.EXECUTING else "queued for execution"
+        return (
+            "approved",
+            f"Approved {by}, {state}: {what}. Why: {decision['reason']}. Call get_proposal to see it executed.{track}",
+            None,
+        )
+    messages = {
+        ProposalStatus.MANUAL_TASK: ("manual_task", "Approved; the system is propose-only, so a person carries out"),
+        ProposalStatus.REJECTED: ("rejected", "Rejected"),
+        ProposalStatus.CANCELLED: ("cancelled", "Cancelled (withdrawn)"),
+        ProposalStatus.EXPIRED: ("expired", "Expired undecided"),
+        ProposalStatus.FAILED: ("failed", "Failed"),
+        ProposalStatus.REVERSED: ("reversed", "Executed, then reversed"),
+        ProposalStatus.ON_HOLD: ("on_hold", "On hold (a kill switch stopped it; an operator decides)"),
+    }
+    outcome, opening = messages[ProposalStatus(status)]
+    why = body.get("rejection_reason") or body.get("failure_reason")
+    return outcome, f"{opening}: {what}." + (f" Reason: {why}." if why else "") + track, None

@@ -1,0 +1,92 @@
+"""Gatehouse's own database lost mid-request: a clear 503 that says nothing was half-saved, instead of a bare 500.
+
+Every write Gatehouse makes for a request (a decision, its audit event, its outbox row) is one transaction, so a
+connection that dies while it is open takes all of it back: the person or agent can simply try again. Only errors
+that mean "the database went away or was too busy" are turned into 503 `database_unavailable`; a broken query (a
+missing table, a bad column) stays the 500 it is, so a bug is never dressed up as an outage.
+
+Two places use this: `DatabaseUnavailableMiddleware` for the admin and every other Django view, and the API's
+exception handler (governance/api/errors.py), since DRF catches its views' exceptions before any middleware sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse
+from django.template.loader import render_to_string
+
+logger = logging.getLogger(__name__)
+
+# How long the 503 asks the caller to wait: a restarted or failed-over PostgreSQL is usually back within seconds,
+# and the agent client (gatehouse_client) waits what Retry-After says before it retries with the same key.
+RETRY_AFTER_SECONDS = 5
+
+# SQLSTATE classes that mean the connection or the server, not the statement: 08 connection exception, 40 transaction
+# rollback (deadlock, serialization failure), 53 insufficient resources (too many connections), 57 operator
+# intervention (the backend terminated, the server shutting down or starting up, a statement cancelled).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57"})
+_TRANSIENT_SQLITE_ERRORS = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means the database connection was lost or the database could not serve us for now.
+
+    Django raises its own OperationalError or InterfaceError from the driver's error (`__cause__`): psycopg's
+    carries the SQLSTATE (`sqlstate`, psycopg2's `pgcode`), and a connection that broke without the server saying
+    why (closed socket, refused connection) has none. sqlite3's carries its result code name.
+    """
+    if isinstance(exc, InterfaceError):  # the connection was already closed under us
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    if cause is None:
+        return True
+    sqlite_error = getattr(cause, "sqlite_errorname", None)
+    if sqlite_error is not None:
+        return sqlite_error in _TRANSIENT_SQLITE_ERRORS
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    return sqlstate is None or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+
+
+def log_database_unavailable(request: HttpRequest, exc: BaseException) -> None:
+    """One line an operator can find: the request, its id (also in the plain format) and what the driver said."""
+    said = str(exc).strip().splitlines()
+    logger.error(
+        "database unavailable: %s %s (request %s) answered 503: %s: %s",
+        request.method,
+        request.path,
+        getattr(request, "request_id", "-"),
+        type(exc).__name__,
+        said[0] if said else "",
+    )
+
+
+class DatabaseUnavailableMiddleware:
+    """A view's lost database connection → 503 with Retry-After: an HTML page for people, problem+json for the API.
+
+    The page is rendered without a request context: the context processors would ask the database for the user.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_database_unavailable(exception):
+            return None
+        log_database_unavailable(request, exception)
+        if request.path.startswith("/api/"):
+            from agents.rest.errors import database_unavailable_response
+
+            return database_unavailable_response()
+        html = render_to_string(
+            "database_unavailable.html",
+            {"retry_after": RETRY_AFTER_SECONDS, "request_id": getattr(request, "request_id", "")},
+        )
+        return HttpResponse(html, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

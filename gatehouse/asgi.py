@@ -1,0 +1,23 @@
+"""ASGI entry point (uvicorn, or gunicorn with uvicorn workers): Django, with the MCP endpoint at /mcp."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+from django.db import connections
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatehouse.settings")
+# Every ASGI request runs its sync code in a thread of its own: pooled connections, not persistent ones (settings).
+os.environ.setdefault("GATEHOUSE_DB_POOL_SIZE", "10")
+django_application = get_asgi_application()
+
+from agents.mcp.server import with_mcp  # noqa: E402 - needs the apps loaded
+from console.metrics import with_mcp_metrics  # noqa: E402 - needs the apps loaded
+from gatehouse.startup import check_at_start  # noqa: E402 - needs the apps loaded
+
+# /mcp goes to the MCP SDK's streamable HTTP app, everything else to Django; the lifespan runs the SDK's sessions.
+# /mcp's latency is observed around the router: Django's middleware never sees those requests.
+application = with_mcp_metrics(with_mcp(django_application))
+
+check_at_start()
+# That check borrowed a connection on the event loop's thread, which never finishes a request: give it back.
+connections.close_all()

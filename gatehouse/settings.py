@@ -1,0 +1,378 @@
+"""Gatehouse settings, read from the environment; the defaults give the embedded setup (SQLite, filesystem broker).
+
+`DATABASE_URL` switches to PostgreSQL and `REDIS_URL` to Redis (Celery broker, cache, throttling). With
+`GATEHOUSE_ENV=production`, secrets must come from the environment: nothing is generated on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from core.env import env_bool, env_choice, env_int, env_list, env_seconds, env_str
+from core.logs import log_format
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("GATEHOUSE_VAR_DIR", str(BASE_DIR / "var")))
+
+GATEHOUSE_ENV = env_choice("GATEHOUSE_ENV", "development", ("development", "production"))
+PRODUCTION = GATEHOUSE_ENV == "production"
+DEBUG = env_bool("GATEHOUSE_DEBUG", default=not PRODUCTION)
+
+
+def _local_secret(name: str, make: callable) -> str:  # type: ignore[valid-type]
+    """A development-only secret kept under var/, so restarts keep sessions and decryptable credentials."""
+    if PRODUCTION:
+        raise ImproperlyConfigured(f"{name} must be set when GATEHOUSE_ENV=production.")
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    path = VAR_DIR / f"{name.lower()}.txt"
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("GATEHOUSE_SECRET_KEY") or _local_secret("GATEHOUSE_SECRET_KEY", lambda: secrets.token_urlsafe(50))
+
+
+def _credential_keys() -> list[str]:
+    """Fernet keys for the credential vault, newest first; older keys only decrypt (key rotation)."""
+    keys = env_list("GATEHOUSE_CREDENTIAL_KEYS") or [
+        _local_secret("GATEHOUSE_CREDENTIAL_KEYS", lambda: Fernet.generate_key().decode())
+    ]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError) as exc:
+            raise ImproperlyConfigured(
+                f"GATEHOUSE_CREDENTIAL_KEYS: key {position} is not a Fernet key "
+                "(32 url-safe base64-encoded bytes; make one with `python -c 'from cryptography.fernet import "
+                "Fernet; print(Fernet.generate_key().decode())'`)."
+            ) from exc
+    return keys
+
+
+GATEHOUSE_CREDENTIAL_KEYS = _credential_keys()
+
+# Signs the audit chain's checkpoints (HMAC-SHA256). Kept outside the database: whoever can rewrite the audit table
+# must not also be able to sign a matching checkpoint. Development derives one from SECRET_KEY; production requires it.
+GATEHOUSE_AUDIT_DIGEST_KEY = env_str("GATEHOUSE_AUDIT_DIGEST_KEY") or (
+    _local_secret("GATEHOUSE_AUDIT_DIGEST_KEY", str)
+    if PRODUCTION
+    else hashlib.sha256(f"gatehouse-audit-digest:{SECRET_KEY}".encode()).hexdigest()
+)
+
+ALLOWED_HOSTS = env_list("GATEHOUSE_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
+BASE_URL = env_str("GATEHOUSE_BASE_URL", "http://127.0.0.1:8000")
+
+INSTALLED_APPS = [
+    "gatehouse.admin_site.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "simple_history",
+    "axes",  # admin sign-in lockout after repeated wrong passwords
+    "governance",
+    "connectors",
+    "approvals",
+    "audit",
+    "console",  # the people's pages and commands that are not a model's admin (dashboards, demo seeding)
+    "gatehouse",  # the project shell: its system checks
+]
+
+MIDDLEWARE = [
+    "core.request_context.RequestIdMiddleware",
+    "console.metrics.RequestMetricsMiddleware",  # latency histogram and access line, inside the request id
+    "core.database.DatabaseUnavailableMiddleware",  # a lost database connection → 503, not a 500
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "simple_history.middleware.HistoryRequestMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
+]
+
+ROOT_URLCONF = "gatehouse.urls"
+WSGI_APPLICATION = "gatehouse.wsgi.application"
+ASGI_APPLICATION = "gatehouse.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    if not DATABASE_URL.startswith(("postgres://", "postgresql://")):
+        raise ImproperlyConfigured("DATABASE_URL must be a postgresql:// URL (the embedded default is SQLite).")
+    # Persistent connections: a new connection per request cut throughput threefold (PERFORMANCE.md).
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)}
+    # Under ASGI each request runs in a thread of its own, so a persistent connection (kept per thread) is never
+    # reused and piles up until PostgreSQL refuses clients (bench/reliability.py: ~100 connections at 10 agents).
+    # The ASGI entry point (governance/asgi.py) sets a pool size instead: each request borrows one of that many
+    # connections and gives it back at its end (Django's advice for ASGI). Workers and commands keep one each.
+    DB_POOL_SIZE = env_int("GATEHOUSE_DB_POOL_SIZE", 0, minimum=0)
+    if DB_POOL_SIZE:
+        # CONN_HEALTH_CHECKS stays on: Django then has the pool check a connection before lending it.
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, DB_POOL_SIZE),
+            "max_size": DB_POOL_SIZE,
+            "timeout": 10,  # a request waits this long for a free connection, then answers 503
+        }
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "gatehouse.sqlite3",
+            # A file, not memory: the suite's web and worker processes share the test database.
+            "TEST": {"NAME": VAR_DIR / "test-gatehouse.sqlite3"},
+            "OPTIONS": {
+                # IMMEDIATE: writers queue on the lock instead of failing with "database is locked" mid-transaction.
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+if env_str("GATEHOUSE_DB_NAME"):
+    # Points a process at another database of the same server (the suite's web and worker processes use it).
+    DATABASES["default"]["NAME"] = env_str("GATEHOUSE_DB_NAME")
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis, cache, Celery ---------------------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://")):
+    raise ImproperlyConfigured("REDIS_URL must be a redis:// or rediss:// URL.")
+
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("GATEHOUSE_TASK_SOFT_TIME_LIMIT", 60, minimum=1)
+CELERY_TASK_TIME_LIMIT = env_int("GATEHOUSE_TASK_TIME_LIMIT", 90, minimum=2)
+if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
+    raise ImproperlyConfigured("GATEHOUSE_TASK_TIME_LIMIT must be larger than GATEHOUSE_TASK_SOFT_TIME_LIMIT.")
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+_BROKER_DIR = Path(env_str("GATEHOUSE_BROKER_DIR", str(VAR_DIR / "broker")))
+CELERY_TASK_DEFAULT_QUEUE = env_str("GATEHOUSE_CELERY_QUEUE", "celery")
+# Redis only: a task not acknowledged this many seconds after its delivery is delivered again (acks_late), even while
+# its first run goes on. It must outlast the hard time limit (a system check warns otherwise): the second delivery
+# is suppressed and counted (Proposal.duplicate_deliveries), but it is wasted work.
+GATEHOUSE_BROKER_VISIBILITY_TIMEOUT = env_int(
+    "GATEHOUSE_BROKER_VISIBILITY_TIMEOUT", CELERY_TASK_TIME_LIMIT * 4, minimum=1
+)
+if REDIS_URL:
+    # Short socket timeouts: with Redis down, publishing fails fast and the outbox keeps the work for the sweeper.
+    # Workers look for messages past the visibility timeout every quarter of it (1-10 s), each time: kombu's own
+    # default looks every 10th time of every 10 s, so a message could come back up to 100 s late.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": GATEHOUSE_BROKER_VISIBILITY_TIMEOUT,
+        "unacked_restore_interval": max(1, min(10, GATEHOUSE_BROKER_VISIBILITY_TIMEOUT // 4)),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": 2,
+        "max_retries": 0,
+    }
+    CELERY_BROKER_CONNECTION_TIMEOUT = 0.5
+else:
+    for sub in ("queue", "processed", "control"):
+        (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_BROKER_DIR / "queue"),
+        "data_folder_out": str(_BROKER_DIR / "queue"),
+        "processed_folder": str(_BROKER_DIR / "processed"),
+        "control_folder": str(_BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker whose broker went away keeps reconnecting (2 s apart, growing to 30 s) for as long as it takes, instead of
+# exiting after Celery's default 100 tries (about 46 minutes); the outbox keeps the work meanwhile.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
+    "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
+    "purge-idempotency-keys": {"task": "approvals.purge_idempotency_keys", "schedule": 3600.0},
+    "resume-reversals": {"task": "approvals.resume_reversals", "schedule": 60.0},
+    # Walk the audit chain, record the result, and sign its head so a deleted tail is noticed at the next run.
+    "audit-verify-and-checkpoint": {"task": "audit.verify_and_checkpoint", "schedule": 300.0},
+    "tell-rotation-due": {"task": "connectors.tell_rotation_due", "schedule": 86400.0},  # owners, once a day
+    # Each batch system is polled on its own interval (its "every"); this only asks which are due.
+    "poll-batch-systems": {"task": "connectors.poll_batch_systems", "schedule": 10.0},
+}
+
+# --- Auth, i18n, static -----------------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Brute force on the admin sign-in: after GATEHOUSE_LOGIN_FAILURE_LIMIT wrong passwords for one username from one
+# address, that pair is refused (429) until the cool-off has passed. AxesStandaloneBackend first: it refuses a
+# locked-out pair before a password is even checked; callers of authenticate() must pass the request.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("GATEHOUSE_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_seconds("GATEHOUSE_LOGIN_COOLOFF", timedelta(minutes=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+# The address is REMOTE_ADDR (django-ipware is not installed); behind the TLS proxy, uvicorn sets it from the proxy's
+# X-Forwarded-For (trusted from --forwarded-allow-ips only, see README "Deploying to production").
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("GATEHOUSE_TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+EMAIL_BACKEND = env_str("GATEHOUSE_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("GATEHOUSE_FROM_EMAIL", "gatehouse@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# The SMTP backend's server. A timeout, so a mail server that hangs cannot hold a web request or a worker.
+EMAIL_HOST = env_str("GATEHOUSE_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("GATEHOUSE_EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("GATEHOUSE_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env_str("GATEHOUSE_EMAIL_PASSWORD")
+EMAIL_USE_TLS = env_bool("GATEHOUSE_EMAIL_STARTTLS")
+EMAIL_USE_SSL = env_bool("GATEHOUSE_EMAIL_SSL")
+EMAIL_TIMEOUT = env_int("GATEHOUSE_EMAIL_TIMEOUT", 10, minimum=1)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("Set GATEHOUSE_EMAIL_STARTTLS or GATEHOUSE_EMAIL_SSL, not both.")
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# An admin session that approves money movements ends after a working day, not Django's two weeks.
+SESSION_COOKIE_AGE = int(env_seconds("GATEHOUSE_SESSION_AGE", timedelta(hours=12)).total_seconds())
+CSRF_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env_bool("GATEHOUSE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env_int("GATEHOUSE_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Probes and scrapers often call over plain HTTP inside the network: answer them rather than redirect.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+
+# --- History ----------------------------------------------------------------------------------------------------
+# A revert from history would change a governed row without the checks and sign-off of the normal path.
+SIMPLE_HISTORY_REVERT_DISABLED = True
+SIMPLE_HISTORY_HISTORY_CHANGE_REASON_USE_TEXT_FIELD = True
+
+# --- API --------------------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["agents.rest.auth.AgentTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["agents.rest.auth.IsActiveAgent"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["agents.rest.parsers.LimitedJSONParser"],
+    "DEFAULT_THROTTLE_CLASSES": ["agents.throttle.AgentRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "agents.rest.errors.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Gatehouse Agent API",
+    "DESCRIPTION": "Governed reads and proposals for AI agents. Errors are application/problem+json (RFC 9457).",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+}
+
+# --- Gatehouse --------------------------------------------------------------------------------------------------
+GATEHOUSE_TOKEN_DEFAULT_EXPIRY = env_seconds("GATEHOUSE_TOKEN_DEFAULT_EXPIRY", timedelta(days=90))
+GATEHOUSE_REQUIRE_SERVICES = env_bool("GATEHOUSE_REQUIRE_SERVICES", default=False)
+# Where no signed-off rule decides, one approver decides within this SLA.
+GATEHOUSE_FALLBACK_SLA = env_seconds("GATEHOUSE_FALLBACK_SLA", timedelta(hours=4))
+# Idempotency keys are kept at least this long (Stripe keeps 24 h).
+GATEHOUSE_IDEMPOTENCY_TTL = env_seconds("GATEHOUSE_IDEMPOTENCY_TTL", timedelta(hours=48))
+GATEHOUSE_MAX_BODY_BYTES = env_int("GATEHOUSE_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+GATEHOUSE_MAX_JSON_DEPTH = env_int("GATEHOUSE_MAX_JSON_DEPTH", 20, minimum=2)
+GATEHOUSE_AGENT_RATE = env_str("GATEHOUSE_AGENT_RATE", "1200/min")
+# Execution: bounded retries with exponential backoff and jitter; a claim older than the lease is taken over.
+GATEHOUSE_EXECUTION_MAX_ATTEMPTS = env_int("GATEHOUSE_EXECUTION_MAX_ATTEMPTS", 6, minimum=1)
+GATEHOUSE_EXECUTION_BACKOFF = env_seconds("GATEHOUSE_EXECUTION_BACKOFF", timedelta(seconds=2))
+GATEHOUSE_EXECUTION_BACKOFF_MAX = env_seconds("GATEHOUSE_EXECUTION_BACKOFF_MAX", timedelta(minutes=5))
+GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER", timedelta(seconds=30))
+# A read that finds its system's rate limit reached waits this long for a token, then answers 503 with Retry-After.
+GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(seconds=1))
+
+# /metrics answers loopback callers, and others presenting this as a bearer token (empty: loopback only).
+GATEHOUSE_METRICS_TOKEN = env_str("GATEHOUSE_METRICS_TOKEN")
+
+# plain (default): for a person at a terminal. json: one object a line with the request id (and task id), for a log
+# pipeline; it also turns on the access log (`gatehouse.access`, one line a request) and Celery's logs go through it.
+GATEHOUSE_LOG_FORMAT = log_format()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "core.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
+    "loggers": {
+        "axes.apps": {"level": "WARNING"},  # its start-up banner on every process and management command
+        "gatehouse.access": {"level": "INFO" if GATEHOUSE_LOG_FORMAT == "json" else "WARNING"},
+        # Django's own console handler (DEBUG only) would repeat django.* lines unformatted beside the JSON ones.
+        **({"django": {"handlers": [], "level": "INFO"}} if GATEHOUSE_LOG_FORMAT == "json" else {}),
+    },
+    "root": {"handlers": ["console"], "level": env_str("GATEHOUSE_LOG_LEVEL", "INFO")},
+}

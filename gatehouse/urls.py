@@ -1,0 +1,41 @@
+"""Top-level routes: the admin, the agent API, and the operations endpoints."""
+
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from agents.rest.errors import problem_response
+from console import health, metrics
+
+admin.site.site_header = "Gatehouse"
+admin.site.site_title = "Gatehouse"
+admin.site.index_title = "Governance"
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("agents.rest.urls")),
+    # Operations: no login, no agent token, no throttle (governance/health.py, governance/metrics.py).
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
+]
+
+
+def handler404(request: HttpRequest, exception: Exception | None = None):
+    if request.path.startswith("/api/"):
+        return problem_response(status=404, code="not_found", title="Not found", detail="No such endpoint.")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request: HttpRequest) -> JsonResponse:
+    if request.path.startswith("/api/"):
+        return problem_response(
+            status=500, code="internal_error", title="Internal error", detail="Gatehouse failed; the error is logged."
+        )
+    from django.views.defaults import server_error
+
+    return server_error(request)
