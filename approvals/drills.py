@@ -9,28 +9,38 @@ duration; the readiness checklist asks for a passed one.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
 from approvals.choices import DecisionMode, ProposalStatus
+from approvals.execution import proposal_execute
+from approvals.killswitch import SwitchTarget, may_pull
 from approvals.models import Drill, Proposal
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_run_here
-from approvals.services import _audit_proposal, proposal_execute
+from approvals.transitions import record_event
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from connectors.base import ConnectorError
+from connectors.base import Connector, ConnectorError
 from connectors.registry import connector_for
+from core.tasks import queue_task
 from governance.choices import AgentStatus, Compensation, Environment
-from governance.models import Agent, System
+from governance.models import ActionType, Agent, System
 
 DRILL_AGENT = "gatehouse-drill"
+DRILL_TASK = "approvals.run_drill"  # the task's stable name (approvals/tasks.py)
 # Fields a system changes on every write: not part of "the record is back".
 VOLATILE_FIELDS = frozenset({"version", "updated_at", "modified_at", "etag"})
 RUN_TIMEOUT = 60.0  # seconds for the reversal rounds of a drill (it retries a flaky staging system meanwhile)
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser
 
 
 class DrillRefused(Exception):
@@ -90,8 +100,30 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in record.items() if name not in VOLATILE_FIELDS}
 
 
-def rollback_drill(*, system: System, user=None, channel: Channel | str) -> Drill:
-    """Run a drill on `system` (or its staging twin) and record it, passed or failed."""
+def drill_request(*, system: System, user: AbstractUser, channel: Channel | str) -> System:
+    """Ask the workers for a drill on `system` (or its staging twin), as `user`; returns the system to be drilled.
+
+    The same checks as a drill run here: who may (the kill switch's rule: operators, or the system's owner) and
+    whether the system can be drilled at all (DrillRefused)."""
+    if not may_pull(user, SwitchTarget(system=system)):
+        raise PermissionDenied(f"You may not run drills on {system}.")
+    target = drill_target(system)
+    queue_task(DRILL_TASK, args=[target.pk, user.pk])
+    return target
+
+
+def rollback_drill_by_id(*, system_id: int, user_id: int | None) -> Drill:
+    """The drill a worker runs for `drill_request`, as the person who asked for it."""
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    return rollback_drill(system=System.objects.get(pk=system_id), user=user, channel=Channel.ADMIN)
+
+
+def rollback_drill(*, system: System, user: AbstractUser | None = None, channel: Channel | str) -> Drill:
+    """Run a drill on `system` (or its staging twin) and record it, passed or failed.
+
+    `user` None is an operator at the command line; a person must be allowed to pull the system's kill switch."""
+    if not may_pull(user, SwitchTarget(system=system)):
+        raise PermissionDenied(f"You may not run drills on {system}.")
     target = drill_target(system)
     if not target.drill_record_id:
         raise DrillRefused(f"Set a drill record on {target} (a record drills may write to) first.")
@@ -100,78 +132,109 @@ def rollback_drill(*, system: System, user=None, channel: Channel | str) -> Dril
     )
     if not actions:
         raise DrillRefused(f"{target} has no reversible action to drill.")
-    agent = _drill_agent(target)
-    started = timezone.now()
+    run = _DrillRun(
+        drill=Drill.objects.create(system=target, performed_by=user, channel=str(channel)),
+        agent=_drill_agent(target),
+        actions=actions,
+        user=user,
+        channel=channel,
+    )
     clock = time.monotonic()
-    drill = Drill.objects.create(system=target, performed_by=user, channel=str(channel))
-    report: list[dict[str, Any]] = []
-    failure = ""
-    record_id = target.drill_record_id
     try:
+        run.write_and_reverse()
+    except (ConnectorError, ReversalRefused) as exc:
+        run.failure = f"{type(exc).__name__}: {exc}"
+    return run.finish(duration=timedelta(seconds=time.monotonic() - clock))
+
+
+@dataclass
+class _DrillRun:
+    """One drill under way: the writes it made, what became of each, and the first failure."""
+
+    drill: Drill
+    agent: Agent
+    actions: list[ActionType]
+    user: AbstractUser | None
+    channel: Channel | str
+    report: list[dict[str, Any]] = field(default_factory=list)
+    failure: str = ""
+
+    def write_and_reverse(self) -> None:
+        target, record_id = self.drill.system, self.drill.system.drill_record_id
+        started = timezone.now()
         connector = connector_for(target)
-        resource = actions[0].resource.name
+        resource = self.actions[0].resource.name
         before = connector.read(resource, record_id)
-        for action in actions:
-            payload = drill_payload(action, connector.read(resource, record_id), stamp=f"{started:%Y-%m-%d %H:%M}")
-            if payload is None:
-                report.append({"action": action.name, "skipped": "no harmless payload can be made for it"})
-                continue
-            proposal = _drill_proposal(agent, target, action, record_id, payload, drill=drill, channel=channel)
-            outcome = proposal_execute(proposal_id=proposal.pk)
-            report.append(
-                {"action": action.name, "payload": payload, "proposal": str(proposal.pk), **_outcome(outcome)}
-            )
-            if outcome.status != "executed":
-                failure = f"{action.name} did not execute: {outcome.detail or outcome.status}"
-                break
+        self._write_each(connector, resource, record_id, stamp=f"{started:%Y-%m-%d %H:%M}")
         reversal = reversal_plan(
-            agent=agent,
+            agent=self.agent,
             system=target,
             hours=(timezone.now() - started).total_seconds() / 3600 + 1 / 60,
-            user=user,
-            channel=channel,
-            reason=f"rollback drill {drill.pk}",
+            user=self.user,
+            channel=self.channel,
+            reason=f"rollback drill {self.drill.pk}",
         )
-        drill.reversal = reversal
-        reversal = reversal_run_here(reversal_id=reversal.pk, timeout=RUN_TIMEOUT)
-        steps = reversal_report(reversal)
+        self.drill.reversal = reversal
+        steps = reversal_report(reversal_run_here(reversal_id=reversal.pk, timeout=RUN_TIMEOUT))
         for step in steps["done"]:
-            _mark(report, step.proposal_id, reversed=True)
+            _mark(self.report, step.proposal_id, reversed=True)
         for key in ("held", "failed", "remaining", "not_reversible", "skipped"):
             for step in steps[key]:
-                _mark(report, step.proposal_id, reversed=False, why=f"{key}: {step.last_error or step.explanation}")
-        after = connector.read(resource, record_id)
+                _mark(
+                    self.report, step.proposal_id, reversed=False, why=f"{key}: {step.last_error or step.explanation}"
+                )
+        self._compare(before, connector.read(resource, record_id), record_id)
+
+    def _write_each(self, connector: Connector, resource: str, record_id: str, *, stamp: str) -> None:
+        """One write with each reversible action, through the real execution path; stops at the first that fails."""
+        for action in self.actions:
+            payload = drill_payload(action, connector.read(resource, record_id), stamp=stamp)
+            if payload is None:
+                self.report.append({"action": action.name, "skipped": "no harmless payload can be made for it"})
+                continue
+            proposal = _drill_proposal(
+                self.agent, self.drill.system, action, record_id, payload, drill=self.drill, channel=self.channel
+            )
+            outcome = proposal_execute(proposal_id=proposal.pk)
+            entry = {"action": action.name, "payload": payload, "proposal": str(proposal.pk), **_outcome(outcome)}
+            self.report.append(entry)
+            if outcome.status != "executed":
+                self.failure = f"{action.name} did not execute: {outcome.detail or outcome.status}"
+                return
+
+    def _compare(self, before: dict[str, Any], after: dict[str, Any], record_id: str) -> None:
         differences = {
             name: {"before": _comparable(before).get(name), "after": value}
             for name, value in _comparable(after).items()
             if _comparable(before).get(name) != value
         }
-        if not failure and any(not entry.get("reversed", "skipped" in entry) for entry in report):
-            failure = "not every drill write was reversed"
-        if not failure and differences:
-            failure = "the record is not back as it was: " + ", ".join(sorted(differences))
-        report.append({"record": record_id, "back_as_before": not differences, "differences": differences})
-    except (ConnectorError, ReversalRefused) as exc:
-        failure = f"{type(exc).__name__}: {exc}"
-    duration = timedelta(seconds=time.monotonic() - clock)
-    drill.passed = not failure
-    drill.failure = failure
-    drill.report = report
-    drill.finished_at = timezone.now()
-    drill.duration = duration
-    drill.save()
-    audit_record(
-        verb=Verb.DRILL,
-        actor=user,
-        channel=channel,
-        system=target,
-        record_id=record_id,
-        input={"drill": drill.pk, "reversal": drill.reversal_id},
-        outcome="passed" if drill.passed else "failed",
-        summary=f"Rollback drill on {target} {'passed' if drill.passed else 'FAILED'} in "
-        f"{duration.total_seconds():.1f} s" + (f": {failure}" if failure else "") + ".",
-    )
-    return drill
+        if not self.failure and any(not entry.get("reversed", "skipped" in entry) for entry in self.report):
+            self.failure = "not every drill write was reversed"
+        if not self.failure and differences:
+            self.failure = "the record is not back as it was: " + ", ".join(sorted(differences))
+        self.report.append({"record": record_id, "back_as_before": not differences, "differences": differences})
+
+    def finish(self, *, duration: timedelta) -> Drill:
+        drill = self.drill
+        drill.passed = not self.failure
+        drill.failure = self.failure
+        drill.report = self.report
+        drill.finished_at = timezone.now()
+        drill.duration = duration
+        drill.save()
+        failure = f": {self.failure}" if self.failure else ""
+        audit_record(
+            verb=Verb.DRILL,
+            actor=self.user,
+            channel=self.channel,
+            system=drill.system,
+            record_id=drill.system.drill_record_id,
+            input={"drill": drill.pk, "reversal": drill.reversal_id},
+            outcome="passed" if drill.passed else "failed",
+            summary=f"Rollback drill on {drill.system} {'passed' if drill.passed else 'FAILED'} in "
+            f"{duration.total_seconds():.1f} s{failure}.",
+        )
+        return drill
 
 
 def _outcome(outcome) -> dict[str, Any]:
@@ -199,7 +262,7 @@ def _drill_proposal(agent, system, action, record_id: str, payload, *, drill: Dr
         mode=DecisionMode.AUTO,
         decision={"drill": drill.pk, "reason": "rollback drill on a staging system"},
     )
-    _audit_proposal(
+    record_event(
         proposal,
         verb=Verb.PROPOSED,
         actor=agent,

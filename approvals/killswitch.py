@@ -1,10 +1,10 @@
 """The kill switch: stop one agent, freeze writes to one system, or stop everything — and resume, each audited.
 
-Effective on the next request from any door: `governance.gate.ensure_may_act` reads the agent's status, the system's
-freeze and the global stop on every call. Work already in Gatehouse is held as well: proposals waiting for a decision
-or for a worker go `on_hold` (remembering where they were), and a worker that takes up an approved proposal checks the
-switch again before it calls the system (`approvals.services.proposal_claim`). Turning the switch off releases what
-it held: back to waiting for a decision, or back to the workers.
+Which switches hold an agent is decided in one place, `governance.gate.kill_switch_stop`: the gate asks it on every
+call from any door, so a switch is effective on the next request. Work already in Gatehouse is held as well:
+proposals waiting for a decision or for a worker go `on_hold` (remembering where they were), and a worker that takes
+up an approved proposal asks again before it calls the system (`approvals.execution.proposal_claim`). Turning the
+switch off releases what it held: back to waiting for a decision, or back to the workers.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from approvals.choices import AWAITING_DECISION, ProposalStatus
+from approvals.execution import queue_execution
 from approvals.models import Proposal
-from approvals.services import _audit_proposal, _queue_execution
+from approvals.transitions import move
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from governance.choices import AgentStatus, Role
+from governance.gate import kill_switch_stop
 from governance.models import Agent, GlobalSwitch, System
 
 # What a switch holds: waiting for a person, waiting for a worker, or between retries of an execution.
@@ -131,9 +133,7 @@ def _set(target: SwitchTarget, *, on: bool, reason: str, user) -> bool:
 
 def _still_stopped(proposal: Proposal) -> bool:
     """Another switch (the agent's, the system's or the global stop) still holds this proposal."""
-    return (
-        proposal.agent.status == AgentStatus.DISABLED or proposal.system.writes_frozen or GlobalSwitch.is_engaged()[0]
-    )
+    return kill_switch_stop(proposal.agent, proposal.system) is not None
 
 
 def kill_switch_on(*, target: SwitchTarget, reason: str, user=None, channel: Channel | str) -> SwitchResult:
@@ -151,16 +151,15 @@ def kill_switch_on(*, target: SwitchTarget, reason: str, user=None, channel: Cha
             .select_for_update(of=("self",))
             .select_related("action_type__resource", "system", "agent")
         ):
-            proposal.held_from = proposal.status
-            proposal.status = ProposalStatus.ON_HOLD
-            proposal.save(update_fields=["status", "held_from", "updated_at"])
-            _audit_proposal(
+            was = proposal.status
+            move(
                 proposal,
+                ProposalStatus.ON_HOLD,
                 verb=Verb.HELD,
                 actor=user,
                 channel=channel,
                 outcome="on_hold",
-                summary=f"Put on hold by the kill switch for {target.label} (was {proposal.held_from}).",
+                summary=f"Put on hold by the kill switch for {target.label} (was {was}).",
             )
             held += 1
         message = f"Kill switch ON for {target.label}: {reason}." + (
@@ -200,20 +199,19 @@ def kill_switch_off(*, target: SwitchTarget, reason: str, user=None, channel: Ch
             back = proposal.held_from or ProposalStatus.PENDING_APPROVAL
             if back == ProposalStatus.EXECUTING:
                 back = ProposalStatus.APPROVED  # taken up again from the start: the idempotency key guards the call
-            proposal.status, proposal.held_from = back, ""
-            proposal.save(update_fields=["status", "held_from", "updated_at"])
-            if back == ProposalStatus.APPROVED:
-                if hasattr(proposal, "outbox"):
-                    proposal.outbox.delete()
-                _queue_execution(proposal)
-            _audit_proposal(
+            move(
                 proposal,
+                back,
                 verb=Verb.RELEASED,
                 actor=user,
                 channel=channel,
                 outcome=back,
                 summary=f"Released from hold: the kill switch for {target.label} is off ({back} again).",
             )
+            if back == ProposalStatus.APPROVED:
+                if hasattr(proposal, "outbox"):
+                    proposal.outbox.delete()
+                queue_execution(proposal)
             released += 1
         audit_record(
             verb=Verb.KILL_SWITCH_OFF,

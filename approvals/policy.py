@@ -16,10 +16,10 @@ from django.contrib.auth.models import Group
 from django.db.models import Q
 
 from approvals.choices import DecisionMode
+from core.compiled_query import CompiledQuery
 from core.numbers import finite_decimal
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, System, ThresholdBand, ThresholdRule
-from governance.querysets import CompiledQuery
 
 FALLBACK_MAX_AGE = timedelta(days=3)
 

@@ -6,13 +6,12 @@ from django.db import models
 from django.db.models import Q
 
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from governance.models import Agent
 
 
 class ProposalQuerySet(models.QuerySet):
     def visible_to(self, principal) -> ProposalQuerySet:
         """An agent sees only its own proposals (another agent's id answers 404); staff see all of them."""
-        from governance.models import Agent
-
         if isinstance(principal, Agent):
             return self.filter(agent=principal)
         if getattr(principal, "is_authenticated", False) and principal.is_active and principal.is_staff:

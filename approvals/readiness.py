@@ -16,8 +16,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
+from approvals.models import Drill
 from audit.choices import Channel, Verb
 from audit.services import audit_record
+from connectors.services import ROTATION_NOTICE
 from governance.choices import Access, Environment, WriteMode
 from governance.models import ActionType, Agent, ScopeGrant, System, ThresholdRule
 
@@ -95,7 +97,6 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
     )
 
     # 3. Credentials of the systems it writes to: not admin-level or shared, rotation scheduled and not overdue.
-    from connectors.services import ROTATION_NOTICE
 
     problems, fix, soon = [], "", []
     for system in written.values():
@@ -131,7 +132,6 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
     )
 
     # 4. A rollback drill passed recently for every production system it writes to (on its staging twin).
-    from approvals.models import Drill
 
     problems, fix = [], ""
     for system in written.values():

@@ -34,13 +34,14 @@ from django.utils import timezone
 
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal, Reversal, ReversalStep
-from approvals.services import _audit_proposal
+from approvals.transitions import locked, move, record_event
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.base import PermanentError, RecordChanged, RecordNotFound, TransientError
 from connectors.limits import CallDeferred
 from connectors.registry import connector_for
 from core.numbers import finite_decimal
+from core.tasks import queue_task
 from governance.choices import AgentStatus, Compensation
 from governance.models import GlobalSwitch
 
@@ -50,6 +51,7 @@ MAX_HOURS = 24 * 30
 STEP_ATTEMPTS = 5  # a step whose system keeps failing transiently is reported failed after this many tries
 ROUND_BACKOFF = timedelta(seconds=2)  # first pause between rounds; doubles each round
 ROUND_BACKOFF_MAX = timedelta(minutes=2)
+REVERSAL_TASK = "approvals.run_reversal"  # the task's stable name (approvals/tasks.py)
 REVERSAL_LEASE = timedelta(minutes=10)  # a running reversal whose worker went silent this long may be taken up
 
 
@@ -257,10 +259,8 @@ def reversal_start(*, reversal_id: int, user=None, channel: Channel | str) -> Re
 
 
 def _queue(reversal_id: int, *, countdown: float) -> None:
-    from approvals.tasks import run_reversal
-
     try:
-        run_reversal.apply_async(args=[reversal_id], countdown=countdown, retry=False)
+        queue_task(REVERSAL_TASK, args=[reversal_id], countdown=countdown)
     except Exception as exc:  # broker down: the sweeper (reversals_resume) takes it up again
         logger.warning("reversal %s: could not queue: %s", reversal_id, exc)
 
@@ -417,22 +417,17 @@ def _run_step(reversal: Reversal, step: ReversalStep) -> None:
 
 @transaction.atomic
 def _record_reversed(reversal: Reversal, step: ReversalStep, *, current=None, after=None, note: str = "") -> None:
-    proposal = (
-        Proposal.objects.select_for_update(of=("self",))
-        .select_related("action_type__resource", "system", "agent")
-        .get(pk=step.proposal_id)
-    )
+    proposal = locked(step.proposal_id)
     if proposal.status != ProposalStatus.EXECUTED:
         _note(step, status=ReversalStep.Status.SKIPPED, error=f"The write is {proposal.status} now.")
         return
-    proposal.status = ProposalStatus.REVERSED
     proposal.reversed_at = timezone.now()
-    proposal.save(update_fields=["status", "reversed_at", "updated_at"])
     _note(step, status=ReversalStep.Status.DONE, error=note, current=current)
     restored = after or proposal.state_before or {}
     change = ", ".join(f"{name} back to {value}" for name, value in restored.items() if not isinstance(value, dict))
-    _audit_proposal(
+    move(
         proposal,
+        ProposalStatus.REVERSED,
         verb=Verb.REVERSED,
         actor=reversal.requested_by,
         channel=Channel.TASK,
@@ -449,7 +444,7 @@ def _record_reversed(reversal: Reversal, step: ReversalStep, *, current=None, af
 def _hold(reversal: Reversal, step: ReversalStep, *, current, why: str) -> None:
     _note(step, status=ReversalStep.Status.HELD, error=why, current=current)
     proposal = step.proposal
-    _audit_proposal(
+    record_event(
         proposal,
         verb=Verb.REVERSAL_HELD,
         actor=None,
@@ -464,7 +459,7 @@ def _hold(reversal: Reversal, step: ReversalStep, *, current, why: str) -> None:
 def _fail(reversal: Reversal, step: ReversalStep, *, why: str) -> None:
     _note(step, status=ReversalStep.Status.FAILED, error=why)
     proposal = step.proposal
-    _audit_proposal(
+    record_event(
         proposal,
         verb=Verb.REVERSAL_STEP_FAILED,
         actor=None,

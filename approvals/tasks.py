@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from celery import shared_task
 from django.conf import settings
-from django.utils import timezone
 
-from approvals.models import IdempotencyRecord
-from approvals.services import outbox_sweep, proposal_execute, retry_delay
+from approvals.decisions import proposals_escalate_and_expire
+from approvals.drills import rollback_drill_by_id
+from approvals.execution import outbox_sweep, proposal_execute, retry_delay
+from approvals.reversal import reversal_run, reversals_resume
+from approvals.services import idempotency_records_purge
 
 
 @shared_task(name="approvals.execute_proposal", bind=True, acks_late=True, max_retries=None, ignore_result=True)
@@ -45,24 +45,18 @@ def sweep_outbox() -> int:
 
 @shared_task(name="approvals.purge_idempotency_keys", ignore_result=True)
 def purge_idempotency_keys() -> int:
-    cutoff = timezone.now() - settings.GATEHOUSE_IDEMPOTENCY_TTL - timedelta(hours=1)
-    deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+    return idempotency_records_purge()
 
 
 @shared_task(name="approvals.escalate_and_expire", ignore_result=True)
 def escalate_and_expire() -> tuple[int, int]:
     """Escalate proposals past their SLA, expire those past their maximum age (database clock)."""
-    from approvals.services import proposals_escalate_and_expire
-
     return proposals_escalate_and_expire()
 
 
 @shared_task(name="approvals.run_reversal", bind=True, acks_late=True, max_retries=None, ignore_result=True)
 def run_reversal(self, reversal_id: int) -> bool:
     """One round of a reversal; scheduled again with backoff while steps wait to be retried."""
-    from approvals.reversal import reversal_run
-
     outcome = reversal_run(reversal_id=reversal_id)
     if not outcome.finished:
         raise self.retry(countdown=within_visibility(outcome.retry_in))
@@ -71,19 +65,10 @@ def run_reversal(self, reversal_id: int) -> bool:
 
 @shared_task(name="approvals.resume_reversals", ignore_result=True)
 def resume_reversals() -> int:
-    from approvals.reversal import reversals_resume
-
     return reversals_resume()
 
 
 @shared_task(name="approvals.run_drill", ignore_result=True)
 def run_drill(system_id: int, user_id: int | None = None) -> int:
     """A rollback drill asked for in the admin; the result is the Drill row the admin shows."""
-    from django.contrib.auth import get_user_model
-
-    from approvals.drills import rollback_drill
-    from audit.choices import Channel
-    from governance.models import System
-
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-    return rollback_drill(system=System.objects.get(pk=system_id), user=user, channel=Channel.ADMIN).pk
+    return rollback_drill_by_id(system_id=system_id, user_id=user_id).pk

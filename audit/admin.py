@@ -9,10 +9,8 @@ runs a full `count(*)` (see `EstimatedCountPaginator`) and offers no navigation 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cached_property
-from urllib.parse import urlencode
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -20,23 +18,19 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from audit.exports import EXPORT_FORMATS, export_response
+from audit.links import timeline_url
 from audit.models import AuditCheckpoint, AuditEvent, AuditVerification
-from audit.timeline import timeline_lines
+from audit.timeline import parse_day
 from core.admin import ReadOnlyAdminMixin
 
 # A search box value longer than any record id cannot match one: answer "nothing" without asking the database.
 _RECORD_ID_MAX = AuditEvent._meta.get_field("record_id").max_length
-# Events read for one page of a record's timeline; the next page continues after the last one (keyset paging).
-TIMELINE_PAGE = 500
 
 
 class EstimatedCountPaginator(Paginator):
@@ -76,15 +70,6 @@ class EstimatedCountPaginator(Paginator):
         return counted
 
 
-def _parse_day(value: str | None) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def _day_label(day: date, today: date) -> str:
     if day == today:
         return "Today"
@@ -103,7 +88,7 @@ class DayFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin):
         today = timezone.localdate()
         days = [today - timedelta(days=back) for back in range(0, 8)]
-        chosen = _parse_day(self.value())
+        chosen = parse_day(self.value())
         if chosen is not None and chosen not in days:  # a day reached from a timeline link stays visible
             days.append(chosen)
         return [(day.isoformat(), _day_label(day, today)) for day in days]
@@ -111,7 +96,7 @@ class DayFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset):
         if self.value() is None:
             return queryset
-        day = _parse_day(self.value())
+        day = parse_day(self.value())
         if day is None:
             raise IncorrectLookupParameters(f"Not a day: {self.value()!r} (expected YYYY-MM-DD).")
         return queryset.on(day)
@@ -220,7 +205,6 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         urls = [
-            path("timeline/<slug:system_slug>/<path:record_id>/", view(self.timeline_view), name="audit_timeline"),
             path("export.csv", view(self.export_view), {"kind": "csv"}, name="audit_export_csv"),
             path("export.jsonl", view(self.export_view), {"kind": "jsonl"}, name="audit_export_jsonl"),
         ]
@@ -251,145 +235,6 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         except IncorrectLookupParameters as exc:
             return HttpResponseBadRequest(f"These filters do not make sense: {exc}".encode())
         return export_response(changelist.queryset, kind=kind)
-
-    def timeline_view(self, request: HttpRequest, system_slug: str, record_id: str) -> TemplateResponse:
-        """Everything that happened to one record, oldest first, a line per proposal, in plain language.
-
-        Paged by keyset (`?after=<event id>`), never by offset: page 40 of a busy record costs what page 1 costs.
-        """
-        from approvals.models import Proposal
-        from governance.models import Resource, System
-
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        system = get_object_or_404(System, slug=system_slug)
-        day_param = request.GET.get("day", "")
-        day = _parse_day(day_param)
-        page = timeline_page(system, record_id, day=day, after=request.GET.get("after"))
-        proposal_ids = {event.proposal_id for event in page.events if event.proposal_id}
-        currencies = dict(Proposal.objects.filter(pk__in=proposal_ids).values_list("pk", "impact_currency"))
-        labels = dict(Resource.objects.filter(system=system).values_list("name", "label"))
-        lines = timeline_lines(page.events, labels=labels, currencies=currencies)
-        for line in lines:
-            line.proposal_url = (  # type: ignore[attr-defined]
-                reverse("admin:approvals_proposal_change", args=[line.proposal_id]) if line.proposal_id else None
-            )
-        changelist = reverse("admin:audit_auditevent_changelist")
-        trail = {"system__id__exact": system.pk, "q": record_id, **({"day": day.isoformat()} if day else {})}
-        day_query = {"day": day.isoformat()} if day else {}
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Timeline of {system.slug} {record_id}" + (f" on {day:%A} {day.day} {day:%b %Y}" if day else ""),
-            "system": system,
-            "record_id": record_id,
-            "day": day,
-            "bad_day": bool(day_param) and day is None,
-            "bad_cursor": page.bad_cursor,
-            "previous_day": (day - timedelta(days=1)).isoformat() if day else None,
-            "next_day": (day + timedelta(days=1)).isoformat() if day else None,
-            "lines": lines,
-            "continued": page.continued,
-            "first_page_url": "?" + urlencode(day_query) if page.continued else None,
-            "next_page_url": "?" + urlencode({**day_query, "after": page.next_after}) if page.next_after else None,
-            "events_url": changelist + "?" + urlencode(trail),
-            "timezone": timezone.get_current_timezone_name(),
-        }
-        return TemplateResponse(request, "admin/audit/auditevent/timeline.html", context)
-
-
-@dataclass
-class TimelinePage:
-    events: list[AuditEvent]
-    next_after: int | None  # the cursor of the next page, when there is one
-    continued: bool  # this page follows an earlier one
-    bad_cursor: bool = False
-
-
-def timeline_page(system, record_id: str, *, day: date | None, after: str | None) -> TimelinePage:
-    """One page of a record's events, oldest first, each proposal told whole on the page where it begins.
-
-    A page reads up to `TIMELINE_PAGE` events after the cursor (an event id of this record: its time and id are the
-    keyset), served by the (system, record_id, occurred_at) index at any depth. Events of a proposal that began on
-    an earlier page are left out (that page told it whole); events of a proposal that begins on this page but
-    continues past its end are fetched with it, so its line ends with its outcome.
-    """
-    scope = AuditEvent.objects.for_record(system, record_id)
-    if day is not None:
-        scope = scope.on(day)
-    cursor: tuple[datetime, int] | None = None
-    bad_cursor = False
-    if after:
-        try:
-            found = scope.only("id", "occurred_at").get(pk=int(after))
-            cursor = (found.occurred_at, found.pk)
-        except (ValueError, OverflowError, AuditEvent.DoesNotExist):
-            bad_cursor = True  # a cursor of another record (or none at all): start from the beginning
-    continued = cursor is not None
-    events: list[AuditEvent] = []
-    told: set = set()
-    for _ in range(20):  # a page made only of proposals told earlier is skipped, not shown empty
-        rows = list(
-            _after(scope, cursor).select_related("person", "system").order_by("occurred_at", "id")[:TIMELINE_PAGE]
-        )
-        ids = {event.proposal_id for event in rows if event.proposal_id} - told
-        if cursor is not None and ids:
-            told |= set(_before(scope.filter(proposal_id__in=ids), cursor).values_list("proposal_id", flat=True))
-        events = [event for event in rows if event.proposal_id not in told]
-        if rows:
-            cursor = (rows[-1].occurred_at, rows[-1].pk)
-        if events or len(rows) < TIMELINE_PAGE:
-            break
-    proposal_ids = {event.proposal_id for event in events if event.proposal_id}
-    if proposal_ids:
-        # A proposal that begins here but is decided or executed later (past this page or this day) is told whole.
-        seen = {event.pk for event in events}
-        more = (
-            AuditEvent.objects.for_record(system, record_id)
-            .filter(proposal_id__in=proposal_ids)
-            .exclude(pk__in=seen)
-            .select_related("person", "system")[:TIMELINE_PAGE]
-        )
-        events.extend(more)
-    # Is there anything after this page that a later page would show? Not the rest of proposals told here or before.
-    has_more = (
-        cursor is not None
-        and _after(scope, cursor).filter(Q(proposal_id__isnull=True) | ~Q(proposal_id__in=proposal_ids | told)).exists()
-    )
-    return TimelinePage(
-        events=events,
-        next_after=cursor[1] if has_more and cursor else None,
-        continued=continued,
-        bad_cursor=bad_cursor,
-    )
-
-
-def _after(queryset, cursor: tuple[datetime, int] | None):
-    """Events after the keyset (time, id); the time range is what the (…, occurred_at) index serves."""
-    if cursor is None:
-        return queryset
-    at, pk = cursor
-    return queryset.filter(occurred_at__gte=at).filter(Q(occurred_at__gt=at) | Q(pk__gt=pk))
-
-
-def _before(queryset, cursor: tuple[datetime, int]):
-    at, pk = cursor
-    return queryset.filter(occurred_at__lte=at).filter(Q(occurred_at__lt=at) | Q(pk__lte=pk))
-
-
-def timeline_url(event: AuditEvent, *, with_day: bool = True) -> str | None:
-    """The record timeline of the event's record, on the event's day; None when the event has no record."""
-    if event.system_id is None or not event.record_id:
-        return None
-    url = reverse("admin:audit_timeline", args=[event.system.slug, event.record_id])
-    if with_day:
-        url += f"?day={timezone.localtime(event.occurred_at).date().isoformat()}"
-    return url
-
-
-def audit_trail_url(**filters: object) -> str:
-    """The audit changelist filtered, e.g. `audit_trail_url(system__id__exact=3)`: for links from other pages."""
-    return reverse("admin:audit_auditevent_changelist") + "?" + urlencode(filters)
 
 
 @admin.register(AuditVerification)

@@ -116,11 +116,12 @@ def audit_record(
 ) -> AuditEvent:
     """Append one event to the chain, inside the caller's transaction when there is one.
 
-    `actor` is an Agent, a user, or None for Gatehouse itself. A human actor is also the event's `person` unless
-    another person (the human in the loop) is named. `agent` names the agent an event is about when a person or
-    Gatehouse acted (a proposal's execution, a kill switch), so the agent's trail shows it.
+    `actor` is a person (a user), an agent (governance.Agent), or None for Gatehouse itself. A person acting is also
+    the event's `person` unless another person (the human in the loop) is named. `agent` names the agent an event is
+    about when a person or Gatehouse acted (a proposal's execution, a kill switch), so the agent's trail shows it.
+    The trail sits below the inventory and does not import it: any actor that is not a user is taken as the agent,
+    and the `agent` foreign key refuses anything that is not one.
     """
-    from governance.models import Agent  # the inventory imports audit services; avoid the cycle at import time
 
     event = AuditEvent(
         occurred_at=timezone.now(),
@@ -139,13 +140,13 @@ def audit_record(
         summary=_clean_text(summary, 500),
         person=person,
     )
-    if isinstance(actor, Agent):
-        event.actor_type, event.actor, event.agent = ActorType.AGENT, actor.slug, actor
-    elif actor is not None:
+    if actor is None:
+        event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
+    elif isinstance(actor, AbstractBaseUser):
         event.actor_type, event.actor = ActorType.HUMAN, actor.get_username()
         event.person = person or actor
     else:
-        event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
+        event.actor_type, event.actor, event.agent = ActorType.AGENT, actor.slug, actor
     if event.agent is None and agent is not None:
         event.agent = agent
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+from django.db.models import Q
 from django.utils import timezone
 
 from audit.choices import Verb
 from audit.models import AuditEvent
 from core.numbers import finite_decimal
 
+# Events read for one page of a record's timeline; the next page continues after the last one (keyset paging).
+TIMELINE_PAGE = 500
 # Steps of a proposal that add nothing a reader needs once the outcome is known.
 _QUIET = {Verb.EXECUTING}
 
@@ -222,3 +225,94 @@ def timeline_lines(
         lines.append(_proposal_line(proposal_events, labels=labels, currency=currencies.get(proposal_id, "")))
     lines.sort(key=lambda line: (line.at, line.event_ids[0] if line.event_ids else 0))
     return lines
+
+
+# --- Paging a record's events ---------------------------------------------------------------------------------
+
+
+def parse_day(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+@dataclass
+class TimelinePage:
+    events: list[AuditEvent]
+    next_after: int | None  # the cursor of the next page, when there is one
+    continued: bool  # this page follows an earlier one
+    bad_cursor: bool = False
+
+
+def timeline_page(system, record_id: str, *, day: date | None, after: str | None) -> TimelinePage:
+    """One page of a record's events, oldest first, each proposal told whole on the page where it begins.
+
+    A page reads up to `TIMELINE_PAGE` events after the cursor (an event id of this record: its time and id are the
+    keyset), served by the (system, record_id, occurred_at) index at any depth. Events of a proposal that began on
+    an earlier page are left out (that page told it whole); events of a proposal that begins on this page but
+    continues past its end are fetched with it, so its line ends with its outcome.
+    """
+    scope = AuditEvent.objects.for_record(system, record_id)
+    if day is not None:
+        scope = scope.on(day)
+    cursor: tuple[datetime, int] | None = None
+    bad_cursor = False
+    if after:
+        try:
+            found = scope.only("id", "occurred_at").get(pk=int(after))
+            cursor = (found.occurred_at, found.pk)
+        except (ValueError, OverflowError, AuditEvent.DoesNotExist):
+            bad_cursor = True  # a cursor of another record (or none at all): start from the beginning
+    continued = cursor is not None
+    events: list[AuditEvent] = []
+    told: set = set()
+    for _ in range(20):  # a page made only of proposals told earlier is skipped, not shown empty
+        rows = list(
+            _after(scope, cursor).select_related("person", "system").order_by("occurred_at", "id")[:TIMELINE_PAGE]
+        )
+        ids = {event.proposal_id for event in rows if event.proposal_id} - told
+        if cursor is not None and ids:
+            told |= set(_before(scope.filter(proposal_id__in=ids), cursor).values_list("proposal_id", flat=True))
+        events = [event for event in rows if event.proposal_id not in told]
+        if rows:
+            cursor = (rows[-1].occurred_at, rows[-1].pk)
+        if events or len(rows) < TIMELINE_PAGE:
+            break
+    proposal_ids = {event.proposal_id for event in events if event.proposal_id}
+    if proposal_ids:
+        # A proposal that begins here but is decided or executed later (past this page or this day) is told whole.
+        seen = {event.pk for event in events}
+        more = (
+            AuditEvent.objects.for_record(system, record_id)
+            .filter(proposal_id__in=proposal_ids)
+            .exclude(pk__in=seen)
+            .select_related("person", "system")[:TIMELINE_PAGE]
+        )
+        events.extend(more)
+    # Is there anything after this page that a later page would show? Not the rest of proposals told here or before.
+    has_more = (
+        cursor is not None
+        and _after(scope, cursor).filter(Q(proposal_id__isnull=True) | ~Q(proposal_id__in=proposal_ids | told)).exists()
+    )
+    return TimelinePage(
+        events=events,
+        next_after=cursor[1] if has_more and cursor else None,
+        continued=continued,
+        bad_cursor=bad_cursor,
+    )
+
+
+def _after(queryset, cursor: tuple[datetime, int] | None):
+    """Events after the keyset (time, id); the time range is what the (…, occurred_at) index serves."""
+    if cursor is None:
+        return queryset
+    at, pk = cursor
+    return queryset.filter(occurred_at__gte=at).filter(Q(occurred_at__gt=at) | Q(pk__gt=pk))
+
+
+def _before(queryset, cursor: tuple[datetime, int]):
+    at, pk = cursor
+    return queryset.filter(occurred_at__lte=at).filter(Q(occurred_at__lt=at) | Q(pk__lte=pk))

@@ -466,7 +466,7 @@ def main() -> int:
     from django.urls import reverse
     from django.utils import timezone
 
-    from audit.admin import TIMELINE_PAGE
+    from audit.timeline import TIMELINE_PAGE
     from audit.exports import export_response
     from audit.models import AuditEvent
     from console.demo import seed_demo

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from audit.admin import audit_trail_url
 from audit.choices import Channel
+from audit.links import audit_trail_url
 from connectors.models import Credential
 from connectors.services import ROTATION_NOTICE, Rotation, credential_rotate, credential_set
 from core.admin import HistoryAdmin, OwnedAdminMixin
@@ -48,46 +45,6 @@ class RotateForm(forms.Form):
         strip=False,
         help_text="Write-only: never shown again. The system is checked with it before it is stored.",
     )
-
-
-@dataclass
-class BlastRadius:
-    """Who depends on one system's credential: agents with current grants, and the proposals that would use it."""
-
-    system: object
-    credential: Credential | None
-    agents: list[dict] = field(default_factory=list)  # {"agent", "reads": [grant], "writes": [grant]}
-    proposals: list = field(default_factory=list)
-    proposal_count: int = 0
-
-
-PROPOSALS_SHOWN = 50
-
-
-def blast_radius(system) -> BlastRadius:
-    from approvals.choices import AWAITING_DECISION, EXECUTABLE, ProposalStatus
-    from approvals.models import Proposal
-    from governance.models import ScopeGrant
-
-    credential = Credential.objects.filter(system=system).first()
-    result = BlastRadius(system=system, credential=credential)
-    by_agent: dict[int, dict] = {}
-    grants = (
-        ScopeGrant.objects.filter(system=system)
-        .current()
-        .select_related("agent", "resource")
-        .order_by("agent__slug", "resource__name", "access")
-    )
-    for grant in grants:
-        entry = by_agent.setdefault(grant.agent_id, {"agent": grant.agent, "reads": [], "writes": []})
-        entry["reads" if grant.access == "read" else "writes"].append(grant)
-    result.agents = list(by_agent.values())
-    # Everything that will still call the system: awaiting a decision, approved or executing, or held by a switch.
-    open_statuses = [*AWAITING_DECISION, *EXECUTABLE, ProposalStatus.ON_HOLD]
-    proposals = Proposal.objects.filter(system=system, status__in=open_statuses)
-    result.proposal_count = proposals.count()
-    result.proposals = list(proposals.select_related("agent", "action_type").order_by("-created_at")[:PROPOSALS_SHOWN])
-    return result
 
 
 @admin.register(Credential)
@@ -126,11 +83,6 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                 "<path:object_id>/rotate/",
                 self.admin_site.admin_view(self.rotate_view),
                 name="connectors_credential_rotate",
-            ),
-            path(
-                "blast-radius/<slug:system>/",
-                self.admin_site.admin_view(self.blast_radius_view),
-                name="connectors_credential_blast_radius",
             ),
         ]
         return urls + super().get_urls()
@@ -192,31 +144,6 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/connectors/credential/rotate.html", context)
-
-    def blast_radius_view(self, request: HttpRequest, system: str) -> TemplateResponse:
-        """Read-only: which agents, grants and open proposals depend on this system's credential."""
-        from governance.models import System
-
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        found = get_object_or_404(System.objects.visible_to(request.user), slug=system)
-        radius = blast_radius(found)
-        credential = radius.credential
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"Blast radius of the credential of {found}",
-            "radius": radius,
-            "more_proposals": max(0, radius.proposal_count - len(radius.proposals)),
-            "due_soon": credential is not None
-            and not credential.rotation_overdue
-            and credential.rotation_due_at <= timezone.now() + ROTATION_NOTICE,
-            "can_rotate": credential is not None and self.has_change_permission(request, credential),
-            "audit_trail_url": audit_trail_url(system__id__exact=found.pk)
-            if request.user.has_perm("audit.view_auditevent")
-            else "",
-        }
-        return TemplateResponse(request, "admin/connectors/credential/blast_radius.html", context)
 
     def _report(self, request: HttpRequest, rotation: Rotation) -> None:
         system = rotation.credential.system

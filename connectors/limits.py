@@ -38,6 +38,7 @@ from typing import Any
 from django.conf import settings
 
 from connectors.base import Connector, Health, PermanentError, TransientError
+from governance.models import System
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +371,16 @@ def availability(system) -> Availability:
     if wait > 0:
         return Availability("paced", failures, retry_in=wait, last_error=error)
     return Availability("available", failures, last_error=error)
+
+
+# The breaker states in which Gatehouse does not call the system.
+OPEN_STATES = frozenset({"unavailable", "probing"})
+
+
+def circuit_states() -> dict[str, str]:
+    """Each system's breaker as the admin shows it: available, paced, probing, unavailable, or unknown when the rate
+    store does not answer. For /readyz and /metrics."""
+    return {system.slug: availability(system).state for system in System.objects.order_by("slug")}
 
 
 def retry_after_header(exc: BaseException, default: int = 5) -> str:

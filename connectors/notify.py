@@ -2,30 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
-from django.conf import settings
-from django.core.mail import send_mail
-from django.urls import reverse
-
-logger = logging.getLogger(__name__)
+from connectors.models import Credential
+from core.mail import admin_link, send_notice
 
 
-def credential_url(credential) -> str:
-    return settings.BASE_URL.rstrip("/") + reverse("admin:connectors_credential_change", args=[credential.pk])
-
-
-def _send(subject: str, body: str, recipients: list[str]) -> None:
-    recipients = sorted({address for address in recipients if address})
-    if not recipients:
-        return
-    try:
-        send_mail(f"[Gatehouse] {subject}", body, None, recipients)
-    except Exception:  # a mail outage must not undo the rotation (or the notice) that was already recorded
-        logger.exception("could not send %r to %s", subject, recipients)
-
-
-def notify_rotation_failed(credential, *, reason: str, stored: bool) -> None:
+def notify_rotation_failed(credential: Credential, *, reason: str, stored: bool) -> None:
     """The owner (and, when Gatehouse now holds a secret the system refuses, on-call) hears of a failed check."""
     system = credential.system
     if stored:
@@ -43,10 +24,10 @@ def notify_rotation_failed(credential, *, reason: str, stored: bool) -> None:
             "The system still accepts the current secret, so nothing was changed. Rotate again with the right one."
         )
         recipients = [system.owner.email]
-    _send(subject, f"{body}\n\n{credential_url(credential)}", recipients)
+    send_notice(subject, f"{body}\n\n{admin_link(credential)}", recipients)
 
 
-def notify_rotation_due(credential, *, overdue: bool) -> None:
+def notify_rotation_due(credential: Credential, *, overdue: bool) -> None:
     system = credential.system
     due = f"{credential.rotation_due_at:%Y-%m-%d %H:%M} UTC"
     if overdue:
@@ -60,6 +41,6 @@ def notify_rotation_due(credential, *, overdue: bool) -> None:
         body = f"The credential Gatehouse uses for {system} is due for rotation on {due}."
     body += (
         f"\n\nRotate it with `manage.py rotate_credential {system.slug}` (the new secret on stdin) or in the admin:"
-        f"\n{credential_url(credential)}"
+        f"\n{admin_link(credential)}"
     )
-    _send(subject, body, [system.owner.email])
+    send_notice(subject, body, [system.owner.email])

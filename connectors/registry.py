@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.utils.module_loading import import_string
 
@@ -21,11 +23,31 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 
 
-def validate_config(kind: str, raw) -> None:
+def validate_config(kind: str, raw: Any) -> None:
     """Check a system's connector settings when it is saved; raises ValidationError saying what is wrong."""
     if kind not in KINDS:
         raise ValidationError(f"No connector for kind {kind!r}.")
     import_string(KINDS[kind][1]).parse(raw)
+
+
+class Checks:
+    """The connector kinds' answers to the inventory's questions (governance.connections), registered at start."""
+
+    def settings_errors(self, kind: str, config: Any) -> list[str]:
+        try:
+            validate_config(kind, config)
+        except ValidationError as exc:
+            return exc.messages
+        return []
+
+    def operation_errors(self, kind: str, operation: Any, compensation: str) -> dict[str, str]:
+        if kind not in OPERATIONS:
+            return {}  # the kind reads `operation` when it runs the action (http, mcp) or has no actions
+        return import_string(OPERATIONS[kind])(operation, compensation)
+
+
+# Kinds that check an action's `operation` when the action is saved: a function (operation, compensation) → errors.
+OPERATIONS: dict[str, str] = {"soap": "connectors.soap.config.operation_errors"}
 
 
 def connector_for(system, *, secret: str | None = None) -> Connector:

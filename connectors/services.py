@@ -11,10 +11,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.choices import Channel, Verb
+from audit.models import AuditEvent
 from audit.services import audit_record
 from connectors import credentials
 from connectors.base import Health
 from connectors.models import Credential
+from connectors.notify import notify_rotation_due, notify_rotation_failed
+from connectors.registry import connector_for
 
 ROTATION_NOTICE = timedelta(days=7)  # owners hear of a rotation coming due this long before it is
 
@@ -65,8 +68,6 @@ class Rotation:
 
 def _check(system, secret: str | None = None) -> Health:
     """The system's health check with `secret` (default: the vaulted one). A check reports; it never raises."""
-    from connectors.registry import connector_for
-
     try:
         health = connector_for(system, secret=secret).health()
     except Exception as exc:  # no connector for the kind, a bad config, an undecryptable old secret, a bug
@@ -105,8 +106,6 @@ def credential_rotate(*, system, new_secret: str, actor, channel: Channel | str)
     with transaction.atomic():
         credential = credential_set(system=system, secret=new_secret, actor=actor, channel=channel, health=health)
         if not health.ok:
-            from connectors.notify import notify_rotation_failed
-
             transaction.on_commit(
                 functools.partial(notify_rotation_failed, credential, reason=health.reason, stored=True)
             )
@@ -115,8 +114,6 @@ def credential_rotate(*, system, new_secret: str, actor, channel: Channel | str)
 
 @transaction.atomic
 def _credential_rotation_refused(*, credential: Credential, health: Health, actor, channel: Channel | str) -> None:
-    from connectors.notify import notify_rotation_failed
-
     audit_record(
         verb=Verb.CREDENTIAL_SET,
         actor=actor,
@@ -137,8 +134,6 @@ def credentials_tell_rotation_due(*, now=None) -> int:
     `rotation_overdue`), and that event is the once-a-day guard: it is looked for under the credential's row lock,
     so two beat runs (or two beat processes) cannot both send. Returns how many owners were told.
     """
-    from audit.models import AuditEvent
-    from connectors.notify import notify_rotation_due
 
     now = now or timezone.now()
     day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -215,69 +210,3 @@ def credentials_check_decryptable() -> None:
             from django.core.exceptions import ImproperlyConfigured
 
             raise ImproperlyConfigured(f"The credential of system {slug!r}: {exc}") from exc
-
-
-def events_list(*, agent, system_slug: str | None, after: int, limit: int, channel) -> list[dict]:
-    """Events from event-queue systems the agent holds a read grant on, oldest first after the cursor `after`.
-
-    Only granted fields of each event's data are returned; the audit event counts the events and names the fields.
-    """
-    from django.utils import timezone
-
-    from audit.choices import Verb
-    from connectors.models import Event
-    from core.errors import ScopeDenied
-    from governance.choices import Access, IntegrationPattern
-    from governance.gate import Target, ensure_may_act, find_system, refuse
-    from governance.models import ScopeGrant
-
-    system = find_system(system_slug) if system_slug else None
-    ensure_may_act(agent, channel=channel, target=Target(system=system), write=False)
-    grants = ScopeGrant.objects.filter(
-        agent=agent, access=Access.READ, system__integration_pattern=IntegrationPattern.EVENT_QUEUE
-    ).current(timezone.now())
-    if system is not None:
-        grants = grants.filter(system=system)
-    fields_by_resource: dict[int, list[str]] = {}
-    for grant in grants.select_related("resource"):
-        allowed = fields_by_resource.setdefault(grant.resource_id, [])
-        allowed.extend(name for name in (grant.fields or grant.resource.fields) if name not in allowed)
-    if system is not None and not fields_by_resource:
-        raise refuse(
-            ScopeDenied(f"{agent.slug} may not read events of {system}."),
-            agent=agent,
-            channel=channel,
-            target=Target(system=system),
-        )
-    events = list(
-        Event.objects.filter(resource_id__in=fields_by_resource, pk__gt=after)
-        .select_related("system", "resource")
-        .order_by("pk")[:limit]
-    )
-    result = [
-        {
-            "id": event.pk,
-            "system": event.system.slug,
-            "resource": event.resource.name,
-            "record_id": event.record_id,
-            "data": {
-                name: event.data.get(name) for name in fields_by_resource[event.resource_id] if name in event.data
-            },
-            "received_at": event.received_at,
-        }
-        for event in events
-    ]
-    audit_record(
-        verb=Verb.READ,
-        actor=agent,
-        channel=channel,
-        system=system,
-        resource="events",
-        input={
-            "after": after,
-            "count": len(result),
-            "fields": sorted({f for v in fields_by_resource.values() for f in v}),
-        },
-        summary=f"{agent.slug} read {len(result)} event(s)" + (f" of {system}" if system else "") + f" after #{after}.",
-    )
-    return result

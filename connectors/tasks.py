@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from audit.choices import Channel
+from connectors.legacy_batch.services import batch_poll, batch_systems_due
+from connectors.services import credentials_tell_rotation_due
+from governance.models import System
+
 
 @shared_task(name="connectors.tell_rotation_due", ignore_result=True)
 def tell_rotation_due() -> int:
     """Daily: tell owners whose credential is due for rotation within a week, or overdue (once a day at most)."""
-    from connectors.services import credentials_tell_rotation_due
-
     return credentials_tell_rotation_due()
 
 
 @shared_task(name="connectors.poll_batch_systems", ignore_result=True)
 def poll_batch_systems() -> int:
     """Beat, every 10 s: queue a poll of each batch system whose own interval (`every`) has passed."""
-    from connectors.legacy_batch.services import batch_systems_due
-
     due = batch_systems_due()
     for system_id in due:
         poll_batch_system.delay(system_id)
@@ -27,10 +28,6 @@ def poll_batch_systems() -> int:
 @shared_task(name="connectors.poll_batch_system", ignore_result=True)
 def poll_batch_system(system_id: int) -> str:
     """Poll one batch system if it is still due; a second delivery finds it claimed or already polled and returns."""
-    from audit.choices import Channel
-    from connectors.legacy_batch.services import batch_poll
-    from governance.models import System
-
     system = System.objects.filter(pk=system_id).first()
     if system is None:
         return "gone"

@@ -39,7 +39,9 @@ from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
 from approvals.models import Proposal
 from approvals.readiness import CheckItem, readiness
 from audit.choices import Verb
+from audit.links import audit_trail_url
 from audit.models import AuditEvent, AuditVerification
+from connectors.limits import availability
 from connectors.models import Credential
 from governance.choices import AgentStatus, Role
 from governance.models import Agent, GlobalSwitch, System, ThresholdRule
@@ -469,8 +471,6 @@ def _switches() -> SwitchState:
 
 
 def _availability() -> AvailabilityPanel:
-    from connectors.limits import availability
-
     systems = list(System.objects.exclude(write_mode="disabled").order_by("slug")[:SYSTEMS_PROBED])
     trouble = []
     for system in systems:
@@ -537,8 +537,6 @@ def _rules(user, everything: bool) -> Listing:
 
 
 def _audit(user, now: datetime, start: datetime) -> AuditPanel:
-    from audit.admin import audit_trail_url
-
     recent = list(
         AuditEvent.objects.filter(verb__in=AUDIT_ATTENTION)
         .select_related("agent", "person", "system")

@@ -18,17 +18,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from connectors.limits import OPEN_STATES, circuit_states
+from console.metrics import trusted_caller
+
 logger = logging.getLogger(__name__)
 
 OK, DOWN, DEGRADED, UNAVAILABLE, UNKNOWN = "ok", "down", "degraded", "unavailable", "unknown"
-# The breaker states of connectors.limits.Availability in which Gatehouse does not call the system.
-OPEN_STATES = frozenset({"unavailable", "probing"})
 # The kombu filesystem transport's folders (the embedded default); it needs to write in each.
 _BROKER_FOLDERS = ("data_folder_in", "data_folder_out", "control_folder")
 
@@ -43,8 +45,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
-    from console.metrics import trusted_caller
-
     status, body = readiness(name_systems=trusted_caller(request))
     return JsonResponse(body, status=status)
 
@@ -93,23 +93,12 @@ def check_broker() -> dict[str, Any]:
                 if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
                     raise FileNotFoundError(f"{key} {folder} is missing or not writable")
         else:  # another transport configured by hand: ask kombu
-            from gatehouse.celery import app
-
-            with app.connection_for_write() as conn:
+            with current_app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=1)
     except Exception as exc:
         logger.warning("readyz: the broker (%s) is not usable: %s", kind, exc)
         return {"status": DOWN, "kind": kind, "error": type(exc).__name__}
     return {"status": OK, "kind": kind}
-
-
-def circuit_states() -> dict[str, str]:
-    """Each system's breaker as the admin shows it (connectors.limits.availability): available, paced, probing,
-    unavailable, or unknown when the rate store does not answer."""
-    from connectors.limits import availability
-    from governance.models import System
-
-    return {system.slug: availability(system).state for system in System.objects.order_by("slug")}
 
 
 def check_circuits(*, name_systems: bool) -> dict[str, Any]:

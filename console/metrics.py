@@ -32,6 +32,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from approvals.choices import AWAITING_DECISION, ProposalStatus
+from approvals.models import OutboxMessage, Proposal
+from audit.choices import Verb
+from audit.models import AuditEvent
+from connectors.limits import OPEN_STATES, circuit_states
+from core.request_context import new_request_id
+
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("gatehouse.access")
 
@@ -136,7 +143,6 @@ def with_mcp_metrics(app: Any, path: str = "/mcp") -> Callable[..., Any]:
 
 
 def _caller_request_id(scope: dict[str, Any]) -> str | None:
-    from core.request_context import new_request_id
 
     for name, raw in scope.get("headers") or ():
         if name == b"x-request-id":
@@ -171,10 +177,6 @@ class GatehouseCollector(Collector):
 
 
 def _database_metrics(now) -> Iterator[Metric]:
-    from approvals.choices import AWAITING_DECISION, ProposalStatus
-    from approvals.models import OutboxMessage, Proposal
-    from audit.choices import Verb
-    from audit.models import AuditEvent
 
     rows = {
         row["status"]: row
@@ -263,8 +265,6 @@ def _age(now, then) -> float:
 
 
 def _circuit_metrics() -> Iterator[Metric]:
-    from console.health import OPEN_STATES, UNKNOWN, circuit_states
-
     family = GaugeMetricFamily(
         "gatehouse_system_circuit_open",
         "1 while a system's circuit breaker is open (Gatehouse does not call it), 0 when closed; absent when the "
@@ -277,7 +277,7 @@ def _circuit_metrics() -> Iterator[Metric]:
         logger.exception("metrics: could not read the circuit breakers")
         states = {}
     for slug, state in states.items():
-        if state != UNKNOWN:
+        if state != "unknown":
             family.add_metric([slug], 1 if state in OPEN_STATES else 0)
     yield family
 

@@ -11,7 +11,7 @@ from django.db import models
 from django.http import HttpRequest
 from simple_history.admin import SimpleHistoryAdmin
 
-from governance.history import HistoryLine, record_lines
+from core.history import HistoryLine, record_lines
 
 
 class HistoryAdmin(SimpleHistoryAdmin):

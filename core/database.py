@@ -5,18 +5,17 @@ connection that dies while it is open takes all of it back: the person or agent 
 that mean "the database went away or was too busy" are turned into 503 `database_unavailable`; a broken query (a
 missing table, a bad column) stays the 500 it is, so a bug is never dressed up as an outage.
 
-Two places use this: `DatabaseUnavailableMiddleware` for the admin and every other Django view, and the API's
-exception handler (governance/api/errors.py), since DRF catches its views' exceptions before any middleware sees them.
+Three places use this: `gatehouse.middleware.DatabaseUnavailableMiddleware` for the admin and every other Django
+view, the API's exception handler (agents/rest/errors.py), since DRF catches its views' exceptions before any
+middleware sees them, and the MCP tools (agents/mcp).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse
-from django.template.loader import render_to_string
+from django.http import HttpRequest
 
 logger = logging.getLogger(__name__)
 
@@ -63,30 +62,3 @@ def log_database_unavailable(request: HttpRequest, exc: BaseException) -> None:
         type(exc).__name__,
         said[0] if said else "",
     )
-
-
-class DatabaseUnavailableMiddleware:
-    """A view's lost database connection → 503 with Retry-After: an HTML page for people, problem+json for the API.
-
-    The page is rendered without a request context: the context processors would ask the database for the user.
-    """
-
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
-
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not is_database_unavailable(exception):
-            return None
-        log_database_unavailable(request, exception)
-        if request.path.startswith("/api/"):
-            from agents.rest.errors import database_unavailable_response
-
-            return database_unavailable_response()
-        html = render_to_string(
-            "database_unavailable.html",
-            {"retry_after": RETRY_AFTER_SECONDS, "request_id": getattr(request, "request_id", "")},
-        )
-        return HttpResponse(html, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

@@ -1,23 +1,39 @@
-"""The admin site: Django's own, with a home page that shows each person their work (governance/dashboard.py).
+"""The admin site: Django's own, with a home page that shows each person their work (console/dashboard.py).
 
-Installed as the default site through `GatehouseAdminConfig` (in INSTALLED_APPS instead of "django.contrib.admin"), so
-`admin.site`, `@admin.register` and every ModelAdmin keep working unchanged.
+Installed as the default site through `gatehouse.apps.GatehouseAdminConfig` (in INSTALLED_APPS instead of
+"django.contrib.admin"), so `admin.site`, `@admin.register` and every ModelAdmin keep working unchanged. Django imports
+this module once the apps are loaded (when the admin app is ready), so it may import models and the console.
 """
 
 from __future__ import annotations
 
 from django.contrib.admin import AdminSite
-from django.contrib.admin.apps import AdminConfig
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import URLPattern, URLResolver, path
+
+from console import blast_radius, timeline
+from console.dashboard import dashboard_for
 
 
 class GatehouseAdminSite(AdminSite):
     def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
-        from console.dashboard import dashboard_for
-
         return super().index(request, {"dashboard": dashboard_for(request.user), **(extra_context or {})})
 
-
-class GatehouseAdminConfig(AdminConfig):
-    default_site = "gatehouse.admin_site.GatehouseAdminSite"
+    def get_urls(self) -> list[URLPattern | URLResolver]:
+        """The console's pages that live under a model's admin address (a record's timeline, a credential's blast
+        radius) come first, so the model admin's own `<object_id>/` patterns never swallow them."""
+        view = self.admin_view
+        pages: list[URLPattern | URLResolver] = [
+            path(
+                "audit/auditevent/timeline/<slug:system_slug>/<path:record_id>/",
+                view(timeline.timeline_view),
+                name="audit_timeline",
+            ),
+            path(
+                "connectors/credential/blast-radius/<slug:system>/",
+                view(blast_radius.blast_radius_view),
+                name="connectors_credential_blast_radius",
+            ),
+        ]
+        return pages + super().get_urls()

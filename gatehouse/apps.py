@@ -1,6 +1,7 @@
-"""The project shell as an app, so its system checks are registered wherever Django starts."""
+"""The project shell as apps: its system checks, and the admin with Gatehouse's own site."""
 
 from django.apps import AppConfig
+from django.contrib.admin.apps import AdminConfig
 
 
 class GatehouseConfig(AppConfig):
@@ -8,3 +9,9 @@ class GatehouseConfig(AppConfig):
 
     def ready(self) -> None:
         from gatehouse import checks  # noqa: F401 - registers the system checks (Django's documented place for this)
+
+
+class GatehouseAdminConfig(AdminConfig):
+    """django.contrib.admin with the role dashboard as its home page; the site class is imported once apps are ready."""
+
+    default_site = "gatehouse.admin_site.GatehouseAdminSite"

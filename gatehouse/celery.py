@@ -16,7 +16,7 @@ app.autodiscover_tasks()
 
 @worker_init.connect
 def _check_at_start(**kwargs) -> None:
-    from gatehouse.startup import check_at_start
+    from gatehouse.startup import check_at_start  # needs the apps loaded: this module is imported by the settings
 
     check_at_start()
 

@@ -73,7 +73,7 @@ CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
 BASE_URL = env_str("GATEHOUSE_BASE_URL", "http://127.0.0.1:8000")
 
 INSTALLED_APPS = [
-    "gatehouse.admin_site.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
+    "gatehouse.apps.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -89,13 +89,13 @@ INSTALLED_APPS = [
     "approvals",
     "audit",
     "console",  # the people's pages and commands that are not a model's admin (dashboards, demo seeding)
-    "gatehouse",  # the project shell: its system checks
+    "gatehouse.apps.GatehouseConfig",  # the project shell: its system checks
 ]
 
 MIDDLEWARE = [
-    "core.request_context.RequestIdMiddleware",
+    "gatehouse.middleware.RequestIdMiddleware",
     "console.metrics.RequestMetricsMiddleware",  # latency histogram and access line, inside the request id
-    "core.database.DatabaseUnavailableMiddleware",  # a lost database connection → 503, not a 500
+    "gatehouse.middleware.DatabaseUnavailableMiddleware",  # a lost database connection → 503, not a 500
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from connectors.services import credentials_check_decryptable
+
 
 def check_at_start() -> None:
     """Raise ImproperlyConfigured when a stored credential cannot be decrypted with the configured keys."""
-    from connectors.services import credentials_check_decryptable
-
     credentials_check_decryptable()

@@ -5,8 +5,8 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from agents.rest.errors import problem_response
 from console import health, metrics
+from core.problems import problem_response
 
 admin.site.site_header = "Gatehouse"
 admin.site.site_title = "Gatehouse"

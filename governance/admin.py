@@ -22,11 +22,13 @@ from approvals.readiness import (
     readiness_override,
     refusal,
 )
-from audit.admin import audit_trail_url
 from audit.choices import Channel
+from audit.links import audit_trail_url
+from connectors.limits import availability
 from core.admin import HistoryAdmin, OwnedAdminMixin
+from core.history import HistoryLine
 from governance.choices import Access, AgentStatus, ConnectorKind, Environment, WriteMode
-from governance.history import HistoryLine, threshold_rule_history
+from governance.history import threshold_rule_history
 from governance.models import (
     ActionType,
     Agent,
@@ -205,8 +207,6 @@ class SystemAdmin(_GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmi
         """The circuit breaker and rate limit as every process sees them now (connectors/limits.py)."""
         if obj.pk is None:
             return "—"
-        from connectors.limits import availability
-
         return str(availability(obj))
 
     def object_tools(self, request: HttpRequest, obj: System) -> list[dict[str, str]]:

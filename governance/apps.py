@@ -5,7 +5,7 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_roles(sender, **kwargs) -> None:
-    from governance.roles import ensure_roles
+    from governance.roles import ensure_roles  # imports the auth models: not before the apps are loaded
 
     ensure_roles()
 

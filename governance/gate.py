@@ -1,4 +1,8 @@
-"""The checks every agent call passes, from any door: kill switch, then scope. Each refusal is audited.
+"""The checks every agent call passes, from any door: the kill switch, then scope. Each refusal is audited.
+
+A door makes one call here per request and gets back what its service needs, or an audited refusal: `check_read`
+for a record, `check_events` for batch events, `check_proposal` for a proposal (system, kill switch, write grant,
+payload), `ensure_may_act` alone for calls that touch no system (the agent itself, its own proposals).
 
 These functions run outside the caller's transaction on purpose: a refusal raises, and its audit event must
 survive the rollback that raising causes.
@@ -16,10 +20,19 @@ from django.utils import timezone
 
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from core.errors import AgentDisabled, GatehouseError, NotFound, ScopeDenied, SystemFrozen
-from governance.choices import Access, WriteMode
+from core.compiled_query import CompiledQuery
+from core.errors import (
+    AgentDisabled,
+    GatehouseError,
+    InvalidPayload,
+    NotFound,
+    ScopeDenied,
+    SystemFrozen,
+    UnknownAction,
+)
+from core.schema import null_character_paths, schema_errors
+from governance.choices import Access, AgentStatus, IntegrationPattern, WriteMode
 from governance.models import ActionType, Agent, GlobalSwitch, Resource, ScopeGrant, System
-from governance.querysets import CompiledQuery
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,32 @@ def refuse(error: GatehouseError, *, agent: Agent, channel: Channel | str, targe
     return error
 
 
+# --- The kill switch -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stop:
+    """A kill switch holding an agent: its own (`agent`), the system's (`system`) or everyone's (`global`)."""
+
+    switch: str
+    reason: str
+
+
+def kill_switch_stop(
+    agent: Agent, system: System | None = None, *, writes: bool = True, global_stop: tuple[bool, str] | None = None
+) -> Stop | None:
+    """The switch that stops `agent` now (acting on `system`, writing or not), or None. The one place that says which
+    switches hold an agent: the gate before every call, the worker before every write, the release of a hold."""
+    if agent.status != AgentStatus.ACTIVE:
+        return Stop("agent", agent.disabled_reason)
+    engaged, reason = global_stop if global_stop is not None else GlobalSwitch.is_engaged()
+    if engaged:
+        return Stop("global", reason)
+    if writes and system is not None and system.writes_frozen:
+        return Stop("system", system.frozen_reason)
+    return None
+
+
 # The token lookup reads the global stop in the same query (agent_authenticate). The first kill-switch check of that
 # request uses the reading instead of asking again; it is dropped once used, and ignored when older than this, so no
 # reading ever outlives the request that made it.
@@ -66,47 +105,33 @@ def _global_stop(agent: Agent) -> tuple[bool, str]:
 
 
 def ensure_may_act(agent: Agent, *, channel: Channel | str, target: Target = Target(), write: bool) -> None:
-    """The kill switch, checked on every call: the agent, the global stop, the system's write freeze."""
-    if not agent.is_active:
-        raise refuse(
-            AgentDisabled(f"Agent {agent.slug} is disabled: {agent.disabled_reason}"),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
-    engaged, reason = _global_stop(agent)
-    if engaged:
-        raise refuse(
-            SystemFrozen(f"Gatehouse is stopped for all agents: {reason}", headers={"Retry-After": "60"}),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
+    """The kill switch, checked on every call (the agent, the global stop, the system's write freeze), then whether
+    the system takes calls at all (disabled) and writes (read-only)."""
     system = target.system
+    stop = kill_switch_stop(agent, system, writes=write, global_stop=_global_stop(agent))
+    retry = {"Retry-After": "60"}
+    if stop is not None and stop.switch == "agent":
+        raise refuse(AgentDisabled(f"Agent {agent.slug} is disabled: {stop.reason}"), **_at(agent, channel, target))
+    if stop is not None and stop.switch == "global":
+        error = SystemFrozen(f"Gatehouse is stopped for all agents: {stop.reason}", headers=retry)
+        raise refuse(error, **_at(agent, channel, target))
     if system is None:
         return
     if system.write_mode == WriteMode.DISABLED:
-        raise refuse(
-            SystemFrozen(f"{system} is disabled in Gatehouse.", headers={"Retry-After": "60"}),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
-    if write and system.writes_frozen:
-        raise refuse(
-            SystemFrozen(f"Writes to {system} are frozen: {system.frozen_reason}", headers={"Retry-After": "60"}),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
+        raise refuse(SystemFrozen(f"{system} is disabled in Gatehouse.", headers=retry), **_at(agent, channel, target))
+    if stop is not None:  # the system's own switch: writes only
+        error = SystemFrozen(f"Writes to {system} are frozen: {stop.reason}", headers=retry)
+        raise refuse(error, **_at(agent, channel, target))
     if write and system.write_mode == WriteMode.READ_ONLY:
-        raise refuse(
-            ScopeDenied(f"{system} is read-only in Gatehouse: no agent may propose writes to it."),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
+        error = ScopeDenied(f"{system} is read-only in Gatehouse: no agent may propose writes to it.")
+        raise refuse(error, **_at(agent, channel, target))
 
+
+def _at(agent: Agent, channel: Channel | str, target: Target) -> dict[str, Any]:
+    return {"agent": agent, "channel": channel, "target": target}
+
+
+# --- Compiled lookups ------------------------------------------------------------------------------------------------
 
 # Sentinels for the compiled queries below: values of the right type that no real call passes.
 _ID = -7_447_104_471_001
@@ -153,73 +178,124 @@ def find_system(slug: str) -> System:
     return system
 
 
-def read_grants(agent: Agent, system_slug: str, resource_name: str) -> list[ScopeGrant]:
-    """The agent's current read grants on one resource, each with its system (and credential) and resource."""
-    return _READ_GRANTS.run(agent_id=agent.pk, slug=system_slug, name=resource_name, now=timezone.now())
+# --- Reads -----------------------------------------------------------------------------------------------------------
 
 
-def readable_fields(
-    agent: Agent,
-    system: System,
-    resource_name: str,
-    *,
-    channel: Channel | str,
-    record_id: str = "",
-    grants: list[ScopeGrant] | None = None,
-):
-    """The resource and the fields this agent may read of it; refuses (audited) without a current read grant.
+@dataclass(frozen=True)
+class ReadScope:
+    """What an agent may read of one resource: the system (with its credential), the resource, the granted fields."""
 
-    `grants`, when given, are this agent's current read grants on `system`/`resource_name` (`read_grants`).
-    """
+    system: System
+    resource: Resource
+    fields: list[str]
+
+
+def check_read(
+    agent: Agent, *, system_slug: str, resource_name: str, record_id: str, channel: Channel | str
+) -> ReadScope:
+    """The checks of a record read, in order (system → kill switch → scope), in one query on the happy path."""
+    grants = _READ_GRANTS.run(agent_id=agent.pk, slug=system_slug, name=resource_name, now=timezone.now())
+    system = grants[0].system if grants else find_system(system_slug)
     target = Target(system=system, resource=resource_name, record_id=record_id)
-    if grants is None:
-        grants = list(
-            ScopeGrant.objects.filter(agent=agent, system=system, resource__name=resource_name, access=Access.READ)
-            .current(timezone.now())
-            .select_related("resource")
-        )
+    ensure_may_act(agent, channel=channel, target=target, write=False)
     if not grants:
         # Only now tell "no such resource" (404) from "no grant on it" (403): the happy path costs one query.
         if not Resource.objects.filter(system=system, name=resource_name).exists():
             raise NotFound(f"{system} has no resource {resource_name!r}.")
-        raise refuse(
-            ScopeDenied(f"{agent.slug} has no read grant on {system}/{resource_name}."),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
+        error = ScopeDenied(f"{agent.slug} has no read grant on {system}/{resource_name}.")
+        raise refuse(error, agent=agent, channel=channel, target=target)
     resource = grants[0].resource
+    return ReadScope(system=system, resource=resource, fields=granted_fields(resource, grants))
+
+
+def granted_fields(resource: Resource, grants: list[ScopeGrant]) -> list[str]:
+    """The fields of `resource` the read grants allow, in the grants' order (a grant without fields: every field)."""
     allowed: list[str] = []
     for grant in grants:
         for name in grant.fields or resource.fields:
             if name not in allowed and name in resource.fields:
                 allowed.append(name)
-    return resource, allowed
+    return allowed
 
 
-def writable_action(agent: Agent, system: System, action_name: str, *, channel: Channel | str, record_id: str = ""):
-    """The action, if this agent holds a current write grant naming it; else refused (audited)."""
-    target = Target(system=system, record_id=record_id, detail={"action": action_name})
-    found = _ACTION.run(system_id=system.pk, name=action_name)
-    action = found[0] if found else None
-    if action is None:
-        from core.errors import UnknownAction
+@dataclass(frozen=True)
+class EventScope:
+    """What batch events an agent may read: one system's or (None) every event-queue system's, fields by resource."""
 
-        raise refuse(
-            UnknownAction(f"{system} has no action {action_name!r}."), agent=agent, channel=channel, target=target
+    system: System | None
+    fields_by_resource: dict[int, list[str]]
+
+
+def check_events(agent: Agent, *, system_slug: str | None, channel: Channel | str) -> EventScope:
+    """The checks of an event read: the system named (if any), the kill switch, then the read grants on event-queue
+    systems; naming a system the agent holds no such grant on is refused."""
+    system = find_system(system_slug) if system_slug else None
+    ensure_may_act(agent, channel=channel, target=Target(system=system), write=False)
+    grants = ScopeGrant.objects.filter(
+        agent=agent, access=Access.READ, system__integration_pattern=IntegrationPattern.EVENT_QUEUE
+    ).current(timezone.now())
+    if system is not None:
+        grants = grants.filter(system=system)
+    fields_by_resource: dict[int, list[str]] = {}
+    for grant in grants.select_related("resource"):
+        allowed = fields_by_resource.setdefault(grant.resource_id, [])
+        allowed.extend(name for name in (grant.fields or grant.resource.fields) if name not in allowed)
+    if system is not None and not fields_by_resource:
+        error = ScopeDenied(f"{agent.slug} may not read events of {system}.")
+        raise refuse(error, agent=agent, channel=channel, target=Target(system=system))
+    return EventScope(system=system, fields_by_resource=fields_by_resource)
+
+
+# --- Proposals ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProposalScope:
+    """The system and the action a proposal may name, once every check before reading the record has passed."""
+
+    system: System
+    action: ActionType
+
+    def target(self, record_id: str, payload: Any) -> Target:
+        return Target(
+            system=self.system,
+            resource=self.action.resource.name,
+            record_id=record_id,
+            detail={"action": self.action.name, "payload": payload},
         )
-    target = Target(system=system, resource=action.resource.name, record_id=record_id, detail={"action": action_name})
+
+
+def check_proposal(
+    agent: Agent, *, system_slug: str, action_name: str, record_id: str, payload: Any, channel: Channel | str
+) -> ProposalScope:
+    """The checks of a proposal, in order: the system exists, the kill switch and write mode, a current write grant
+    naming the action, and the payload against the action's schema (unknown fields refused)."""
+    try:
+        system = find_system(system_slug)
+    except NotFound as exc:
+        raise refuse(exc, agent=agent, channel=channel, target=Target(detail={"system": system_slug})) from None
+    target = Target(system=system, record_id=record_id, detail={"action": action_name})
+    ensure_may_act(agent, channel=channel, target=target, write=True)
+    found = _ACTION.run(system_id=system.pk, name=action_name)
+    if not found:
+        error = UnknownAction(f"{system} has no action {action_name!r}.")
+        raise refuse(error, agent=agent, channel=channel, target=target)
+    scope = ProposalScope(system=system, action=found[0])
     granted = any(
         action_name in grant.actions
         for grant in _WRITE_GRANTS.run(
-            agent_id=agent.pk, system_id=system.pk, resource_id=action.resource_id, now=timezone.now()
+            agent_id=agent.pk, system_id=system.pk, resource_id=scope.action.resource_id, now=timezone.now()
         )
     )
     if not granted:
-        raise refuse(
-            ScopeDenied(f"{agent.slug} has no write grant for {action_name} on {system}."),
-            agent=agent,
-            channel=channel,
-            target=target,
-        )
-    return action
+        error = ScopeDenied(f"{agent.slug} has no write grant for {action_name} on {system}.")
+        target = Target(system=system, resource=scope.action.resource.name, record_id=record_id, detail=target.detail)
+        raise refuse(error, agent=agent, channel=channel, target=target)
+    errors = schema_errors(scope.action.payload_schema, payload, prefix="payload")
+    # PostgreSQL's jsonb cannot hold NUL (\u0000): refuse it here rather than fail when the proposal is stored.
+    for path in null_character_paths(payload, "payload"):
+        errors.setdefault(path, "Null characters are not allowed.")
+    if errors:
+        error = InvalidPayload(f"The payload does not fit {action_name}.", errors=errors)
+        raise refuse(error, agent=agent, channel=channel, target=scope.target(record_id, payload))
+    return scope

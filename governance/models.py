@@ -19,6 +19,7 @@ from django.db import models
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
+from governance import connections
 from governance.choices import (
     Access,
     AgentStatus,
@@ -32,7 +33,7 @@ from governance.choices import (
     SystemCategory,
     WriteMode,
 )
-from governance.querysets import AgentQuerySet, AgentTokenQuerySet, ScopeGrantQuerySet, SystemScopedQuerySet
+from governance.querysets import AgentQuerySet, AgentTokenQuerySet, OwnedQuerySet, ScopeGrantQuerySet
 
 slug_validator = RegexValidator(
     r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$",
@@ -112,7 +113,7 @@ class System(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     history = HistoricalRecords()
-    objects = SystemScopedQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()
 
     OWNER_PATH = "owner"
     OPERATORS_EDIT = True  # write mode and the kill switch are operators' work
@@ -136,12 +137,9 @@ class System(models.Model):
             raise ValidationError({"breaker_cooldown": "Between one second and 24 hours."})
         if not isinstance(self.connector_config, dict):
             raise ValidationError({"connector_config": "Connector settings must be a JSON object."})
-        from connectors.registry import validate_config
-
-        try:
-            validate_config(self.connector_kind, self.connector_config)
-        except ValidationError as exc:
-            raise ValidationError({"connector_config": exc.messages}) from exc
+        problems = connections.settings_errors(self.connector_kind, self.connector_config)
+        if problems:
+            raise ValidationError({"connector_config": problems})
 
 
 class Resource(models.Model):
@@ -153,7 +151,7 @@ class Resource(models.Model):
     fields = models.JSONField(default=list, help_text="Field names a record of this resource has.")
 
     history = HistoricalRecords()
-    objects = SystemScopedQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()
 
     OWNER_PATH = "system__owner"
 
@@ -194,7 +192,7 @@ class ActionType(models.Model):
     not_reversible_note = models.CharField(max_length=300, blank=True)
 
     history = HistoricalRecords()
-    objects = SystemScopedQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()
 
     OWNER_PATH = "system__owner"
 
@@ -239,15 +237,8 @@ class ActionType(models.Model):
                 errors["preconditions"] = f"Unknown precondition(s): {', '.join(sorted(unknown))}."
         except ValidationError as exc:
             errors["preconditions"] = exc.messages[0]
-        if self.system_id and self.system.connector_kind == ConnectorKind.SOAP:
-            from connectors.soap.config import SoapAction
-
-            try:
-                SoapAction.parse(self.operation)
-            except ValidationError as exc:
-                errors["operation"] = " ".join(exc.messages)
-            if self.compensation == Compensation.DELETE_CREATED:
-                errors["compensation"] = "A SOAP action is undone by restoring the fields it wrote, or not at all."
+        if self.system_id:
+            errors.update(connections.operation_errors(self.system.connector_kind, self.operation, self.compensation))
         if errors:
             raise ValidationError(errors)
 
@@ -437,7 +428,7 @@ class ThresholdRule(models.Model):
     signed_off_digest = models.CharField(max_length=64, blank=True, editable=False)
 
     history = HistoricalRecords()
-    objects = SystemScopedQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()
 
     OWNER_PATH = "system__owner"
 
@@ -556,7 +547,7 @@ class ThresholdBand(models.Model):
     review_within = models.DurationField(default=timedelta(hours=24))
 
     history = HistoricalRecords()
-    objects = SystemScopedQuerySet.as_manager()
+    objects = OwnedQuerySet.as_manager()
 
     OWNER_PATH = "rule__system__owner"
 

@@ -13,8 +13,9 @@ from django.utils import timezone
 
 from audit.choices import Channel, Verb
 from audit.services import audit_record
+from core.compiled_query import CompiledQuery
+from governance.gate import note_global_stop
 from governance.models import Agent, AgentToken, GlobalSwitch, ThresholdRule, validate_bands
-from governance.querysets import CompiledQuery
 
 # last_used_at is a convenience for operators, not a security record: write it at most this often.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -104,8 +105,6 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
         return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)  # not history-tracked: see model
-    from governance.gate import note_global_stop
-
     switch_row = token.stop_engaged is not None  # no row: the switch was never set
     note_global_stop(token.agent, (bool(token.stop_engaged), token.stop_reason) if switch_row else (False, ""))
     return token.agent, token
@@ -134,53 +133,3 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user, channel: Channel | str
         summary=f"{user.get_username()} signed off threshold rule “{rule.name}” on {rule.system}.",
     )
     return rule
-
-
-def record_read(*, agent: Agent, system_slug: str, resource_name: str, record_id: str, channel: Channel | str) -> dict:
-    """Read one record through the system's connector; only granted fields leave Gatehouse.
-
-    The audit event names the fields returned, never their values. A system whose circuit breaker is open, or whose
-    rate limit stays reached past a short wait, is not called: 503 system_unavailable with its Retry-After.
-    """
-    from connectors.base import PermanentError, RecordNotFound, TransientError
-    from connectors.limits import retry_after_header
-    from connectors.registry import connector_for
-    from core.errors import NotFound, SystemUnavailable
-    from governance.gate import Target, ensure_may_act, find_system, read_grants, readable_fields
-
-    # One query for the happy path: the grants come with their system. Without a grant, look the system up alone;
-    # either way the checks run in the same order as ever (system → kill switch → scope).
-    grants = read_grants(agent, system_slug, resource_name)
-    system = grants[0].system if grants else find_system(system_slug)
-    ensure_may_act(agent, channel=channel, target=Target(system, resource_name, record_id), write=False)
-    resource, fields = readable_fields(
-        agent, system, resource_name, channel=channel, record_id=record_id, grants=grants
-    )
-    common = {"actor": agent, "channel": channel, "system": system, "resource": resource.name, "record_id": record_id}
-    try:
-        data = connector_for(system).read(resource.name, record_id, fields)
-    except RecordNotFound:
-        audit_record(
-            verb=Verb.READ,
-            outcome="not_found",
-            summary=f"{agent.slug} looked for {resource.label} {record_id}: none.",
-            **common,
-        )
-        raise NotFound(f"No {resource.label} {record_id} in {system}.") from None
-    except (TransientError, PermanentError) as exc:
-        audit_record(
-            verb=Verb.READ,
-            outcome="system_unavailable",
-            summary=f"{agent.slug} could not read {record_id}: {exc}",
-            **common,
-        )
-        raise SystemUnavailable(
-            f"{system} could not be read: {exc}", headers={"Retry-After": retry_after_header(exc)}
-        ) from exc
-    audit_record(
-        verb=Verb.READ,
-        input={"fields": fields},
-        summary=f"{agent.slug} read {resource.label} {record_id} ({', '.join(fields)}).",
-        **common,
-    )
-    return {"system": system.slug, "resource": resource.name, "record_id": record_id, "data": data}

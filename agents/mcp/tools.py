@@ -24,22 +24,22 @@ import mcp_types as types
 from django.conf import settings
 from django.db import DatabaseError
 
-from agents.rest import serializers as s
-from agents.rest.errors import database_unavailable_error, flatten_errors
+from agents import shapes
+from agents.shapes import flatten_errors
 from agents.throttle import AgentRateThrottle
 from approvals.choices import AWAITING_DECISION, EXECUTABLE, DecisionMode, ProposalStatus
 from approvals.models import Proposal
 from approvals.policy import find_rule
 from approvals.services import ProposalRequest, proposal_create
 from audit.choices import Channel
-from connectors.services import events_list
+from connectors.reads import events_list, record_read
 from core.database import is_database_unavailable
 from core.errors import GatehouseError, InvalidPayload, NotFound, ScopeDenied, Throttled
+from core.problems import database_unavailable_error
 from core.request_context import current_request_id
 from governance.choices import Access, ImpactKind, IntegrationPattern, WriteMode
-from governance.gate import Target, ensure_may_act, readable_fields, refuse
+from governance.gate import Target, ensure_may_act, granted_fields, refuse
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand
-from governance.services import record_read
 
 logger = logging.getLogger(__name__)
 CHANNEL = Channel.MCP
@@ -64,7 +64,7 @@ IDEMPOTENCY_KEY = {
     "type": "string",
     "minLength": 1,
     "maxLength": 255,
-    "pattern": s.IDEMPOTENCY_KEY.pattern,
+    "pattern": shapes.IDEMPOTENCY_KEY.pattern,
     "description": "Recommended: the same key again (for 24 h) answers with the first proposal instead of making a "
     "second one; the same key with other arguments is refused (idempotency_conflict).",
 }
@@ -198,7 +198,7 @@ def list_tools(agent: Agent) -> list[types.Tool]:
         system, resource = grants[0].system, grants[0].resource
         if not _readable_by_tool(system):
             continue
-        _, fields = readable_fields(agent, system, resource.name, channel=CHANNEL, grants=grants)
+        fields = granted_fields(resource, grants)
         name = read_tool_name(system, resource)
         tools.setdefault(name, _read_tool(name, system, resource, fields))
     actions = (
@@ -548,7 +548,7 @@ def _refuse_arguments(agent: Agent, name: str, target: ToolTarget, arguments: di
 
 def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
     errors = argument_errors(READ_INPUT, arguments)
-    if not errors and not s.RECORD_ID.fullmatch(arguments["record_id"]):  # the schema's `$` allows a final newline
+    if not errors and not shapes.RECORD_ID.fullmatch(arguments["record_id"]):  # the schema's `$` allows a final newline
         errors = {"record_id": RECORD_ID["description"]}
     if errors:
         raise _refuse_arguments(agent, name, target, arguments, errors)
@@ -559,7 +559,7 @@ def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]
         record_id=arguments["record_id"],
         channel=CHANNEL,
     )
-    data = s.as_json(record["data"])
+    data = shapes.as_json(record["data"])
     shown = ", ".join(
         f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
         for key, value in data.items()
@@ -577,7 +577,7 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
     idempotency_key = rest.pop("idempotency_key", None)
     if idempotency_key is not None:
         key_errors = argument_errors(_KEY_ONLY, {"idempotency_key": idempotency_key})
-        if not key_errors and not s.IDEMPOTENCY_KEY.fullmatch(idempotency_key):  # e.g. a trailing newline
+        if not key_errors and not shapes.IDEMPOTENCY_KEY.fullmatch(idempotency_key):  # e.g. a trailing newline
             key_errors = {"idempotency_key": "Must not contain control characters."}
         if key_errors:
             raise _refuse_arguments(agent, name, target, arguments, key_errors)
@@ -589,7 +589,7 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
     else:
         body["payload"] = rest
     # The REST API's own request serializer: the same rules for record_id and reason at both doors.
-    serializer = s.ProposalCreateSerializer(data=body)
+    serializer = shapes.ProposalCreateSerializer(data=body)
     if not serializer.is_valid():
         raise _refuse_arguments(agent, name, target, arguments, flatten_errors(serializer.errors))
     data = serializer.validated_data
@@ -600,7 +600,7 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
             request=request,
             channel=CHANNEL,
             idempotency_key=idempotency_key,
-            respond=s.proposal_body,  # as the REST API stores it
+            respond=shapes.proposal_body,  # as the REST API stores it
         )
     except InvalidPayload as exc:
         if exc.errors and not target.nested_payload:  # the payload's fields are this tool's own arguments
@@ -642,7 +642,7 @@ def _list_events(agent: Agent, name: str, target: ToolTarget, arguments: dict[st
         channel=CHANNEL,
     )
     next_after = events[-1]["id"] if events else after
-    page = s.as_json(s.EventPageSerializer({"events": events, "next_after": next_after}).data)
+    page = shapes.as_json(shapes.EventPageSerializer({"events": events, "next_after": next_after}).data)
     message = f"{len(events)} event(s)" + (f"; pass after={next_after} to read on." if events else "; none new.")
     return ToolResult({"outcome": "events", "message": message, **page}, message)
 
@@ -655,7 +655,7 @@ def proposal_result(agent: Agent, proposal_id: uuid.UUID) -> ToolResult:
     proposal = Proposal.objects.visible_to(agent).for_api().filter(pk=proposal_id).first()
     if proposal is None:
         raise NotFound("No such proposal.")
-    body = s.proposal_body(proposal)
+    body = shapes.proposal_body(proposal)
     outcome, message, waiting_for = _describe(proposal, body)
     structured = {"outcome": outcome, "message": message, "proposal": body}
     if waiting_for:

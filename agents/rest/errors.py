@@ -4,41 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404, JsonResponse
+from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.database import RETRY_AFTER_SECONDS, is_database_unavailable, log_database_unavailable
-from core.errors import DatabaseUnavailable, GatehouseError
-
-PROBLEM_CONTENT_TYPE = "application/problem+json"
-_TYPE_BASE = "urn:gatehouse:problem:"
-
-
-def problem(*, status: int, code: str, title: str, detail: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"type": _TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
-    if errors:
-        body["errors"] = errors
-    return body
-
-
-def flatten_errors(errors: Any, prefix: str = "") -> dict[str, str]:
-    """DRF's nested error lists → {"payload.credit_limit": "message"}."""
-    flat: dict[str, str] = {}
-    if isinstance(errors, dict):
-        for key, value in errors.items():
-            name = "" if key in ("non_field_errors", "detail") else str(key)
-            flat.update(flatten_errors(value, f"{prefix}.{name}".strip(".") if name else prefix))
-    elif isinstance(errors, list):
-        if all(not isinstance(item, dict | list) for item in errors):
-            flat[prefix or "request"] = " ".join(str(item) for item in errors)
-        else:
-            for index, item in enumerate(errors):
-                flat.update(flatten_errors(item, f"{prefix}.{index}".strip(".")))
-    else:
-        flat[prefix or "request"] = str(errors)
-    return flat
+from agents.shapes import flatten_errors
+from core.database import is_database_unavailable, log_database_unavailable
+from core.errors import GatehouseError
+from core.problems import PROBLEM_CONTENT_TYPE, database_unavailable_error, problem
 
 
 def _from_drf(exc: drf.APIException) -> tuple[int, str, str, str, dict[str, str] | None]:
@@ -84,28 +58,3 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         return None
     body = problem(status=status, code=code, title=title, detail=detail, errors=errors)
     return Response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
-
-
-def database_unavailable_error() -> DatabaseUnavailable:
-    """The refusal for a lost database connection, as the API and the MCP tools answer it."""
-    return DatabaseUnavailable(
-        "Gatehouse lost (or could not get) its database connection while handling this request; nothing was "
-        "half-saved. Try again (a proposal with the same Idempotency-Key, so a retry never makes a second one).",
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
-def database_unavailable_response() -> JsonResponse:
-    """The same 503 for API paths outside DRF (governance/database_errors.py's middleware)."""
-    exc = database_unavailable_error()
-    response = problem_response(status=exc.status, code=exc.code, title=exc.title, detail=exc.detail)
-    for name, value in exc.headers.items():
-        response[name] = value
-    return response
-
-
-def problem_response(*, status: int, code: str, title: str, detail: str) -> JsonResponse:
-    """The same body outside DRF (Django's 404/500 handlers for API paths, middleware refusals)."""
-    return JsonResponse(
-        problem(status=status, code=code, title=title, detail=detail), status=status, content_type=PROBLEM_CONTENT_TYPE
-    )

@@ -20,7 +20,7 @@ class StrictSerializerSchema(OpenApiSerializerExtension):
     """A StrictSerializer refuses fields it does not declare: the document says so (`additionalProperties: false`),
     so a client generated from it, and a fuzzer reading it, know an extra field is an error, not ignored."""
 
-    target_class = "agents.rest.serializers.StrictSerializer"
+    target_class = "agents.shapes.StrictSerializer"
     match_subclasses = True
 
     def map_serializer(self, auto_schema, direction):

@@ -14,18 +14,19 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents import shapes
 from agents.rest import serializers as s
-from agents.rest.errors import PROBLEM_CONTENT_TYPE, flatten_errors
+from agents.shapes import flatten_errors
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
 from approvals.services import ProposalRequest, proposal_cancel, proposal_create
 from audit.choices import Channel
-from connectors.services import events_list
+from connectors.reads import events_list, record_read
 from core.errors import InvalidPayload, MalformedRequest, NotFound, PayloadTooLarge
+from core.problems import PROBLEM_CONTENT_TYPE
 from governance.choices import Access
 from governance.gate import Target, ensure_may_act, refuse
 from governance.models import ActionType, ScopeGrant, System
-from governance.services import record_read
 
 CHANNEL = Channel.API
 MAX_EVENT_ID = 2**62  # the largest `after` accepted: beyond any id the events table can hold
@@ -58,7 +59,7 @@ COMMON = (
 
 
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,20}")
-IDEMPOTENCY_KEY = s.IDEMPOTENCY_KEY
+IDEMPOTENCY_KEY = shapes.IDEMPOTENCY_KEY
 # A system or resource slug, as the URLconf's `slug` converter matches it (and the events' `system` filter checks it).
 SLUG_PATTERN = r"^[-a-zA-Z0-9_]+$"
 
@@ -195,7 +196,7 @@ class ProposalCursor(CursorPagination):
 
 class ProposalsView(APIView):
     @extend_schema(
-        request=s.ProposalCreateSerializer,
+        request=shapes.ProposalCreateSerializer,
         examples=[
             OpenApiExample(
                 "raise a credit limit",
@@ -219,8 +220,10 @@ class ProposalsView(APIView):
             )
         ],
         responses={
-            201: s.ProposalSerializer,
-            200: OpenApiResponse(s.ProposalSerializer, description="Replay of an Idempotency-Key: the first response"),
+            201: shapes.ProposalSerializer,
+            200: OpenApiResponse(
+                shapes.ProposalSerializer, description="Replay of an Idempotency-Key: the first response"
+            ),
             **problems(
                 *COMMON,
                 (400, "malformed_request"),
@@ -251,7 +254,7 @@ class ProposalsView(APIView):
                 channel=CHANNEL,
                 target=Target(detail={"body": str(body)[:500]}),
             )
-        serializer = s.ProposalCreateSerializer(data=body)
+        serializer = shapes.ProposalCreateSerializer(data=body)
         if not serializer.is_valid():
             raise refuse(
                 InvalidPayload("The request has invalid fields.", errors=flatten_errors(serializer.errors)),
@@ -272,12 +275,14 @@ class ProposalsView(APIView):
             request=ProposalRequest.from_validated(data),
             channel=CHANNEL,
             idempotency_key=key,
-            respond=s.proposal_body,
+            respond=shapes.proposal_body,
         )
         if replayed is not None:
             return Response(replayed, status=200, headers={"Idempotent-Replayed": "true"})
         return Response(
-            s.ProposalSerializer(proposal).data, status=201, headers={"Location": f"/api/v1/proposals/{proposal.pk}"}
+            shapes.ProposalSerializer(proposal).data,
+            status=201,
+            headers={"Location": f"/api/v1/proposals/{proposal.pk}"},
         )
 
     @extend_schema(
@@ -316,7 +321,7 @@ class ProposalsView(APIView):
             queryset = queryset.filter(status=status)
         paginator = ProposalCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response(s.ProposalSerializer(page, many=True).data)
+        return paginator.get_paginated_response(shapes.ProposalSerializer(page, many=True).data)
 
 
 def _own_proposal(request: Request, proposal_id: str) -> Proposal:
@@ -329,22 +334,22 @@ def _own_proposal(request: Request, proposal_id: str) -> Proposal:
 
 class ProposalDetailView(APIView):
     @extend_schema(
-        responses={200: s.ProposalSerializer, **problems(*COMMON, (404, "not_found"))},
+        responses={200: shapes.ProposalSerializer, **problems(*COMMON, (404, "not_found"))},
         summary="One of the agent's own proposals",
     )
     def get(self, request: Request, proposal_id: str) -> Response:
-        return Response(s.ProposalSerializer(_own_proposal(request, proposal_id)).data)
+        return Response(shapes.ProposalSerializer(_own_proposal(request, proposal_id)).data)
 
 
 class ProposalCancelView(APIView):
     @extend_schema(
         request=None,
-        responses={200: s.ProposalSerializer, **problems(*COMMON, (404, "not_found"), (409, "invalid_state"))},
+        responses={200: shapes.ProposalSerializer, **problems(*COMMON, (404, "not_found"), (409, "invalid_state"))},
         summary="Withdraw a proposal that still awaits a decision",
     )
     def post(self, request: Request, proposal_id: str) -> Response:
         proposal = proposal_cancel(proposal_id=proposal_id, agent=request.user, channel=CHANNEL)
-        return Response(s.ProposalSerializer(Proposal.objects.for_api().get(pk=proposal.pk)).data)
+        return Response(shapes.ProposalSerializer(Proposal.objects.for_api().get(pk=proposal.pk)).data)
 
 
 class EventsView(APIView):
@@ -362,7 +367,7 @@ class EventsView(APIView):
         ],
         operation_id="events_list",
         responses={
-            200: s.EventPageSerializer,
+            200: shapes.EventPageSerializer,
             **problems(*COMMON, (403, "scope_denied"), (404, "not_found"), (422, "invalid_payload")),
         },
         summary="Events from event-queue (legacy batch) systems the agent may read",
@@ -384,7 +389,7 @@ class EventsView(APIView):
             channel=CHANNEL,
         )
         next_after = events[-1]["id"] if events else after
-        return Response(s.EventPageSerializer({"events": events, "next_after": next_after}).data)
+        return Response(shapes.EventPageSerializer({"events": events, "next_after": next_after}).data)
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int, errors: dict[str, str]) -> int:

@@ -24,9 +24,7 @@ from approvals.autonomy import (
     autonomy_report,
 )
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
-from approvals.models import Proposal
-from approvals.services import (
-    InvalidTransition,
+from approvals.decisions import (
     NotYourDecision,
     proposal_approve,
     proposal_current_record,
@@ -34,6 +32,8 @@ from approvals.services import (
     proposal_reject,
     proposal_review,
 )
+from approvals.models import Proposal
+from approvals.transitions import InvalidTransition
 from audit.choices import Channel
 from audit.models import AuditEvent
 from governance.models import Agent

@@ -15,7 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from approvals.choices import ProposalStatus
-from approvals.drills import drill_target
+from approvals.drills import DrillRefused, drill_request
 from approvals.killswitch import HOLDABLE, SwitchTarget, is_on, kill_switch_off, kill_switch_on, may_pull
 from approvals.models import Drill, Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start, validate_hours
@@ -242,19 +242,14 @@ class DrillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def run_view(self, request: HttpRequest) -> HttpResponseRedirect:
         """Queue a drill on a staging system; it shows in the list when the worker has run it."""
-        from approvals.tasks import run_drill
-
         changelist = reverse("admin:approvals_drill_changelist")
         if request.method != "POST":
             return HttpResponseRedirect(changelist)
         system = get_object_or_404(System, pk=request.POST.get("system"))
-        if not may_pull(request.user, SwitchTarget(system=system)):
-            raise PermissionDenied
         try:
-            target = drill_target(system)
-        except Exception as exc:  # DrillRefused: said on the page, nothing queued
+            target = drill_request(system=system, user=request.user, channel=Channel.ADMIN)
+        except DrillRefused as exc:  # said on the page, nothing queued
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(changelist)
-        run_drill.delay(target.pk, request.user.pk)
         self.message_user(request, f"Drill on {target} started: it appears below when the worker has run it.")
         return HttpResponseRedirect(changelist + f"?system__id__exact={target.pk}")

@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 
 from connectors.base import Connector, Health, PermanentError, RecordNotFound, Result
 from connectors.legacy_batch.config import LegacyBatchConfig
+from connectors.models import Event
 
 # A file is read whole and its events written in one transaction: bound the memory that takes.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -327,8 +328,6 @@ class LegacyBatchConnector(Connector):
 
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         """The record as the system last reported it: the newest event for it (Gatehouse's copy, not the system)."""
-        from connectors.models import Event
-
         event = (
             Event.objects.filter(system=self.system, resource__name=resource, record_id=record_id)
             .order_by("-id")

@@ -37,6 +37,8 @@ from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 
+from governance.choices import Compensation
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")  # an XML element or operation name
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,59}$")
@@ -229,3 +231,15 @@ class SoapAction:
             before=before,
             after=after,
         )
+
+
+def operation_errors(operation: Any, compensation: str) -> dict[str, str]:
+    """What is wrong with a SOAP action's mapping and its way back, by field, when the action is saved."""
+    errors: dict[str, str] = {}
+    try:
+        SoapAction.parse(operation)
+    except ValidationError as exc:
+        errors["operation"] = " ".join(exc.messages)
+    if compensation == Compensation.DELETE_CREATED:
+        errors["compensation"] = "A SOAP action is undone by restoring the fields it wrote, or not at all."
+    return errors

@@ -29,6 +29,7 @@ from zeep.transports import Transport
 
 from connectors.base import Connector, Health, PermanentError, RecordNotFound, Result, TransientError
 from connectors.soap.config import SoapAction, SoapConfig, SoapResource
+from governance.choices import Compensation
 
 
 class _Transport(Transport):
@@ -240,7 +241,6 @@ class SoapConnector(Connector):
             raise PermanentError(f"{action}: operation: {' '.join(exc.messages)}") from None
 
     def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
-        from governance.choices import Compensation
 
         spec = self._action(action)
         fields = [name for name in spec.params.values() if name in payload]

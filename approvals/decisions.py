@@ -1,0 +1,366 @@
+"""A person's decisions on a proposal: approve, reject, the second review, a manual task done, and the clock that
+escalates and expires what nobody decided. Each refusal is audited; each move goes through approvals/transitions.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from approvals import notify
+from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
+from approvals.execution import queue_execution
+from approvals.models import Proposal
+from approvals.transitions import LOCK, RELATED, InvalidTransition, locked, move, record_event
+from audit.choices import Channel, Verb
+from connectors.base import PermanentError, TransientError
+from connectors.registry import connector_for
+from governance.choices import WriteMode
+from governance.querysets import sees_everything
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractUser
+
+
+class NotYourDecision(Exception):
+    """The person may not decide this proposal (not its approver, or separation of duties)."""
+
+
+def may_decide(user: AbstractUser, proposal: Proposal) -> str | None:
+    """None when `user` may approve or reject the proposal; otherwise the reason they may not."""
+    if not user.is_active:
+        return "your account is inactive"
+    if proposal.approver_id and proposal.approver_id != user.pk:
+        return f"it is assigned to {proposal.approver.get_username()}"
+    if not proposal.approver_id:
+        if proposal.approver_group_id is None:
+            return "no approver is assigned"
+        if not user.groups.filter(pk=proposal.approver_group_id).exists():
+            return f"you are not in the {proposal.approver_group.name} group"
+    rule = proposal.rule
+    if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
+        return f"you own the agent {proposal.agent.slug} (separation of duties)"
+    return None
+
+
+def _audit_refused_decision(
+    proposal: Proposal, *, user: AbstractUser, channel: Channel | str, step: str, refusal: str
+) -> None:
+    record_event(
+        proposal,
+        verb=Verb.DENIED,
+        actor=user,
+        channel=channel,
+        outcome="not_your_decision",
+        summary=f"{user.get_username()} may not {step} this proposal: {refusal}.",
+    )
+
+
+def proposal_approve(
+    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, comment: str = ""
+) -> Proposal:
+    """Record an approval; queue execution once the commit lands (or a manual task on a propose-only system).
+
+    Two approvers racing: the row lock makes the second one see a decided proposal. A refusal is audited as `denied`,
+    and NotYourDecision is raised only after the block has committed, so the exception does not roll the event back.
+    """
+    with transaction.atomic():
+        proposal = locked(proposal_id)
+        expired = expire_if_due(proposal)
+        if not expired:
+            _require_awaiting(proposal)
+            refusal = may_decide(user, proposal)
+            if refusal:
+                _audit_refused_decision(proposal, user=user, channel=channel, step="approve", refusal=refusal)
+            else:
+                _approve(proposal, user=user, channel=channel, comment=comment)
+    if expired:
+        raise InvalidTransition("This proposal expired before it was decided.")
+    if refusal:
+        raise NotYourDecision(f"You may not approve this proposal: {refusal}.")
+    return proposal
+
+
+def _require_awaiting(proposal: Proposal) -> None:
+    if proposal.status not in AWAITING_DECISION:
+        raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+    if proposal.decided_by_id:
+        raise InvalidTransition(
+            f"{proposal.decided_by.get_username()} already approved this proposal; it awaits the second review."
+        )
+
+
+def expire_if_due(proposal: Proposal) -> bool:
+    """Past its maximum age by the database clock: expire it now, so an approval racing the expiry job cannot win."""
+    if proposal.status not in AWAITING_DECISION or proposal.expires_at is None:
+        return False
+    if not Proposal.objects.filter(pk=proposal.pk, expires_at__lte=Now()).exists():
+        return False
+    move(
+        proposal,
+        ProposalStatus.EXPIRED,
+        verb=Verb.EXPIRED,
+        actor=None,
+        channel=Channel.TASK,
+        summary=f"{proposal.action_type.name} on {proposal.record_id} expired undecided "
+        f"(maximum age reached at {proposal.expires_at:%Y-%m-%d %H:%M} UTC).",
+    )
+    return True
+
+
+def _approve(proposal: Proposal, *, user: AbstractUser, channel: Channel | str, comment: str) -> None:
+    proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), comment
+    dual = proposal.mode == DecisionMode.DUAL
+    if dual:
+        proposal.review_due_at = timezone.now() + (proposal.review_within or timedelta(hours=24))
+    # Dual with review before execution: the first of two approvals; the proposal keeps waiting for the reviewer.
+    first_of_two = dual and proposal.review_timing == "before"
+    manual = not first_of_two and proposal.system.write_mode == WriteMode.PROPOSE_ONLY
+    if first_of_two:
+        tail = f"; a second reviewer from {proposal.review_group} must review it before it executes."
+    elif manual:
+        tail = " (a manual task: the system is propose-only)."
+    else:
+        tail = "."
+    event = {
+        "verb": Verb.APPROVED,
+        "actor": user,
+        "channel": channel,
+        "decision": proposal.decision,
+        "input": {"comment": comment} if comment else None,
+        "summary": f"{user.get_username()} approved {proposal.action_type.name} on {proposal.record_id}{tail}",
+    }
+    if first_of_two:
+        proposal.save()
+        record_event(proposal, **event)
+    else:
+        move(proposal, ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED, **event)
+    if not first_of_two and not manual:
+        queue_execution(proposal)
+    if dual:
+        transaction.on_commit(lambda: notify.notify_review(proposal))
+
+
+def proposal_reject(
+    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, reason: str
+) -> Proposal:
+    """Record a rejection with its reason, which the agent sees. Refusals are audited like approvals'."""
+    if not reason.strip():
+        raise ValueError("A rejection needs a reason.")
+    refusal = None
+    with transaction.atomic():
+        proposal = locked(proposal_id)
+        expired = expire_if_due(proposal)  # past its maximum age it expires, whoever acts on it, as for an approval
+        if not expired:
+            if proposal.status not in AWAITING_DECISION:
+                raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
+            if proposal.decided_by_id:  # dual, first approval given: now only the second reviewer may stop it
+                raise InvalidTransition("This proposal was approved and awaits the second review; flag it there.")
+            refusal = may_decide(user, proposal)
+            if refusal:
+                _audit_refused_decision(proposal, user=user, channel=channel, step="reject", refusal=refusal)
+            else:
+                proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), reason
+                move(
+                    proposal,
+                    ProposalStatus.REJECTED,
+                    verb=Verb.REJECTED,
+                    actor=user,
+                    channel=channel,
+                    input={"reason": reason},
+                    summary=f"{user.get_username()} rejected {proposal.action_type.name} on {proposal.record_id}: "
+                    f"{reason}",
+                )
+    if expired:
+        raise InvalidTransition("This proposal expired before it was decided.")
+    if refusal:
+        raise NotYourDecision(f"You may not reject this proposal: {refusal}.")
+    return proposal
+
+
+def may_review(user: AbstractUser, proposal: Proposal) -> str | None:
+    """None when `user` may give the second review; otherwise why not (separation of duties)."""
+    if not user.is_active:
+        return "your account is inactive"
+    if proposal.decided_by_id == user.pk:
+        return "you approved it: the second reviewer must be someone else"
+    if proposal.review_group_id is None or not user.groups.filter(pk=proposal.review_group_id).exists():
+        group = proposal.review_group.name if proposal.review_group_id else "no review group"
+        return f"you are not in the review group ({group})"
+    rule = proposal.rule
+    if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
+        return f"you own the agent {proposal.agent.slug} (separation of duties)"
+    return None
+
+
+def proposal_review(
+    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, flag: bool, comment: str = ""
+) -> Proposal:
+    """The second reviewer's verdict on a dual-approval proposal.
+
+    Before execution: fine → approved and queued; flagged → rejected. After execution: the verdict is recorded, and a
+    flagged action is offered for reversal.
+    """
+    if flag and not comment.strip():
+        raise ValueError("Say why you flag it.")
+    with transaction.atomic():
+        proposal = locked(proposal_id)
+        # Review before execution is the second half of the approval: past the maximum age it expires, like approve.
+        expired = proposal.awaiting_review and expire_if_due(proposal)
+        if not expired:
+            if not proposal.awaiting_review:
+                raise InvalidTransition("This proposal does not await a second review.")
+            refusal = may_review(user, proposal)
+            if refusal:
+                _audit_refused_decision(proposal, user=user, channel=channel, step="review", refusal=refusal)
+            else:
+                _review(proposal, user=user, channel=channel, flag=flag, comment=comment)
+    if expired:
+        raise InvalidTransition("This proposal expired before it was reviewed.")
+    if refusal:
+        raise NotYourDecision(f"You may not review this proposal: {refusal}.")
+    return proposal
+
+
+def _review(proposal: Proposal, *, user: AbstractUser, channel: Channel | str, flag: bool, comment: str) -> None:
+    proposal.reviewed_by, proposal.reviewed_at, proposal.review_comment = user, timezone.now(), comment
+    proposal.review_outcome = ReviewOutcome.FLAGGED if flag else ReviewOutcome.REVIEWED
+    before_execution = proposal.status in AWAITING_DECISION
+    manual = before_execution and proposal.system.write_mode == WriteMode.PROPOSE_ONLY
+    what = f"{proposal.action_type.name} on {proposal.record_id}"
+    if flag:
+        summary = f"{user.get_username()} flagged {what}" + (
+            f" before execution, so it will not run: {comment}" if before_execution else f" for reversal: {comment}"
+        )
+    else:
+        now = "a manual task (the system is propose-only)" if manual else "approved for execution"
+        summary = f"{user.get_username()} reviewed {what} (second review)" + (
+            f"; it is now {now}." if before_execution else "."
+        )
+    event = {
+        "verb": Verb.FLAGGED if flag else Verb.REVIEWED,
+        "actor": user,
+        "channel": channel,
+        "input": {"comment": comment} if comment else None,
+        "summary": summary,
+    }
+    if not before_execution:  # the verdict on a write already made: recorded, the status stays executed
+        proposal.save()
+        record_event(proposal, **event)
+        return
+    if flag:
+        proposal.decision_comment = comment
+        move(proposal, ProposalStatus.REJECTED, **event)
+        return
+    # As in _approve: a propose-only system gets a manual task, never a queued write.
+    move(proposal, ProposalStatus.MANUAL_TASK if manual else ProposalStatus.APPROVED, **event)
+    if not manual:
+        queue_execution(proposal)
+
+
+def proposals_escalate_and_expire() -> tuple[int, int]:
+    """Beat job. Past the SLA (database clock): escalated, never approved. Past the maximum age: expired.
+
+    Each row is re-checked under its lock, so a decision made meanwhile wins and nothing moves twice.
+    """
+    escalated = expired = 0
+    # decided_by set: a dual approval already approved, now on the second review's own clock (review_due_at).
+    due = Proposal.objects.filter(status=ProposalStatus.PENDING_APPROVAL, decided_by__isnull=True, sla_due_at__lt=Now())
+    for proposal_id in due.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            proposal = (
+                due.select_for_update(skip_locked=True, **LOCK).select_related(*RELATED).filter(pk=proposal_id).first()
+            )
+            if proposal is None:
+                continue
+            move(
+                proposal,
+                ProposalStatus.ESCALATED,
+                verb=Verb.ESCALATED,
+                actor=None,
+                channel=Channel.TASK,
+                summary=f"{proposal.action_type.name} on {proposal.record_id} passed its SLA "
+                f"({proposal.sla_due_at:%Y-%m-%d %H:%M} UTC) undecided: escalated to the on-call contact.",
+            )
+            transaction.on_commit(lambda proposal=proposal: notify.notify_escalated(proposal))
+            escalated += 1
+    old = Proposal.objects.filter(status__in=AWAITING_DECISION, expires_at__lt=Now())
+    for proposal_id in old.values_list("pk", flat=True)[:1000]:
+        with transaction.atomic():
+            proposal = (
+                Proposal.objects.select_for_update(skip_locked=True, **LOCK)
+                .select_related(*RELATED)
+                .filter(pk=proposal_id)
+                .first()
+            )
+            if proposal is not None and expire_if_due(proposal):
+                expired += 1
+    return escalated, expired
+
+
+def may_complete(user: AbstractUser, proposal: Proposal) -> bool:
+    """Who records a manual task: whoever approved it, the approver group, operators, superusers."""
+    if not user.is_active:
+        return False
+    if proposal.decided_by_id == user.pk or proposal.reviewed_by_id == user.pk or sees_everything(user):
+        return True
+    return bool(proposal.approver_group_id and user.groups.filter(pk=proposal.approver_group_id).exists())
+
+
+def proposal_manual_complete(
+    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, done: bool, note: str = ""
+) -> Proposal:
+    """A person reports the manual task of a propose-only system as performed (executed) or not possible (failed)."""
+    if not done and not note.strip():
+        raise ValueError("Say why the task could not be done.")
+    with transaction.atomic():
+        proposal = locked(proposal_id)
+        if proposal.status != ProposalStatus.MANUAL_TASK:
+            raise InvalidTransition(f"This proposal is {proposal.get_status_display().lower()}, not a manual task.")
+        if not may_complete(user, proposal):
+            raise NotYourDecision("Only its approver, the approver group or an operator records a manual task.")
+        if done:
+            proposal.executed_at = timezone.now()
+            proposal.state_after = {"performed_by": user.get_username(), "note": note}
+        else:
+            proposal.failure_reason = note
+        what = f"{proposal.action_type.name} on {proposal.record_id} in {proposal.system}"
+        move(
+            proposal,
+            ProposalStatus.EXECUTED if done else ProposalStatus.FAILED,
+            verb=Verb.EXECUTED if done else Verb.FAILED,
+            actor=user,
+            channel=channel,
+            outcome="ok" if done else "failed",
+            input={"note": note} if note else None,
+            summary=f"{user.get_username()} performed {what} by hand" + (f": {note}" if note else ".")
+            if done
+            else f"{user.get_username()} could not perform {what}: {note}",
+        )
+    return proposal
+
+
+def proposal_current_record(*, proposal: Proposal, user: AbstractUser) -> tuple[dict[str, Any] | None, str]:
+    """The record as it is now in the system, for the person deciding; the read is audited like an agent's.
+
+    Returns (record, "") or (None, why it could not be read).
+    """
+    resource = proposal.action_type.resource
+    try:
+        record = connector_for(proposal.system).read(resource.name, proposal.record_id)
+    except (TransientError, PermanentError) as exc:
+        return None, str(exc)
+    record_event(
+        proposal,
+        verb=Verb.READ,
+        actor=user,
+        channel=Channel.ADMIN,
+        input={"fields": sorted(record)},
+        summary=f"{user.get_username()} looked at {resource.label} {proposal.record_id} to decide a proposal.",
+    )
+    return record, ""

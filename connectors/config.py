@@ -1,0 +1,46 @@
+"""Checks every connector kind's settings parser shares: a JSON object of known keys, http(s) addresses, seconds.
+
+Each kind (`connectors/<kind>/config.py`) parses its own settings when the system is saved and again when a connector
+is built; these helpers keep the common checks, and their messages, the same for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlparse
+
+from django.core.exceptions import ValidationError
+
+
+def settings_object(raw: Any, allowed: Iterable[str], *, where: str = "connector", list_known: bool = False) -> dict:
+    """`raw` itself, once it is a JSON object naming only `allowed` keys; `where` names the settings in messages."""
+    if not isinstance(raw, dict):
+        raise ValidationError(f"{where[:1].upper()}{where[1:]} settings must be a JSON object.")
+    allowed = set(allowed)
+    unknown = set(raw) - allowed
+    if unknown:
+        message = f"Unknown {where} setting(s): {', '.join(sorted(unknown))}."
+        if list_known:
+            message += f" Known: {', '.join(sorted(allowed))}."
+        raise ValidationError(message)
+    return raw
+
+
+def http_url(raw: dict, key: str, *, invalid: str, required: bool = True) -> str | None:
+    """The http(s) address under `key` (None when absent and not required); `invalid` says what to set instead."""
+    value = raw.get(key)
+    if value is None and not required:
+        return None
+    parsed = urlparse(value if isinstance(value, str) else "")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValidationError(invalid)
+    return value
+
+
+def seconds(raw: dict, key: str, default: float, *, maximum: float) -> float:
+    """A duration in seconds under `key`: a number above 0 and at most `maximum` (JSON true is no number)."""
+    value = raw.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= maximum:
+        raise ValidationError(f'"{key}" must be a number of seconds between 0 and {maximum:g}.')
+    return float(value)
