@@ -9,6 +9,11 @@ import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from approvals.choices import ProposalStatus
+from approvals.decisions import proposal_approve
+from approvals.execution import proposal_claim, proposal_execute, proposal_record_executed
+from approvals.models import Proposal
+from approvals.services import ProposalRequest, proposal_create
 from governance import choices
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand, ThresholdRule
 
@@ -198,3 +203,84 @@ def billing_world(*, rule_name: str = "Credit notes on billing"):
         approver=approver,
         reviewer=users.get(username="reviewer"),
     )
+
+
+# --- Proposals: made and executed the way the doors and the workers do it ------------------------------------------
+
+
+def propose(
+    agent: Agent | str,
+    action: str,
+    payload: dict,
+    record: str = "4471",
+    *,
+    system: str = "crm",
+    reason: str = "test",
+    channel: str = "api",
+) -> Proposal:
+    """A proposal through the service, as the API makes it (the agent by object or slug)."""
+    if isinstance(agent, str):
+        agent = Agent.objects.get(slug=agent)
+    request = ProposalRequest(system=system, action=action, record_id=record, payload=payload, reason=reason)
+    proposal, replayed = proposal_create(agent=agent, request=request, channel=channel)
+    assert replayed is None
+    return proposal
+
+
+def propose_limit(credit_limit: str, *, reason: str = "Paid on time for a year.", record: str = "4471") -> Proposal:
+    """collections-agent raises (or lowers) a crm account's credit limit (the sample CRM's 4471 starts at 2000.00)."""
+    return propose("collections-agent", "update_credit_limit", {"credit_limit": credit_limit}, record, reason=reason)
+
+
+def propose_credit_note(amount: str, record: str = "INV-1", system: str = "billing") -> Proposal:
+    """collections-agent proposes a credit note on `billing_world()`'s system (the amount is in the payload)."""
+    return propose("collections-agent", "credit_note", {"amount": amount}, record, system=system, reason="")
+
+
+def execute(proposal: Proposal) -> Proposal:
+    """Run the execution in this process, against the real system (the same service a worker runs); a proposal
+    still waiting for a person is approved by the demo's `approver` first."""
+    if proposal.status != ProposalStatus.APPROVED:
+        proposal_approve(
+            proposal_id=proposal.pk, user=get_user_model().objects.get(username="approver"), channel="admin"
+        )
+    assert proposal_execute(proposal_id=proposal.pk).status == "executed"
+    return Proposal.objects.get(pk=proposal.pk)
+
+
+def record_execution(
+    proposal: Proposal, *, before: dict | None = None, after: dict | None = None, compensation: dict | None = None
+) -> Proposal:
+    """What a worker does once the system has answered, without calling it: claim the proposal, record the write.
+
+    By default the system answers as a REST system of record would: the record was as when it was proposed (the
+    snapshot), it is now as the payload says, and writing the snapshot back undoes it."""
+    snapshot = dict(proposal.record_snapshot or {})
+    assert proposal_claim(proposal_id=proposal.pk) is not None
+    return proposal_record_executed(
+        proposal_id=proposal.pk,
+        before=snapshot if before is None else before,
+        after=dict(proposal.payload) if after is None else after,
+        compensation={"method": "PATCH", "fields": snapshot} if compensation is None else compensation,
+    )
+
+
+def post_proposal(client, action: str, payload: dict, record: str = "4471", reason: str = "test", **headers):
+    """POST a crm proposal with Django's test client or an httpx client; `idempotency_key="k"` becomes the
+    `Idempotency-Key` header."""
+    body = {"system": "crm", "action": action, "record_id": record, "payload": payload, "reason": reason}
+    headers = {name.replace("_", "-").title(): value for name, value in headers.items()}
+    if hasattr(client, "build_request"):  # httpx, against a running stack
+        return client.post("/api/v1/proposals", json=body, headers=headers)
+    return client.post("/api/v1/proposals", body, content_type="application/json", headers=headers)
+
+
+def propose_raise(
+    live, limit: str, expected_status: str | None = None, reason: str = "Paid on time for 12 months"
+) -> str:
+    """The collections agent, over HTTP to the running stack, proposes 4471's credit limit; returns the proposal id."""
+    response = post_proposal(live.agent(), "update_credit_limit", {"credit_limit": limit}, reason=reason)
+    assert response.status_code == 201, response.text
+    if expected_status is not None:
+        assert response.json()["status"] == expected_status
+    return response.json()["id"]

@@ -17,10 +17,7 @@ from typing import Any
 
 import redis
 
-from approvals.models import Proposal
-from approvals.services import ProposalRequest, proposal_create
 from audit.models import AuditEvent
-from governance.models import Agent
 from tests.live import LiveStack
 from tests.stack import ROOT, Process, Stack, free_port
 
@@ -55,7 +52,7 @@ class PrivateStack(LiveStack):
                 "manage.py",
                 "shell",
                 "-c",
-                "from approvals.services import outbox_sweep; print('swept', outbox_sweep())",
+                "from approvals.execution import outbox_sweep; print('swept', outbox_sweep())",
             ],
             cwd=ROOT,
             env=self.stack.env(**env),
@@ -72,22 +69,6 @@ def kill_all(stack: Stack) -> None:
     worker on the filesystem broker, takes 5-6 s, which would triple this module's runtime."""
     for name in list(stack.processes):
         stack.kill(name)
-
-
-def propose(credit_limit: str, record: str = "4471") -> Proposal:
-    """The collections agent proposes a new credit limit (the CRM's seed value for 4471 is 2000.00)."""
-    proposal, _ = proposal_create(
-        agent=Agent.objects.get(slug="collections-agent"),
-        request=ProposalRequest(
-            system="crm",
-            action="update_credit_limit",
-            record_id=record,
-            payload={"credit_limit": credit_limit},
-            reason="test",
-        ),
-        channel="api",
-    )
-    return proposal
 
 
 def verbs(proposal_id) -> list[str]:

@@ -19,29 +19,21 @@ from django.utils import timezone
 
 from approvals.autonomy import FALLBACK_LABEL, SuggestionKind, autonomy_report, round_down
 from approvals.choices import DecisionMode, ProposalStatus, ReviewOutcome
+from approvals.decisions import proposal_approve, proposal_reject, proposal_review, proposals_escalate_and_expire
+from approvals.execution import proposal_claim, proposal_record_executed, proposal_record_failure
 from approvals.models import Proposal
-from approvals.services import (
-    ProposalRequest,
-    proposal_approve,
-    proposal_cancel,
-    proposal_claim,
-    proposal_create,
-    proposal_record_executed,
-    proposal_record_failure,
-    proposal_reject,
-    proposal_review,
-    proposals_escalate_and_expire,
-)
+from approvals.services import ProposalRequest, proposal_cancel, proposal_create
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from governance.choices import Access, ImpactKind
-from governance.models import Agent, ThresholdBand
+from governance.models import ThresholdBand
 from tests.factories import (
     ActionTypeFactory,
     ScopeGrantFactory,
     UserFactory,
     billing_world,
 )
+from tests.factories import propose_credit_note as propose
 
 User = get_user_model()
 
@@ -58,15 +50,6 @@ DUAL_BAND = "5000.00–∞: Named approver plus a second reviewer"
 def billing(demo):
     """A billing system with credit notes decided by amount (tests.factories.billing_world)."""
     return billing_world(rule_name=RULE)
-
-
-def propose(amount: str, *, record: str = "INV-1") -> Proposal:
-    proposal, _ = proposal_create(
-        agent=Agent.objects.get(slug="collections-agent"),
-        request=ProposalRequest(system="billing", action="credit_note", record_id=record, payload={"amount": amount}),
-        channel=Channel.API,
-    )
-    return proposal
 
 
 def approve(proposal: Proposal) -> Proposal:

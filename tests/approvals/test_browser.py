@@ -4,23 +4,9 @@ import os
 
 import pytest
 
+from tests.factories import propose_raise
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-
-def propose_raise(live, limit: str) -> str:
-    response = live.agent().post(
-        "/api/v1/proposals",
-        json={
-            "system": "crm",
-            "action": "update_credit_limit",
-            "record_id": "4471",
-            "payload": {"credit_limit": limit},
-            "reason": "Paid on time for 12 months",
-        },
-    )
-    assert response.status_code == 201, response.text
-    assert response.json()["status"] == "pending_approval"
-    return response.json()["id"]
 
 
 def test_the_approver_approves_the_3000_dollar_raise_and_the_crm_shows_the_new_limit(live, sign_in):

@@ -6,19 +6,16 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from approvals.decisions import proposal_approve
 from approvals.models import Proposal
-from approvals.services import proposal_approve
 from audit.models import AuditEvent
+from tests.factories import post_proposal
 
 pytestmark = [pytest.mark.slow]
 
 
 def propose(client, action: str, payload: dict, record: str = "4471", **headers) -> dict:
-    response = client.post(
-        "/api/v1/proposals",
-        json={"system": "crm", "action": action, "record_id": record, "payload": payload, "reason": "test"},
-        headers=headers,
-    )
+    response = post_proposal(client, action, payload, record, **headers)
     assert response.status_code == 201, response.text
     return response.json()
 

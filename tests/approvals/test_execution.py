@@ -20,13 +20,9 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from approvals.choices import ProposalStatus
+from approvals.decisions import proposal_approve
+from approvals.execution import execution_lease, outbox_sweep, retry_delay
 from approvals.models import OutboxMessage, Proposal
-from approvals.services import (
-    execution_lease,
-    outbox_sweep,
-    proposal_approve,
-    retry_delay,
-)
 from audit.models import AuditEvent
 from governance.models import ActionType, Agent, GlobalSwitch, ScopeGrant, System
 from tests.faults import FAST_RETRIES, propose, redis_queue_length, verbs, wait_until

@@ -30,8 +30,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.choices import ProposalStatus
+from approvals.execution import outbox_sweep
 from approvals.models import IdempotencyRecord, OutboxMessage, Proposal
-from approvals.services import outbox_sweep
 from approvals.tasks import sweep_outbox
 from audit.integrity import verify_chain
 from audit.models import AuditEvent
@@ -288,13 +288,13 @@ with transaction.atomic():
 
 _APPROVE = """
     from django.contrib.auth import get_user_model
-    from approvals.services import proposal_approve
+    from approvals.decisions import proposal_approve
     user = get_user_model().objects.get(username="approver")
     proposal_approve(proposal_id="{proposal_id}", user=user, channel="admin")
 """
 
 _PROPOSE_AUTO = """
-    from approvals.services import ProposalRequest, proposal_create
+    from approvals.services import proposal_create, ProposalRequest
     from governance.models import Agent
     request = ProposalRequest(system="crm", action="update_credit_limit", record_id="4471",
                               payload={{"credit_limit": "2300.00"}}, reason="paid on time")

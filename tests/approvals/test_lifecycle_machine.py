@@ -38,20 +38,13 @@ from hypothesis.stateful import (
 )
 
 from approvals.choices import AWAITING_DECISION, TERMINAL_STATUSES, DecisionMode, ProposalStatus
+from approvals.decisions import NotYourDecision, proposal_approve, proposal_reject, proposals_escalate_and_expire
+from approvals.execution import proposal_execute
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import reversal_plan, reversal_run_here
-from approvals.services import (
-    InvalidTransition,
-    NotYourDecision,
-    ProposalRequest,
-    proposal_approve,
-    proposal_cancel,
-    proposal_create,
-    proposal_execute,
-    proposal_reject,
-    proposals_escalate_and_expire,
-)
+from approvals.services import ProposalRequest, proposal_cancel, proposal_create
+from approvals.transitions import InvalidTransition
 from audit.integrity import verify_chain
 from audit.models import AuditEvent
 from core.errors import AgentDisabled, InvalidState

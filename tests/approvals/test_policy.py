@@ -11,9 +11,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from approvals.choices import DecisionMode, ProposalStatus
+from approvals.decisions import NotYourDecision, may_decide, proposal_approve
 from approvals.models import OutboxMessage, Proposal
 from approvals.policy import Impact, compute_impact, decide
-from approvals.services import InvalidTransition, NotYourDecision, may_decide, proposal_approve
+from approvals.transitions import InvalidTransition
 from audit.models import AuditEvent
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, Agent, System, ThresholdRule

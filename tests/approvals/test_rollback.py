@@ -13,6 +13,8 @@ from django.core.management import CommandError, call_command
 
 from approvals import reversal as reversal_module
 from approvals.choices import ProposalStatus
+from approvals.decisions import proposal_approve
+from approvals.execution import proposal_execute
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Drill, Proposal, Reversal, ReversalStep
 from approvals.reversal import (
@@ -22,26 +24,13 @@ from approvals.reversal import (
     reversal_run_here,
     reversal_start,
 )
-from approvals.services import InvalidTransition, ProposalRequest, proposal_approve, proposal_create, proposal_execute
+from approvals.transitions import InvalidTransition
 from audit.models import AuditEvent
 from governance.models import Agent, System
 from sandbox.testing import crm_control
+from tests.factories import execute, propose
 
 User = get_user_model()
-
-
-def propose(agent: Agent, action: str, payload: dict, record: str = "4471") -> Proposal:
-    request = ProposalRequest(system="crm", action=action, record_id=record, payload=payload, reason="test")
-    proposal, _ = proposal_create(agent=agent, request=request, channel="api")
-    return proposal
-
-
-def execute(proposal: Proposal) -> Proposal:
-    """Run the execution in this process (the same service function a worker runs)."""
-    if proposal.status != ProposalStatus.APPROVED:
-        proposal_approve(proposal_id=proposal.pk, user=User.objects.get(username="approver"), channel="admin")
-    assert proposal_execute(proposal_id=proposal.pk).status == "executed"
-    return Proposal.objects.get(pk=proposal.pk)
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -23,26 +23,24 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.choices import DecisionMode, ProposalStatus, ReviewOutcome
-from approvals.models import OutboxMessage, Proposal
-from approvals.services import (
-    InvalidTransition,
+from approvals.decisions import (
     NotYourDecision,
-    ProposalRequest,
     proposal_approve,
-    proposal_cancel,
-    proposal_claim,
-    proposal_create,
-    proposal_execute,
     proposal_manual_complete,
-    proposal_record_executed,
     proposal_reject,
     proposal_review,
     proposals_escalate_and_expire,
 )
+from approvals.execution import proposal_claim, proposal_execute, proposal_record_executed
+from approvals.models import OutboxMessage, Proposal
+from approvals.services import proposal_cancel
+from approvals.transitions import InvalidTransition
 from audit.models import AuditEvent
 from core.errors import InvalidState
 from governance.choices import Role, WriteMode
 from governance.models import ActionType, Agent, System, ThresholdRule
+from tests.factories import propose_limit as propose
+from tests.factories import record_execution as execute
 
 User = get_user_model()
 
@@ -71,23 +69,6 @@ def user(username: str):
 
 def join(username: str, role: str) -> None:
     user(username).groups.add(Group.objects.get(name=role))
-
-
-def propose(credit_limit: str, *, reason: str = "Paid on time for a year.", record: str = "4471") -> Proposal:
-    """A raise of account 4471's credit limit (2,000.00 in the sample CRM) through the service, as the API makes it."""
-    proposal, replay = proposal_create(
-        agent=Agent.objects.get(slug="collections-agent"),
-        request=ProposalRequest(
-            system="crm",
-            action="update_credit_limit",
-            record_id=record,
-            payload={"credit_limit": credit_limit},
-            reason=reason,
-        ),
-        channel="api",
-    )
-    assert replay is None
-    return proposal
 
 
 def build(
@@ -130,17 +111,6 @@ def build(
         **fields,
     }
     return Proposal.objects.create(**values)
-
-
-def execute(proposal: Proposal) -> Proposal:
-    """What the worker does once the CRM answered: claim the proposal, then record the write."""
-    assert proposal_claim(proposal_id=proposal.pk) is not None
-    return proposal_record_executed(
-        proposal_id=proposal.pk,
-        before={"credit_limit": "2000.00"},
-        after=proposal.payload,
-        compensation={"method": "PATCH", "fields": {"credit_limit": "2000.00"}},
-    )
 
 
 def refreshed(proposal: Proposal) -> Proposal:
@@ -839,7 +809,7 @@ def test_a_task_delivered_again_is_counted_as_a_duplicate_and_one_that_finds_a_h
     trail = Trail()
     assert proposal_claim(proposal_id=proposal.pk) is not None  # the first delivery takes it up
 
-    caplog.set_level("INFO", logger="approvals.services")
+    caplog.set_level("INFO", logger="approvals.execution")
     while_running = proposal_execute(proposal_id=proposal.pk)
     assert (while_running.status, while_running.duplicate) == ("suppressed", True)
     assert "already executing under a live claim" in while_running.detail

@@ -4,25 +4,11 @@ import os
 
 import pytest
 
+from tests.factories import propose_raise as propose
+
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 MAX_CLICKS = 5
-
-
-def propose(live, limit: str, expected_status: str) -> str:
-    response = live.agent().post(
-        "/api/v1/proposals",
-        json={
-            "system": "crm",
-            "action": "update_credit_limit",
-            "record_id": "4471",
-            "payload": {"credit_limit": limit},
-            "reason": "Paid on time for 12 months",
-        },
-    )
-    assert response.status_code == 201, response.text
-    assert response.json()["status"] == expected_status
-    return response.json()["id"]
 
 
 def test_the_auditor_finds_what_happened_to_account_4471_today_in_a_few_clicks(live, sign_in):

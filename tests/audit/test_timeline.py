@@ -250,7 +250,9 @@ def test_the_governed_path_writes_a_timeline_the_auditor_can_read(crm_demo, audi
     """Through the real services and the sample CRM: propose, approve, execute; then the timeline tells it."""
     from django.contrib.auth import get_user_model
 
-    from approvals.services import ProposalRequest, proposal_approve, proposal_create, proposal_execute
+    from approvals.decisions import proposal_approve
+    from approvals.execution import proposal_execute
+    from approvals.services import ProposalRequest, proposal_create
     from governance.models import Agent
 
     agent = Agent.objects.get(slug="collections-agent")
@@ -275,9 +277,9 @@ def test_the_governed_path_writes_a_timeline_the_auditor_can_read(crm_demo, audi
 @pytest.mark.django_db
 def test_a_long_timeline_pages_by_keyset_and_tells_each_proposal_once(auditor, f, monkeypatch):
     """Four proposals of four events each, three events a page: every proposal appears whole on exactly one page."""
-    from audit import admin as audit_admin
+    from audit import timeline as audit_timeline
 
-    monkeypatch.setattr(audit_admin, "TIMELINE_PAGE", 3)
+    monkeypatch.setattr(audit_timeline, "TIMELINE_PAGE", 3)
     system = f.SystemFactory(slug="crm")
     agent = f.AgentFactory(slug="collections-agent")
     approver = f.UserFactory(username="approver")

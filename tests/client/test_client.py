@@ -15,8 +15,8 @@ import httpx
 import pytest
 from django.contrib.auth import get_user_model
 
+from approvals.decisions import proposal_approve
 from approvals.models import Proposal as ProposalRow
-from approvals.services import proposal_approve
 from connectors.legacy_batch.services import batch_poll
 from gatehouse_client import (
     ConnectionFailed,

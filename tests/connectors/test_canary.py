@@ -34,8 +34,8 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
+from approvals.decisions import proposal_approve
 from approvals.models import Proposal
-from approvals.services import proposal_approve
 from audit.models import AuditEvent
 from connectors.models import Credential
 from governance.models import Agent, System

@@ -15,8 +15,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from approvals.choices import ProposalStatus
+from approvals.execution import proposal_execute
 from approvals.models import Proposal
-from approvals.services import proposal_execute
 from audit.models import AuditEvent
 from connectors import limits
 from connectors.base import Connector, Health, PermanentError, TransientError

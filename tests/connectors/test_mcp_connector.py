@@ -16,8 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 
 from approvals.choices import ProposalStatus
+from approvals.decisions import proposal_approve
 from approvals.models import Proposal
-from approvals.services import proposal_approve
 from audit.models import AuditEvent
 from connectors.base import PermanentError, RecordNotFound, TransientError
 from connectors.mcp.connector import McpConnector, render

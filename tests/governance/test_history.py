@@ -13,16 +13,9 @@ from django.contrib.auth import get_user_model
 from django.utils import dateformat, timezone
 from simple_history.models import DeletedObject
 
+from core.history import display_value, duration, record_lines, who
 from governance.choices import WriteMode
-from governance.history import (
-    NOT_SIGNED_OFF,
-    VOIDED,
-    display_value,
-    duration,
-    record_lines,
-    threshold_rule_lines,
-    who,
-)
+from governance.history import NOT_SIGNED_OFF, VOIDED, threshold_rule_lines
 from governance.models import System, ThresholdBand, ThresholdRule
 from governance.services import threshold_rule_sign_off
 from tests import factories

@@ -10,6 +10,7 @@ from agents.mcp.tools import call_tool, list_tools
 from approvals.models import Proposal
 from audit.models import AuditEvent
 from governance.models import Agent
+from tests.factories import post_proposal as propose
 
 PROPOSALS = "/api/v1/proposals"
 ACTIONS = {
@@ -23,11 +24,6 @@ ACTIONS = {
 @pytest.fixture
 def mark(crm_demo) -> int:
     return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-
-
-def propose(client, action: str, payload: dict):
-    body = {"system": "crm", "action": action, "record_id": "4471", "payload": payload, "reason": "weekly report"}
-    return client.post(PROPOSALS, body, content_type="application/json")
 
 
 def test_the_reporting_agent_is_refused_on_every_api_write_path_and_each_refusal_audited(crm_demo, agent_client):

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from governance.choices import Role
+from tests.factories import propose_raise
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -26,13 +27,6 @@ SUBMIT = """([url, fields]) => {
     document.body.appendChild(form);
     form.submit();
 }"""
-
-
-def propose_raise(live, limit: str) -> str:
-    body = {"system": "crm", "action": "update_credit_limit", "record_id": "4471", "payload": {"credit_limit": limit}}
-    response = live.agent().post("/api/v1/proposals", json=body)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def crafted_post(live, page, proposal_id: str, **fields: str) -> str:

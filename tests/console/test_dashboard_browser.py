@@ -10,8 +10,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
+from approvals.decisions import proposal_approve
 from approvals.killswitch import SwitchTarget, kill_switch_on
-from approvals.services import ProposalRequest, proposal_approve, proposal_create
+from approvals.services import ProposalRequest, proposal_create
 from audit.choices import Channel
 from connectors.models import Credential
 from console.dashboard import SECTION_ROLES

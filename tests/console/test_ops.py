@@ -198,8 +198,8 @@ def test_the_queue_age_is_the_wait_until_a_worker_claims_and_duplicate_deliverie
     """The queue-age alert's metric follows one proposal: waiting for a worker (its age), taken up (0), executed (0);
     deliveries after the claim are duplicates, counted at scrape time from the proposal rows."""
     from approvals.choices import DecisionMode, ProposalStatus
+    from approvals.execution import proposal_claim, proposal_execute, proposal_record_executed
     from approvals.models import OutboxMessage, Proposal
-    from approvals.services import proposal_claim, proposal_execute, proposal_record_executed
     from governance.models import ActionType, Agent, System
 
     crm = System.objects.get(slug="crm")

@@ -16,17 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from approvals.decisions import proposal_approve, proposal_reject
+from approvals.execution import proposal_claim, proposal_record_failure
 from approvals.killswitch import SwitchTarget, kill_switch_on
 from approvals.models import Proposal
-from approvals.services import (
-    ProposalRequest,
-    proposal_approve,
-    proposal_claim,
-    proposal_create,
-    proposal_record_executed,
-    proposal_record_failure,
-    proposal_reject,
-)
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.models import Credential
@@ -44,6 +37,8 @@ from tests.factories import (
     billing_world,
     standard_bands,
 )
+from tests.factories import propose_credit_note as propose
+from tests.factories import record_execution as execute
 
 User = get_user_model()
 
@@ -58,25 +53,11 @@ def user(username: str):
     return User.objects.get(username=username)
 
 
-def propose(amount: str, record: str = "INV-1", system: str = "billing") -> Proposal:
-    proposal, _ = proposal_create(
-        agent=Agent.objects.get(slug="collections-agent"),
-        request=ProposalRequest(system=system, action="credit_note", record_id=record, payload={"amount": amount}),
-        channel=Channel.API,
-    )
-    return proposal
-
-
 def fail(proposal: Proposal, reason: str = "The billing system answered 500 six times.") -> Proposal:
     if proposal.status != "approved":
         proposal = proposal_approve(proposal_id=proposal.pk, user=user("approver"), channel=Channel.ADMIN)
     proposal_claim(proposal_id=proposal.pk)
     return proposal_record_failure(proposal_id=proposal.pk, reason=reason)
-
-
-def execute(proposal: Proposal) -> Proposal:
-    proposal_claim(proposal_id=proposal.pk)
-    return proposal_record_executed(proposal_id=proposal.pk, before={}, after={}, compensation={})
 
 
 def set_fields(proposal: Proposal, **fields) -> None:

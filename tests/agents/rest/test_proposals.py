@@ -15,6 +15,7 @@ from approvals.models import IdempotencyRecord, Proposal
 from audit.models import AuditEvent
 from governance.models import Agent, GlobalSwitch, Resource, System
 from sandbox.testing import crm_control
+from tests.factories import post_proposal as propose
 
 PROPOSALS = "/api/v1/proposals"
 PROBLEM = "application/problem+json"
@@ -40,17 +41,6 @@ def reporting(crm_demo, agent_client):
 def mark(crm_demo) -> int:
     """The last audit event before the test acts: events after it are the test's own."""
     return AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-
-
-def propose(client, action: str, payload, record: str = "4471", reason: str = "test", **headers):
-    """POST a proposal for the crm; `idempotency_key="k"` becomes the `Idempotency-Key` header."""
-    body = {"system": "crm", "action": action, "record_id": record, "payload": payload, "reason": reason}
-    return client.post(
-        PROPOSALS,
-        body,
-        content_type="application/json",
-        headers={name.replace("_", "-").title(): value for name, value in headers.items()},
-    )
 
 
 def problem(response, status: int, code: str) -> dict:
