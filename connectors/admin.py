@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -9,13 +11,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 
 from audit.choices import Channel
 from audit.links import audit_trail_url
 from connectors.models import Credential
-from connectors.services import ROTATION_NOTICE, Rotation, credential_rotate, credential_set
-from core.admin import HistoryAdmin, OwnedAdminMixin
+from connectors.services import Rotation, credential_rotate, credential_set
+from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
 
 
 class CredentialForm(forms.ModelForm):
@@ -31,8 +32,8 @@ class CredentialForm(forms.ModelForm):
         model = Credential
         fields = ["system", "kind", "header_name", "username", "is_admin_level", "is_shared", "rotation_interval"]
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         if not self.instance.pk and not cleaned.get("secret"):
             self.add_error("secret", "A new credential needs its secret.")
         return cleaned
@@ -71,11 +72,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
 
     @admin.display(description="Rotation")
     def rotation_state(self, obj: Credential) -> str:
-        if obj.rotation_overdue:
-            return "overdue"
-        if obj.rotation_due_at <= timezone.now() + ROTATION_NOTICE:
-            return "due soon"
-        return ""
+        return obj.rotation_state()
 
     def get_urls(self):
         urls = [
@@ -128,7 +125,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                 rotation = credential_rotate(
                     system=credential.system,
                     new_secret=form.cleaned_data["secret"],
-                    actor=request.user,
+                    actor=admin_user(request),
                     channel=Channel.ADMIN,
                 )
             except ValidationError as exc:
@@ -172,7 +169,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             super().save_model(request, obj, form, change)
             try:
                 rotation = credential_rotate(
-                    system=obj.system, new_secret=secret, actor=request.user, channel=Channel.ADMIN
+                    system=obj.system, new_secret=secret, actor=admin_user(request), channel=Channel.ADMIN
                 )
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), level=messages.ERROR)
@@ -185,7 +182,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             saved = credential_set(
                 system=obj.system,  # read-only once created (get_readonly_fields)
                 secret=secret,
-                actor=request.user,
+                actor=admin_user(request),
                 channel=Channel.ADMIN,
                 **attributes,
             )

@@ -7,16 +7,28 @@ is built; these helpers keep the common checks, and their messages, the same for
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 
 
-def settings_object(raw: Any, allowed: Iterable[str], *, where: str = "connector", list_known: bool = False) -> dict:
-    """`raw` itself, once it is a JSON object naming only `allowed` keys; `where` names the settings in messages."""
+def settings_object(
+    raw: Any,
+    allowed: Iterable[str],
+    *,
+    where: str = "connector",
+    list_known: bool = False,
+    not_object: str = "",
+) -> dict:
+    """`raw` itself, once it is a JSON object naming only `allowed` keys.
+
+    `where` names the settings in the messages ("connector" settings, an "operation"'s); `list_known` adds the keys
+    that are allowed to the unknown-key message; `not_object`, when given, replaces the not-an-object message with one
+    that shows what to write instead.
+    """
     if not isinstance(raw, dict):
-        raise ValidationError(f"{where[:1].upper()}{where[1:]} settings must be a JSON object.")
+        raise ValidationError(not_object or f"{where[:1].upper()}{where[1:]} settings must be a JSON object.")
     allowed = set(allowed)
     unknown = set(raw) - allowed
     if unknown:
@@ -27,8 +39,15 @@ def settings_object(raw: Any, allowed: Iterable[str], *, where: str = "connector
     return raw
 
 
+@overload
+def http_url(raw: dict, key: str, *, invalid: str, required: Literal[True] = True) -> str: ...
+@overload
+def http_url(raw: dict, key: str, *, invalid: str, required: bool) -> str | None: ...
 def http_url(raw: dict, key: str, *, invalid: str, required: bool = True) -> str | None:
-    """The http(s) address under `key` (None when absent and not required); `invalid` says what to set instead."""
+    """The http(s) address under `key` (None when absent and not required); `invalid` says what to set instead.
+
+    A value that is no string at all (a number, a list) gets the same message as a malformed address.
+    """
     value = raw.get(key)
     if value is None and not required:
         return None

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
 
 from connectors import credentials
 from connectors.choices import BatchFileStatus, CredentialKind
 from governance.querysets import OwnedQuerySet
+
+# Owners hear of a rotation this long before it is due; the admin home lists it and the readiness checklist notes it
+# from then on. One horizon for all three, so the e-mail, the list and the checklist agree.
+ROTATION_NOTICE = timedelta(days=14)
+
+
+class CredentialQuerySet(OwnedQuerySet):
+    def rotation_due(self, now: datetime) -> CredentialQuerySet:
+        """Credentials overdue for rotation or due within ROTATION_NOTICE of `now`, each annotated with `due_at`."""
+        due_at = ExpressionWrapper(F("last_rotated_at") + F("rotation_interval"), output_field=DateTimeField())
+        return self.annotate(due_at=due_at).filter(rotation_interval__isnull=False, due_at__lte=now + ROTATION_NOTICE)
 
 
 class Credential(models.Model):
@@ -34,7 +46,7 @@ class Credential(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     history = HistoricalRecords(excluded_fields=["ciphertext"])
-    objects = OwnedQuerySet.as_manager()
+    objects = CredentialQuerySet.as_manager()
 
     OWNER_PATH = "system__owner"
 
@@ -63,12 +75,19 @@ class Credential(models.Model):
         return credentials.decrypt(self.ciphertext)
 
     @property
-    def rotation_due_at(self):
+    def rotation_due_at(self) -> datetime:
         return self.last_rotated_at + self.rotation_interval
+
+    def rotation_state(self, now: datetime | None = None) -> str:
+        """ "overdue", "due soon" (within ROTATION_NOTICE) or "" — the one place rotation is judged."""
+        now = now or timezone.now()
+        if now >= self.rotation_due_at:
+            return "overdue"
+        return "due soon" if self.rotation_due_at <= now + ROTATION_NOTICE else ""
 
     @property
     def rotation_overdue(self) -> bool:
-        return timezone.now() >= self.rotation_due_at
+        return self.rotation_state() == "overdue"
 
 
 class Event(models.Model):

@@ -31,7 +31,13 @@ def record_read(
         agent, system_slug=system_slug, resource_name=resource_name, record_id=record_id, channel=channel
     )
     system, resource, fields = scope.system, scope.resource, scope.fields
-    common = {"actor": agent, "channel": channel, "system": system, "resource": resource.name, "record_id": record_id}
+    common: dict[str, Any] = {
+        "actor": agent,
+        "channel": channel,
+        "system": system,
+        "resource": resource.name,
+        "record_id": record_id,
+    }
     try:
         data = connector_for(system).read(resource.name, record_id, fields)
     except RecordNotFound:

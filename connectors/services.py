@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
+from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -18,29 +20,33 @@ from connectors.base import Health
 from connectors.models import Credential
 from connectors.notify import notify_rotation_due, notify_rotation_failed
 from connectors.registry import connector_for
-
-ROTATION_NOTICE = timedelta(days=7)  # owners hear of a rotation coming due this long before it is
+from governance.models import System
 
 
 @transaction.atomic
 def credential_set(
-    *, system, secret: str, actor, channel: Channel | str, health: Health | None = None, **attributes
+    *,
+    system: System,
+    secret: str,
+    actor: User | None,
+    channel: Channel | str,
+    health: Health | None = None,
+    **attributes: Any,
 ) -> Credential:
     """Store a new secret for `system` (a first secret or a rotation); the audit event never holds the secret.
 
     `health` is the result of checking the system with this secret before it was stored (`credential_rotate`): the
     same audit event records it, outcome `health_failed` when it did not pass.
     """
-    credential = Credential.objects.select_for_update().filter(system=system).first()
-    rotated = credential is not None
-    if credential is None:
-        credential = Credential(system=system)
+    found = Credential.objects.select_for_update().filter(system=system).first()
+    rotated = found is not None
+    credential = found if found is not None else Credential(system=system)
     for name, value in attributes.items():
         setattr(credential, name, value)
     credential.encrypt_secret(secret)
     credential.last_rotated_at = timezone.now()
     credential.full_clean(exclude=["system", "ciphertext", "key_fingerprint"])
-    credential._change_reason = "secret rotated" if rotated else "secret set"  # type: ignore[attr-defined]
+    credential._change_reason = "secret rotated" if rotated else "secret set"  # type: ignore[union-attr]
     credential.save()
     checked = {} if health is None else {"health": {"ok": health.ok, "reason": health.reason}}
     audit_record(
@@ -66,7 +72,7 @@ class Rotation:
     previous_health: Health | None = None  # checked only when the new secret failed
 
 
-def _check(system, secret: str | None = None) -> Health:
+def _check(system: System, secret: str | None = None) -> Health:
     """The system's health check with `secret` (default: the vaulted one). A check reports; it never raises."""
     try:
         health = connector_for(system, secret=secret).health()
@@ -77,7 +83,7 @@ def _check(system, secret: str | None = None) -> Health:
     return health
 
 
-def credential_rotate(*, system, new_secret: str, actor, channel: Channel | str) -> Rotation:
+def credential_rotate(*, system: System, new_secret: str, actor: User | None, channel: Channel | str) -> Rotation:
     """Rotate `system`'s secret: check the system with the new secret, store it, audit both in one event.
 
     The check runs before the write, with the new secret held in memory only: no transaction (on SQLite, the whole
@@ -113,7 +119,9 @@ def credential_rotate(*, system, new_secret: str, actor, channel: Channel | str)
 
 
 @transaction.atomic
-def _credential_rotation_refused(*, credential: Credential, health: Health, actor, channel: Channel | str) -> None:
+def _credential_rotation_refused(
+    *, credential: Credential, health: Health, actor: User | None, channel: Channel | str
+) -> None:
     audit_record(
         verb=Verb.CREDENTIAL_SET,
         actor=actor,
@@ -127,26 +135,22 @@ def _credential_rotation_refused(*, credential: Credential, health: Health, acto
     transaction.on_commit(functools.partial(notify_rotation_failed, credential, reason=health.reason, stored=False))
 
 
-def credentials_tell_rotation_due(*, now=None) -> int:
-    """Tell each owner whose credential is overdue for rotation, or due within ROTATION_NOTICE; at most once a day.
+def credentials_tell_rotation_due(*, now: datetime | None = None) -> int:
+    """Tell each owner whose credential is overdue for rotation, or due within ROTATION_NOTICE (connectors/models.py);
+    at most once a day.
 
     Each notice is an audit event (verb `escalated`, resource `credential`, outcome `rotation_due` or
     `rotation_overdue`), and that event is the once-a-day guard: it is looked for under the credential's row lock,
     so two beat runs (or two beat processes) cannot both send. Returns how many owners were told.
     """
-
     now = now or timezone.now()
     day_start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    due = [
-        credential.pk
-        for credential in Credential.objects.only("pk", "last_rotated_at", "rotation_interval")
-        if credential.rotation_interval and credential.rotation_due_at <= now + ROTATION_NOTICE
-    ]
+    due = list(Credential.objects.rotation_due(now).values_list("pk", flat=True))
     told = 0
     for pk in due:
         with transaction.atomic():
             credential = Credential.objects.select_for_update().filter(pk=pk).first()
-            if credential is None or credential.rotation_due_at > now + ROTATION_NOTICE:
+            if credential is None or not credential.rotation_state(now):
                 continue  # deleted or rotated meanwhile
             already = AuditEvent.objects.filter(
                 verb=Verb.ESCALATED, system_id=credential.system_id, resource="credential", occurred_at__gte=day_start
@@ -154,7 +158,7 @@ def credentials_tell_rotation_due(*, now=None) -> int:
             if already:
                 continue
             credential = Credential.objects.select_related("system__owner").get(pk=pk)
-            overdue = credential.rotation_due_at <= now
+            overdue = credential.rotation_state(now) == "overdue"
             audit_record(
                 verb=Verb.ESCALATED,
                 actor=None,
@@ -172,14 +176,14 @@ def credentials_tell_rotation_due(*, now=None) -> int:
 
 
 @transaction.atomic
-def credentials_reencrypt(*, actor, channel: Channel | str) -> int:
+def credentials_reencrypt(*, actor: User | None, channel: Channel | str) -> int:
     """Re-encrypt every credential under the first vault key, so older keys can be retired. Returns how many moved."""
     fingerprint = credentials.primary_key_fingerprint()
     moved = 0
     for credential in Credential.objects.select_for_update().exclude(key_fingerprint=fingerprint):
         credential.ciphertext = credentials.reencrypt(credential.ciphertext)
         credential.key_fingerprint = fingerprint
-        credential._change_reason = "re-encrypted under the current key"  # type: ignore[attr-defined]
+        credential._change_reason = "re-encrypted under the current key"
         credential.save(update_fields=["ciphertext", "key_fingerprint", "updated_at"])
         moved += 1
     audit_record(

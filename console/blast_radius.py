@@ -13,13 +13,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
 from approvals.choices import AWAITING_DECISION, EXECUTABLE, ProposalStatus
 from approvals.models import Proposal
 from audit.links import audit_trail_url
 from connectors.models import Credential
-from connectors.services import ROTATION_NOTICE
 from governance.models import ScopeGrant, System
 
 
@@ -72,9 +70,7 @@ def blast_radius_view(request: HttpRequest, system: str) -> TemplateResponse:
         "title": f"Blast radius of the credential of {found}",
         "radius": radius,
         "more_proposals": max(0, radius.proposal_count - len(radius.proposals)),
-        "due_soon": credential is not None
-        and not credential.rotation_overdue
-        and credential.rotation_due_at <= timezone.now() + ROTATION_NOTICE,
+        "due_soon": credential is not None and credential.rotation_state() == "due soon",
         "can_rotate": credential is not None
         and request.user.has_perm("connectors.change_credential")
         and Credential.objects.editable_by(request.user).filter(pk=credential.pk).exists(),

@@ -193,6 +193,7 @@ class HttpConnector(Connector):
     def _request(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None) -> Any:
         where = f"{self.system.slug}: {method} {path}"
         plain = _plain_transport(self.config) if _SAFE_PATH.match(path) else None
+        response: Any  # httpx's response, or the lean transport's with the same few attributes
         try:
             if plain is not None:
                 response = plain.request(method, path, json=json, headers=self._headers(idempotency_key))
@@ -256,8 +257,8 @@ class HttpConnector(Connector):
             return Result(before=before, after=after, compensation=compensation)
         response = self._request(method, path, json=payload, idempotency_key=idempotency_key)
         created_key = operation.get("created")
-        compensation: dict[str, Any] = {}
-        after: dict[str, Any] = {}
+        compensation = {}
+        after = {}
         if created_key and isinstance(response, dict) and isinstance(response.get(created_key), dict):
             created = response[created_key]
             after = {created_key: created}

@@ -20,8 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ValidationError
+
+from connectors.config import settings_object
 
 FORMATS = ("csv", "fixed_width")
 TYPES = ("text", "int", "decimal", "date", "datetime")
@@ -79,81 +82,97 @@ class LegacyBatchConfig:
         return [spec.field for spec in self.fields]
 
     @classmethod
-    def parse(cls, raw: dict) -> LegacyBatchConfig:
-        if not isinstance(raw, dict):
-            raise ValidationError("Connector settings must be a JSON object.")
-        unknown = set(raw) - _KEYS
-        if unknown:
-            raise ValidationError(f"Unknown connector setting(s): {', '.join(sorted(unknown))}.")
+    def parse(cls, raw: Any) -> LegacyBatchConfig:
+        """The settings, or a ValidationError naming the first thing to change."""
+        settings_object(raw, _KEYS)
         if "sftp" in raw:
             # Polling over SFTP needs an SSH client library and host-key management Gatehouse does not have yet.
             raise ValidationError(
                 'SFTP is not supported yet: mount the remote folder (e.g. with sshfs) and set "drop_folder" to it.'
             )
-        drop_folder = raw.get("drop_folder")
-        if not isinstance(drop_folder, str) or not Path(drop_folder).is_absolute():
-            raise ValidationError('Set "drop_folder" to the absolute path of the folder the system drops files in.')
-        values: dict = {"drop_folder": Path(drop_folder)}
-        values["every"] = _whole(raw, "every", 60, 1, 7 * 86400, "seconds between polls")
-        values["settle_seconds"] = _whole(raw, "settle_seconds", 5, 0, 3600, "seconds a file must sit unchanged")
-        fmt = raw.get("format", "csv")
-        if fmt not in FORMATS:
-            raise ValidationError(f'"format" must be one of: {", ".join(FORMATS)}.')
-        values["format"] = fmt
-        encoding = raw.get("encoding", "utf-8")
-        try:
-            values["encoding"] = codecs.lookup(encoding).name if isinstance(encoding, str) else None
-        except LookupError:
-            values["encoding"] = None
-        if values["encoding"] is None:
-            raise ValidationError(f'"encoding" {encoding!r} is not an encoding Python knows (e.g. "utf-8", "cp1252").')
-        for name in ("resource", "pattern"):
-            if name in raw:
-                if not isinstance(raw[name], str) or not raw[name].strip():
-                    raise ValidationError(f'"{name}" must be a non-empty string.')
-                values[name] = raw[name].strip()
-        if "/" in values.get("pattern", ""):
-            raise ValidationError('"pattern" matches file names in the drop folder; it cannot contain "/".')
-        if not isinstance(raw.get("final_newline", True), bool):
-            raise ValidationError('"final_newline" must be true or false.')
-        values["final_newline"] = raw.get("final_newline", True)
-
-        mapped = _csv_settings(raw, values) if fmt == "csv" else _fixed_width_settings(raw, values)
-
-        record_id = raw.get("record_id")
-        if isinstance(record_id, str):
-            record_id = [record_id]
-        if not isinstance(record_id, list) or not record_id or not all(isinstance(n, str) for n in record_id):
-            raise ValidationError('Set "record_id" to the event field (or list of fields) that names the record.')
-        version = raw.get("version")
-        if not isinstance(version, str) or not version:
-            raise ValidationError(
-                'Set "version" to the event field that tells versions of a record apart (e.g. "as_of"): '
-                "a row is one event per record and version."
-            )
-        missing = [name for name in [*record_id, version] if name not in mapped]
-        if missing:
-            raise ValidationError(f"Not a mapped field: {', '.join(missing)}.")
-        values["record_id"], values["version"] = tuple(record_id), version
-
-        types = raw.get("types", {})
-        if not isinstance(types, dict):
-            raise ValidationError('"types" must map event fields to a type.')
-        for name, kind in types.items():
-            if name not in mapped:
-                raise ValidationError(f'"types" names {name!r}, which is not a mapped field.')
-            if not isinstance(kind, str) or kind.split(":", 1)[0] not in TYPES:
-                raise ValidationError(f'Type of {name!r} must be one of: {", ".join(TYPES)} (dates: "date:%Y%m%d").')
-            base, _, fmt_text = kind.partition(":")
-            if fmt_text and base not in ("date", "datetime"):
-                raise ValidationError(f"Only dates take a format; {name!r} is {base}.")
-            if fmt_text:
-                try:
-                    datetime(2026, 1, 2, 3, 4, 5).strftime(fmt_text)
-                except ValueError as exc:
-                    raise ValidationError(f"Date format of {name!r}: {exc}.") from exc
-        values["types"] = dict(types)
+        values = _drop_settings(raw)
+        mapped = _csv_settings(raw, values) if values["format"] == "csv" else _fixed_width_settings(raw, values)
+        values["record_id"], values["version"] = _record_key(raw, mapped)
+        values["types"] = _types(raw, mapped)
         return cls(**values)
+
+
+def _drop_settings(raw: dict) -> dict[str, Any]:
+    """Where the files arrive, how often they are looked for, which are taken, and how they are read."""
+    drop_folder = raw.get("drop_folder")
+    if not isinstance(drop_folder, str) or not Path(drop_folder).is_absolute():
+        raise ValidationError('Set "drop_folder" to the absolute path of the folder the system drops files in.')
+    values: dict[str, Any] = {"drop_folder": Path(drop_folder)}
+    values["every"] = _whole(raw, "every", 60, 1, 7 * 86400, "seconds between polls")
+    values["settle_seconds"] = _whole(raw, "settle_seconds", 5, 0, 3600, "seconds a file must sit unchanged")
+    fmt = raw.get("format", "csv")
+    if fmt not in FORMATS:
+        raise ValidationError(f'"format" must be one of: {", ".join(FORMATS)}.')
+    values["format"] = fmt
+    values["encoding"] = _encoding(raw)
+    for name in ("resource", "pattern"):
+        if name in raw:
+            if not isinstance(raw[name], str) or not raw[name].strip():
+                raise ValidationError(f'"{name}" must be a non-empty string.')
+            values[name] = raw[name].strip()
+    if "/" in values.get("pattern", ""):
+        raise ValidationError('"pattern" matches file names in the drop folder; it cannot contain "/".')
+    if not isinstance(raw.get("final_newline", True), bool):
+        raise ValidationError('"final_newline" must be true or false.')
+    values["final_newline"] = raw.get("final_newline", True)
+    return values
+
+
+def _encoding(raw: dict) -> str:
+    """The canonical name of the files' encoding (e.g. "utf8" becomes "utf-8")."""
+    encoding = raw.get("encoding", "utf-8")
+    try:
+        name = codecs.lookup(encoding).name if isinstance(encoding, str) else None
+    except LookupError:
+        name = None
+    if name is None:
+        raise ValidationError(f'"encoding" {encoding!r} is not an encoding Python knows (e.g. "utf-8", "cp1252").')
+    return name
+
+
+def _record_key(raw: dict, mapped: list[str]) -> tuple[tuple[str, ...], str]:
+    """The mapped fields that name a row's record, and the one that tells its versions apart."""
+    record_id = raw.get("record_id")
+    if isinstance(record_id, str):
+        record_id = [record_id]
+    if not isinstance(record_id, list) or not record_id or not all(isinstance(n, str) for n in record_id):
+        raise ValidationError('Set "record_id" to the event field (or list of fields) that names the record.')
+    version = raw.get("version")
+    if not isinstance(version, str) or not version:
+        raise ValidationError(
+            'Set "version" to the event field that tells versions of a record apart (e.g. "as_of"): '
+            "a row is one event per record and version."
+        )
+    missing = [name for name in [*record_id, version] if name not in mapped]
+    if missing:
+        raise ValidationError(f"Not a mapped field: {', '.join(missing)}.")
+    return tuple(record_id), version
+
+
+def _types(raw: dict, mapped: list[str]) -> dict[str, str]:
+    """Mapped field -> its type ("int", "date:%Y%m%d", …); a date format is tried once here, not at the first file."""
+    types = raw.get("types", {})
+    if not isinstance(types, dict):
+        raise ValidationError('"types" must map event fields to a type.')
+    for name, kind in types.items():
+        if name not in mapped:
+            raise ValidationError(f'"types" names {name!r}, which is not a mapped field.')
+        if not isinstance(kind, str) or kind.split(":", 1)[0] not in TYPES:
+            raise ValidationError(f'Type of {name!r} must be one of: {", ".join(TYPES)} (dates: "date:%Y%m%d").')
+        base, _, fmt_text = kind.partition(":")
+        if fmt_text and base not in ("date", "datetime"):
+            raise ValidationError(f"Only dates take a format; {name!r} is {base}.")
+        if fmt_text:
+            try:
+                datetime(2026, 1, 2, 3, 4, 5).strftime(fmt_text)
+            except ValueError as exc:
+                raise ValidationError(f"Date format of {name!r}: {exc}.") from exc
+    return dict(types)
 
 
 def _whole(raw: dict, name: str, default: int, low: int, high: int, what: str) -> int:

@@ -147,33 +147,13 @@ _CUT_OFF = "the last line has no line ending: the file looks cut off"
 
 
 def parse_csv(config: LegacyBatchConfig, content: bytes) -> ParsedFile:
+    """Rows of a CSV file by its header's column names, or the reason to set the whole file aside."""
     result = ParsedFile()
     text = _decode(config, content)
     consumed: list[str] = []
     reader = csv.reader(_physical_lines(text, consumed), delimiter=config.delimiter, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        result.rejected = "The file is empty: there is no header line."
-        return result
-    except csv.Error as exc:
-        result.rejected = f"The header line cannot be read as CSV: {exc}."
-        return result
-    header_raw = "".join(consumed)
-    if _line_fault(config, header_raw):
-        result.rejected = f"The header line is {_line_fault(config, header_raw)}."
-        return result
-    header = [name.strip() for name in header]
-    twice = sorted({name for name in header if header.count(name) > 1})
-    if twice:
-        result.rejected = f"The header names column(s) {', '.join(twice)} more than once."
-        return result
-    missing = [column for column in config.columns if column not in header]
-    if missing:
-        result.rejected = (
-            f"The header lacks column(s) {', '.join(missing)} (found: {', '.join(header) or 'nothing'})."
-            " Check the file, or the system's column mapping."
-        )
+    header, result.rejected = _csv_header(config, reader, consumed)
+    if result.rejected:
         return result
     positions = {config.columns[column]: header.index(column) for column in config.columns}
     total_lines = sum(1 for _ in io.StringIO(text, newline=""))
@@ -191,24 +171,55 @@ def parse_csv(config: LegacyBatchConfig, content: bytes) -> ParsedFile:
         line_no += len(consumed)
         raw_with_end = "".join(consumed)
         raw = printable(raw_with_end.rstrip("\r\n"))
-        is_last = line_no == total_lines
         if not error and not record:
             continue  # a blank line carries nothing
-        reasons = []
-        if _cut_off(config, raw_with_end, is_last) or error == "unexpected end of data":
-            reasons.append(_CUT_OFF if not error else "a quoted value is never closed: the file looks cut off")
-        elif error:
-            reasons.append(f"not readable as CSV: {error}")
-        fault = _line_fault(config, raw_with_end)
-        if fault:
-            reasons.append(fault)
-        if not error and len(record) != len(header):
-            reasons.append(f"has {len(record)} of the header's {len(header)} columns")
+        reasons = _csv_row_faults(config, raw_with_end, line_no == total_lines, record, error, len(header))
         if reasons:
             result.bad.append(BadRow(start, raw, "; ".join(reasons)))
             continue
         _add(result, _row(config, start, raw, {name: record[index].strip() for name, index in positions.items()}))
     return result
+
+
+def _csv_header(config: LegacyBatchConfig, reader: Iterator[list[str]], consumed: list[str]) -> tuple[list[str], str]:
+    """The header's column names, and the reason to set the file aside ("" when it can be read)."""
+    try:
+        header = next(reader)
+    except StopIteration:
+        return [], "The file is empty: there is no header line."
+    except csv.Error as exc:
+        return [], f"The header line cannot be read as CSV: {exc}."
+    fault = _line_fault(config, "".join(consumed))
+    if fault:
+        return [], f"The header line is {fault}."
+    header = [name.strip() for name in header]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        return header, f"The header names column(s) {', '.join(twice)} more than once."
+    missing = [column for column in config.columns if column not in header]
+    if missing:
+        return header, (
+            f"The header lacks column(s) {', '.join(missing)} (found: {', '.join(header) or 'nothing'})."
+            " Check the file, or the system's column mapping."
+        )
+    return header, ""
+
+
+def _csv_row_faults(
+    config: LegacyBatchConfig, raw_with_end: str, is_last: bool, record: list[str], error: str, width: int
+) -> list[str]:
+    """Why one CSV row cannot be an event (the csv reader's `error`, a cut-off end, bad bytes, a column count)."""
+    reasons = []
+    if _cut_off(config, raw_with_end, is_last) or error == "unexpected end of data":
+        reasons.append(_CUT_OFF if not error else "a quoted value is never closed: the file looks cut off")
+    elif error:
+        reasons.append(f"not readable as CSV: {error}")
+    fault = _line_fault(config, raw_with_end)
+    if fault:
+        reasons.append(fault)
+    if not error and len(record) != width:
+        reasons.append(f"has {len(record)} of the header's {width} columns")
+    return reasons
 
 
 def parse_fixed_width(config: LegacyBatchConfig, content: bytes) -> ParsedFile:

@@ -8,9 +8,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -27,11 +28,13 @@ from connectors.legacy_batch.connector import (
     REJECTED,
     BadRow,
     LegacyBatchConnector,
+    ParsedFile,
+    Row,
     parse_batch,
 )
 from connectors.models import BatchFile, BatchPoll, Event, QuarantinedRow
 from governance.choices import ConnectorKind, WriteMode
-from governance.models import System
+from governance.models import Resource, System
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +50,6 @@ class BatchFileOutcome:
     quarantined: int = 0
     reason: str = ""
     moved_to: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -199,48 +199,73 @@ def _batch_file_take(*, connector, resource, path: Path, channel: Channel | str)
     return outcome
 
 
-def _batch_file_record(*, connector, resource, path: Path, content: bytes, sha256: str, channel: Channel | str):
+def _batch_file_record(
+    *,
+    connector: LegacyBatchConnector,
+    resource: Resource,
+    path: Path,
+    content: bytes,
+    sha256: str,
+    channel: Channel | str,
+) -> tuple[BatchFileOutcome, BatchFile | None, str]:
     """The database side of one file, inside its transaction: (outcome, BatchFile to move or None, subfolder)."""
     system, name = connector.system, path.name
     original = BatchFile.objects.filter(system=system, sha256=sha256, status=BatchFileStatus.PROCESSED).first()
-    if original is not None and not path.exists():
+    if original is not None:
+        return _batch_file_seen_before(
+            original=original, system=system, resource=resource, path=path, content=content, channel=channel
+        )
+    parsed = parse_batch(connector.config, content)
+    if parsed.rejected:
+        batch_file = _batch_file_create(
+            system, name, content, sha256, status=BatchFileStatus.REJECTED, reason=parsed.rejected[:500]
+        )
+        _batch_file_audit(batch_file, resource, channel, f"set aside whole: {parsed.rejected}")
+        return BatchFileOutcome(name, batch_file.status, reason=batch_file.reason), batch_file, REJECTED
+    return _batch_file_events(
+        system=system, resource=resource, name=name, content=content, sha256=sha256, parsed=parsed, channel=channel
+    )
+
+
+def _batch_file_seen_before(
+    *, original: BatchFile, system: System, resource: Resource, path: Path, content: bytes, channel: Channel | str
+) -> tuple[BatchFileOutcome, BatchFile | None, str]:
+    """A file whose content was processed before: taken by another poller, left unmoved, or a copy arriving again."""
+    name = path.name
+    if not path.exists():
         # Read while another poller was recording it, and moved by that poller since: not a second arrival.
         return BatchFileOutcome(name, "skipped", reason="taken by another poller at the same moment"), None, ""
-    if original is not None and original.name == name and not original.moved_to:
+    if original.name == name and not original.moved_to:
         # Recorded, but the move after the commit never happened (the poller died): only the move is left to do.
         return (
             BatchFileOutcome(name, BatchFileStatus.PROCESSED, reason="recorded earlier; moved now"),
             original,
             PROCESSED,
         )
-    if original is not None:
-        batch_file = BatchFile.objects.create(
-            system=system,
-            name=name,
-            sha256=sha256,
-            size=len(content),
-            status=BatchFileStatus.DUPLICATE,
-            duplicate_of=original,
-            reason=f"Same content as {original.name} (file #{original.pk}), already processed: no new events.",
-        )
-        _batch_file_audit(batch_file, resource, channel, f"is a copy of {original.name} (#{original.pk}); no events")
-        return BatchFileOutcome(name, batch_file.status, reason=batch_file.reason), batch_file, DUPLICATES
+    batch_file = _batch_file_create(
+        system,
+        name,
+        content,
+        original.sha256,
+        status=BatchFileStatus.DUPLICATE,
+        duplicate_of=original,
+        reason=f"Same content as {original.name} (file #{original.pk}), already processed: no new events.",
+    )
+    _batch_file_audit(batch_file, resource, channel, f"is a copy of {original.name} (#{original.pk}); no events")
+    return BatchFileOutcome(name, batch_file.status, reason=batch_file.reason), batch_file, DUPLICATES
 
-    parsed = parse_batch(connector.config, content)
-    if parsed.rejected:
-        batch_file = BatchFile.objects.create(
-            system=system,
-            name=name,
-            sha256=sha256,
-            size=len(content),
-            status=BatchFileStatus.REJECTED,
-            reason=parsed.rejected[:500],
-        )
-        _batch_file_audit(batch_file, resource, channel, f"set aside whole: {parsed.rejected}")
-        return BatchFileOutcome(name, batch_file.status, reason=batch_file.reason), batch_file, REJECTED
 
-    # One event per (record, version): a repeat with the same values is a duplicate row; with other values it is
-    # quarantined, since the first one already stands and must not silently change.
+def _batch_file_create(system: System, name: str, content: bytes, sha256: str, **fields: Any) -> BatchFile:
+    """The file's row, with what became of it in `fields` (status, reason, counts)."""
+    return BatchFile.objects.create(system=system, name=name, sha256=sha256, size=len(content), **fields)
+
+
+def _batch_rows_sort(system: System, parsed: ParsedFile) -> tuple[list[Row], list[BadRow], int]:
+    """The file's rows as (new events, rows to quarantine in line order, the number of duplicate rows).
+
+    One event per (record, version): a repeat with the same values is a duplicate row; with other values it is
+    quarantined, since the first one already stands and must not silently change.
+    """
     keys = [row.key for row in parsed.rows]
     known: dict[str, tuple[dict, str]] = {}
     for start in range(0, len(keys), 500):
@@ -265,11 +290,26 @@ def _batch_file_record(*, connector, resource, path: Path, content: bytes, sha25
                 )
             )
     bad.sort(key=lambda row: row.line)
-    batch_file = BatchFile.objects.create(
-        system=system,
-        name=name,
-        sha256=sha256,
-        size=len(content),
+    return fresh, bad, duplicates
+
+
+def _batch_file_events(
+    *,
+    system: System,
+    resource: Resource,
+    name: str,
+    content: bytes,
+    sha256: str,
+    parsed: ParsedFile,
+    channel: Channel | str,
+) -> tuple[BatchFileOutcome, BatchFile, str]:
+    """A processed file: its new events, its quarantined rows, its BatchFile row and its audit event."""
+    fresh, bad, duplicates = _batch_rows_sort(system, parsed)
+    batch_file = _batch_file_create(
+        system,
+        name,
+        content,
+        sha256,
         status=BatchFileStatus.PROCESSED,
         rows_read=len(parsed.rows) + len(parsed.bad),
         events_created=len(fresh),

@@ -15,11 +15,13 @@ an http server as a bearer token, and to a stdio server in the environment varia
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
+
+from connectors.config import http_url, seconds, settings_object
 
 _KEYS = {"transport", "command", "args", "env", "cwd", "url", "timeout", "secret_env", "reads"}
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -45,21 +47,12 @@ class McpConfig:
     reads: dict[str, ReadMapping] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, raw: dict) -> McpConfig:
-        import re
-
-        if not isinstance(raw, dict):
-            raise ValidationError("Connector settings must be a JSON object.")
-        unknown = set(raw) - _KEYS
-        if unknown:
-            raise ValidationError(f"Unknown connector setting(s): {', '.join(sorted(unknown))}.")
+    def parse(cls, raw: Any) -> McpConfig:
+        settings_object(raw, _KEYS)
         transport = raw.get("transport")
         if transport not in ("stdio", "http"):
             raise ValidationError('Set "transport" to "stdio" (a command) or "http" (a streamable HTTP URL).')
-        timeout = raw.get("timeout", 10)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 300:
-            raise ValidationError('"timeout" must be a number of seconds between 0 and 300.')
-        fields: dict[str, Any] = {"transport": transport, "timeout": float(timeout)}
+        fields: dict[str, Any] = {"transport": transport, "timeout": seconds(raw, "timeout", cls.timeout, maximum=300)}
         if transport == "stdio":
             command = raw.get("command")
             if not isinstance(command, str) or not command.strip():
@@ -77,11 +70,9 @@ class McpConfig:
                 raise ValidationError('"cwd" must be a folder path.')
             fields.update(command=command, args=tuple(args), env=dict(env), cwd=cwd)
         else:
-            url = raw.get("url")
-            parsed = urlparse(url or "")
-            if parsed.scheme not in ("http", "https") or not parsed.netloc:
-                raise ValidationError('An http server needs "url": its streamable HTTP endpoint, e.g. ".../mcp".')
-            fields["url"] = url
+            fields["url"] = http_url(
+                raw, "url", invalid='An http server needs "url": its streamable HTTP endpoint, e.g. ".../mcp".'
+            )
         secret_env = raw.get("secret_env", "")
         if secret_env and (not isinstance(secret_env, str) or not re.fullmatch(_ENV_NAME, secret_env)):
             raise ValidationError('"secret_env" must be an environment variable name.')

@@ -33,25 +33,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 
+from connectors.config import http_url, seconds, settings_object
 from governance.choices import Compensation
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")  # an XML element or operation name
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,59}$")
-
-
-def _url(raw: dict, key: str, example: str, *, required: bool) -> str | None:
-    value = raw.get(key)
-    if value is None and not required:
-        return None
-    parsed = urlparse(value if isinstance(value, str) else "")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValidationError(f'Set "{key}" to an http(s) address, e.g. "{example}".')
-    return value
 
 
 def _name(value: Any, what: str) -> str:
@@ -81,21 +71,6 @@ def _field_map(value: Any, what: str, *, target: str) -> dict[str, str]:
     return dict(value)
 
 
-def _unknown(raw: dict, allowed: set[str], where: str) -> None:
-    unknown = set(raw) - allowed
-    if unknown:
-        raise ValidationError(
-            f"Unknown {where} setting(s): {', '.join(sorted(unknown))}. Known: {', '.join(sorted(allowed))}."
-        )
-
-
-def _seconds(raw: dict, name: str, default: float) -> float:
-    value = raw.get(name, default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 120:
-        raise ValidationError(f'"{name}" must be a number of seconds between 0 and 120.')
-    return float(value)
-
-
 @dataclass(frozen=True)
 class SoapResource:
     """How one resource is read: which operation, which parameter takes the record id, where the record is."""
@@ -110,11 +85,10 @@ class SoapResource:
     @classmethod
     def parse(cls, name: str, raw: Any) -> SoapResource:
         where = f'resources["{name}"]'
-        if not isinstance(raw, dict):
-            raise ValidationError(
-                f'{where} must be a JSON object such as {{"operation": "GetItem", "id_param": "sku"}}.'
-            )
-        _unknown(raw, set(cls.KEYS), where)
+        example = '{"operation": "GetItem", "id_param": "sku"}'
+        settings_object(
+            raw, cls.KEYS, where=where, list_known=True, not_object=f"{where} must be a JSON object such as {example}."
+        )
         result = raw.get("result")
         fields = raw.get("fields")
         return cls(
@@ -153,11 +127,18 @@ class SoapConfig:
 
     @classmethod
     def parse(cls, raw: Any) -> SoapConfig:
-        if not isinstance(raw, dict):
-            raise ValidationError("Connector settings must be a JSON object.")
-        _unknown(raw, set(cls.KEYS), "connector")
-        wsdl_url = _url(raw, "wsdl_url", "https://inventory.example.com/inventory?wsdl", required=True)
-        endpoint = _url(raw, "endpoint", "https://inventory.example.com/inventory", required=False)
+        settings_object(raw, cls.KEYS, list_known=True)
+        wsdl_url = http_url(
+            raw,
+            "wsdl_url",
+            invalid='Set "wsdl_url" to an http(s) address, e.g. "https://inventory.example.com/inventory?wsdl".',
+        )
+        endpoint = http_url(
+            raw,
+            "endpoint",
+            invalid='Set "endpoint" to an http(s) address, e.g. "https://inventory.example.com/inventory".',
+            required=False,
+        )
         resources = raw.get("resources")
         if not isinstance(resources, dict) or not resources:
             raise ValidationError(
@@ -168,13 +149,13 @@ class SoapConfig:
         if not isinstance(markers, list) or not markers or not all(isinstance(m, str) and m.strip() for m in markers):
             raise ValidationError('"not_found_faults" must be a list of words, e.g. ["not found"].')
         return cls(
-            wsdl_url=wsdl_url or "",
+            wsdl_url=wsdl_url,
             resources={name: SoapResource.parse(name, spec) for name, spec in resources.items()},
             service=_optional_name(raw, "service", '"service"'),
             port=_optional_name(raw, "port", '"port"'),
             endpoint=endpoint,
-            timeout=_seconds(raw, "timeout", cls.timeout),
-            connect_timeout=_seconds(raw, "connect_timeout", cls.connect_timeout),
+            timeout=seconds(raw, "timeout", cls.timeout, maximum=120),
+            connect_timeout=seconds(raw, "connect_timeout", cls.connect_timeout, maximum=120),
             health_operation=_optional_name(raw, "health_operation", '"health_operation"'),
             not_found_faults=tuple(marker.strip().lower() for marker in markers),
         )
@@ -199,9 +180,10 @@ class SoapAction:
             '{"operation": "SetQuantity", "id_param": "sku", "params": {"quantity": "quantity"}, '
             '"idempotency_param": "requestId"}'
         )
-        if not isinstance(raw, dict) or not raw:
-            raise ValidationError(f"Map the action to a SOAP operation, e.g. {example}.")
-        _unknown(raw, set(cls.KEYS), "operation")
+        not_mapped = f"Map the action to a SOAP operation, e.g. {example}."
+        settings_object(raw, cls.KEYS, where="operation", list_known=True, not_object=not_mapped)
+        if not raw:
+            raise ValidationError(not_mapped)
         params = raw.get("params")
         if not isinstance(params, dict) or not params:
             raise ValidationError(f'"params" must map each SOAP parameter to a payload field, e.g. {example}.')

@@ -55,7 +55,7 @@ class _Transport(Transport):
             raise PermanentError(f"the WSDL refers to {url}: only http(s) documents are loaded")
         return super().load(url)
 
-    @property  # type: ignore[override]
+    @property
     def session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:

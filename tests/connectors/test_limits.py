@@ -23,7 +23,7 @@ from connectors.base import Connector, Health, PermanentError, TransientError
 from connectors.limits import CircuitOpen, Guarded, RateLimitWait
 from governance.models import System
 from tests import factories
-from tests.faults import propose
+from tests.factories import propose_limit as propose
 
 
 class Clock:
