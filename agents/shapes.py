@@ -13,6 +13,7 @@ from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
 from approvals.models import Proposal
+from governance.models import System
 
 # An Idempotency-Key (the REST header, the MCP propose tools' argument): any text but control characters (C0, DEL, C1;
 # NUL is what PostgreSQL refuses), 1-255 characters; in the documents as the same pattern. Match with fullmatch: `$`
@@ -94,7 +95,7 @@ class DecisionSerializer(serializers.Serializer):
 
 
 class ProposalSerializer(serializers.ModelSerializer):
-    system = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    system: serializers.SlugRelatedField[System] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     action = serializers.CharField(source="action_type.name")
     impact = serializers.SerializerMethodField()
     decision = serializers.SerializerMethodField()
@@ -164,7 +165,7 @@ class EventSerializer(serializers.Serializer):
     system = serializers.CharField()
     resource = serializers.CharField()
     record_id = serializers.CharField()
-    data = serializers.DictField()
+    data = serializers.DictField()  # type: ignore[assignment]  # the answer's field, not Serializer.data
     received_at = serializers.DateTimeField()
 
 

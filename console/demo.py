@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from audit.choices import Channel
@@ -140,7 +140,7 @@ def _sandbox_token(slug: str) -> str:
     return path.read_text().strip()
 
 
-def _users(report: SeedReport, reset_passwords: bool) -> dict[str, object]:
+def _users(report: SeedReport, reset_passwords: bool) -> dict[str, User]:
     User = get_user_model()
     groups = ensure_roles()
     stored: dict[str, str] = {}
@@ -272,10 +272,30 @@ def _grant(agent: Agent, resource: Resource, access: str, granted_by, **terms) -
 
 @transaction.atomic
 def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = False) -> SeedReport:
+    """Build (or bring back) the demo inventory: users, the sample CRM and its staging twin, the legacy inventory,
+    their rules and credentials, two agents and their grants. Idempotent: a second run creates nothing new."""
     report = SeedReport()
     users = _users(report, reset_passwords)
     owner, approver, admin = users["owner"], users["approver"], users["admin"]
     reviewers = Group.objects.get(name=Role.REVIEWERS)
+    crm, staging = _crm_systems(report, owner, crm_url=crm_url, crm_staging_url=crm_staging_url)
+    legacy = _legacy_inventory(report, owner)
+    accounts = _crm_like(report, crm, owner, approver, reviewers)
+    _crm_like(report, staging, owner, approver, reviewers)
+    events, _ = Resource.objects.update_or_create(
+        system=legacy,
+        name="events",
+        defaults={"label": "stock event", "fields": ["sku", "warehouse", "quantity", "as_of"]},
+    )
+    for system in (crm, staging):
+        _credential(system, admin)
+    collections, reporting = _agents(report, owner)
+    _grants(collections, reporting, accounts, events, owner)
+    return report
+
+
+def _crm_systems(report: SeedReport, owner, *, crm_url: str, crm_staging_url: str) -> tuple[System, System]:
+    """The sample CRM and its staging twin, which is made first: the CRM names it as its twin."""
     common = {
         "category": SystemCategory.RECORD,
         "integration_pattern": IntegrationPattern.DIRECT_API,
@@ -307,7 +327,12 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         staging_twin=staging,
         **common,
     )
-    legacy = _system(
+    return crm, staging
+
+
+def _legacy_inventory(report: SeedReport, owner) -> System:
+    """The nightly batch system: read-only, its data arrives as events from files dropped in a folder."""
+    return _system(
         report,
         "legacy-inventory",
         name="Legacy inventory (batch)",
@@ -324,17 +349,10 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         oncall_contact="warehouse-it@gatehouse.example",
         write_mode=WriteMode.READ_ONLY,
     )
-    accounts = _crm_like(report, crm, owner, approver, reviewers)
-    _crm_like(report, staging, owner, approver, reviewers)
-    events, _ = Resource.objects.update_or_create(
-        system=legacy,
-        name="events",
-        defaults={"label": "stock event", "fields": ["sku", "warehouse", "quantity", "as_of"]},
-    )
-    for system in (crm, staging):
-        _credential(system, admin)
 
-    readable = [name for name in ACCOUNT_FIELDS if name != "email"]
+
+def _agents(report: SeedReport, owner) -> tuple[Agent, Agent]:
+    """The collections agent (reads and proposes) and the reporting agent (reads only)."""
     agents = {}
     for slug, name, description in [
         ("collections-agent", "Collections agent", "Chases overdue accounts and adjusts credit limits."),
@@ -345,7 +363,12 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         )
         if created:
             report.created.append(f"agent {slug}")
-    collections, reporting = agents["collections-agent"], agents["reporting-agent"]
+    return agents["collections-agent"], agents["reporting-agent"]
+
+
+def _grants(collections: Agent, reporting: Agent, accounts: Resource, events: Resource, owner) -> None:
+    """What each agent may do, granted by the owner: no agent reads the accounts' e-mail addresses."""
+    readable = [name for name in ACCOUNT_FIELDS if name != "email"]
     _grant(collections, accounts, Access.READ, owner, fields=readable, justification="Reads accounts to chase them.")
     _grant(
         collections,
@@ -357,4 +380,3 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
     )
     _grant(collections, events, Access.READ, owner, justification="Checks stock before promising deliveries.")
     _grant(reporting, accounts, Access.READ, owner, fields=readable, justification="Weekly account reports.")
-    return report

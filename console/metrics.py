@@ -19,7 +19,8 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -176,9 +177,17 @@ class GatehouseCollector(Collector):
         yield from _circuit_metrics()
 
 
-def _database_metrics(now) -> Iterator[Metric]:
+def _database_metrics(now: datetime) -> Iterator[Metric]:
+    """Every metric read from the database, in the order a scrape shows them."""
+    rows = _proposals_by_status(now)
+    yield from _proposal_metrics(rows)
+    yield from _sla_metrics(rows)
+    yield from _queue_metrics(now)
 
-    rows = {
+
+def _proposals_by_status(now: datetime) -> dict[str, dict[str, Any]]:
+    """One GROUP BY status over the proposals, with the conditional counts the metrics below need."""
+    return {
         row["status"]: row
         for row in Proposal.objects.order_by()
         .values("status")
@@ -191,9 +200,13 @@ def _database_metrics(now) -> Iterator[Metric]:
         )
     }
 
-    def total(field: str, statuses) -> int:
-        return sum(rows[status][field] for status in statuses if status in rows)
 
+def _total(rows: dict[str, dict[str, Any]], field: str, statuses: Iterable[str]) -> int:
+    return sum(rows[status][field] for status in statuses if status in rows)
+
+
+def _proposal_metrics(rows: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Proposals by state, executions by outcome, duplicate deliveries."""
     by_state = GaugeMetricFamily("gatehouse_proposals", "Proposals by current state.", labels=["status"])
     for status in ProposalStatus.values:
         by_state.add_metric([status], rows[status]["count"] if status in rows else 0)
@@ -205,24 +218,27 @@ def _database_metrics(now) -> Iterator[Metric]:
         "(gave up after retries or a permanent error).",
         labels=["outcome"],
     )
-    executions.add_metric(["executed"], total("ran", rows))
-    executions.add_metric(["failed"], total("count", [ProposalStatus.FAILED]))
+    executions.add_metric(["executed"], _total(rows, "ran", rows))
+    executions.add_metric(["failed"], _total(rows, "count", [ProposalStatus.FAILED]))
     yield executions
 
     yield CounterMetricFamily(
         "gatehouse_duplicate_deliveries",
         "Execution task deliveries suppressed as duplicates: the proposal was already executing under a live claim, "
         "or finished (the broker delivered again past its visibility timeout, or the sweeper published again).",
-        value=total("duplicates", rows),
+        value=_total(rows, "duplicates", rows),
     )
 
+
+def _sla_metrics(rows: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    """Proposals past their SLA now, and escalations since the start (from the audit trail)."""
     breaches = GaugeMetricFamily(
         "gatehouse_sla_breached_proposals",
         "Proposals past their SLA now: decision (still undecided past sla_due_at, escalated or not yet), "
         "review (a dual approval's second review not done past review_due_at).",
         labels=["kind"],
     )
-    breaches.add_metric(["decision"], total("late_decision", AWAITING_DECISION))
+    breaches.add_metric(["decision"], _total(rows, "late_decision", AWAITING_DECISION))
     closed = {
         ProposalStatus.REJECTED,
         ProposalStatus.CANCELLED,
@@ -230,7 +246,7 @@ def _database_metrics(now) -> Iterator[Metric]:
         ProposalStatus.FAILED,
         ProposalStatus.REVERSED,
     }
-    breaches.add_metric(["review"], total("late_review", [status for status in rows if status not in closed]))
+    breaches.add_metric(["review"], _total(rows, "late_review", [status for status in rows if status not in closed]))
     yield breaches
 
     escalations = CounterMetricFamily(
@@ -239,6 +255,9 @@ def _database_metrics(now) -> Iterator[Metric]:
     escalations.add_metric([], AuditEvent.objects.filter(verb=Verb.ESCALATED, proposal_id__isnull=False).count())
     yield escalations
 
+
+def _queue_metrics(now: datetime) -> Iterator[Metric]:
+    """The outbox and the execution queue: what waits to be handed to the broker, and for a worker."""
     unpublished = OutboxMessage.objects.filter(published_at__isnull=True).aggregate(
         count=Count("pk"), oldest=Min("created_at")
     )

@@ -1,5 +1,6 @@
 """The MCP endpoint at /mcp: the official MCP SDK's streamable HTTP app, Gatehouse agent tokens as its bearer tokens,
-the calling agent's own tools (agents.mcp.tools), served beside Django by one ASGI application (`with_mcp`).
+the calling agent's own tools (listed by agents.mcp.tools, called by agents.mcp.calls), served beside Django by one
+ASGI application (`with_mcp`).
 
 How it is wired, and why:
 
@@ -45,7 +46,7 @@ from pydantic import AnyHttpUrl, PrivateAttr
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agents.mcp import tools
+from agents.mcp import calls, results, tools
 from core.errors import GatehouseError
 from core.request_context import bound_request_id, new_request_id
 from governance.models import Agent, AgentToken
@@ -175,7 +176,7 @@ async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolR
     agent = _calling_agent()
     request_id = _request_id(ctx)
     try:
-        result = await in_thread(_with_request_id(request_id, tools.call_tool), agent, params.name, params.arguments)
+        result = await in_thread(_with_request_id(request_id, calls.call_tool), agent, params.name, params.arguments)
         if result.settle is not None:
             result = await _settle(agent, result, request_id)
     except Exception:
@@ -193,14 +194,14 @@ async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolR
     )
 
 
-async def _settle(agent: Agent, result: tools.ToolResult, request_id: str) -> tools.ToolResult:
+async def _settle(agent: Agent, result: results.ToolResult, request_id: str) -> results.ToolResult:
     """Give a just auto-approved proposal a moment to execute, so the answer can say what happened."""
     proposal_id = result.settle
     with anyio.move_on_after(SETTLE_SECONDS):
         while True:
             await anyio.sleep(SETTLE_POLL_SECONDS)
             try:
-                result = await in_thread(_with_request_id(request_id, tools.proposal_result), agent, proposal_id)
+                result = await in_thread(_with_request_id(request_id, results.proposal_result), agent, proposal_id)
             except Exception:  # the proposal is recorded either way: report what is known rather than fail the call
                 logger.warning(
                     "mcp: could not re-read proposal %s (request %s)", proposal_id, request_id, exc_info=True

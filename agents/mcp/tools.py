@@ -1,47 +1,31 @@
-"""The MCP endpoint's tools: an agent's tool list, computed from its grants, and each call, made through the services.
+"""The MCP endpoint's tool list: an agent's tools, computed from its grants, with stable names, input and output
+schemas, and descriptions that say what approval a proposal may need.
 
-Plain synchronous Django code; the server (agents.mcp.server) runs it in a worker thread. Nothing here decides
-whether an agent may do something: reads go through `record_read`, proposals through `proposal_create`, events
-through `events_list`, proposal lookups through `Proposal.objects.visible_to`, and refusals through the gate's
-`refuse`, exactly as in the REST API, so both doors run the same checks and leave the same audit events (channel
-`mcp`). What this module adds is the MCP shape: stable tool names, input and output schemas, and results that say
-plainly what happened.
+Plain synchronous Django code; the server (agents.mcp.server) runs it in a worker thread. The calls themselves are
+agents.mcp.calls; what a call answers is agents.mcp.results.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
-import jsonschema
 import mcp_types as types
 from django.conf import settings
-from django.db import DatabaseError
 
 from agents import shapes
-from agents.shapes import flatten_errors
 from agents.throttle import AgentRateThrottle
-from approvals.choices import AWAITING_DECISION, EXECUTABLE, DecisionMode, ProposalStatus
-from approvals.models import Proposal
+from approvals.choices import DecisionMode, ProposalStatus
 from approvals.policy import find_rule
-from approvals.services import ProposalRequest, proposal_create
 from audit.choices import Channel
-from connectors.reads import events_list, record_read
-from core.database import is_database_unavailable
-from core.errors import GatehouseError, InvalidPayload, NotFound, ScopeDenied, Throttled
-from core.problems import database_unavailable_error
-from core.request_context import current_request_id
+from core.errors import Throttled
 from governance.choices import Access, ImpactKind, IntegrationPattern, WriteMode
-from governance.gate import Target, ensure_may_act, granted_fields, refuse
+from governance.gate import ensure_may_act, granted_fields
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand
 
-logger = logging.getLogger(__name__)
 CHANNEL = Channel.MCP
 
 READ, PROPOSE = "read", "propose"
@@ -68,7 +52,6 @@ IDEMPOTENCY_KEY = {
     "description": "Recommended: the same key again (for 24 h) answers with the first proposal instead of making a "
     "second one; the same key with other arguments is refused (idempotency_conflict).",
 }
-_KEY_ONLY = {"type": "object", "properties": {"idempotency_key": IDEMPOTENCY_KEY}}
 # Arguments of every propose tool; a payload field with one of these names keeps the payload as its own argument.
 PROPOSE_ARGUMENTS = ("record_id", "reason", "idempotency_key")
 READ_INPUT: dict[str, Any] = {
@@ -105,16 +88,6 @@ class ToolTarget:
     resource: str = ""
     action: str = ""
     nested_payload: bool = False  # the payload schema could not be merged: it comes as the `payload` argument
-
-
-@dataclass
-class ToolResult:
-    """A tool's answer: structured content, the same in plain words, and whether it is a refusal."""
-
-    structured: dict[str, Any]
-    message: str
-    is_error: bool = False
-    settle: uuid.UUID | None = None  # an auto-approved proposal: worth waiting a moment to report it executed
 
 
 # --- Names --------------------------------------------------------------------------------------------------------
@@ -184,7 +157,7 @@ def list_tools(agent: Agent) -> list[types.Tool]:
 
     Raises a GatehouseError (throttled, agent disabled, global stop) that the server reports as a protocol error.
     """
-    _throttle(agent)
+    throttle(agent)
     ensure_may_act(agent, channel=CHANNEL, write=False)
     reads: dict[int, list[ScopeGrant]] = {}
     writable: dict[int, set[str]] = {}
@@ -437,287 +410,12 @@ def approval_text(action: ActionType) -> str:
     return f"Approval by rule “{rule.name}”, on the size of {basis}: {ranges}.{state}"
 
 
-# --- Calls --------------------------------------------------------------------------------------------------------
+# --- The rate -----------------------------------------------------------------------------------------------------
 
 
-def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
-    """Run one tool call through the services; a refusal comes back as an error result with the contract's code.
-
-    A lost database connection is the API's 503 `database_unavailable` too: every service is one transaction, so
-    nothing was half-saved and the agent may call again (with the same idempotency_key for a proposal)."""
-    try:
-        return _call(agent, name, dict(arguments or {}))
-    except GatehouseError as exc:
-        return refusal(exc)
-    except DatabaseError as exc:
-        if not is_database_unavailable(exc):
-            raise  # a broken query is a bug: the server reports it as the internal error it is
-        logger.error(
-            "database unavailable: MCP tool %s (request %s) refused: %s: %s",
-            name,
-            current_request_id(),
-            type(exc).__name__,
-            (str(exc).strip().splitlines() or [""])[0],
-        )
-        return refusal(database_unavailable_error())
-
-
-def refusal(exc: GatehouseError) -> ToolResult:
-    structured: dict[str, Any] = {
-        "outcome": "refused",
-        "code": exc.code,
-        "status": exc.status,
-        "message": exc.detail,
-        "request_id": current_request_id(),
-    }
-    text = f"Refused ({exc.code}): {exc.detail}"
-    if exc.errors:
-        structured["errors"] = exc.errors
-        text += "".join(f"\n- {path}: {message}" for path, message in exc.errors.items())
-    retry_after = exc.headers.get("Retry-After")
-    if retry_after and retry_after.isdigit():
-        structured["retry_after"] = int(retry_after)
-        text += f"\nRetry after {retry_after} s."
-    return ToolResult(structured, text, is_error=True)
-
-
-def _throttle(agent: Agent) -> None:
-    """The REST API's per-agent rate (GATEHOUSE_AGENT_RATE), one budget shared by both doors."""
-    throttle = AgentRateThrottle()
-    if not throttle.allow_request(SimpleNamespace(user=agent), None):
-        wait = throttle.wait()
+def throttle(agent: Agent) -> None:
+    """The REST API's per-agent rate (GATEHOUSE_AGENT_RATE), one budget shared by both doors: listing and calling."""
+    rate = AgentRateThrottle()
+    if not rate.allow_request(SimpleNamespace(user=agent), None):
+        wait = rate.wait()
         raise Throttled(f"Too many calls: try again in {wait} s.", headers={"Retry-After": str(wait)})
-
-
-def _call(agent: Agent, name: str, arguments: dict[str, Any]) -> ToolResult:
-    _throttle(agent)
-    record_id = arguments.get("record_id")
-    if isinstance(record_id, int) and not isinstance(record_id, bool):
-        arguments["record_id"] = str(record_id)  # 4471 for "4471", as the REST API's serializer accepts it
-    target = resolve(name)
-    if target is None:
-        ensure_may_act(agent, channel=CHANNEL, write=False)  # the kill switch answers first, as on every call
-        raise refuse(
-            ScopeDenied(f"{agent.slug} has no tool named {name!r}; list the tools to see the ones it holds."),
-            agent=agent,
-            channel=CHANNEL,
-            target=Target(detail={"tool": name[:200], "arguments": arguments}),
-        )
-    if target.kind == READ:
-        return _read(agent, name, target, arguments)
-    if target.kind == PROPOSE:
-        return _propose(agent, name, target, arguments)
-    if target.kind == GET_PROPOSAL:
-        return _get_proposal(agent, name, target, arguments)
-    return _list_events(agent, name, target, arguments)
-
-
-def argument_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> dict[str, str]:
-    """Field path → message for every way `arguments` misses the tool's input schema."""
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    errors: dict[str, str] = {}
-    for error in sorted(validator.iter_errors(arguments), key=lambda e: [str(part) for part in e.absolute_path]):
-        path = ".".join(str(part) for part in error.absolute_path)
-        if error.validator == "additionalProperties" and not path:
-            for extra in sorted(set(arguments) - set(schema.get("properties", {}))):
-                errors.setdefault(extra, "Unknown argument: this tool does not take it.")
-        elif error.validator == "required" and not path:
-            missing = error.message.split("'")[1] if "'" in error.message else "arguments"
-            errors.setdefault(missing, "This argument is required.")
-        else:
-            errors.setdefault(path or "arguments", error.message[:300])
-    return errors
-
-
-def _refuse_arguments(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any], errors: dict[str, str]):
-    ensure_may_act(agent, channel=CHANNEL, write=False)  # a stopped agent hears that, not that its arguments are off
-    system = System.objects.filter(slug=target.system).first() if target.system else None
-    record_id = arguments.get("record_id")
-    return refuse(
-        InvalidPayload("The arguments do not fit the tool's input schema.", errors=errors),
-        agent=agent,
-        channel=CHANNEL,
-        target=Target(
-            system=system,
-            resource=target.resource,
-            record_id=record_id[:200] if isinstance(record_id, str) else "",
-            detail={"tool": name, "arguments": arguments},
-        ),
-    )
-
-
-def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
-    errors = argument_errors(READ_INPUT, arguments)
-    if not errors and not shapes.RECORD_ID.fullmatch(arguments["record_id"]):  # the schema's `$` allows a final newline
-        errors = {"record_id": RECORD_ID["description"]}
-    if errors:
-        raise _refuse_arguments(agent, name, target, arguments, errors)
-    record = record_read(
-        agent=agent,
-        system_slug=target.system,
-        resource_name=target.resource,
-        record_id=arguments["record_id"],
-        channel=CHANNEL,
-    )
-    data = shapes.as_json(record["data"])
-    shown = ", ".join(
-        f"{key}: {value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)}"
-        for key, value in data.items()
-    )
-    message = f"{record['system']}/{record['resource']} {record['record_id']}: {shown or 'no fields'}."
-    return ToolResult({"outcome": "read", "message": message, **record, "data": data}, message)
-
-
-def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
-    body: dict[str, Any] = {"system": target.system, "action": target.action}
-    rest = dict(arguments)
-    for key in ("record_id", "reason"):
-        if key in rest:
-            body[key] = rest.pop(key)
-    idempotency_key = rest.pop("idempotency_key", None)
-    if idempotency_key is not None:
-        key_errors = argument_errors(_KEY_ONLY, {"idempotency_key": idempotency_key})
-        if not key_errors and not shapes.IDEMPOTENCY_KEY.fullmatch(idempotency_key):  # e.g. a trailing newline
-            key_errors = {"idempotency_key": "Must not contain control characters."}
-        if key_errors:
-            raise _refuse_arguments(agent, name, target, arguments, key_errors)
-    if target.nested_payload:
-        body["payload"] = rest.pop("payload", None)
-        if rest:
-            errors = {key: "Unknown argument: this tool does not take it." for key in sorted(rest)}
-            raise _refuse_arguments(agent, name, target, arguments, errors)
-    else:
-        body["payload"] = rest
-    # The REST API's own request serializer: the same rules for record_id and reason at both doors.
-    serializer = shapes.ProposalCreateSerializer(data=body)
-    if not serializer.is_valid():
-        raise _refuse_arguments(agent, name, target, arguments, flatten_errors(serializer.errors))
-    data = serializer.validated_data
-    request = ProposalRequest.from_validated(data)
-    try:
-        proposal, replayed = proposal_create(
-            agent=agent,
-            request=request,
-            channel=CHANNEL,
-            idempotency_key=idempotency_key,
-            respond=shapes.proposal_body,  # as the REST API stores it
-        )
-    except InvalidPayload as exc:
-        if exc.errors and not target.nested_payload:  # the payload's fields are this tool's own arguments
-            exc.errors = {path.removeprefix("payload."): message for path, message in exc.errors.items()}
-        raise
-    result = proposal_result(agent, proposal.pk)
-    if replayed is not None:  # the first call's proposal, as it stands now: nothing was proposed again
-        result.message = "Already proposed with this idempotency key. " + result.message
-        result.structured["message"] = result.message
-        return result
-    if result.structured["outcome"] == "approved" and proposal.mode == DecisionMode.AUTO:
-        result.settle = proposal.pk
-    return result
-
-
-def _get_proposal(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
-    errors = argument_errors(GET_PROPOSAL_INPUT, arguments)
-    if not errors:
-        try:
-            uuid.UUID(arguments["proposal_id"])
-        except ValueError:
-            errors = {"proposal_id": "Not a proposal id (a UUID)."}
-    if errors:
-        raise _refuse_arguments(agent, name, target, arguments, errors)
-    ensure_may_act(agent, channel=CHANNEL, write=False)
-    return proposal_result(agent, uuid.UUID(arguments["proposal_id"]))
-
-
-def _list_events(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
-    errors = argument_errors(LIST_EVENTS_INPUT, arguments)
-    if errors:
-        raise _refuse_arguments(agent, name, target, arguments, errors)
-    after = arguments.get("after", 0)
-    events = events_list(
-        agent=agent,
-        system_slug=arguments.get("system"),
-        after=after,
-        limit=arguments.get("limit", 100),
-        channel=CHANNEL,
-    )
-    next_after = events[-1]["id"] if events else after
-    page = shapes.as_json(shapes.EventPageSerializer({"events": events, "next_after": next_after}).data)
-    message = f"{len(events)} event(s)" + (f"; pass after={next_after} to read on." if events else "; none new.")
-    return ToolResult({"outcome": "events", "message": message, **page}, message)
-
-
-# --- Proposals in plain words -------------------------------------------------------------------------------------
-
-
-def proposal_result(agent: Agent, proposal_id: uuid.UUID) -> ToolResult:
-    """One of the agent's own proposals as it stands now; another agent's looks exactly like a missing one."""
-    proposal = Proposal.objects.visible_to(agent).for_api().filter(pk=proposal_id).first()
-    if proposal is None:
-        raise NotFound("No such proposal.")
-    body = shapes.proposal_body(proposal)
-    outcome, message, waiting_for = _describe(proposal, body)
-    structured = {"outcome": outcome, "message": message, "proposal": body}
-    if waiting_for:
-        structured["waiting_for"] = {key: value for key, value in waiting_for.items() if value is not None}
-    return ToolResult(structured, message)
-
-
-def _describe(proposal: Proposal, body: dict[str, Any]) -> tuple[str, str, dict[str, Any] | None]:
-    decision = body["decision"]
-    what = f"{body['action']} on {body['system']} record {body['record_id']}"
-    impact = body["impact"]
-    if impact["amount"] is not None:
-        what += f" (impact {impact['amount']} {impact['currency']})"
-    status = proposal.status
-    track = f" Proposal {body['id']}."
-    if status in AWAITING_DECISION:
-        who = decision["approver"] or (
-            f"someone in the {decision['approver_group']} group" if decision["approver_group"] else "a person"
-        )
-        review = decision["review_group"]
-        waiting_for = {
-            "approver": decision["approver"],
-            "approver_group": decision["approver_group"],
-            "due_at": decision["sla_due_at"],
-            "second_review_group": review,
-            "expires_at": decision["expires_at"],
-        }
-        decided_by = proposal.decided_by if proposal.decided_by_id else None
-        if decided_by is not None:  # dual, review before execution: the approver has said yes
-            message = f"Approved by {decided_by.get_username()}; waiting for the second review by the {review} group"
-        else:
-            due = f", due by {decision['sla_due_at']}" if decision["sla_due_at"] else ""
-            message = f"Waiting for approval by {who}{due}"
-            if review:
-                message += f", then a second review by the {review} group"
-        if status == ProposalStatus.ESCALATED:
-            message += " (escalated: the time to decide has passed)"
-        expires = f" Undecided, it expires at {decision['expires_at']}." if decision["expires_at"] else ""
-        return (
-            "waiting_for_approval",
-            f"{message}: {what}. Why: {decision['reason']}. Nothing is written until then.{expires}{track}",
-            waiting_for,
-        )
-    if status == ProposalStatus.EXECUTED:
-        return "executed", f"Executed: {what}, at {body['executed_at']}. Why: {decision['reason']}.{track}", None
-    if status in EXECUTABLE:
-        by = "automatically by rule" if proposal.mode == DecisionMode.AUTO else "by a person"
-        state = "executing now" if status == ProposalStatus.EXECUTING else "queued for execution"
-        return (
-            "approved",
-            f"Approved {by}, {state}: {what}. Why: {decision['reason']}. Call get_proposal to see it executed.{track}",
-            None,
-        )
-    messages = {
-        ProposalStatus.MANUAL_TASK: ("manual_task", "Approved; the system is propose-only, so a person carries out"),
-        ProposalStatus.REJECTED: ("rejected", "Rejected"),
-        ProposalStatus.CANCELLED: ("cancelled", "Cancelled (withdrawn)"),
-        ProposalStatus.EXPIRED: ("expired", "Expired undecided"),
-        ProposalStatus.FAILED: ("failed", "Failed"),
-        ProposalStatus.REVERSED: ("reversed", "Executed, then reversed"),
-        ProposalStatus.ON_HOLD: ("on_hold", "On hold (a kill switch stopped it; an operator decides)"),
-    }
-    outcome, opening = messages[ProposalStatus(status)]
-    why = body.get("rejection_reason") or body.get("failure_reason")
-    return outcome, f"{opening}: {what}." + (f" Reason: {why}." if why else "") + track, None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import BasePermission
@@ -10,17 +12,17 @@ from rest_framework.request import Request
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from core.errors import AgentDisabled
-from governance.models import Agent
+from governance.models import Agent, AgentToken
 from governance.services import agent_authenticate
 
 # One message for every failure: unknown, malformed, expired, revoked and wrong-secret tokens look alike.
 _REFUSAL = "A valid bearer token is required."
 
 
-class AgentTokenAuthentication(BaseAuthentication):  # OpenAPI: governance/api/schema.py
+class AgentTokenAuthentication(BaseAuthentication):  # OpenAPI: agents/rest/schema.py
     """`Authorization: Bearer <token>` → the Agent. Anything else is refused with 401."""
 
-    def authenticate(self, request: Request):
+    def authenticate(self, request: Request) -> tuple[Agent, AgentToken] | None:
         header = get_authorization_header(request).split()
         if not header:
             return None
@@ -42,7 +44,7 @@ class AgentTokenAuthentication(BaseAuthentication):  # OpenAPI: governance/api/s
 class IsActiveAgent(BasePermission):
     """Only an authenticated, active agent gets through; a disabled one is refused and the refusal audited."""
 
-    def has_permission(self, request: Request, view) -> bool:
+    def has_permission(self, request: Request, view: Any) -> bool:
         agent = request.user
         if not isinstance(agent, Agent):
             return False
@@ -57,3 +59,12 @@ class IsActiveAgent(BasePermission):
             )
             raise AgentDisabled(f"Agent {agent.slug} is disabled: {agent.disabled_reason}")
         return True
+
+
+def calling_agent(request: Request) -> Agent:
+    """The agent a request authenticated as. Every view of the API runs behind IsActiveAgent, so anything else is a
+    missing token, refused as such rather than passed to a service."""
+    agent = request.user
+    if not isinstance(agent, Agent):
+        raise AuthenticationFailed(_REFUSAL)
+    return agent

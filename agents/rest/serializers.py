@@ -6,12 +6,12 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from agents.shapes import ProposalSerializer
-from governance.models import ActionType, Agent, ScopeGrant
+from governance.models import ActionType, Agent, Resource, ScopeGrant, System
 
 
 class GrantSerializer(serializers.ModelSerializer):
-    system = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    resource = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    system: serializers.SlugRelatedField[System] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    resource: serializers.SlugRelatedField[Resource] = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = ScopeGrant
@@ -26,11 +26,11 @@ class MeSerializer(serializers.ModelSerializer):
         fields = ["slug", "name", "status", "grants"]
 
     def get_grants(self, agent: Agent) -> list[dict]:
-        return GrantSerializer(ScopeGrant.objects.for_agent(agent), many=True).data
+        return list(GrantSerializer(ScopeGrant.objects.for_agent(agent), many=True).data)
 
 
 class ActionSerializer(serializers.ModelSerializer):
-    resource = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    resource: serializers.SlugRelatedField[Resource] = serializers.SlugRelatedField(slug_field="name", read_only=True)
     reversible = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -40,7 +40,7 @@ class ActionSerializer(serializers.ModelSerializer):
 
 class ResourceAccessSerializer(serializers.Serializer):
     name = serializers.CharField()
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # the answer's field, not Field.label
     readable_fields = serializers.ListField(child=serializers.CharField())
 
 
@@ -59,7 +59,8 @@ class RecordSerializer(serializers.Serializer):
     system = serializers.CharField()
     resource = serializers.CharField()
     record_id = serializers.CharField()
-    data = serializers.DictField(help_text="Only the fields the agent's grants allow.")
+    # The answer's field (CONTRACT.md), which the stubs read as Serializer.data.
+    data = serializers.DictField(help_text="Only the fields the agent's grants allow.")  # type: ignore[assignment]
 
 
 class ProposalPageSerializer(serializers.Serializer):
@@ -78,4 +79,5 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = serializers.DictField(child=serializers.CharField(), required=False)
+    # The problem's field (RFC 9457, CONTRACT.md), which the stubs read as Serializer.errors.
+    errors = serializers.DictField(child=serializers.CharField(), required=False)  # type: ignore[assignment]

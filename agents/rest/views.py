@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from agents import shapes
 from agents.rest import serializers as s
+from agents.rest.auth import calling_agent
 from agents.shapes import flatten_errors
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
@@ -75,8 +76,8 @@ class MeView(APIView):
         summary="The calling agent and its grants",
     )
     def get(self, request: Request) -> Response:
-        ensure_may_act(request.user, channel=CHANNEL, write=False)  # the global stop refuses every call
-        return Response(s.MeSerializer(request.user).data)
+        ensure_may_act(calling_agent(request), channel=CHANNEL, write=False)  # the global stop refuses every call
+        return Response(s.MeSerializer(calling_agent(request)).data)
 
 
 class SystemsView(APIView):
@@ -86,7 +87,7 @@ class SystemsView(APIView):
         summary="Systems the agent holds a grant on, with readable resources and proposable actions",
     )
     def get(self, request: Request) -> Response:
-        agent = request.user
+        agent = calling_agent(request)
         ensure_may_act(agent, channel=CHANNEL, write=False)
         grants = list(ScopeGrant.objects.for_agent(agent))
         systems: dict[int, dict[str, Any]] = {}
@@ -169,7 +170,11 @@ class RecordView(APIView):
     def get(self, request: Request, system: str, resource: str, record_id: str) -> Response:
         return Response(
             record_read(
-                agent=request.user, system_slug=system, resource_name=resource, record_id=record_id, channel=CHANNEL
+                agent=calling_agent(request),
+                system_slug=system,
+                resource_name=resource,
+                record_id=record_id,
+                channel=CHANNEL,
             )
         )
 
@@ -186,7 +191,7 @@ class ProposalCursor(CursorPagination):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
             try:
-                position = parse_datetime(cursor.position)
+                position = parse_datetime(str(cursor.position))
             except ValueError:
                 position = None
             if position is None:
@@ -240,7 +245,7 @@ class ProposalsView(APIView):
         summary="Propose an action; Gatehouse decides whether it executes now or waits for a human",
     )
     def post(self, request: Request) -> Response:
-        agent = request.user
+        agent = calling_agent(request)
         try:
             body = request.data
         except (drf.ParseError, drf.UnsupportedMediaType) as exc:
@@ -307,8 +312,8 @@ class ProposalsView(APIView):
         summary="The agent's own proposals, newest first",
     )
     def get(self, request: Request) -> Response:
-        ensure_may_act(request.user, channel=CHANNEL, write=False)
-        queryset = Proposal.objects.visible_to(request.user).for_api()
+        ensure_may_act(calling_agent(request), channel=CHANNEL, write=False)
+        queryset = Proposal.objects.visible_to(calling_agent(request)).for_api()
         errors: dict[str, str] = {}
         status = request.query_params.get("status")
         if status is not None and status not in ProposalStatus.values:
@@ -325,8 +330,8 @@ class ProposalsView(APIView):
 
 
 def _own_proposal(request: Request, proposal_id: str) -> Proposal:
-    ensure_may_act(request.user, channel=CHANNEL, write=False)
-    proposal = Proposal.objects.visible_to(request.user).for_api().filter(pk=proposal_id).first()
+    ensure_may_act(calling_agent(request), channel=CHANNEL, write=False)
+    proposal = Proposal.objects.visible_to(calling_agent(request)).for_api().filter(pk=proposal_id).first()
     if proposal is None:
         raise NotFound("No such proposal.")  # another agent's proposal looks exactly like a missing one
     return proposal
@@ -348,7 +353,7 @@ class ProposalCancelView(APIView):
         summary="Withdraw a proposal that still awaits a decision",
     )
     def post(self, request: Request, proposal_id: str) -> Response:
-        proposal = proposal_cancel(proposal_id=proposal_id, agent=request.user, channel=CHANNEL)
+        proposal = proposal_cancel(proposal_id=proposal_id, agent=calling_agent(request), channel=CHANNEL)
         return Response(shapes.ProposalSerializer(Proposal.objects.for_api().get(pk=proposal.pk)).data)
 
 
@@ -382,7 +387,7 @@ class EventsView(APIView):
         if errors:
             raise InvalidPayload("Invalid query parameters.", errors=errors)
         events = events_list(
-            agent=request.user,
+            agent=calling_agent(request),
             system_slug=system,
             after=after,
             limit=limit,

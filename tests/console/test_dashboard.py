@@ -23,7 +23,8 @@ from approvals.models import Proposal
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.models import Credential
-from console.dashboard import SECTION_ROLES, dashboard_for, sla_clock, span
+from console.dashboard import SECTION_ROLES, dashboard_for
+from console.dashboard.wording import sla_clock, span
 from governance.choices import Access, ImpactKind, Role
 from governance.models import Agent, System, ThresholdBand
 from governance.services import threshold_rule_sign_off

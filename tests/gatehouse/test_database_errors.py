@@ -28,7 +28,7 @@ from rest_framework.views import APIView
 from core.database import RETRY_AFTER_SECONDS, is_database_unavailable
 from gatehouse.urls import handler500  # noqa: F401 - this module is the URLconf of its tests: keep the 500 handler
 
-pytestmark = pytest.mark.urls("tests.governance.test_database_errors")
+pytestmark = pytest.mark.urls("tests.gatehouse.test_database_errors")
 
 
 def connection_closed(request):
@@ -185,14 +185,14 @@ def test_only_errors_of_the_connection_or_the_server_count_as_unavailable(tmp_pa
 @pytest.mark.django_db(transaction=True)
 def test_an_mcp_tool_call_on_a_lost_connection_is_refused_as_database_unavailable(demo, caplog):
     """The MCP door answers what the API answers: a tool error with the contract's code, not an internal error."""
-    from agents.mcp.tools import call_tool
+    from agents.mcp.calls import call_tool
     from governance.models import Agent
 
     agent = Agent.objects.select_related("owner").get(slug="collections-agent")
     with connection.cursor() as cursor, contextlib.suppress(OperationalError):  # the server ends this very session
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
     try:
-        with caplog.at_level(logging.ERROR, logger="agents.mcp.tools"):
+        with caplog.at_level(logging.ERROR, logger="agents.mcp.calls"):
             result = call_tool(agent, "crm_read_account", {"record_id": "4471"})
     finally:
         connection.close()  # the next query (the test's flush) connects afresh

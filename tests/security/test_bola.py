@@ -14,7 +14,8 @@ import uuid
 import pytest
 from django.urls import URLPattern
 
-from agents.mcp.tools import GET_PROPOSAL, LIST_EVENTS, call_tool, list_tools
+from agents.mcp.calls import call_tool
+from agents.mcp.tools import GET_PROPOSAL, LIST_EVENTS, list_tools
 from agents.rest.urls import urlpatterns
 from approvals.models import Proposal
 from audit.models import AuditEvent

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from agents.mcp.tools import call_tool
+from agents.mcp.calls import call_tool
 from approvals.models import Proposal
 from audit.models import AuditEvent
 from governance.models import Agent, ScopeGrant, ThresholdBand, ThresholdRule

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.mcp.tools import call_tool, list_tools
+from agents.mcp.calls import call_tool
+from agents.mcp.tools import list_tools
 from approvals.models import Proposal
 from audit.models import AuditEvent
 from governance.models import Agent

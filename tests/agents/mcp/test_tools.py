@@ -461,10 +461,10 @@ def test_the_global_stop_refuses_the_tool_list(demo):
 @pytest.mark.django_db
 def test_a_record_id_with_a_trailing_newline_is_refused_before_anything_is_read(demo):
     """JSON Schema's `$` (Python's, which jsonschema uses) allows a final newline: the id is matched whole as well."""
-    from agents.mcp import tools
+    from agents.mcp.calls import call_tool
 
     agent = Agent.objects.get(slug="collections-agent")
-    result = tools.call_tool(agent, "crm_read_account", {"record_id": "4471\n"})
+    result = call_tool(agent, "crm_read_account", {"record_id": "4471\n"})
     assert result.is_error and result.structured["code"] == "invalid_payload", result.structured
     assert set(result.structured["errors"]) == {"record_id"}
     assert not AuditEvent.objects.filter(verb="read").exists()
