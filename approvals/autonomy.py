@@ -24,7 +24,8 @@ Outcomes, per proposal made in the window (created_at in [now - days, now]), as 
 - median time to decision: decided_at - created_at over the proposals decided by people (for dual approval, the
   named approver's decision).
 
-Suggestion rules (constants below). Only bands that still exist unchanged in their rule take part.
+Suggestion rules (the rules in approvals/autonomy_rules.py, their constants in approvals/autonomy_records.py).
+Only bands that still exist unchanged in their rule take part.
 
 R1 raise — a band in single or dual mode, with only auto bands below it in its rule (at least one), and in the window:
    at least RAISE_MIN_DECIDED proposals decided by people, none rejected, and no failure, reversal or flag in this
@@ -51,10 +52,8 @@ T2 trouble after approval — any band with at least one failure, reversal or fl
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
 from django.db import connection
@@ -63,218 +62,13 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Abs
 from django.utils import timezone
 
+from approvals.autonomy_records import DEFAULT_DAYS, AutonomyReport, BandRecord, Outcomes
+from approvals.autonomy_rules import suggest
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.models import Proposal
 from audit.choices import Verb
 from audit.models import AuditEvent
-from governance.models import Agent, ThresholdBand, ThresholdRule
-
-DEFAULT_DAYS = 30
-RAISE_MIN_DECIDED = 100
-MAX_RAISE_FACTOR = 2
-TIGHTEN_MIN_DECIDED = 10
-TIGHTEN_REJECTION_RATE = Fraction(1, 5)
-
-HUMAN_MODES = frozenset({DecisionMode.SINGLE, DecisionMode.DUAL})
-FALLBACK_LABEL = "No rule applied: a person decides (fail-closed fallback)"
-
-
-class SuggestionKind:
-    TIGHTEN = "tighten"
-    REVIEW = "review"
-    RAISE = "raise"
-    RELAX = "relax"
-
-
-_KIND_ORDER = [SuggestionKind.TIGHTEN, SuggestionKind.REVIEW, SuggestionKind.RAISE, SuggestionKind.RELAX]
-
-
-# --- What the report holds ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outcomes:
-    """Counts of what became of a set of proposals, and how long people took to decide them."""
-
-    proposed: int = 0
-    auto_approved: int = 0
-    decided_by_people: int = 0
-    approved: int = 0
-    rejected: int = 0
-    failed: int = 0
-    reversed: int = 0
-    flagged: int = 0
-    sla_breaches: int = 0
-    awaiting: int = 0
-    expired: int = 0
-    cancelled: int = 0
-    median_time_to_decision: timedelta | None = None
-
-    @property
-    def approval_rate(self) -> float | None:
-        return self.approved / self.decided_by_people if self.decided_by_people else None
-
-    @property
-    def rejection_rate(self) -> float | None:
-        return self.rejected / self.decided_by_people if self.decided_by_people else None
-
-    @property
-    def trouble(self) -> int:
-        """Failures, reversals and flags: writes that went wrong after they were approved."""
-        return self.failed + self.reversed + self.flagged
-
-    @property
-    def approval_rate_text(self) -> str:
-        return percent(self.approved, self.decided_by_people)
-
-    @property
-    def rejection_rate_text(self) -> str:
-        return percent(self.rejected, self.decided_by_people)
-
-    @property
-    def median_text(self) -> str:
-        return describe_duration(self.median_time_to_decision)
-
-    def as_json(self) -> dict[str, Any]:
-        median = self.median_time_to_decision
-        return {
-            "proposed": self.proposed,
-            "auto_approved": self.auto_approved,
-            "decided_by_people": self.decided_by_people,
-            "approved": self.approved,
-            "rejected": self.rejected,
-            "approval_rate": self.approval_rate,
-            "rejection_rate": self.rejection_rate,
-            "failed": self.failed,
-            "reversed": self.reversed,
-            "flagged": self.flagged,
-            "sla_breaches": self.sla_breaches,
-            "awaiting": self.awaiting,
-            "expired": self.expired,
-            "cancelled": self.cancelled,
-            "median_time_to_decision_seconds": None if median is None else median.total_seconds(),
-        }
-
-
-@dataclass(frozen=True)
-class BandRecord(Outcomes):
-    """The agent's proposals decided under one band (as recorded on each proposal) in the window."""
-
-    rule_id: int | None = None
-    rule_name: str = ""
-    band: str | None = None  # str(ThresholdBand) when decided; None: the fail-closed fallback decided
-    mode: str = ""
-    currency: str = ""
-    largest_approved_impact: Decimal | None = None
-    current: ThresholdBand | None = None  # the rule's band with the same terms today; None if edited since
-
-    @property
-    def band_text(self) -> str:
-        return self.band or FALLBACK_LABEL
-
-    @property
-    def still_in_force(self) -> bool:
-        return self.current is not None
-
-    def as_json(self) -> dict[str, Any]:
-        largest = self.largest_approved_impact
-        return {
-            "rule_id": self.rule_id,
-            "rule": self.rule_name or None,
-            "band": self.band,
-            "mode": self.mode,
-            "currency": self.currency or None,
-            "band_in_force": self.still_in_force,
-            **super().as_json(),
-            "largest_approved_impact": None if largest is None else f"{largest:.2f}",
-        }
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """A threshold change the record suggests, with the evidence, for the business owner to weigh. Never applied."""
-
-    kind: str
-    rule_id: int
-    rule_name: str
-    band: str  # the band whose terms would change
-    text: str
-    evidence: tuple[str, ...]
-    current_limit: Decimal | None = None
-    suggested_limit: Decimal | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "rule_id": self.rule_id,
-            "rule": self.rule_name,
-            "band": self.band,
-            "suggestion": self.text,
-            "evidence": list(self.evidence),
-            "current_limit": None if self.current_limit is None else f"{self.current_limit:.2f}",
-            "suggested_limit": None if self.suggested_limit is None else f"{self.suggested_limit:.2f}",
-        }
-
-
-@dataclass(frozen=True)
-class AutonomyReport:
-    agent: Agent
-    days: int
-    start: datetime
-    end: datetime
-    bands: tuple[BandRecord, ...]
-    totals: Outcomes
-    suggestions: tuple[Suggestion, ...]
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent.slug,
-            "days": self.days,
-            "from": self.start.isoformat(),
-            "to": self.end.isoformat(),
-            "totals": self.totals.as_json(),
-            "bands": [band.as_json() for band in self.bands],
-            "suggestions": [suggestion.as_json() for suggestion in self.suggestions],
-        }
-
-
-# --- Wording ------------------------------------------------------------------------------------------------------
-
-
-def percent(part: int, whole: int) -> str:
-    if not whole:
-        return "—"
-    value = Fraction(part * 100, whole)
-    return f"{int(value)}%" if value.denominator == 1 else f"{float(value):.1f}%"
-
-
-def describe_duration(value: timedelta | None) -> str:
-    if value is None:
-        return "—"
-    seconds = round(value.total_seconds())
-    days, seconds = divmod(seconds, 86400)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min"
-    return f"{seconds} s"
-
-
-def money(amount: Decimal) -> str:
-    return f"{amount:,.2f}"
-
-
-def round_down(amount: Decimal) -> Decimal:
-    """Down to two significant figures (4,873.12 → 4,800): a limit people can read and remember."""
-    if amount <= 0:
-        return Decimal(0)
-    quantum = Decimal(1).scaleb(amount.adjusted() - 1)
-    return (amount // quantum) * quantum
-
+from governance.models import Agent, ThresholdRule
 
 # --- The queries --------------------------------------------------------------------------------------------------
 
@@ -378,6 +172,25 @@ def _band_floor(record: BandRecord) -> Decimal:
         return Decimal("Infinity")
 
 
+def _band_record(row: dict[str, Any], rules: dict[int, ThresholdRule], medians: dict[tuple, timedelta]) -> BandRecord:
+    """One row of the grouped counts as a band's record, matched to the rule's band of the same terms today."""
+    rule = rules.get(row["rule_id"])
+    band = _band(row["band"])
+    current = next((b for b in rule.bands.all() if str(b) == band), None) if rule and band else None
+    counts = {name: row[name] for name in Outcomes.__dataclass_fields__ if name != "median_time_to_decision"}
+    return BandRecord(
+        rule_id=row["rule_id"],
+        rule_name=rule.name if rule else "",
+        band=band,
+        mode=row["mode"],
+        currency=rule.currency if rule else (row["currency"] or ""),
+        current=current,
+        **counts,
+        median_time_to_decision=medians.get((row["rule_id"], row["mode"], band)),
+        largest_approved_impact=row["largest_approved_impact"],
+    )
+
+
 def autonomy_report(agent: Agent, *, days: int = DEFAULT_DAYS, now: datetime | None = None) -> AutonomyReport:
     """The agent's record over the last `days` days per band, and the threshold changes it suggests (never applies).
 
@@ -396,35 +209,7 @@ def autonomy_report(agent: Agent, *, days: int = DEFAULT_DAYS, now: datetime | N
     rule_ids = {row["rule_id"] for row in rows if row["rule_id"] is not None}
     rules = {rule.pk: rule for rule in ThresholdRule.objects.filter(pk__in=rule_ids).prefetch_related("bands")}
 
-    records = []
-    for row in rows:
-        rule = rules.get(row["rule_id"])
-        band = _band(row["band"])
-        current = next((b for b in rule.bands.all() if str(b) == band), None) if rule and band else None
-        records.append(
-            BandRecord(
-                rule_id=row["rule_id"],
-                rule_name=rule.name if rule else "",
-                band=band,
-                mode=row["mode"],
-                currency=rule.currency if rule else (row["currency"] or ""),
-                current=current,
-                proposed=row["proposed"],
-                auto_approved=row["auto_approved"],
-                decided_by_people=row["decided_by_people"],
-                approved=row["approved"],
-                rejected=row["rejected"],
-                failed=row["failed"],
-                reversed=row["reversed"],
-                flagged=row["flagged"],
-                sla_breaches=row["sla_breaches"],
-                awaiting=row["awaiting"],
-                expired=row["expired"],
-                cancelled=row["cancelled"],
-                median_time_to_decision=medians.get((row["rule_id"], row["mode"], band)),
-                largest_approved_impact=row["largest_approved_impact"],
-            )
-        )
+    records = [_band_record(row, rules, medians) for row in rows]
     records.sort(key=lambda r: (r.rule_id is None, r.rule_name, _band_floor(r), r.band or "", r.mode))
     totals = Outcomes(
         **{
@@ -443,190 +228,3 @@ def autonomy_report(agent: Agent, *, days: int = DEFAULT_DAYS, now: datetime | N
         totals=totals,
         suggestions=tuple(suggest(records, rules=rules, days=days)),
     )
-
-
-# --- The suggestions ----------------------------------------------------------------------------------------------
-
-
-def _trouble_text(record: Outcomes) -> str:
-    parts = []
-    if record.failed:
-        parts.append(f"{record.failed} failed")
-    if record.reversed:
-        parts.append(f"{record.reversed} {'was' if record.reversed == 1 else 'were'} reversed")
-    if record.flagged:
-        parts.append(f"{record.flagged} {'was' if record.flagged == 1 else 'were'} flagged by the second reviewer")
-    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else parts[0]
-
-
-def suggest(records: list[BandRecord], *, rules: dict[int, ThresholdRule], days: int) -> list[Suggestion]:
-    """The rules R1, R2, T1 and T2 of the module docstring, applied to the bands still in force."""
-    window = f"in the last {days} day{'' if days == 1 else 's'}"
-    by_band: dict[int, BandRecord] = {r.current.pk: r for r in records if r.current is not None}
-    found: dict[tuple[int, str, str], Suggestion] = {}
-
-    def add(kind: str, rule: ThresholdRule, band: ThresholdBand, text: str, evidence: list[str], **limits) -> None:
-        key = (rule.pk, kind, text)
-        if key in found:  # the same change suggested twice: one suggestion, both reasons
-            merged = found[key].evidence + tuple(item for item in evidence if item not in found[key].evidence)
-            found[key] = replace(found[key], evidence=merged)
-            return
-        found[key] = Suggestion(
-            kind=kind,
-            rule_id=rule.pk,
-            rule_name=rule.name,
-            band=str(band),
-            text=text,
-            evidence=tuple(evidence),
-            **limits,
-        )
-
-    for rule in rules.values():
-        bands = list(rule.bands.all())  # ordered by min_amount
-        cur = rule.currency
-        for index, band in enumerate(bands):
-            record = by_band.get(band.pk)
-            above = bands[index + 1] if index + 1 < len(bands) else None
-            below = bands[:index]
-            auto_below = bool(below) and all(b.mode == DecisionMode.AUTO for b in below)
-            # The auto band that ends where this one starts (bands follow each other without gap: validate_bands).
-            lower_auto = bands[index - 1] if index and bands[index - 1].mode == DecisionMode.AUTO else None
-            if record is None:
-                continue
-            human = band.mode in HUMAN_MODES
-            where = f"in band {band} of “{rule.name}”"
-            tightened = False
-
-            # T1: people reject many of these.
-            if (
-                human
-                and record.decided_by_people >= TIGHTEN_MIN_DECIDED
-                and Fraction(record.rejected, record.decided_by_people) >= TIGHTEN_REJECTION_RATE
-            ):
-                tightened = True
-                evidence = [
-                    f"people rejected {record.rejected} of {record.decided_by_people} proposals "
-                    f"({record.rejection_rate_text}) {where} {window}"
-                ]
-                if lower_auto is not None and lower_auto.max_amount:
-                    limit, lower = lower_auto.max_amount, round_down(lower_auto.max_amount / 2)
-                    add(
-                        SuggestionKind.TIGHTEN,
-                        rule,
-                        lower_auto,
-                        f"Consider lowering the auto-approve limit of “{rule.name}” from {money(limit)} {cur} to "
-                        f"{money(lower)} {cur}: proposals just under the limit go through unchecked.",
-                        evidence,
-                        current_limit=limit,
-                        suggested_limit=lower,
-                    )
-                else:
-                    add(
-                        SuggestionKind.REVIEW,
-                        rule,
-                        band,
-                        "Consider narrowing what the agent may propose, or asking its owner to review its "
-                        f"instructions: a person already decides every proposal {where}.",
-                        evidence,
-                    )
-
-            # T2: trouble after approval.
-            if record.trouble:
-                tightened = True
-                evidence = [f"among the proposals {where} {window}, {_trouble_text(record)}"]
-                if band.mode == DecisionMode.AUTO and band.max_amount and above and above.mode in HUMAN_MODES:
-                    limit, lower = band.max_amount, round_down(band.max_amount / 2)
-                    add(
-                        SuggestionKind.TIGHTEN,
-                        rule,
-                        band,
-                        f"Consider lowering the auto-approve limit of “{rule.name}” from {money(limit)} {cur} to "
-                        f"{money(lower)} {cur}: proposals just under the limit go through unchecked.",
-                        evidence,
-                        current_limit=limit,
-                        suggested_limit=lower,
-                    )
-                elif band.mode == DecisionMode.AUTO:
-                    add(
-                        SuggestionKind.TIGHTEN,
-                        rule,
-                        band,
-                        f"Consider requiring one approver {where} instead of auto-approving it.",
-                        evidence,
-                    )
-                elif band.mode == DecisionMode.SINGLE:
-                    add(
-                        SuggestionKind.TIGHTEN,
-                        rule,
-                        band,
-                        f"Consider requiring a second reviewer (dual approval) {where}.",
-                        evidence,
-                    )
-                else:
-                    add(
-                        SuggestionKind.REVIEW,
-                        rule,
-                        band,
-                        f"Consider narrowing what the agent may propose, or asking its owner to review its "
-                        f"instructions: {where} two people already decide each proposal.",
-                        evidence,
-                    )
-
-            clean = (
-                human
-                and not tightened
-                and record.decided_by_people >= RAISE_MIN_DECIDED
-                and record.rejected == 0
-                and record.trouble == 0
-            )
-            if not clean:
-                continue
-            boring = [f"no rejection in {record.decided_by_people} proposals decided by people {window} ({where})"]
-            if record.median_time_to_decision is not None:
-                boring.append(f"people took a median of {record.median_text} to decide each")
-            if record.sla_breaches:
-                boring.append(f"{record.sla_breaches} of these proposals passed their SLA waiting for a person")
-
-            # R1: raise the auto-approve limit, a step at a time, as far as the record reaches.
-            troubled_below = [b for b in below if by_band.get(b.pk) is not None and by_band[b.pk].trouble]
-            if auto_below and lower_auto is not None and not troubled_below:
-                limit = band.min_amount
-                candidates = [limit * MAX_RAISE_FACTOR]
-                if band.max_amount is not None:
-                    candidates.append(band.max_amount)
-                if record.largest_approved_impact is not None:
-                    candidates.append(record.largest_approved_impact)
-                raised = round_down(min(candidates))
-                if raised > limit:
-                    add(
-                        SuggestionKind.RAISE,
-                        rule,
-                        lower_auto,
-                        f"Consider raising the auto-approve limit of “{rule.name}” from {money(limit)} {cur} to "
-                        f"{money(raised)} {cur}.",
-                        [
-                            *boring,
-                            "no execution failed, was reversed or was flagged in this band or in the auto-approved "
-                            f"band below it {window}",
-                            f"the largest impact people approved was {money(record.largest_approved_impact)} {cur}"
-                            if record.largest_approved_impact is not None
-                            else "no impact was recorded",
-                            f"{money(raised)} is the smallest of: {MAX_RAISE_FACTOR} × the current limit, the band's "
-                            "upper bound and the largest impact approved, rounded down to two significant figures",
-                        ],
-                        current_limit=limit,
-                        suggested_limit=raised,
-                    )
-
-            # R2: a second reviewer who never disagrees.
-            if band.mode == DecisionMode.DUAL:
-                add(
-                    SuggestionKind.RELAX,
-                    rule,
-                    band,
-                    f"Consider whether band {band} of “{rule.name}” still needs a second reviewer: one approver could "
-                    "decide it.",
-                    [*boring, f"no execution failed, was reversed or was flagged {where} {window}"],
-                )
-
-    return sorted(found.values(), key=lambda s: (_KIND_ORDER.index(s.kind), s.rule_name, s.band))

@@ -4,6 +4,7 @@ escalates and expires what nobody decided. Each refusal is audited; each move go
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from approvals import notify
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.execution import queue_execution
 from approvals.models import Proposal
-from approvals.transitions import LOCK, RELATED, InvalidTransition, locked, move, record_event
+from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move, record_event
 from audit.choices import Channel, Verb
 from connectors.base import PermanentError, TransientError
 from connectors.registry import connector_for
@@ -24,33 +25,32 @@ from governance.choices import WriteMode
 from governance.querysets import sees_everything
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractUser
+    from django.contrib.auth.models import User
 
 
 class NotYourDecision(Exception):
     """The person may not decide this proposal (not its approver, or separation of duties)."""
 
 
-def may_decide(user: AbstractUser, proposal: Proposal) -> str | None:
+def may_decide(user: User, proposal: Proposal) -> str | None:
     """None when `user` may approve or reject the proposal; otherwise the reason they may not."""
     if not user.is_active:
         return "your account is inactive"
-    if proposal.approver_id and proposal.approver_id != user.pk:
-        return f"it is assigned to {proposal.approver.get_username()}"
-    if not proposal.approver_id:
-        if proposal.approver_group_id is None:
+    approver, group = proposal.approver, proposal.approver_group
+    if approver is not None and approver.pk != user.pk:
+        return f"it is assigned to {approver.get_username()}"
+    if approver is None:
+        if group is None:
             return "no approver is assigned"
-        if not user.groups.filter(pk=proposal.approver_group_id).exists():
-            return f"you are not in the {proposal.approver_group.name} group"
+        if not user.groups.filter(pk=group.pk).exists():
+            return f"you are not in the {group.name} group"
     rule = proposal.rule
     if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
         return f"you own the agent {proposal.agent.slug} (separation of duties)"
     return None
 
 
-def _audit_refused_decision(
-    proposal: Proposal, *, user: AbstractUser, channel: Channel | str, step: str, refusal: str
-) -> None:
+def _audit_refused_decision(proposal: Proposal, *, user: User, channel: Channel | str, step: str, refusal: str) -> None:
     record_event(
         proposal,
         verb=Verb.DENIED,
@@ -62,7 +62,7 @@ def _audit_refused_decision(
 
 
 def proposal_approve(
-    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, comment: str = ""
+    *, proposal_id: uuid.UUID | str, user: User, channel: Channel | str, comment: str = ""
 ) -> Proposal:
     """Record an approval; queue execution once the commit lands (or a manual task on a propose-only system).
 
@@ -89,7 +89,7 @@ def proposal_approve(
 def _require_awaiting(proposal: Proposal) -> None:
     if proposal.status not in AWAITING_DECISION:
         raise InvalidTransition(f"This proposal is already {proposal.get_status_display().lower()}.")
-    if proposal.decided_by_id:
+    if proposal.decided_by is not None:
         raise InvalidTransition(
             f"{proposal.decided_by.get_username()} already approved this proposal; it awaits the second review."
         )
@@ -113,7 +113,7 @@ def expire_if_due(proposal: Proposal) -> bool:
     return True
 
 
-def _approve(proposal: Proposal, *, user: AbstractUser, channel: Channel | str, comment: str) -> None:
+def _approve(proposal: Proposal, *, user: User, channel: Channel | str, comment: str) -> None:
     proposal.decided_by, proposal.decided_at, proposal.decision_comment = user, timezone.now(), comment
     dual = proposal.mode == DecisionMode.DUAL
     if dual:
@@ -146,9 +146,7 @@ def _approve(proposal: Proposal, *, user: AbstractUser, channel: Channel | str, 
         transaction.on_commit(lambda: notify.notify_review(proposal))
 
 
-def proposal_reject(
-    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, reason: str
-) -> Proposal:
+def proposal_reject(*, proposal_id: uuid.UUID | str, user: User, channel: Channel | str, reason: str) -> Proposal:
     """Record a rejection with its reason, which the agent sees. Refusals are audited like approvals'."""
     if not reason.strip():
         raise ValueError("A rejection needs a reason.")
@@ -183,15 +181,15 @@ def proposal_reject(
     return proposal
 
 
-def may_review(user: AbstractUser, proposal: Proposal) -> str | None:
+def may_review(user: User, proposal: Proposal) -> str | None:
     """None when `user` may give the second review; otherwise why not (separation of duties)."""
     if not user.is_active:
         return "your account is inactive"
     if proposal.decided_by_id == user.pk:
         return "you approved it: the second reviewer must be someone else"
-    if proposal.review_group_id is None or not user.groups.filter(pk=proposal.review_group_id).exists():
-        group = proposal.review_group.name if proposal.review_group_id else "no review group"
-        return f"you are not in the review group ({group})"
+    review_group = proposal.review_group
+    if review_group is None or not user.groups.filter(pk=review_group.pk).exists():
+        return f"you are not in the review group ({review_group.name if review_group else 'no review group'})"
     rule = proposal.rule
     if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
         return f"you own the agent {proposal.agent.slug} (separation of duties)"
@@ -199,7 +197,7 @@ def may_review(user: AbstractUser, proposal: Proposal) -> str | None:
 
 
 def proposal_review(
-    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, flag: bool, comment: str = ""
+    *, proposal_id: uuid.UUID | str, user: User, channel: Channel | str, flag: bool, comment: str = ""
 ) -> Proposal:
     """The second reviewer's verdict on a dual-approval proposal.
 
@@ -227,7 +225,7 @@ def proposal_review(
     return proposal
 
 
-def _review(proposal: Proposal, *, user: AbstractUser, channel: Channel | str, flag: bool, comment: str) -> None:
+def _review(proposal: Proposal, *, user: User, channel: Channel | str, flag: bool, comment: str) -> None:
     proposal.reviewed_by, proposal.reviewed_at, proposal.review_comment = user, timezone.now(), comment
     proposal.review_outcome = ReviewOutcome.FLAGGED if flag else ReviewOutcome.REVIEWED
     before_execution = proposal.status in AWAITING_DECISION
@@ -273,9 +271,7 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
     due = Proposal.objects.filter(status=ProposalStatus.PENDING_APPROVAL, decided_by__isnull=True, sla_due_at__lt=Now())
     for proposal_id in due.values_list("pk", flat=True)[:1000]:
         with transaction.atomic():
-            proposal = (
-                due.select_for_update(skip_locked=True, **LOCK).select_related(*RELATED).filter(pk=proposal_id).first()
-            )
+            proposal = lock_rows(due, skip_locked=True).select_related(*RELATED).filter(pk=proposal_id).first()
             if proposal is None:
                 continue
             move(
@@ -287,13 +283,13 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
                 summary=f"{proposal.action_type.name} on {proposal.record_id} passed its SLA "
                 f"({proposal.sla_due_at:%Y-%m-%d %H:%M} UTC) undecided: escalated to the on-call contact.",
             )
-            transaction.on_commit(lambda proposal=proposal: notify.notify_escalated(proposal))
+            transaction.on_commit(functools.partial(notify.notify_escalated, proposal))
             escalated += 1
     old = Proposal.objects.filter(status__in=AWAITING_DECISION, expires_at__lt=Now())
     for proposal_id in old.values_list("pk", flat=True)[:1000]:
         with transaction.atomic():
             proposal = (
-                Proposal.objects.select_for_update(skip_locked=True, **LOCK)
+                lock_rows(Proposal.objects.all(), skip_locked=True)
                 .select_related(*RELATED)
                 .filter(pk=proposal_id)
                 .first()
@@ -303,7 +299,7 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
     return escalated, expired
 
 
-def may_complete(user: AbstractUser, proposal: Proposal) -> bool:
+def may_complete(user: User, proposal: Proposal) -> bool:
     """Who records a manual task: whoever approved it, the approver group, operators, superusers."""
     if not user.is_active:
         return False
@@ -313,7 +309,7 @@ def may_complete(user: AbstractUser, proposal: Proposal) -> bool:
 
 
 def proposal_manual_complete(
-    *, proposal_id: uuid.UUID | str, user: AbstractUser, channel: Channel | str, done: bool, note: str = ""
+    *, proposal_id: uuid.UUID | str, user: User, channel: Channel | str, done: bool, note: str = ""
 ) -> Proposal:
     """A person reports the manual task of a propose-only system as performed (executed) or not possible (failed)."""
     if not done and not note.strip():
@@ -345,7 +341,7 @@ def proposal_manual_complete(
     return proposal
 
 
-def proposal_current_record(*, proposal: Proposal, user: AbstractUser) -> tuple[dict[str, Any] | None, str]:
+def proposal_current_record(*, proposal: Proposal, user: User) -> tuple[dict[str, Any] | None, str]:
     """The record as it is now in the system, for the person deciding; the read is audited like an agent's.
 
     Returns (record, "") or (None, why it could not be read).

@@ -9,6 +9,7 @@ duration; the readiness checklist asks for a passed one.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -20,10 +21,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.choices import DecisionMode, ProposalStatus
-from approvals.execution import proposal_execute
+from approvals.execution import ExecutionOutcome, proposal_execute
 from approvals.killswitch import SwitchTarget, may_pull
 from approvals.models import Drill, Proposal
-from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_run_here
+from approvals.reversal import ReversalRefused, reversal_plan, reversal_report
+from approvals.reversal_rounds import reversal_run_here
 from approvals.transitions import record_event
 from audit.choices import Channel, Verb
 from audit.services import audit_record
@@ -40,7 +42,7 @@ VOLATILE_FIELDS = frozenset({"version", "updated_at", "modified_at", "etag"})
 RUN_TIMEOUT = 60.0  # seconds for the reversal rounds of a drill (it retries a flaky staging system meanwhile)
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractUser
+    from django.contrib.auth.models import User
 
 
 class DrillRefused(Exception):
@@ -51,7 +53,7 @@ def drill_target(system: System) -> System:
     """The staging system to drill: the system itself when it is staging, else its staging twin."""
     if system.environment == Environment.STAGING:
         return system
-    if system.staging_twin_id:
+    if system.staging_twin is not None:
         return system.staging_twin
     raise DrillRefused(f"{system} is a production system without a staging twin: drills only write to staging.")
 
@@ -71,7 +73,7 @@ def _drill_agent(system: System) -> Agent:
     return agent
 
 
-def drill_payload(action, record: dict[str, Any], *, stamp: str) -> dict[str, Any] | None:
+def drill_payload(action: ActionType, record: dict[str, Any], *, stamp: str) -> dict[str, Any] | None:
     """A harmless, valid change for each field of the action's schema; None when one cannot be made up."""
     properties = (action.payload_schema or {}).get("properties", {})
     payload: dict[str, Any] = {}
@@ -100,7 +102,7 @@ def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in record.items() if name not in VOLATILE_FIELDS}
 
 
-def drill_request(*, system: System, user: AbstractUser, channel: Channel | str) -> System:
+def drill_request(*, system: System, user: User, channel: Channel | str) -> System:
     """Ask the workers for a drill on `system` (or its staging twin), as `user`; returns the system to be drilled.
 
     The same checks as a drill run here: who may (the kill switch's rule: operators, or the system's owner) and
@@ -118,7 +120,7 @@ def rollback_drill_by_id(*, system_id: int, user_id: int | None) -> Drill:
     return rollback_drill(system=System.objects.get(pk=system_id), user=user, channel=Channel.ADMIN)
 
 
-def rollback_drill(*, system: System, user: AbstractUser | None = None, channel: Channel | str) -> Drill:
+def rollback_drill(*, system: System, user: User | None = None, channel: Channel | str) -> Drill:
     """Run a drill on `system` (or its staging twin) and record it, passed or failed.
 
     `user` None is an operator at the command line; a person must be allowed to pull the system's kill switch."""
@@ -154,7 +156,7 @@ class _DrillRun:
     drill: Drill
     agent: Agent
     actions: list[ActionType]
-    user: AbstractUser | None
+    user: User | None
     channel: Channel | str
     report: list[dict[str, Any]] = field(default_factory=list)
     failure: str = ""
@@ -237,18 +239,27 @@ class _DrillRun:
         return drill
 
 
-def _outcome(outcome) -> dict[str, Any]:
+def _outcome(outcome: ExecutionOutcome) -> dict[str, Any]:
     return {"executed": outcome.status == "executed", **({"detail": outcome.detail} if outcome.detail else {})}
 
 
-def _mark(report: list[dict[str, Any]], proposal_id, **fields) -> None:
+def _mark(report: list[dict[str, Any]], proposal_id: uuid.UUID, **fields: Any) -> None:
     for entry in report:
         if entry.get("proposal") == str(proposal_id):
             entry.update(fields)
 
 
 @transaction.atomic
-def _drill_proposal(agent, system, action, record_id: str, payload, *, drill: Drill, channel) -> Proposal:
+def _drill_proposal(
+    agent: Agent,
+    system: System,
+    action: ActionType,
+    record_id: str,
+    payload: dict[str, Any],
+    *,
+    drill: Drill,
+    channel: Channel | str,
+) -> Proposal:
     """An approved proposal of the drill agent: a drill is its own approval, on staging only."""
     proposal = Proposal.objects.create(
         agent=agent,

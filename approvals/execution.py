@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from django.utils import timezone
 from approvals import notify
 from approvals.choices import TERMINAL_STATUSES, ProposalStatus
 from approvals.models import OutboxMessage, Proposal
-from approvals.transitions import LOCK, RELATED, InvalidTransition, locked, move
+from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move
 from audit.choices import Channel, Verb
 from connectors.base import PermanentError, TransientError
 from connectors.limits import CallDeferred
@@ -79,7 +80,7 @@ def _publish(messages: list[OutboxMessage]) -> int:
     return published
 
 
-def outbox_sweep(now=None) -> int:
+def outbox_sweep(now: datetime | None = None) -> int:
     """Publish again whatever approved work no worker has taken up: never-published messages, messages lost in the
     broker, executions whose worker died (lease expired) or whose retry message was lost. Duplicates are harmless:
     a second delivery finds the proposal claimed and returns."""
@@ -98,7 +99,7 @@ def outbox_sweep(now=None) -> int:
         - settings.GATEHOUSE_EXECUTION_BACKOFF_MAX
         - settings.GATEHOUSE_OUTBOX_REPUBLISH_AFTER,
     )
-    ids = set()
+    ids: set[int] = set()
     for queryset in (unpublished, lost, abandoned, waiting_retry):
         ids.update(queryset.values_list("pk", flat=True)[:500])
     return outbox_publish(message_ids=sorted(ids)) if ids else 0
@@ -133,13 +134,13 @@ class Claim:
     duplicate: bool = False  # a second delivery of work already taken up or finished (counted on the proposal)
 
 
-def proposal_claim(*, proposal_id) -> Proposal | None:
+def proposal_claim(*, proposal_id: uuid.UUID | str) -> Proposal | None:
     """Take up a proposal for execution (waiting for a concurrent claim or record to finish). None when there is
     nothing to do: another worker holds a live claim, it is finished, on hold, or not approved."""
     return _claim(proposal_id).proposal
 
 
-def _claim(proposal_id) -> Claim:
+def _claim(proposal_id: uuid.UUID | str) -> Claim:
     """Claim under the row lock, or say why not. A duplicate delivery (the proposal is executing under a live claim,
     or finished) is counted on the proposal and logged: not a transition, so no audit event. A delivery that finds
     the proposal on hold is not one: the hold was audited when the kill switch took it."""
@@ -147,7 +148,7 @@ def _claim(proposal_id) -> Claim:
     with transaction.atomic():
         # Another transaction may hold the row (a concurrent delivery claiming it, the worker recording its result,
         # the kill switch): those are short, so wait for it and judge this delivery by what it left.
-        proposal = Proposal.objects.select_related(*RELATED).select_for_update(**LOCK).filter(pk=proposal_id).first()
+        proposal = lock_rows(Proposal.objects.select_related(*RELATED)).filter(pk=proposal_id).first()
         if proposal is None:
             logger.warning("execution of proposal %s suppressed: no such proposal", proposal_id)
             return Claim(None, why_not="no such proposal")
@@ -185,12 +186,12 @@ def _claim(proposal_id) -> Claim:
     return Claim(proposal)
 
 
-def _not_claimable(proposal: Proposal, now) -> Claim:
+def _not_claimable(proposal: Proposal, now: datetime) -> Claim:
     """Inside the claim's transaction, the row locked: count a duplicate, or say why this delivery does nothing."""
     if proposal.status == ProposalStatus.ON_HOLD:
         logger.info("execution of proposal %s suppressed: on hold (kill switch)", proposal.pk)
         return Claim(None, why_not="on hold by the kill switch")
-    if proposal.status == ProposalStatus.EXECUTING:
+    if proposal.status == ProposalStatus.EXECUTING and proposal.claimed_at is not None:
         why = f"already executing under a live claim (taken {(now - proposal.claimed_at).total_seconds():.1f} s ago)"
     elif proposal.status in TERMINAL_STATUSES:
         why = f"already {proposal.status}"
@@ -210,7 +211,9 @@ def _not_claimable(proposal: Proposal, now) -> Claim:
 
 
 @transaction.atomic
-def proposal_record_executed(*, proposal_id, before: dict, after: dict, compensation: dict) -> Proposal:
+def proposal_record_executed(
+    *, proposal_id: uuid.UUID | str, before: dict[str, Any], after: dict[str, Any], compensation: dict[str, Any]
+) -> Proposal:
     proposal = locked(proposal_id)
     if proposal.status != ProposalStatus.EXECUTING:
         raise InvalidTransition(f"Cannot record an execution of a {proposal.status} proposal.")
@@ -235,7 +238,7 @@ def proposal_record_executed(*, proposal_id, before: dict, after: dict, compensa
 
 
 @transaction.atomic
-def proposal_record_failure(*, proposal_id, reason: str) -> Proposal:
+def proposal_record_failure(*, proposal_id: uuid.UUID | str, reason: str) -> Proposal:
     proposal = locked(proposal_id)
     if proposal.status != ProposalStatus.EXECUTING:
         raise InvalidTransition(f"Cannot record a failure of a {proposal.status} proposal.")
@@ -255,7 +258,7 @@ def proposal_record_failure(*, proposal_id, reason: str) -> Proposal:
     return proposal
 
 
-def _release_for_retry(proposal_id, *, not_attempted: bool = False) -> None:
+def _release_for_retry(proposal_id: uuid.UUID | str, *, not_attempted: bool = False) -> None:
     """Keep it `executing` but unclaimed, so the scheduled retry (or the sweeper) can take it up again.
 
     `not_attempted`: the system was never called (its rate limit or breaker said wait), so the claim's attempt is
@@ -282,7 +285,7 @@ class ExecutionOutcome:
     duplicate: bool = False  # suppressed as a duplicate delivery (not: on hold, or put on hold now)
 
 
-def proposal_execute(*, proposal_id) -> ExecutionOutcome:
+def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
     """Claim, call the system with the proposal id as idempotency key, record the result.
 
     Transient errors release the claim and ask for a retry until the attempts run out; permanent ones fail at once.

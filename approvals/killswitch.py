@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -67,7 +68,7 @@ class SwitchResult:
     message: str
 
 
-def may_pull(user, target: SwitchTarget) -> bool:
+def may_pull(user: User | None, target: SwitchTarget) -> bool:
     """Superusers and operators anywhere; an agent's owner for that agent; a system's owner for that system."""
     if user is None:  # a management command: whoever has shell access to the server
         return True
@@ -99,7 +100,7 @@ def is_on(target: SwitchTarget) -> bool:
     return GlobalSwitch.is_engaged()[0]
 
 
-def _set(target: SwitchTarget, *, on: bool, reason: str, user) -> bool:
+def _set(target: SwitchTarget, *, on: bool, reason: str, user: User | None) -> bool:
     """Flip the switch under a row lock; False when it already was in that position."""
     if target.agent is not None:
         agent = Agent.objects.select_for_update().get(pk=target.agent.pk)
@@ -107,7 +108,7 @@ def _set(target: SwitchTarget, *, on: bool, reason: str, user) -> bool:
             return False
         agent.status = AgentStatus.DISABLED if on else AgentStatus.ACTIVE
         agent.disabled_reason = reason if on else ""
-        agent._change_reason = f"kill switch {'on' if on else 'off'}: {reason}"  # type: ignore[attr-defined]
+        agent._change_reason = f"kill switch {'on' if on else 'off'}: {reason}"
         agent.save(update_fields=["status", "disabled_reason"])
         target.agent.status, target.agent.disabled_reason = agent.status, agent.disabled_reason
         return True
@@ -117,7 +118,7 @@ def _set(target: SwitchTarget, *, on: bool, reason: str, user) -> bool:
             return False
         system.writes_frozen = on
         system.frozen_reason = reason if on else ""
-        system._change_reason = f"kill switch {'on' if on else 'off'}: {reason}"  # type: ignore[attr-defined]
+        system._change_reason = f"kill switch {'on' if on else 'off'}: {reason}"
         system.save(update_fields=["writes_frozen", "frozen_reason"])
         target.system.writes_frozen, target.system.frozen_reason = system.writes_frozen, system.frozen_reason
         return True
@@ -136,7 +137,9 @@ def _still_stopped(proposal: Proposal) -> bool:
     return kill_switch_stop(proposal.agent, proposal.system) is not None
 
 
-def kill_switch_on(*, target: SwitchTarget, reason: str, user=None, channel: Channel | str) -> SwitchResult:
+def kill_switch_on(
+    *, target: SwitchTarget, reason: str, user: User | None = None, channel: Channel | str
+) -> SwitchResult:
     """Stop the target at once and hold its pending work. Idempotent: a second call changes nothing."""
     reason = _clean_reason(reason)
     if not may_pull(user, target):
@@ -178,7 +181,9 @@ def kill_switch_on(*, target: SwitchTarget, reason: str, user=None, channel: Cha
     return SwitchResult(True, held, message)
 
 
-def kill_switch_off(*, target: SwitchTarget, reason: str, user=None, channel: Channel | str) -> SwitchResult:
+def kill_switch_off(
+    *, target: SwitchTarget, reason: str, user: User | None = None, channel: Channel | str
+) -> SwitchResult:
     """Resume: its own audited act with a reason. Held proposals go back where they were, unless another switch
     still holds them (the agent stays held while its system is frozen, and the other way round)."""
     reason = _clean_reason(reason)
@@ -230,7 +235,7 @@ def kill_switch_off(*, target: SwitchTarget, reason: str, user=None, channel: Ch
     return SwitchResult(True, released, message)
 
 
-def _who(user) -> str:
+def _who(user: User | None) -> str:
     if user is None:
         return "An operator (command line)"
     return user.get_full_name() or user.get_username()

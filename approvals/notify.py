@@ -13,7 +13,7 @@ from core.mail import admin_link, send_notice
 
 def deciders(proposal: Proposal) -> list[str]:
     """The addresses of whoever may decide: the named approver, or every active member of the approver group."""
-    if proposal.approver_id:
+    if proposal.approver is not None:
         users = [proposal.approver]
     elif proposal.approver_group_id:
         users = list(get_user_model().objects.filter(groups=proposal.approver_group_id, is_active=True))

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils import timezone
@@ -19,7 +20,6 @@ from django.utils import timezone
 from approvals.models import Drill
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from connectors.services import ROTATION_NOTICE
 from governance.choices import Access, Environment, WriteMode
 from governance.models import ActionType, Agent, ScopeGrant, System, ThresholdRule
 
@@ -50,56 +50,83 @@ class Readiness:
         return [item for item in self.items if not item.ok]
 
 
-def _admin(name: str, *args) -> str:
+def _admin(name: str, *args: object) -> str:
     return reverse(f"admin:{name}", args=args)
 
 
-def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None) -> Readiness:
+@dataclass(frozen=True)
+class _Reach:
+    """What an agent can touch, counting grants about to be saved: its grants, the systems, those it writes to."""
+
+    agent: Agent
+    now: datetime
+    grants: list[ScopeGrant]
+
+    @property
+    def systems(self) -> dict[int, System]:
+        return {grant.system_id: grant.system for grant in self.grants}
+
+    @property
+    def writes(self) -> list[ScopeGrant]:
+        return [grant for grant in self.grants if grant.access == Access.WRITE]
+
+    @property
+    def written(self) -> dict[int, System]:
+        return {grant.system_id: grant.system for grant in self.writes}
+
+
+def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now: datetime | None = None) -> Readiness:
     """The checklist for `agent`, counting `extra_grants` (a grant about to be saved) as if they were saved."""
     now = now or timezone.now()
     grants = [grant for grant in agent.grants.select_related("system__owner", "resource") if grant.is_current(now)]
-    pending = [grant for grant in extra_grants]
+    pending = list(extra_grants)
     grants = [grant for grant in grants if grant.pk not in {g.pk for g in pending if g.pk}] + pending
-    systems = {grant.system_id: grant.system for grant in grants}
-    writes = [grant for grant in grants if grant.access == Access.WRITE]
-    written = {grant.system_id: grant.system for grant in writes}
-    result = Readiness(agent=agent)
-    add = result.items.append
+    reach = _Reach(agent=agent, now=now, grants=grants)
+    rules, approvers = _rules(reach)
+    items = [_owners(reach), _scopes(reach), _credentials(reach), _drills(reach), rules]
+    if agent.created_at and agent.created_at > now - PROBATION:
+        items.append(_probation(reach, approvers))
+    return Readiness(agent=agent, items=items)
 
-    # 1. Every system it touches has an owner and a rollback contact.
+
+def _owners(reach: _Reach) -> CheckItem:
+    """1. Every system it touches has an owner and a rollback contact."""
+    systems = reach.systems
     missing = [system for system in systems.values() if not system.rollback_contact or not system.owner_id]
-    add(
-        CheckItem(
-            "owners",
-            "Every system it touches has an owner and a rollback contact",
-            not missing,
-            "; ".join(f"{system} has no rollback contact" for system in missing)
-            or f"{len(systems)} system(s), each with an owner and a rollback contact.",
-            _admin("governance_system_change", missing[0].pk) if missing else "",
-        )
+    return CheckItem(
+        "owners",
+        "Every system it touches has an owner and a rollback contact",
+        not missing,
+        "; ".join(f"{system} has no rollback contact" for system in missing)
+        or f"{len(systems)} system(s), each with an owner and a rollback contact.",
+        _admin("governance_system_change", missing[0].pk) if missing else "",
     )
 
-    # 2. Scopes are documented: each grant says why; write grants name their actions.
+
+def _scopes(reach: _Reach) -> CheckItem:
+    """2. Scopes are documented: each grant says why; write grants name their actions."""
+    grants = reach.grants
     undocumented = [grant for grant in grants if not grant.justification.strip()]
-    unnamed = [grant for grant in writes if not grant.actions]
+    unnamed = [grant for grant in reach.writes if not grant.actions]
     problems = [f"the grant on {g.system}.{g.resource.name} gives no justification" for g in undocumented] + [
         f"the write grant on {g.system}.{g.resource.name} names no action" for g in unnamed
     ]
     first = (undocumented + unnamed)[:1]
-    add(
-        CheckItem(
-            "scopes",
-            "Its scopes are documented",
-            not problems and bool(grants),
-            "; ".join(problems) or (f"{len(grants)} grant(s), each justified." if grants else "It has no grants."),
-            _admin("governance_scopegrant_change", first[0].pk) if first and first[0].pk else "",
-        )
+    return CheckItem(
+        "scopes",
+        "Its scopes are documented",
+        not problems and bool(grants),
+        "; ".join(problems) or (f"{len(grants)} grant(s), each justified." if grants else "It has no grants."),
+        _admin("governance_scopegrant_change", first[0].pk) if first and first[0].pk else "",
     )
 
-    # 3. Credentials of the systems it writes to: not admin-level or shared, rotation scheduled and not overdue.
 
-    problems, fix, soon = [], "", []
-    for system in written.values():
+def _credentials(reach: _Reach) -> CheckItem:
+    """3. Credentials of the systems it writes to: not admin-level or shared, rotation scheduled and not overdue."""
+    problems: list[str] = []
+    soon: list[str] = []
+    fix = ""
+    for system in reach.written.values():
         credential = getattr(system, "credential", None) if system.pk else None
         if credential is None:
             problems.append(f"{system} has no vaulted credential")
@@ -108,33 +135,31 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
                 problems.append(f"{system}'s credential is admin-level")
             if credential.is_shared:
                 problems.append(f"{system}'s credential is shared with people or other software")
+            state = credential.rotation_state(reach.now) if credential.rotation_interval else ""
             if not credential.rotation_interval:
                 problems.append(f"{system}'s credential has no rotation schedule")
-            elif credential.last_rotated_at + credential.rotation_interval < now:
-                problems.append(
-                    f"{system}'s credential was due for rotation on "
-                    f"{(credential.last_rotated_at + credential.rotation_interval):%Y-%m-%d}"
-                )
-            elif credential.last_rotated_at + credential.rotation_interval < now + ROTATION_NOTICE:
+            elif state == "overdue":
+                problems.append(f"{system}'s credential was due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
+            elif state == "due soon":
                 soon.append(f"{system}'s credential is due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
         if problems and not fix:
             fix = _admin("governance_system_change", system.pk)
-    add(
-        CheckItem(
-            "credentials",
-            "Credentials are its own, least-privilege and rotated",
-            not problems,
-            "; ".join(problems)
-            or f"{len(written)} system(s) written to, each with a sound credential."
-            + "".join(f" Note: {line}." for line in soon),
-            fix,
-        )
+    return CheckItem(
+        "credentials",
+        "Credentials are its own, least-privilege and rotated",
+        not problems,
+        "; ".join(problems)
+        or f"{len(reach.written)} system(s) written to, each with a sound credential."
+        + "".join(f" Note: {line}." for line in soon),
+        fix,
     )
 
-    # 4. A rollback drill passed recently for every production system it writes to (on its staging twin).
 
-    problems, fix = [], ""
-    for system in written.values():
+def _drills(reach: _Reach) -> CheckItem:
+    """4. A rollback drill passed recently for every production system it writes to (on its staging twin)."""
+    problems: list[str] = []
+    fix = ""
+    for system in reach.written.values():
         if system.environment != Environment.PRODUCTION:
             continue
         twin = system.staging_twin
@@ -142,24 +167,25 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
             problems.append(f"{system} has no staging twin to drill on")
             fix = fix or _admin("governance_system_change", system.pk)
             continue
-        drill = Drill.objects.filter(system=twin, passed=True, finished_at__gte=now - DRILL_FRESH_FOR).first()
+        drill = Drill.objects.filter(system=twin, passed=True, finished_at__gte=reach.now - DRILL_FRESH_FOR).first()
         if drill is None:
             problems.append(f"no rollback drill on {twin} passed in the last {DRILL_FRESH_FOR.days} days")
             fix = fix or _admin("approvals_drill_changelist") + f"?system__id__exact={twin.pk}"
-    add(
-        CheckItem(
-            "drill",
-            "A rollback drill passed recently",
-            not problems,
-            "; ".join(problems) or "Every production system it writes to had a passed drill on its staging twin.",
-            fix,
-        )
+    return CheckItem(
+        "drill",
+        "A rollback drill passed recently",
+        not problems,
+        "; ".join(problems) or "Every production system it writes to had a passed drill on its staging twin.",
+        fix,
     )
 
-    # 5. The threshold rules deciding its writes are signed off by the business owner.
-    problems, fix = [], ""
+
+def _rules(reach: _Reach) -> tuple[CheckItem, set[str]]:
+    """5. The threshold rules deciding its writes are signed off by the business owner; and who approves them."""
+    problems: list[str] = []
+    fix = ""
     approvers: set[str] = set()
-    for grant in writes:
+    for grant in reach.writes:
         for name in grant.actions:
             action = ActionType.objects.filter(system=grant.system, name=name).first()
             rule = _rule_for(grant.system, action)
@@ -175,41 +201,38 @@ def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now=None
                     approvers.add(f"user {band.approver_id}")
                 if band.approver_group_id:
                     approvers.add(f"group {band.approver_group_id}")
-    add(
-        CheckItem(
-            "rules",
-            "Threshold rules are signed off by the business owner",
-            not problems,
-            "; ".join(problems) or "Every action it may write is decided by a signed-off rule.",
-            fix,
-        )
+    item = CheckItem(
+        "rules",
+        "Threshold rules are signed off by the business owner",
+        not problems,
+        "; ".join(problems) or "Every action it may write is decided by a signed-off rule.",
+        fix,
     )
+    return item, approvers
 
-    # 6. The first 30 days: one workflow, one system of record, one approver.
-    if agent.created_at and agent.created_at > now - PROBATION:
-        # One workflow: writes to one kind of record (one resource of one system), whatever its actions.
-        workflows = {(grant.system_id, grant.resource_id) for grant in writes}
-        records = {system.pk for system in written.values() if system.category == "record"}
-        problems = []
-        if len(workflows) > 1:
-            problems.append(f"it writes {len(workflows)} kinds of record (one workflow at first)")
-        if len(records) > 1:
-            problems.append(f"it writes to {len(records)} systems of record (one at first)")
-        if len(approvers) > 1:
-            problems.append(f"its writes go to {len(approvers)} different approvers (one at first)")
-        days = (agent.created_at + PROBATION - now).days + 1
-        add(
-            CheckItem(
-                "probation",
-                "First 30 days: one workflow, one system of record, one approver",
-                not problems,
-                "; ".join(problems) + f" — {days} day(s) left of its first 30."
-                if problems
-                else f"Within bounds; {days} day(s) left of its first 30.",
-                _admin("governance_agent_change", agent.pk) if problems else "",
-            )
-        )
-    return result
+
+def _probation(reach: _Reach, approvers: set[str]) -> CheckItem:
+    """6. The first 30 days: one workflow (one kind of record), one system of record, one approver."""
+    workflows = {(grant.system_id, grant.resource_id) for grant in reach.writes}
+    records = {system.pk for system in reach.written.values() if system.category == "record"}
+    problems = []
+    if len(workflows) > 1:
+        problems.append(f"it writes {len(workflows)} kinds of record (one workflow at first)")
+    if len(records) > 1:
+        problems.append(f"it writes to {len(records)} systems of record (one at first)")
+    if len(approvers) > 1:
+        problems.append(f"its writes go to {len(approvers)} different approvers (one at first)")
+    agent = reach.agent
+    days = (agent.created_at + PROBATION - reach.now).days + 1
+    return CheckItem(
+        "probation",
+        "First 30 days: one workflow, one system of record, one approver",
+        not problems,
+        "; ".join(problems) + f" — {days} day(s) left of its first 30."
+        if problems
+        else f"Within bounds; {days} day(s) left of its first 30.",
+        _admin("governance_agent_change", agent.pk) if problems else "",
+    )
 
 
 def _rule_for(system: System, action: ActionType | None) -> ThresholdRule | None:
@@ -241,7 +264,7 @@ def production_writes_failing(agents: Iterable[Agent], *, extra_grants: Iterable
     return failing
 
 
-def refusal(what: str, failing: list[str], *, user) -> ValidationError:
+def refusal(what: str, failing: list[str], *, user: User | None) -> ValidationError:
     superuser = user is not None and user.is_superuser
     return ValidationError(
         [f"{what} is refused until the readiness checklist passes:", *failing]
@@ -249,7 +272,15 @@ def refusal(what: str, failing: list[str], *, user) -> ValidationError:
     )
 
 
-def readiness_override(*, what: str, failing: list[str], reason: str, user, agent=None, channel=Channel.ADMIN):
+def readiness_override(
+    *,
+    what: str,
+    failing: list[str],
+    reason: str,
+    user: User | None,
+    agent: Agent | None = None,
+    channel: Channel | str = Channel.ADMIN,
+) -> None:
     """A superuser enables production writes although the checklist fails: allowed with a reason, audited."""
     reason = " ".join((reason or "").split())
     if user is None or not user.is_superuser:

@@ -24,7 +24,7 @@ from approvals.decisions import expire_if_due
 from approvals.execution import queue_execution
 from approvals.models import IdempotencyRecord, Proposal
 from approvals.policy import Decision, Impact, compute_impact, decide
-from approvals.transitions import LOCK, move
+from approvals.transitions import lock_rows, move
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.base import PermanentError, RecordNotFound, TransientError
@@ -172,11 +172,11 @@ def _current_record(
         )
         raise refuse(error, agent=agent, channel=channel, target=target) from None
     except (TransientError, PermanentError) as exc:
-        error = SystemUnavailable(
+        unavailable = SystemUnavailable(
             f"{scope.system} could not be read to check the proposal: {exc}",
             headers={"Retry-After": retry_after_header(exc)},
         )
-        raise refuse(error, agent=agent, channel=channel, target=target) from exc
+        raise refuse(unavailable, agent=agent, channel=channel, target=target) from exc
 
 
 def _snapshot(scope: ProposalScope, record: dict[str, Any] | None) -> dict[str, Any]:
@@ -225,15 +225,31 @@ def _record(
         record_snapshot=snapshot or {},
         decided_at=now if auto else None,
     )
+    _record_events(proposal, agent=agent, request=request, channel=channel, impact=impact, decision=decision)
+    return proposal
+
+
+def _record_events(
+    proposal: Proposal,
+    *,
+    agent: Agent,
+    request: ProposalRequest,
+    channel: Channel | str,
+    impact: Impact,
+    decision: Decision,
+) -> None:
+    """A new proposal's events: `proposed`, then either `auto_approved` with its outbox row, or (after the commit)
+    the e-mail to whoever decides."""
+    action = proposal.action_type
     amount = "" if impact.amount is None else f" (impact {impact.amount} {impact.currency})"
     common = {
         "channel": channel,
-        "system": system,
+        "system": proposal.system,
         "resource": action.resource.name,
         "record_id": request.record_id,
         "proposal_id": proposal.pk,
         "decision": proposal.decision,
-        "state_before": snapshot or None,
+        "state_before": proposal.record_snapshot or None,
     }
     audit_record(
         verb=Verb.PROPOSED,
@@ -242,14 +258,13 @@ def _record(
         summary=f"{agent.slug} proposed {action.name} on {action.resource.label} {request.record_id}{amount}.",
         **common,
     )
-    if auto:
+    if decision.mode == DecisionMode.AUTO:
         audit_record(
             verb=Verb.AUTO_APPROVED, actor=None, summary=f"Auto-approved by rule: {decision.reason}.", **common
         )
         queue_execution(proposal)
     else:
         transaction.on_commit(lambda: notify.notify_awaiting(proposal))
-    return proposal
 
 
 # --- Withdraw ---------------------------------------------------------------------------------------------------
@@ -259,7 +274,7 @@ def proposal_cancel(*, proposal_id: uuid.UUID | str, agent: Agent, channel: Chan
     """The agent withdraws its own proposal while it still awaits a decision."""
     ensure_may_act(agent, channel=channel, write=True)
     with transaction.atomic():
-        proposal = Proposal.objects.visible_to(agent).select_for_update(**LOCK).filter(pk=proposal_id).first()
+        proposal = lock_rows(Proposal.objects.visible_to(agent)).filter(pk=proposal_id).first()
         if proposal is None:
             raise NotFound("No such proposal.")
         expired = expire_if_due(proposal)  # past its maximum age it expires, as for an approval or a rejection

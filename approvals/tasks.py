@@ -8,7 +8,7 @@ from django.conf import settings
 from approvals.decisions import proposals_escalate_and_expire
 from approvals.drills import rollback_drill_by_id
 from approvals.execution import outbox_sweep, proposal_execute, retry_delay
-from approvals.reversal import reversal_run, reversals_resume
+from approvals.reversal_rounds import reversal_run, reversals_resume
 from approvals.services import idempotency_records_purge
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db.models import QuerySet
+
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
 from audit.models import AuditEvent
@@ -46,13 +48,17 @@ class InvalidTransition(Exception):
 # Lock the proposal row only, and only against other writers of it (FOR NO KEY UPDATE). Without `of`, PostgreSQL
 # would also lock the joined system and agent rows FOR UPDATE, and an audit insert referencing them (waiting on our
 # lock while holding the audit chain's lock, which we wait for next) would deadlock with us.
-LOCK = {"of": ("self",), "no_key": True}
 RELATED = ("system", "action_type__resource", "agent")
+
+
+def lock_rows(queryset: QuerySet[Proposal], *, skip_locked: bool = False) -> QuerySet[Proposal]:
+    """`queryset` with its proposal rows (only those) locked until the caller's transaction ends, against writers."""
+    return queryset.select_for_update(of=("self",), no_key=True, skip_locked=skip_locked)
 
 
 def locked(proposal_id: uuid.UUID | str) -> Proposal:
     """The proposal, its row locked until the caller's transaction ends, with what its events name."""
-    return Proposal.objects.select_for_update(**LOCK).select_related(*RELATED).get(pk=proposal_id)
+    return lock_rows(Proposal.objects.select_related(*RELATED)).get(pk=proposal_id)
 
 
 def may_move(proposal: Proposal, status: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, timedelta
 from functools import cached_property
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -18,7 +19,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -49,7 +51,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset: Any = self.object_list  # a QuerySet here (the changelist's); anything else is counted by Django
         if not hasattr(queryset, "query"):
             return super().count
         if connection.vendor == "postgresql" and not queryset.query.where:
@@ -196,7 +198,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not term:
             return queryset, False
         term = term.replace("\x00", "\ufffd")
-        if len(term) > _RECORD_ID_MAX:
+        if _RECORD_ID_MAX is not None and len(term) > _RECORD_ID_MAX:
             return queryset.none(), False
         return queryset.filter(record_id=term), False
 
@@ -221,15 +223,16 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         }
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
-    def export_view(self, request: HttpRequest, kind: str) -> HttpResponse:
+    def export_view(self, request: HttpRequest, kind: str) -> HttpResponseBase:
         """The changelist's current filters and search, every matching row, streamed in id order."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         if kind not in EXPORT_FORMATS:
             raise Http404
-        request.GET = request.GET.copy()
+        query = request.GET.copy()
         for name in ("p", "all"):  # a page number must not limit (or break) an export
-            request.GET.pop(name, None)
+            query.pop(name, None)
+        request.GET = query  # type: ignore[assignment]  # the changelist reads its filters from request.GET
         try:
             changelist = self.get_changelist_instance(request)
         except IncorrectLookupParameters as exc:

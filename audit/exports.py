@@ -116,11 +116,12 @@ def csv_lines(queryset: QuerySet) -> Iterator[str | bytes]:
     Both give the same cells (tested): times in ISO 8601 UTC, JSON as JSON text, empty for none, formulas defused.
     """
     if connections[queryset.db].vendor == "postgresql":
-        return _copy_csv(queryset)
-    return _python_csv(queryset)
+        return csv_by_copy(queryset)
+    return csv_by_python(queryset)
 
 
-def _python_csv(queryset: QuerySet) -> Iterator[str]:
+def csv_by_python(queryset: QuerySet) -> Iterator[str]:
+    """The CSV written row by row by Python's csv module (SQLite, and any database without COPY)."""
     writer = csv.writer(_Echo())
     time_at = list(COLUMNS).index("occurred_at")
 
@@ -134,7 +135,7 @@ def _python_csv(queryset: QuerySet) -> Iterator[str]:
     return _batched(lines())
 
 
-def _copy_csv(queryset: QuerySet) -> Iterator[bytes]:
+def csv_by_copy(queryset: QuerySet) -> Iterator[bytes]:
     """`COPY (the filtered query) TO STDOUT (FORMAT csv)`: rows stream in blocks, several times faster than Python."""
     sql, params = _values(queryset, defuse=True, text_times=True).query.sql_with_params()
     yield _HEADER.encode()

@@ -80,12 +80,8 @@ def verify_chain(
             f"checkpoint {checkpoint.pk} does not carry Gatehouse's signature: it was forged or altered, or "
             "GATEHOUSE_AUDIT_DIGEST_KEY changed since it was written",
         )
+    walk = _Walk(checkpoint)
     events = AuditEvent.objects.chain_order()
-    expected_prev = GENESIS_HASH
-    checked = 0
-    head_id: int | None = None
-    head_hash = ""
-    seen_checkpoint_head = False
     if since_checkpoint and checkpoint is not None:
         head = AuditEvent.objects.filter(pk=checkpoint.last_event_id).first()
         if head is not None:
@@ -95,45 +91,64 @@ def verify_chain(
             if problem:
                 return ChainReport(0, False, head.pk, problem)
             events = events.filter(pk__gt=head.pk)
-            expected_prev, checked, head_id, head_hash = head.hash, checkpoint.event_count, head.pk, head.hash
-            seen_checkpoint_head = True
+            walk.resume_after(head, checked=checkpoint.event_count)
     for event in events.iterator(chunk_size=chunk_size):
-        if event.prev_hash != expected_prev:
-            return ChainReport(
-                checked,
-                False,
-                event.pk,
-                f"event {event.pk} does not follow the event before it: one was deleted, inserted or reordered",
-                head_id,
-                head_hash,
-            )
+        broken = walk.step(event)
+        if broken is not None:
+            return broken
+        if progress is not None and walk.checked % PROGRESS_EVERY == 0:
+            progress(walk.checked)
+    return walk.finish()
+
+
+@dataclass
+class _Walk:
+    """The chain walked so far: the hash the next event must name, how many held, the head, the checkpoint seen."""
+
+    checkpoint: AuditCheckpoint | None
+    expected_prev: str = GENESIS_HASH
+    checked: int = 0
+    head_id: int | None = None
+    head_hash: str = ""
+    seen_checkpoint_head: bool = False
+
+    def resume_after(self, head: AuditEvent, *, checked: int) -> None:
+        self.expected_prev, self.checked, self.head_id, self.head_hash = head.hash, checked, head.pk, head.hash
+        self.seen_checkpoint_head = True
+
+    def broken(self, event_id: int | None, reason: str) -> ChainReport:
+        return ChainReport(self.checked, False, event_id, reason, self.head_id, self.head_hash)
+
+    def step(self, event: AuditEvent) -> ChainReport | None:
+        """Check one event (in id order); the report of the first break, or None while the chain holds."""
+        if event.prev_hash != self.expected_prev:
+            why = f"event {event.pk} does not follow the event before it: one was deleted, inserted or reordered"
+            return self.broken(event.pk, why)
         if event.compute_hash() != event.hash:
-            return ChainReport(
-                checked, False, event.pk, f"event {event.pk} was changed after it was written", head_id, head_hash
-            )
-        expected_prev = event.hash
-        checked += 1
-        head_id, head_hash = event.pk, event.hash
-        if progress is not None and checked % PROGRESS_EVERY == 0:
-            progress(checked)
+            return self.broken(event.pk, f"event {event.pk} was changed after it was written")
+        self.expected_prev = event.hash
+        self.checked += 1
+        self.head_id, self.head_hash = event.pk, event.hash
+        checkpoint = self.checkpoint
         if checkpoint is not None and event.pk == checkpoint.last_event_id:
-            seen_checkpoint_head = True
-            problem = _checkpoint_mismatch(checkpoint, event, checked)
+            self.seen_checkpoint_head = True
+            problem = _checkpoint_mismatch(checkpoint, event, self.checked)
             if problem:
-                return ChainReport(checked, False, event.pk, problem, head_id, head_hash)
-    if checkpoint is not None and not seen_checkpoint_head:
-        last = f"event {head_id}" if head_id is not None else "nothing"
-        return ChainReport(
-            checked,
-            False,
-            checkpoint.last_event_id,
-            f"event {checkpoint.last_event_id} is missing: checkpoint {checkpoint.pk} signed a chain of "
-            f"{checkpoint.event_count} event(s) ending at event {checkpoint.last_event_id}, and the chain now ends at "
-            f"{last} with {checked}: the newest events were deleted (a truncated tail)",
-            head_id,
-            head_hash,
-        )
-    return ChainReport(checked, True, head_id=head_id, head_hash=head_hash)
+                return self.broken(event.pk, problem)
+        return None
+
+    def finish(self) -> ChainReport:
+        """The end of the walk: the newest checkpoint's head must have been met (else the tail was cut off)."""
+        checkpoint = self.checkpoint
+        if checkpoint is not None and not self.seen_checkpoint_head:
+            last = f"event {self.head_id}" if self.head_id is not None else "nothing"
+            return self.broken(
+                checkpoint.last_event_id,
+                f"event {checkpoint.last_event_id} is missing: checkpoint {checkpoint.pk} signed a chain of "
+                f"{checkpoint.event_count} event(s) ending at event {checkpoint.last_event_id}, and the chain now ends "
+                f"at {last} with {self.checked}: the newest events were deleted (a truncated tail)",
+            )
+        return ChainReport(self.checked, True, head_id=self.head_id, head_hash=self.head_hash)
 
 
 def _checkpoint_mismatch(checkpoint: AuditCheckpoint, head: AuditEvent, count_up_to_head: int) -> str | None:

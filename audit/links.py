@@ -12,9 +12,10 @@ from audit.models import AuditEvent
 
 def timeline_url(event: AuditEvent, *, with_day: bool = True) -> str | None:
     """The record timeline of the event's record, on the event's day; None when the event has no record."""
-    if event.system_id is None or not event.record_id:
+    system = event.system
+    if system is None or not event.record_id:
         return None
-    url = reverse("admin:audit_timeline", args=[event.system.slug, event.record_id])
+    url = reverse("admin:audit_timeline", args=[system.slug, event.record_id])
     if with_day:
         url += f"?day={timezone.localtime(event.occurred_at).date().isoformat()}"
     return url

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
@@ -108,7 +108,7 @@ def audit_record(
     proposal_id: uuid.UUID | None = None,
     input: dict[str, Any] | None = None,
     decision: dict[str, Any] | None = None,
-    person: AbstractBaseUser | None = None,
+    person: User | None = None,
     state_before: dict[str, Any] | None = None,
     state_after: dict[str, Any] | None = None,
     outcome: str = "ok",
@@ -122,7 +122,6 @@ def audit_record(
     The trail sits below the inventory and does not import it: any actor that is not a user is taken as the agent,
     and the `agent` foreign key refuses anything that is not one.
     """
-
     event = AuditEvent(
         occurred_at=timezone.now(),
         verb=str(verb),
@@ -140,23 +139,31 @@ def audit_record(
         summary=_clean_text(summary, 500),
         person=person,
     )
+    _set_actor(event, actor, person=person, agent=agent)
+    _append(event)
+    return event
+
+
+def _set_actor(event: AuditEvent, actor: Any, *, person: User | None, agent: Any) -> None:
     if actor is None:
         event.actor_type, event.actor = ActorType.GATEHOUSE, "gatehouse"
     elif isinstance(actor, AbstractBaseUser):
         event.actor_type, event.actor = ActorType.HUMAN, actor.get_username()
-        event.person = person or actor
+        event.person = person or cast(User, actor)
     else:
         event.actor_type, event.actor, event.agent = ActorType.AGENT, actor.slug, actor
     if event.agent is None and agent is not None:
         event.agent = agent
 
+
+def _append(event: AuditEvent) -> None:
+    """Chain the event to the current head and insert it: one statement on PostgreSQL, under SQLite's write lock."""
     if connection.vendor == "postgresql":
         _append_postgresql(event)
-        return event
+        return
     # No savepoint: an event that cannot be written must fail the caller's whole transaction, not a part of it.
     with transaction.atomic(savepoint=False):
         _lock_chain()
         event.prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
         event.hash = event.compute_hash()
         event.save(force_insert=True)
-    return event

@@ -100,13 +100,40 @@ def _proposal_line(events: list[AuditEvent], *, labels: Mapping[str, str], curre
     by_verb: dict[str, AuditEvent] = {}
     for event in events:
         by_verb.setdefault(event.verb, event)
+    opening = _opening(events, by_verb, labels=labels, currency=currency)
+    steps: list[str] = []
+    outcome = "ok"
+    for event in events:
+        if event is by_verb.get(Verb.PROPOSED) or event.verb in _QUIET or event.verb == Verb.READ:
+            continue  # a read is a person looking at the record to decide: kept in the event list, not the story
+        text, ends = _step(event)
+        steps.append(text)
+        outcome = ends or outcome
+    if not any(verb in by_verb for verb in (Verb.EXECUTED, Verb.REJECTED, Verb.FAILED, Verb.EXPIRED, Verb.CANCELLED)):
+        steps.append("not executed yet")
+        if outcome == "ok":
+            outcome = "pending"
+    text = f"{opening} — {', '.join(steps)}" if steps else opening
+    return TimelineLine(
+        at=first.occurred_at,
+        text=text,
+        proposal_id=first.proposal_id,
+        event_ids=[event.pk for event in events],
+        outcome=outcome,
+    )
+
+
+def _opening(
+    events: list[AuditEvent], by_verb: dict[str, AuditEvent], *, labels: Mapping[str, str], currency: str
+) -> str:
+    """Who did (or proposed) what to which record, with the reason given: the head of a proposal's line."""
+    first = events[0]
     proposed = by_verb.get(Verb.PROPOSED)
     executed = by_verb.get(Verb.EXECUTED)
     resource = next((event.resource for event in events if event.resource), "")
     thing = f"{labels.get(resource) or (resource[:-1] if resource.endswith('s') else resource) or 'record'}"
     thing = f"{thing} {first.record_id}".strip()
     who = proposed.actor if proposed else first.actor
-
     action = _humanise((proposed.input or {}).get("action", "")) if proposed else ""
     payload = (proposed.input or {}).get("payload") if proposed else None
     # What changed: the system's own before/after once executed, else the proposal's snapshot and payload.
@@ -127,69 +154,34 @@ def _proposal_line(events: list[AuditEvent], *, labels: Mapping[str, str], curre
         opening = first.summary.rstrip(".")
     if proposed and (proposed.input or {}).get("reason"):
         opening += f" (reason: “{proposed.input['reason']}”)"
+    return opening
 
-    steps: list[str] = []
-    outcome = "ok"
-    for event in events:
-        verb = event.verb
-        if event is proposed or verb in _QUIET:
-            continue
-        at = _clock(event.occurred_at)
-        comment = (event.input or {}).get("comment") or (event.input or {}).get("reason") or ""
-        if verb == Verb.AUTO_APPROVED:
-            steps.append(f"auto-approved by rule at {at}")
-        elif verb == Verb.APPROVED:
-            steps.append(f"approved by {_person(event)} at {at}" + (f" (“{comment}”)" if comment else ""))
-        elif verb == Verb.REJECTED:
-            steps.append(f"rejected by {_person(event)} at {at}" + (f": “{comment}”" if comment else ""))
-            outcome = "rejected"
-        elif verb == Verb.EXECUTED:
-            steps.append(f"executed {at}")
-        elif verb == Verb.FAILED:
-            steps.append(f"failed at {at}: {event.summary}")
-            outcome = "failed"
-        elif verb == Verb.REVIEWED:
-            steps.append(f"second review by {_person(event)} at {at}")
-        elif verb == Verb.FLAGGED:
-            steps.append(f"flagged by {_person(event)} at {at}" + (f": “{comment}”" if comment else ""))
-            outcome = "flagged"
-        elif verb == Verb.ESCALATED:
-            steps.append(f"escalated at {at} (SLA passed undecided)")
-        elif verb == Verb.EXPIRED:
-            steps.append(f"expired undecided at {at}")
-            outcome = "expired"
-        elif verb == Verb.CANCELLED:
-            steps.append(f"withdrawn by {event.actor} at {at}")
-            outcome = "cancelled"
-        elif verb == Verb.REVERSED:
-            steps.append(f"reversed at {at}" + (f" by {_person(event)}" if event.person_id else ""))
-            outcome = "reversed"
-        elif verb == Verb.HELD:
-            steps.append(f"put on hold by the kill switch at {at}")
-        elif verb == Verb.RELEASED:
-            steps.append(f"released from hold at {at}")
-        elif verb == Verb.REVERSAL_HELD:
-            steps.append(f"its reversal was left for a person at {at} (changed since)")
-        elif verb == Verb.REVERSAL_STEP_FAILED:
-            steps.append(f"its reversal failed at {at}: {event.summary}")
-        elif verb == Verb.DENIED:
-            steps.append(f"{event.actor} was refused at {at} ({event.summary.rstrip('.')})")
-        elif verb == Verb.READ:
-            continue  # a person looking at the record to decide: kept in the event list, not in the story
-        else:
-            steps.append(f"{_humanise(verb)} at {at}")
-    if not any(verb in by_verb for verb in (Verb.EXECUTED, Verb.REJECTED, Verb.FAILED, Verb.EXPIRED, Verb.CANCELLED)):
-        steps.append("not executed yet")
-        if outcome == "ok":
-            outcome = "pending"
-    text = f"{opening} — {', '.join(steps)}" if steps else opening
-    return TimelineLine(
-        at=first.occurred_at,
-        text=text,
-        proposal_id=first.proposal_id,
-        event_ids=[event.pk for event in events],
-        outcome=outcome,
-    )
+
+def _step(event: AuditEvent) -> tuple[str, str]:
+    """One step of a proposal's line in words, and the outcome it ends the proposal in ("" when it does not)."""
+    at = _clock(event.occurred_at)
+    comment = (event.input or {}).get("comment") or (event.input or {}).get("reason") or ""
+    quoted = f" (“{comment}”)" if comment else ""
+    said = f": “{comment}”" if comment else ""
+    steps: dict[str, tuple[str, str]] = {
+        Verb.AUTO_APPROVED: (f"auto-approved by rule at {at}", ""),
+        Verb.APPROVED: (f"approved by {_person(event)} at {at}{quoted}", ""),
+        Verb.REJECTED: (f"rejected by {_person(event)} at {at}{said}", "rejected"),
+        Verb.EXECUTED: (f"executed {at}", ""),
+        Verb.FAILED: (f"failed at {at}: {event.summary}", "failed"),
+        Verb.REVIEWED: (f"second review by {_person(event)} at {at}", ""),
+        Verb.FLAGGED: (f"flagged by {_person(event)} at {at}{said}", "flagged"),
+        Verb.ESCALATED: (f"escalated at {at} (SLA passed undecided)", ""),
+        Verb.EXPIRED: (f"expired undecided at {at}", "expired"),
+        Verb.CANCELLED: (f"withdrawn by {event.actor} at {at}", "cancelled"),
+        Verb.REVERSED: (f"reversed at {at}" + (f" by {_person(event)}" if event.person_id else ""), "reversed"),
+        Verb.HELD: (f"put on hold by the kill switch at {at}", ""),
+        Verb.RELEASED: (f"released from hold at {at}", ""),
+        Verb.REVERSAL_HELD: (f"its reversal was left for a person at {at} (changed since)", ""),
+        Verb.REVERSAL_STEP_FAILED: (f"its reversal failed at {at}: {event.summary}", ""),
+        Verb.DENIED: (f"{event.actor} was refused at {at} ({event.summary.rstrip('.')})", ""),
+    }
+    return steps.get(event.verb, (f"{_humanise(event.verb)} at {at}", ""))
 
 
 def _single_line(event: AuditEvent) -> TimelineLine:

@@ -466,9 +466,9 @@ def main() -> int:
     from django.urls import reverse
     from django.utils import timezone
 
-    from audit.timeline import TIMELINE_PAGE
     from audit.exports import export_response
     from audit.models import AuditEvent
+    from audit.timeline import TIMELINE_PAGE
     from console.demo import seed_demo
 
     assert connection.vendor == "postgresql"

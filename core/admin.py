@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.admin.utils import unquote
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import models
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from simple_history.admin import SimpleHistoryAdmin
 
 from core.history import HistoryLine, record_lines
@@ -23,16 +24,18 @@ class HistoryAdmin(SimpleHistoryAdmin):
 
     object_history_list_template = "admin/history_lines.html"
 
-    def save_model(self, request: HttpRequest, obj: models.Model, form, change: bool) -> None:
-        obj._change_reason = "origin=admin"  # type: ignore[attr-defined]
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        obj._change_reason = "origin=admin"
         super().save_model(request, obj, form, change)
 
-    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         for inline_form in formset.forms:
             inline_form.instance._change_reason = "origin=admin"
         super().save_formset(request, form, formset, change)
 
-    def history_form_view(self, request: HttpRequest, object_id: str, version_id: str, extra_context=None):
+    def history_form_view(
+        self, request: HttpRequest, object_id: str, version_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         # simple-history only hides the Revert button when reverting is disabled: a POSTed form is still saved, with
         # nothing but view permission checked and without the inlines. Refuse the POST itself.
         if request.method == "POST":
@@ -46,7 +49,9 @@ class HistoryAdmin(SimpleHistoryAdmin):
         before = records[-1].prev_record if records else None  # the page's oldest row is diffed too
         return record_lines(records, before=before)
 
-    def set_history_delta_changes(self, request: HttpRequest, historical_records, foreign_keys_are_objs=True) -> None:
+    def set_history_delta_changes(
+        self, request: HttpRequest, historical_records: Any, foreign_keys_are_objs: bool = True
+    ) -> None:
         # simple-history's hook for per-row diffs, called by its history_view with the page's records: each record
         # gets the lines listed under it, newest first (a rule's band changes made under that version, then its own).
         records = list(historical_records)
@@ -67,13 +72,14 @@ class OwnedAdminMixin:
 
     # Foreign keys whose choices are limited to what the user may edit, with the queryset path to the owner.
     owned_choice_fields: dict[str, str] = {}
+    model: Any  # the ModelAdmin's, which this mixin is combined with
 
     def _editable(self, request: HttpRequest, obj: models.Model | None) -> bool:
         if obj is None:
             return True
         return self.model.objects.editable_by(request.user).filter(pk=obj.pk).exists()
 
-    def get_queryset(self, request: HttpRequest):
+    def get_queryset(self, request: HttpRequest) -> Any:
         return super().get_queryset(request).visible_to(request.user)  # type: ignore[misc]
 
     def has_change_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
@@ -82,7 +88,7 @@ class OwnedAdminMixin:
     def has_delete_permission(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         return super().has_delete_permission(request, obj) and self._editable(request, obj)  # type: ignore[misc]
 
-    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         path = self.owned_choice_fields.get(db_field.name)
         if path is not None and not request.user.is_superuser:
             kwargs["queryset"] = db_field.related_model.objects.filter(**{path: request.user})
@@ -92,11 +98,20 @@ class OwnedAdminMixin:
 class ReadOnlyAdminMixin:
     """For records nobody edits in the admin (audit events, tokens): view only, for everyone."""
 
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def admin_user(request: HttpRequest) -> User:
+    """The person an admin page serves: admin views only ever let a signed-in staff user through, so anything else
+    is refused rather than passed on to a service as an actor."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise PermissionDenied
+    return user

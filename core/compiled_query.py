@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
-from django.db.models.query import get_related_populators
+from django.db.models.query import get_related_populators  # type: ignore[attr-defined]  # Django's, not in the stubs
+
+M = TypeVar("M", bound=models.Model)
 
 
-class CompiledQuery:
+class CompiledQuery(Generic[M]):
     """A queryset of fixed shape, compiled to SQL once per database and run again with new values.
 
     Building and compiling a queryset costs more Python time than the database spends answering it (PERFORMANCE.md:
@@ -21,12 +23,12 @@ class CompiledQuery:
     the way Django's own ModelIterable does: select_related objects, annotations and field converters included.
     """
 
-    def __init__(self, build: Callable[..., models.QuerySet], **sentinels: Any) -> None:
+    def __init__(self, build: Callable[..., models.QuerySet[M]], **sentinels: Any) -> None:
         self._build = build
         self._sentinels = sentinels
         self._plans: dict[str, _Plan] = {}
 
-    def run(self, using: str = DEFAULT_DB_ALIAS, **values: Any) -> list[models.Model]:
+    def run(self, using: str = DEFAULT_DB_ALIAS, **values: Any) -> list[M]:
         plan = self._plans.get(using) or self._plan(using)
         connection = connections[using]
         params = list(plan.params)
@@ -37,7 +39,7 @@ class CompiledQuery:
         with connection.cursor() as cursor:
             cursor.execute(plan.sql, params)
             rows = cursor.fetchall()
-        objects = []
+        objects: list[M] = []
         for row in rows:
             if plan.converters:
                 row = list(row)
@@ -51,7 +53,7 @@ class CompiledQuery:
                 populator.populate(row, obj)
             for name, position in plan.annotations:
                 setattr(obj, name, row[position])
-            objects.append(obj)
+            objects.append(cast(M, obj))
         return objects
 
     def _plan(self, using: str) -> _Plan:
@@ -102,7 +104,7 @@ class _Plan:
     converters: list[tuple[int, list, Any]]
 
 
-def _adapt(value: Any, connection) -> Any:
+def _adapt(value: Any, connection: Any) -> Any:
     """A value as the compiler passes it to the driver: only datetimes are adapted (SQLite stores text)."""
     if isinstance(value, datetime):
         return connection.ops.adapt_datetimefield_value(value)

@@ -71,9 +71,6 @@ class Progress:
         elif now - (self._last_drawn if self._last_drawn is not None else self.started) >= self.line_every:
             self._line(now)
 
-    def advance(self, count: int = 1) -> None:
-        self.update(self.done + count)
-
     def finish(self) -> None:
         """The last state: the bar drawn and its line ended; in a log, a closing line if the run was long enough to
         have printed any, and moved since."""

@@ -1,4 +1,4 @@
-"""The admin site: Django's own, with a home page that shows each person their work (console/dashboard.py).
+"""The admin site: Django's own, with a home page that shows each person their work (console/dashboard/).
 
 Installed as the default site through `gatehouse.apps.GatehouseAdminConfig` (in INSTALLED_APPS instead of
 "django.contrib.admin"), so `admin.site`, `@admin.register` and every ModelAdmin keep working unchanged. Django imports

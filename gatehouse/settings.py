@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from cryptography.fernet import Fernet
@@ -26,7 +28,7 @@ PRODUCTION = GATEHOUSE_ENV == "production"
 DEBUG = env_bool("GATEHOUSE_DEBUG", default=not PRODUCTION)
 
 
-def _local_secret(name: str, make: callable) -> str:  # type: ignore[valid-type]
+def _local_secret(name: str, make: Callable[[], str]) -> str:
     """A development-only secret kept under var/, so restarts keep sessions and decryptable credentials."""
     if PRODUCTION:
         raise ImproperlyConfigured(f"{name} must be set when GATEHOUSE_ENV=production.")
@@ -152,9 +154,9 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "gatehouse.sqlite3",
+            "NAME": str(VAR_DIR / "gatehouse.sqlite3"),
             # A file, not memory: the suite's web and worker processes share the test database.
-            "TEST": {"NAME": VAR_DIR / "test-gatehouse.sqlite3"},
+            "TEST": {"NAME": str(VAR_DIR / "test-gatehouse.sqlite3")},
             "OPTIONS": {
                 # IMMEDIATE: writers queue on the lock instead of failing with "database is locked" mid-transaction.
                 "transaction_mode": "IMMEDIATE",
@@ -201,7 +203,7 @@ if REDIS_URL:
     # Short socket timeouts: with Redis down, publishing fails fast and the outbox keeps the work for the sweeper.
     # Workers look for messages past the visibility timeout every quarter of it (1-10 s), each time: kombu's own
     # default looks every 10th time of every 10 s, so a message could come back up to 100 s late.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, Any] = {
         "visibility_timeout": GATEHOUSE_BROKER_VISIBILITY_TIMEOUT,
         "unacked_restore_interval": max(1, min(10, GATEHOUSE_BROKER_VISIBILITY_TIMEOUT // 4)),
         "unacked_restore_throttle": 1,

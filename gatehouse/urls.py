@@ -1,8 +1,9 @@
 """Top-level routes: the admin, the agent API, and the operations endpoints."""
 
 from django.contrib import admin
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found, server_error
 from django.views.generic import RedirectView
 
 from console import health, metrics
@@ -23,19 +24,15 @@ urlpatterns = [
 ]
 
 
-def handler404(request: HttpRequest, exception: Exception | None = None):
+def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return problem_response(status=404, code="not_found", title="Not found", detail="No such endpoint.")
-    from django.views.defaults import page_not_found
-
     return page_not_found(request, exception)
 
 
-def handler500(request: HttpRequest) -> JsonResponse:
+def handler500(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/"):
         return problem_response(
             status=500, code="internal_error", title="Internal error", detail="Gatehouse failed; the error is logged."
         )
-    from django.views.defaults import server_error
-
     return server_error(request)

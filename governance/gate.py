@@ -113,7 +113,7 @@ def ensure_may_act(agent: Agent, *, channel: Channel | str, target: Target = Tar
     if stop is not None and stop.switch == "agent":
         raise refuse(AgentDisabled(f"Agent {agent.slug} is disabled: {stop.reason}"), **_at(agent, channel, target))
     if stop is not None and stop.switch == "global":
-        error = SystemFrozen(f"Gatehouse is stopped for all agents: {stop.reason}", headers=retry)
+        error: GatehouseError = SystemFrozen(f"Gatehouse is stopped for all agents: {stop.reason}", headers=retry)
         raise refuse(error, **_at(agent, channel, target))
     if system is None:
         return
@@ -278,7 +278,7 @@ def check_proposal(
     ensure_may_act(agent, channel=channel, target=target, write=True)
     found = _ACTION.run(system_id=system.pk, name=action_name)
     if not found:
-        error = UnknownAction(f"{system} has no action {action_name!r}.")
+        error: GatehouseError = UnknownAction(f"{system} has no action {action_name!r}.")
         raise refuse(error, agent=agent, channel=channel, target=target)
     scope = ProposalScope(system=system, action=found[0])
     granted = any(

@@ -89,46 +89,51 @@ def threshold_rule_lines(rule_records: Iterable[Any], band_records: Iterable[Any
             after = _sign_off_in_effect(rule, bands)
             if rule is None:  # a band row older than every rule row: history rows were pruned
                 continue
-            lines.append(
-                HistoryLine(
-                    when=record.history_date,
-                    who=who(record),
-                    change=CHANGE_KINDS[record.history_type],
-                    subject=band_label(previous if previous is not None and record.history_type == "~" else record),
-                    changes=field_changes(record, None if record.history_type == "+" else previous, ["rule"]),
-                    reason=record.history_change_reason or "",
-                    version_id=rule.history_id,
-                    own=False,
-                    sign_off=_sign_off_context(before=before, after=after, signed_now=False, rule_record=rule),
-                )
-            )
+            lines.append(_band_line(record, previous, rule, before=before, after=after))
             continue
-
         previous_rule, rule = rule, record
         after = _sign_off_in_effect(rule, bands)
-        signed_now = bool(record.signed_off_at) and (
-            previous_rule is None or previous_rule.signed_off_at != record.signed_off_at
-        )
-        line_who = who(record)
-        if signed_now and record.history_user_id is None and record.signed_off_by_id:
-            line_who = _signer(record)  # signed off outside a request (seeding, a command): the signer did it
-        lines.append(
-            HistoryLine(
-                when=record.history_date,
-                who=line_who,
-                change=CHANGE_KINDS[record.history_type],
-                subject="",
-                changes=field_changes(record, None if record.history_type == "+" else previous_rule),
-                reason=record.history_change_reason or "",
-                version_id=record.history_id,
-                own=True,
-                sign_off=""
-                if record.history_type == "-"
-                else _sign_off_context(before=before, after=after, signed_now=signed_now, rule_record=record),
-            )
-        )
+        lines.append(_rule_line(record, previous_rule, before=before, after=after))
     lines.reverse()
     return lines
+
+
+def _band_line(record: Any, previous: Any | None, rule: Any, *, before: bool, after: bool) -> HistoryLine:
+    """A band's change, told under the rule version it was made in."""
+    return HistoryLine(
+        when=record.history_date,
+        who=who(record),
+        change=CHANGE_KINDS[record.history_type],
+        subject=band_label(previous if previous is not None and record.history_type == "~" else record),
+        changes=field_changes(record, None if record.history_type == "+" else previous, ["rule"]),
+        reason=record.history_change_reason or "",
+        version_id=rule.history_id,
+        own=False,
+        sign_off=_sign_off_context(before=before, after=after, signed_now=False, rule_record=rule),
+    )
+
+
+def _rule_line(record: Any, previous_rule: Any | None, *, before: bool, after: bool) -> HistoryLine:
+    """A change of the rule itself; a sign-off made outside a request (seeding, a command) is told as the signer's."""
+    signed_now = bool(record.signed_off_at) and (
+        previous_rule is None or previous_rule.signed_off_at != record.signed_off_at
+    )
+    line_who = who(record)
+    if signed_now and record.history_user_id is None and record.signed_off_by_id:
+        line_who = _signer(record)
+    return HistoryLine(
+        when=record.history_date,
+        who=line_who,
+        change=CHANGE_KINDS[record.history_type],
+        subject="",
+        changes=field_changes(record, None if record.history_type == "+" else previous_rule),
+        reason=record.history_change_reason or "",
+        version_id=record.history_id,
+        own=True,
+        sign_off=""
+        if record.history_type == "-"
+        else _sign_off_context(before=before, after=after, signed_now=signed_now, rule_record=record),
+    )
 
 
 def threshold_rule_history(rule_id: int) -> list[HistoryLine]:

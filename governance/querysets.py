@@ -10,10 +10,10 @@ from django.utils import timezone
 from governance.choices import Role
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 
-def sees_everything(user: AbstractBaseUser | AnonymousUser) -> bool:
+def sees_everything(user: User | AnonymousUser) -> bool:
     """Superusers and operators act on the whole inventory; everybody else on what they own."""
     if not user.is_authenticated or not user.is_active:
         return False
@@ -23,7 +23,7 @@ def sees_everything(user: AbstractBaseUser | AnonymousUser) -> bool:
 class OwnedQuerySet(models.QuerySet):
     """Rows whose system (or the row itself) has an owner, found through the model's OWNER_PATH."""
 
-    def editable_by(self, user: AbstractBaseUser | AnonymousUser) -> OwnedQuerySet:
+    def editable_by(self, user: User | AnonymousUser) -> OwnedQuerySet:
         """What `user` may change: superusers everything, everyone else only what they own.
 
         Operators see everything but change rules and grants only through their own services (kill switch,
@@ -37,7 +37,7 @@ class OwnedQuerySet(models.QuerySet):
             return self
         return self.filter(**{self.model.OWNER_PATH: user})
 
-    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> OwnedQuerySet:
+    def visible_to(self, user: User | AnonymousUser) -> OwnedQuerySet:
         """Inventory is visible to every active staff user (auditors read it all); nothing to anyone else."""
         if not user.is_authenticated or not user.is_active or not user.is_staff:
             return self.none()

@@ -6,9 +6,10 @@ import hmac
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Subquery
+from django.db.models import QuerySet, Subquery
 from django.utils import timezone
 
 from audit.choices import Channel, Verb
@@ -25,7 +26,7 @@ _LAST_USED_RESOLUTION = timedelta(minutes=1)
 def agent_token_issue(
     *,
     agent: Agent,
-    issued_by=None,
+    issued_by: User | None = None,
     channel: Channel | str,
     expires_in: timedelta | None = None,
     label: str = "",
@@ -58,7 +59,9 @@ def agent_token_issue(
 
 
 @transaction.atomic
-def agent_tokens_revoke(*, agent: Agent, revoked_by=None, channel: Channel | str, reason: str = "") -> int:
+def agent_tokens_revoke(
+    *, agent: Agent, revoked_by: User | None = None, channel: Channel | str, reason: str = ""
+) -> int:
     """Revoke every usable token of `agent`; its next call is refused. Returns how many were revoked."""
     tokens = list(AgentToken.objects.select_for_update().filter(agent=agent).usable())
     now = timezone.now()
@@ -75,7 +78,7 @@ def agent_tokens_revoke(*, agent: Agent, revoked_by=None, channel: Channel | str
     return len(tokens)
 
 
-def _token_query(prefix: str):
+def _token_query(prefix: str) -> QuerySet[AgentToken]:
     stop = GlobalSwitch.objects.filter(pk=1)
     return (
         AgentToken.objects.select_related("agent")
@@ -105,13 +108,13 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
         return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)  # not history-tracked: see model
-    switch_row = token.stop_engaged is not None  # no row: the switch was never set
-    note_global_stop(token.agent, (bool(token.stop_engaged), token.stop_reason) if switch_row else (False, ""))
+    engaged, reason = getattr(token, "stop_engaged", None), getattr(token, "stop_reason", "")  # annotated by the query
+    note_global_stop(token.agent, (bool(engaged), reason) if engaged is not None else (False, ""))  # None: never set
     return token.agent, token
 
 
 @transaction.atomic
-def threshold_rule_sign_off(*, rule: ThresholdRule, user, channel: Channel | str) -> ThresholdRule:
+def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel | str) -> ThresholdRule:
     """Record the business owner's sign-off of the rule as it stands now; any later edit voids it."""
     rule = ThresholdRule.objects.select_for_update(of=("self",)).select_related("system").get(pk=rule.pk)
     if user.pk != rule.system.owner_id:

@@ -1,6 +1,6 @@
 """Fault injection with real processes, shared by the tests that stop, kill or restart them: a private stack (its own
 sample CRM and broker queue, workers started with the environment a test needs), a private redis-server to stop and
-start, and small helpers to propose, read the audit verbs and wait.
+start, and small helpers to read the audit verbs and wait (proposing: tests/factories.py).
 
 The fixtures `private_stack` and `private_redis` (tests/conftest.py) hand these out; the machine's shared PostgreSQL
 and Redis are never stopped.

@@ -15,13 +15,13 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from approvals.autonomy import (
+from approvals.autonomy import autonomy_report
+from approvals.autonomy_records import (
     DEFAULT_DAYS,
     MAX_RAISE_FACTOR,
     RAISE_MIN_DECIDED,
     TIGHTEN_MIN_DECIDED,
     TIGHTEN_REJECTION_RATE,
-    autonomy_report,
 )
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
 from approvals.decisions import (
@@ -36,6 +36,7 @@ from approvals.models import Proposal
 from approvals.transitions import InvalidTransition
 from audit.choices import Channel
 from audit.models import AuditEvent
+from core.admin import admin_user
 from governance.models import Agent
 
 AUTONOMY_MAX_DAYS = 366
@@ -98,7 +99,7 @@ class ProposalAdmin(admin.ModelAdmin):
         return (
             super()
             .get_queryset(request)
-            .visible_to(request.user)
+            .visible_to(request.user)  # type: ignore[attr-defined]  # ProposalQuerySet, which the stubs do not see
             .select_related("agent", "system", "action_type__resource", "approver", "decided_by", "rule")
         )
 
@@ -151,7 +152,7 @@ class ProposalAdmin(admin.ModelAdmin):
     def _decision_context(self, request: HttpRequest, proposal: Proposal) -> dict:
         record, unreadable = (None, "")
         if proposal.status in AWAITING_DECISION or proposal.status == ProposalStatus.MANUAL_TASK:
-            record, unreadable = proposal_current_record(proposal=proposal, user=request.user)
+            record, unreadable = proposal_current_record(proposal=proposal, user=admin_user(request))
         diff = []
         for field, proposed in (proposal.payload or {}).items():
             now = (record or {}).get(field, (proposal.record_snapshot or {}).get(field))
@@ -231,7 +232,7 @@ class ProposalAdmin(admin.ModelAdmin):
         page = reverse("admin:approvals_proposal_change", args=[proposal.pk])
         try:
             if step == "approve":
-                proposal_approve(proposal_id=proposal.pk, user=request.user, channel=Channel.ADMIN, comment=note)
+                proposal_approve(proposal_id=proposal.pk, user=admin_user(request), channel=Channel.ADMIN, comment=note)
                 self.message_user(request, "Approved.", messages.SUCCESS)
             elif step == "reject":
                 if not note:
@@ -239,14 +240,18 @@ class ProposalAdmin(admin.ModelAdmin):
                         request, "Give a reason to reject: the agent and the audit trail show it.", messages.ERROR
                     )
                     return HttpResponseRedirect(page)
-                proposal_reject(proposal_id=proposal.pk, user=request.user, channel=Channel.ADMIN, reason=note)
+                proposal_reject(proposal_id=proposal.pk, user=admin_user(request), channel=Channel.ADMIN, reason=note)
                 self.message_user(request, "Rejected.", messages.SUCCESS)
             elif step in ("review", "flag"):
                 if step == "flag" and not note:
                     self.message_user(request, "Say why you flag it.", messages.ERROR)
                     return HttpResponseRedirect(page)
                 proposal_review(
-                    proposal_id=proposal.pk, user=request.user, channel=Channel.ADMIN, flag=step == "flag", comment=note
+                    proposal_id=proposal.pk,
+                    user=admin_user(request),
+                    channel=Channel.ADMIN,
+                    flag=step == "flag",
+                    comment=note,
                 )
                 self.message_user(request, "Flagged." if step == "flag" else "Reviewed.", messages.SUCCESS)
             elif step in ("done", "failed"):
@@ -254,7 +259,11 @@ class ProposalAdmin(admin.ModelAdmin):
                     self.message_user(request, "Say why the task could not be done.", messages.ERROR)
                     return HttpResponseRedirect(page)
                 proposal_manual_complete(
-                    proposal_id=proposal.pk, user=request.user, channel=Channel.ADMIN, done=step == "done", note=note
+                    proposal_id=proposal.pk,
+                    user=admin_user(request),
+                    channel=Channel.ADMIN,
+                    done=step == "done",
+                    note=note,
                 )
                 self.message_user(request, "Recorded.", messages.SUCCESS)
             else:
@@ -273,7 +282,7 @@ class ProposalAdmin(admin.ModelAdmin):
                 skipped.append(f"{proposal.record_id} ({proposal.get_mode_display().lower()}: open it to decide)")
                 continue
             try:
-                proposal_approve(proposal_id=proposal.pk, user=request.user, channel=Channel.ADMIN)
+                proposal_approve(proposal_id=proposal.pk, user=admin_user(request), channel=Channel.ADMIN)
                 approved += 1
             except (InvalidTransition, NotYourDecision) as exc:
                 skipped.append(f"{proposal.record_id}: {exc}")

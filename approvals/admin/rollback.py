@@ -20,7 +20,7 @@ from approvals.killswitch import HOLDABLE, SwitchTarget, is_on, kill_switch_off,
 from approvals.models import Drill, Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start, validate_hours
 from audit.choices import Channel
-from core.admin import ReadOnlyAdminMixin
+from core.admin import ReadOnlyAdminMixin, admin_user
 from governance.models import Agent, GlobalSwitch, System
 
 
@@ -52,7 +52,7 @@ class StepInline(admin.TabularInline):
     model = ReversalStep
     extra = 0
     can_delete = False
-    fields = ["position", "write", "kind", "status", "explanation", "last_error", "attempts"]
+    fields = ("position", "write", "kind", "status", "explanation", "last_error", "attempts")
     readonly_fields = fields
 
     @admin.display(description="Write")
@@ -74,7 +74,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["agent", "system", "requested_by"]
     change_form_template = "admin/approvals/reversal/change_form.html"
     inlines = [StepInline]
-    readonly_fields = [
+    readonly_fields = (
         "agent",
         "system",
         "window_start",
@@ -88,7 +88,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "started_at",
         "finished_at",
-    ]
+    )
     fields = readonly_fields
 
     @admin.display(description="Scope")
@@ -120,7 +120,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @staticmethod
     def _may_reverse(request: HttpRequest, reversal: Reversal) -> bool:
         return may_pull(
-            request.user,
+            admin_user(request),
             SwitchTarget(agent=reversal.agent) if reversal.agent_id else SwitchTarget(system=reversal.system),
         )
 
@@ -129,7 +129,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         target = _target(request)
         if target.agent is None and target.system is None:
             raise Http404("Reverse the writes of an agent or of a system.")
-        if not may_pull(request.user, target):
+        if not may_pull(admin_user(request), target):
             raise PermissionDenied
         form = PlanForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -138,7 +138,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     agent=target.agent,
                     system=target.system,
                     hours=form.cleaned_data["hours"],
-                    user=request.user,
+                    user=admin_user(request),
                     channel=Channel.ADMIN,
                     reason=form.cleaned_data["reason"],
                 )
@@ -164,7 +164,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if not self._may_reverse(request, reversal):
             raise PermissionDenied
         try:
-            reversal_start(reversal_id=reversal.pk, user=request.user, channel=Channel.ADMIN)
+            reversal_start(reversal_id=reversal.pk, user=admin_user(request), channel=Channel.ADMIN)
         except ReversalRefused as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
@@ -174,7 +174,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def kill_switch_view(self, request: HttpRequest) -> TemplateResponse | HttpResponseRedirect:
         """The kill switch for an agent, a system's writes, or everything: what it does, a reason, a confirmation."""
         target = _target(request)
-        if not may_pull(request.user, target):
+        if not may_pull(admin_user(request), target):
             raise PermissionDenied
         on = is_on(target)
         form = SwitchForm(request.POST or None)
@@ -182,7 +182,7 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             switch = kill_switch_off if on else kill_switch_on
             try:
                 result = switch(
-                    target=target, reason=form.cleaned_data["reason"], user=request.user, channel=Channel.ADMIN
+                    target=target, reason=form.cleaned_data["reason"], user=admin_user(request), channel=Channel.ADMIN
                 )
             except ValidationError as exc:
                 form.add_error("reason", exc)
@@ -236,7 +236,7 @@ class DrillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         systems = [
             system
             for system in System.objects.order_by("slug")
-            if system.environment == "staging" and may_pull(request.user, SwitchTarget(system=system))
+            if system.environment == "staging" and may_pull(admin_user(request), SwitchTarget(system=system))
         ]
         return super().changelist_view(request, {**(extra_context or {}), "drill_systems": systems})
 
@@ -247,7 +247,7 @@ class DrillAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return HttpResponseRedirect(changelist)
         system = get_object_or_404(System, pk=request.POST.get("system"))
         try:
-            target = drill_request(system=system, user=request.user, channel=Channel.ADMIN)
+            target = drill_request(system=system, user=admin_user(request), channel=Channel.ADMIN)
         except DrillRefused as exc:  # said on the page, nothing queued
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(changelist)

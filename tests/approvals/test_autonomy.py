@@ -17,7 +17,8 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.autonomy import FALLBACK_LABEL, SuggestionKind, autonomy_report, round_down
+from approvals.autonomy import autonomy_report
+from approvals.autonomy_records import FALLBACK_LABEL, SuggestionKind, round_down
 from approvals.choices import DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.decisions import proposal_approve, proposal_reject, proposal_review, proposals_escalate_and_expire
 from approvals.execution import proposal_claim, proposal_record_executed, proposal_record_failure

@@ -25,7 +25,8 @@ from approvals.execution import execution_lease, outbox_sweep, retry_delay
 from approvals.models import OutboxMessage, Proposal
 from audit.models import AuditEvent
 from governance.models import ActionType, Agent, GlobalSwitch, ScopeGrant, System
-from tests.faults import FAST_RETRIES, propose, redis_queue_length, verbs, wait_until
+from tests.factories import propose_limit as propose
+from tests.faults import FAST_RETRIES, redis_queue_length, verbs, wait_until
 
 # --- Retries ----------------------------------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ from audit.models import AuditEvent
 from audit.services import _CHAIN_LOCK_KEY
 from core.database import RETRY_AFTER_SECONDS
 from gatehouse.celery import app as celery_app
-from tests.faults import propose, wait_until
+from tests.factories import propose_limit as propose
+from tests.faults import wait_until
 from tests.stack import ROOT
 
 EXECUTED_ONCE = {"proposed": 1, "approved": 1, "executing": 1, "executed": 1}

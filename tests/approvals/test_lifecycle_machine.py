@@ -42,7 +42,8 @@ from approvals.decisions import NotYourDecision, proposal_approve, proposal_reje
 from approvals.execution import proposal_execute
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Proposal, Reversal, ReversalStep
-from approvals.reversal import reversal_plan, reversal_run_here
+from approvals.reversal import reversal_plan
+from approvals.reversal_rounds import reversal_run_here
 from approvals.services import ProposalRequest, proposal_cancel, proposal_create
 from approvals.transitions import InvalidTransition
 from audit.integrity import verify_chain

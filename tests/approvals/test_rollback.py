@@ -11,19 +11,14 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management import CommandError, call_command
 
-from approvals import reversal as reversal_module
+from approvals import reversal_rounds as reversal_module
 from approvals.choices import ProposalStatus
 from approvals.decisions import proposal_approve
 from approvals.execution import proposal_execute
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Drill, Proposal, Reversal, ReversalStep
-from approvals.reversal import (
-    ReversalRefused,
-    reversal_plan,
-    reversal_report,
-    reversal_run_here,
-    reversal_start,
-)
+from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start
+from approvals.reversal_rounds import reversal_run_here
 from approvals.transitions import InvalidTransition
 from audit.models import AuditEvent
 from governance.models import Agent, System

@@ -287,7 +287,7 @@ def test_people_without_audit_access_cannot_export(client, trail, f):
 @pytest.mark.django_db
 def test_postgresqls_copy_and_pythons_csv_writer_give_the_same_cells(trail):
     """On PostgreSQL the CSV is written by `COPY … TO STDOUT`; it must read back cell for cell as the Python path."""
-    from audit.exports import _copy_csv, _python_csv
+    from audit.exports import csv_by_copy, csv_by_python
 
     awkward = ["=1+2", 'comma, "quoted"\nnew line', "ünïcødé 😀", "-5", "\t@x", "", "a\rb"]
     for text in awkward:
@@ -308,7 +308,7 @@ def test_postgresqls_copy_and_pythons_csv_writer_give_the_same_cells(trail):
         assert text.startswith("\ufeffid,occurred_at,")
         return list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
 
-    from_copy, from_python = cells(_copy_csv(queryset)), cells(_python_csv(queryset))
+    from_copy, from_python = cells(csv_by_copy(queryset)), cells(csv_by_python(queryset))
     assert len(from_copy) == AuditEvent.objects.count() + 1
     assert from_copy == from_python
     summaries = [row[13] for row in from_copy[1:]]

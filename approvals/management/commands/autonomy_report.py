@@ -6,7 +6,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from approvals.autonomy import DEFAULT_DAYS, AutonomyReport, autonomy_report
+from approvals.autonomy import autonomy_report
+from approvals.autonomy_records import DEFAULT_DAYS, AutonomyReport
 from governance.models import Agent
 
 

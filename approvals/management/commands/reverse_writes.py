@@ -76,7 +76,7 @@ class Command(BaseCommand):
             )
         for step in steps:
             proposal = step.proposal
-            when = proposal.executed_at.strftime("%Y-%m-%d %H:%M:%S")
+            when = f"{proposal.executed_at:%Y-%m-%d %H:%M:%S}" if proposal.executed_at else "—"
             self.stdout.write(
                 f"  {step.position:>3}. {when}  {proposal.action_type.name:<22} {proposal.record_id:<10} "
                 f"{step.get_kind_display().upper()}: {step.explanation}"

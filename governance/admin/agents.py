@@ -1,0 +1,168 @@
+"""Admin for agents, their tokens and their scope grants."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from approvals.readiness import (
+    enables_production_writes,
+    readiness,
+)
+from audit.choices import Channel
+from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
+from governance.admin.base import AuditTrailLinkMixin, GatedAdmin, NameListField, ReadinessOverrideForm, switch_tool
+from governance.choices import AgentStatus
+from governance.models import (
+    Agent,
+    AgentToken,
+    ScopeGrant,
+)
+from governance.services import agent_token_issue, agent_tokens_revoke
+
+
+class AgentTokenInline(admin.TabularInline):
+    """Tokens are issued and revoked with the actions above the list; here they are only shown."""
+
+    model = AgentToken
+    extra = 0
+    can_delete = False
+    fields = ("prefix", "label", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Agent)
+class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
+    audit_filter = "agent__id__exact"
+    list_display = ["slug", "name", "status", "owner", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["slug", "name"]
+    list_select_related = ["owner"]
+    inlines = [AgentTokenInline]
+    actions = ["issue_token", "revoke_tokens"]
+    # Stopping an agent is the kill switch's (audited, with a reason, holding its pending work), not a form field.
+    readonly_fields = ["status", "disabled_reason", "readiness_checklist"]
+    fields = ["slug", "name", "description", "owner", "status", "disabled_reason", "readiness_checklist"]
+
+    @admin.display(description="Readiness for production writes")
+    def readiness_checklist(self, agent: Agent) -> str:
+        if not agent.pk:
+            return "Computed once the agent is saved."
+        checklist = readiness(agent)
+        rows = format_html_join(
+            "",
+            '<li class="readiness-{}"><strong>{} {}</strong>: {}{}</li>',
+            (
+                (
+                    "ok" if item.ok else "fail",
+                    "✓" if item.ok else "✗",
+                    item.label,
+                    item.reason,
+                    format_html(' — <a href="{}">fix</a>', item.fix_url) if item.fix_url and not item.ok else "",
+                )
+                for item in checklist.items
+            ),
+        )
+        verdict = "Ready for production writes." if checklist.ok else "Not ready: production writes are refused."
+        return format_html('<p id="readiness-verdict">{}</p><ul id="readiness">{}</ul>', verdict, rows)
+
+    def object_tools(self, request: HttpRequest, obj: Agent) -> list[dict[str, str]]:
+        return [
+            switch_tool(request, on=obj.status == AgentStatus.DISABLED, agent=obj.slug),
+            {
+                "label": "Reverse recent writes…",
+                "url": reverse("admin:approvals_reversal_plan") + "?" + urlencode({"agent": obj.slug}),
+                "id": "reverse-link",
+            },
+            {
+                "label": "Autonomy report",
+                "url": reverse("admin:approvals_autonomy", args=[obj.slug]),
+                "id": "autonomy-link",
+            },
+        ]
+
+    @admin.action(description="Issue a new token (shown once)", permissions=["change"])
+    def issue_token(self, request: HttpRequest, queryset: QuerySet[Agent]) -> TemplateResponse | None:
+        agents = [agent for agent in queryset if self.has_change_permission(request, agent)]
+        if not agents:
+            self.message_user(request, "You may not issue tokens for these agents.", messages.ERROR)
+            return None
+        issued = [
+            (
+                agent,
+                agent_token_issue(agent=agent, issued_by=admin_user(request), channel=Channel.ADMIN, label="admin")[1],
+            )
+            for agent in agents
+        ]
+        # Rendered straight into the response: a message would put the secret in a cookie or the session.
+        context = {**self.admin_site.each_context(request), "title": "New agent tokens", "issued": issued}
+        return TemplateResponse(request, "admin/governance/agent/issued_tokens.html", context)
+
+    @admin.action(description="Revoke all tokens", permissions=["change"])
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        total = 0
+        for agent in queryset:
+            if self.has_change_permission(request, agent):
+                total += agent_tokens_revoke(agent=agent, revoked_by=admin_user(request), channel=Channel.ADMIN)
+        self.message_user(request, f"Revoked {total} token(s).")
+
+
+@admin.register(ScopeGrant)
+class ScopeGrantAdmin(GatedAdmin, OwnedAdminMixin, HistoryAdmin):
+    list_display = ["agent", "system", "resource", "access", "allowed", "granted_by", "expires_at"]
+    list_filter = ["access", "system", "agent"]
+    search_fields = ["agent__slug", "system__slug", "resource__name"]
+    list_select_related = ["agent", "system", "resource", "granted_by"]
+    readonly_fields = ["granted_by", "created_at"]
+    owned_choice_fields = {"system": "owner", "resource": "system__owner"}
+
+    class Form(ReadinessOverrideForm):
+        # A form field named as the model field `fields`, which django-stubs reads as BaseForm.fields.
+        fields = NameListField(required=False, help_text="Read grants: comma-separated fields; empty means all.")  # type: ignore[assignment]
+        actions = NameListField(required=False, help_text="Write grants: comma-separated action names.")
+
+        class Meta:
+            model = ScopeGrant
+            fields = ["agent", "system", "resource", "access", "fields", "actions", "justification", "expires_at"]
+
+        def clean(self) -> dict[str, Any]:
+            cleaned = super().clean() or {}
+            if self.errors:
+                return cleaned
+            grant = self.instance
+            for name in ("agent", "system", "resource", "access", "actions", "justification", "expires_at"):
+                if name in cleaned:
+                    setattr(grant, name, cleaned[name])
+            if grant.agent_id and grant.system_id and enables_production_writes(grant):
+                self.gate(
+                    agents=[grant.agent],
+                    what=f"A write grant for {grant.agent} on {grant.system} (production)",
+                    extra_grants=[grant],
+                )
+            return cleaned
+
+    form = Form
+
+    @admin.display(description="Fields / actions")
+    def allowed(self, obj: ScopeGrant) -> str:
+        if obj.access == "read":
+            return ", ".join(obj.fields) or "all fields"
+        return ", ".join(obj.actions)
+
+    def save_model(self, request: HttpRequest, obj: ScopeGrant, form: Any, change: bool) -> None:
+        if not change:
+            obj.granted_by = request.user  # type: ignore[assignment]  # the admin's user: signed in
+        super().save_model(request, obj, form, change)

@@ -1,0 +1,25 @@
+"""The inventory: systems, their resources and actions, agents and their tokens, scope grants, threshold rules, and
+the global stop. One module per subject; every model is importable from here, as Django and the rest of the code
+expect (`from governance.models import System`)."""
+
+from governance.models.agents import Agent, AgentToken, ScopeGrant
+from governance.models.rules import BandSpec, ThresholdBand, ThresholdRule, validate_bands
+from governance.models.switch import GlobalSwitch
+from governance.models.systems import ActionType, Resource, System
+from governance.models.validators import currency_validator, slug_validator
+
+__all__ = [
+    "ActionType",
+    "Agent",
+    "AgentToken",
+    "BandSpec",
+    "GlobalSwitch",
+    "Resource",
+    "ScopeGrant",
+    "System",
+    "ThresholdBand",
+    "ThresholdRule",
+    "currency_validator",
+    "slug_validator",
+    "validate_bands",
+]
