@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from approvals import reversal_rounds as reversal_module
 from approvals.choices import ProposalStatus
 from approvals.decisions import proposal_approve
+from approvals.drills import drill_request, rollback_drill
 from approvals.execution import proposal_execute
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Drill, Proposal, Reversal, ReversalStep
@@ -385,3 +386,14 @@ def test_end_to_end_stop_the_agent_then_reverse_its_day_on_the_workers(live):
     reversal = Reversal.objects.get()
     assert reversal.status == Reversal.Status.INCOMPLETE and reversal.rounds >= 1
     assert Proposal.objects.get(pk=ids[3]).status == ProposalStatus.EXECUTED
+
+
+@pytest.mark.django_db
+def test_a_drill_asked_for_by_someone_who_may_not_pull_the_systems_switch_is_refused_by_the_service(demo):
+    """The admin's drill button checked who may; the service (and so the task and every other door) does too."""
+    staging = System.objects.get(slug="crm-staging")
+    with pytest.raises(PermissionDenied):
+        drill_request(system=staging, user=User.objects.get(username="approver"), channel="admin")
+    with pytest.raises(PermissionDenied):
+        rollback_drill(system=staging, user=User.objects.get(username="auditor"), channel="admin")
+    assert not Drill.objects.exists()
