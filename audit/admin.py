@@ -249,5 +249,5 @@ class AuditVerificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(AuditCheckpoint)
 class AuditCheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "last_event_id", "event_count", "last_hash"]
+    list_display = ["created_at", "last_event_id", "event_count", "last_hash", "version", "previous_id"]
     readonly_fields = [field.name for field in AuditCheckpoint._meta.fields]

@@ -2,22 +2,21 @@
 
 The chain finds edits, deletions and reorderings by itself. A tail cut off the end leaves a shorter chain that still
 holds, so Gatehouse also signs the chain's head on a schedule (`AuditCheckpoint`, HMAC-SHA256 with a key kept
-outside the database) and each check compares the chain with the newest checkpoint.
+outside the database) and each check compares the chain with the newest checkpoint, after checking that the
+checkpoints themselves hold (`audit.checkpoints`: each signed, each linked to the one before, none missing).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit.checkpoints import checkpoint_sign, verify_checkpoints
 from audit.models import GENESIS_HASH, AuditCheckpoint, AuditEvent, AuditVerification
 
 logger = logging.getLogger(__name__)
@@ -26,6 +25,8 @@ logger = logging.getLogger(__name__)
 FULL_WALK_EVERY = timedelta(hours=24)
 # A full walk of millions of events takes minutes: the job's own time limit, far above the default task limits.
 FULL_WALK_TIME_LIMIT = timedelta(minutes=30)
+# What a run writes when it ends, into the row it wrote when it started (the rest of the row stays as it began).
+RESULT_FIELDS = ("finished_at", "ok", "checked", "broken_at", "reason", "checkpoint")
 # A progress callback hears the count of events checked this often (a call per event would slow the walk).
 PROGRESS_EVERY = 1000
 
@@ -40,46 +41,27 @@ class ChainReport:
     head_hash: str = ""
 
 
-def _digest_key() -> bytes:
-    return settings.GATEHOUSE_AUDIT_DIGEST_KEY.encode()
-
-
-def checkpoint_signature(*, last_event_id: int, last_hash: str, event_count: int) -> str:
-    message = f"gatehouse-audit-checkpoint:v1:{last_event_id}:{last_hash}:{event_count}".encode()
-    return hmac.new(_digest_key(), message, hashlib.sha256).hexdigest()
-
-
-def checkpoint_is_genuine(checkpoint: AuditCheckpoint) -> bool:
-    expected = checkpoint_signature(
-        last_event_id=checkpoint.last_event_id, last_hash=checkpoint.last_hash, event_count=checkpoint.event_count
-    )
-    return hmac.compare_digest(expected, checkpoint.signature)
-
-
 def verify_chain(
     *, chunk_size: int = 5000, since_checkpoint: bool = False, progress: Callable[[int], None] | None = None
 ) -> ChainReport:
     """Walk every event in id order; stop at the first one whose content or link does not match.
 
-    An edited event no longer matches its own hash; a deleted or reordered one breaks the link of the event after.
+    First the checkpoints: every one genuine and linked to the one before it, and every passing run of the job still
+    finding the checkpoint it signed (`verify_checkpoints`); else one was altered, forged or deleted. Then the events:
+    an edited event no longer matches its own hash; a deleted or reordered one breaks the link of the event after.
     Then the newest signed checkpoint must still match: its head event present with the same hash, and exactly as
     many events up to it as there were when it was signed; otherwise the end of the chain was deleted (or rewritten).
 
-    `since_checkpoint`: check the newest checkpoint's head (present, unchanged, the same number of events up to it)
-    and walk only the events after it. Cheap enough to run every few minutes at millions of events; an edit in the
-    middle of the older part is left to the next full walk.
+    `since_checkpoint`: check the newest checkpoint (genuine, linked to the one before) and its head (present,
+    unchanged, the same number of events up to it) and walk only the events after it. Cheap enough to run every few
+    minutes at millions of events; an edit in the middle of the older part is left to the next full walk.
 
     `progress(checked)` is called every PROGRESS_EVERY events, for a command's progress bar.
     """
-    checkpoint = AuditCheckpoint.objects.order_by("-id").first()
-    if checkpoint is not None and not checkpoint_is_genuine(checkpoint):
-        return ChainReport(
-            0,
-            False,
-            checkpoint.last_event_id,
-            f"checkpoint {checkpoint.pk} does not carry Gatehouse's signature: it was forged or altered, or "
-            "GATEHOUSE_AUDIT_DIGEST_KEY changed since it was written",
-        )
+    checked = verify_checkpoints(every=not since_checkpoint)
+    if checked.problem is not None:
+        return ChainReport(0, False, checked.problem.event_id, checked.problem.reason)
+    checkpoint = checked.newest
     walk = _Walk(checkpoint)
     events = AuditEvent.objects.chain_order()
     if since_checkpoint and checkpoint is not None:
@@ -165,27 +147,7 @@ def checkpoint_write(*, report: ChainReport) -> AuditCheckpoint | None:
     """Sign the head of a chain that was just verified. Nothing to sign for an empty or broken chain."""
     if not report.ok or report.head_id is None:
         return None
-    latest = AuditCheckpoint.objects.order_by("-id").first()
-    if latest is not None and latest.last_event_id == report.head_id:
-        return latest  # nothing was appended since: the signed head stands
-    checkpoint = AuditCheckpoint.objects.create(
-        last_event_id=report.head_id,
-        last_hash=report.head_hash,
-        event_count=report.checked,
-        signature=checkpoint_signature(
-            last_event_id=report.head_id, last_hash=report.head_hash, event_count=report.checked
-        ),
-    )
-    # Also to the log, which leaves this database: a copy someone with database access cannot take back.
-    logger.info(
-        "audit checkpoint %s: %s event(s) up to #%s hash %s signature %s",
-        checkpoint.pk,
-        checkpoint.event_count,
-        checkpoint.last_event_id,
-        checkpoint.last_hash,
-        checkpoint.signature,
-    )
-    return checkpoint
+    return checkpoint_sign(head_id=report.head_id, head_hash=report.head_hash, event_count=report.checked)
 
 
 def _full_walk_due() -> bool:
@@ -217,7 +179,8 @@ def verify_and_checkpoint(
         verification.finished_at = timezone.now()
         verification.ok, verification.checked = report.ok, report.checked
         verification.broken_at, verification.reason = report.broken_at, report.reason
-        verification.save()
+        # Only the result: the application's database role may update these columns and no others (grant_app_role).
+        verification.save(update_fields=RESULT_FIELDS)
     if not report.ok:
         logger.error("audit chain broken: %s", report.reason)
     return verification

@@ -143,6 +143,11 @@ class AuditCheckpoint(models.Model):
     The hash chain alone cannot tell a deleted tail from a chain that simply ended there: a later check compares the
     chain with the newest checkpoint, so events removed from the end are noticed. The HMAC (key from the environment,
     not in the database) keeps someone with only database access from writing a matching checkpoint of their own.
+
+    Checkpoints form a chain of their own (version 2): each one's signature also covers the id and the signature of the
+    checkpoint before it, so one removed from the middle or the start breaks the next one's link, and each is also
+    written to the log, a copy outside the database (`audit.checkpoints`). Version 1 rows, from before the link, still
+    verify on their own.
     """
 
     created_at = models.DateTimeField(default=timezone.now)
@@ -150,10 +155,20 @@ class AuditCheckpoint(models.Model):
     last_hash = models.CharField(max_length=64)
     event_count = models.BigIntegerField()
     signature = models.CharField(max_length=64)
+    # A database default, not only Python's: a process of the previous release still writing during a rolling deploy
+    # inserts without naming these columns, and what it writes is indeed a version 1 checkpoint.
+    version = models.PositiveSmallIntegerField(db_default=1, help_text="1: signed alone; 2: linked to the one before.")
+    # A plain number, not a foreign key: the point is to notice when the checkpoint it names is gone.
+    previous_id = models.BigIntegerField(null=True, blank=True, help_text="The checkpoint this one was signed after.")
+    previous_signature = models.CharField(max_length=64, blank=True, db_default="")
 
     class Meta:
         ordering = ["-id"]
         get_latest_by = "id"
+        constraints = [
+            # Checkpoints are written one at a time under a lock; this keeps a bug or a race from forking the chain.
+            models.UniqueConstraint(fields=["previous_id"], name="audit_checkpoint_one_successor"),
+        ]
 
     def __str__(self) -> str:
         return f"checkpoint {self.pk}: {self.event_count} event(s) up to #{self.last_event_id}"

@@ -12,7 +12,8 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from audit.integrity import checkpoint_signature, verify_and_checkpoint, verify_chain
+from audit.checkpoints import checkpoint_signature
+from audit.integrity import verify_and_checkpoint, verify_chain
 from audit.models import AuditCheckpoint, AuditEvent, AuditVerification
 from audit.services import audit_record
 from audit.tasks import verify_and_checkpoint_task
@@ -20,18 +21,6 @@ from audit.tasks import verify_and_checkpoint_task
 
 def record(n: int) -> AuditEvent:
     return audit_record(verb="read", actor=None, channel="task", record_id="4471", summary=f"event {n}")
-
-
-@pytest.fixture
-def superuser_session(on_postgres):
-    """What a database superuser can do: switch the append-only triggers off for the session (PostgreSQL)."""
-    if on_postgres:
-        with connection.cursor() as cursor:
-            cursor.execute("SET session_replication_role = replica")
-    yield
-    if on_postgres:
-        with connection.cursor() as cursor:
-            cursor.execute("SET session_replication_role = DEFAULT")
 
 
 def assert_verify_audit_names(event_id: int, words: str) -> None:
