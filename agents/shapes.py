@@ -1,6 +1,9 @@
 """What both agent doors share: the proposal request, the proposal and event answers, and the rules for the ids and
 keys an agent sends. The REST API (agents/rest) and the MCP tools (agents/mcp) validate and answer with these, so a
-proposal reads the same at either door and an idempotent answer stored by one replays at the other."""
+proposal reads the same at either door and an idempotent answer stored by one replays at the other.
+
+A proposal's answer shows its impact only when the agent's read grants cover the record fields the impact is computed
+from (CONTRACT.md): an agent must not learn through a proposal what it may not read."""
 
 from __future__ import annotations
 
@@ -9,19 +12,49 @@ import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
+from approvals.choices import DecisionMode
 from approvals.models import Proposal
-from governance.models import System
+from governance.choices import Access, ImpactKind
+from governance.gate import granted_fields
+from governance.models import ActionType, ScopeGrant, System
 
 # An Idempotency-Key (the REST header, the MCP propose tools' argument): any text but control characters (C0, DEL, C1;
 # NUL is what PostgreSQL refuses), 1-255 characters; in the documents as the same pattern. Match with fullmatch: `$`
 # alone would let a trailing newline through.
 IDEMPOTENCY_KEY = re.compile(r"^[^\x00-\x1f\x7f-\x9f]+$")
-# A record id a proposal (or an MCP read) may name, matched whole: letters, digits and . _ : @ - only, so no path
-# characters reach a connector's URL, and no trailing newline either (`$` alone would let one through).
+
+# --- Record ids ---------------------------------------------------------------------------------------------------
+
+# The one record-id rule of every door (REST reads, proposals, MCP reads and proposals; CONTRACT.md, input rules):
+# 1-200 letters, digits and . _ : @ - matched whole, so no path character reaches a connector's URL (and no trailing
+# newline: `$` alone would let one through); and never "." or ".." alone, which a URL resolves as a dot segment, so
+# /accounts/.. would name the collection, or whatever lies above it, rather than a record.
 RECORD_ID = re.compile(r"\A[A-Za-z0-9._:@-]{1,200}\Z")
+DOT_SEGMENTS = frozenset({".", ".."})
+RECORD_ID_RULE = "A record id is 1 to 200 letters, digits and . _ : @ - (not . or .. alone)."
+# The same rule as JSON Schema, for the OpenAPI document (the REST path and the proposal body) and the MCP tools'
+# input schemas. Their `$` lets a final newline through, so every door checks with record_id_problem as well.
+RECORD_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": r"^[A-Za-z0-9._:@-]{1,200}$",
+    "not": {"enum": sorted(DOT_SEGMENTS)},
+}
+
+
+def record_id_problem(value: str) -> str | None:
+    """What is wrong with `value` as a record id, in words for the agent; None when it is one."""
+    if RECORD_ID.fullmatch(value) and value not in DOT_SEGMENTS:
+        return None
+    return RECORD_ID_RULE
+
+
+# --- The proposal request -----------------------------------------------------------------------------------------
 
 
 class TextField(serializers.CharField):
@@ -60,6 +93,22 @@ class StrictSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+@extend_schema_field(RECORD_ID_SCHEMA)
+class RecordIdField(serializers.CharField):
+    """A record id, taken exactly as sent (" 4471" is no record id) and judged by record_id_problem."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("error_messages", {"blank": RECORD_ID_RULE})
+        super().__init__(trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        problem = record_id_problem(value)
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return value
+
+
 class ProposalCreateSerializer(StrictSerializer):
     """A proposal: an action on one record of a system, its payload and the agent's reason. Identifiers are taken
     exactly as sent: " 4471" is no record id."""
@@ -68,17 +117,72 @@ class ProposalCreateSerializer(StrictSerializer):
     # become "4471", which the OpenAPI document says is refused.
     system = serializers.SlugField(max_length=60, trim_whitespace=False)
     action = TextField(min_length=1, max_length=60, trim_whitespace=False)
-    record_id = serializers.RegexField(
-        RECORD_ID,
-        trim_whitespace=False,
-        error_messages={"invalid": "Use letters, digits and . _ : @ - only (at most 200)."},
-    )
+    record_id = RecordIdField()
     payload = serializers.DictField(help_text="Checked against the action's payload schema.")
     reason = TextField(max_length=2000, required=False, allow_blank=True, default="")
 
 
+# --- What a proposal's answer may show ----------------------------------------------------------------------------
+
+
+def impact_fields(action: ActionType) -> frozenset[str]:
+    """The record fields an action's impact is computed from, as approvals.policy.compute_impact computes it: `delta`
+    subtracts the record's current `impact_field`; `amount` is the agent's own payload and `none` is 0, no record."""
+    if action.impact_kind == ImpactKind.DELTA:
+        return frozenset({action.impact_field})
+    return frozenset()
+
+
+class ReadGrants:
+    """The fields an agent's current read grants show, per resource: read in one query per agent, when a proposal
+    first needs them, and kept for one answer (one proposal, or a whole page of them)."""
+
+    def __init__(self) -> None:
+        self._by_agent: dict[int, dict[int, frozenset[str]]] = {}
+
+    def fields(self, agent_id: int, resource_id: int) -> frozenset[str]:
+        if agent_id not in self._by_agent:
+            by_resource: dict[int, list[ScopeGrant]] = {}
+            for grant in ScopeGrant.objects.for_agent(agent_id).filter(access=Access.READ):
+                by_resource.setdefault(grant.resource_id, []).append(grant)
+            self._by_agent[agent_id] = {
+                resource: frozenset(granted_fields(grants[0].resource, grants))
+                for resource, grants in by_resource.items()
+            }
+        return self._by_agent[agent_id].get(resource_id, frozenset())
+
+    def cover_impact(self, proposal: Proposal) -> bool:
+        """Whether the proposal's agent may read every field its impact is computed from (none: always)."""
+        needed = impact_fields(proposal.action_type)
+        return not needed or needed <= self.fields(proposal.agent_id, proposal.action_type.resource_id)
+
+
+# The serializer context's ReadGrants (made on first use when the caller passes none).
+READ_GRANTS = "read_grants"
+# A decision's mode in words, for the reason an answer gives in place of one that names the amount.
+_MODE_WORDS: dict[str, str] = {
+    DecisionMode.AUTO: "it executes without approval",
+    DecisionMode.SINGLE: "one person approves it",
+    DecisionMode.DUAL: "one person approves it and a second person reviews it",
+}
+
+
+def reason_without_amount(proposal: Proposal) -> str:
+    """The decision's reason when the impact is not shown: the rule and the mode, and why no amount. The stored reason
+    ("1000.00 USD falls in band …") and the band's range would tell the amount, or narrow it down."""
+    rule = (proposal.decision or {}).get("rule")
+    decided = f"By rule “{rule}”" if rule else "With no threshold rule to decide by"
+    mode = _MODE_WORDS.get(proposal.mode, f"mode {proposal.mode}")
+    fields = ", ".join(sorted(impact_fields(proposal.action_type)))
+    return f"{decided}, {mode}; the amount is not shown: it is computed from {fields}, which this agent may not read"
+
+
 class ImpactSerializer(serializers.Serializer):
-    amount = serializers.CharField(allow_null=True)
+    amount = serializers.CharField(
+        allow_null=True,
+        help_text="Null when it could not be computed, or when it is computed from record fields this agent's read "
+        "grants do not cover.",
+    )
     currency = serializers.CharField()
 
 
@@ -86,7 +190,7 @@ class DecisionSerializer(serializers.Serializer):
     mode = serializers.CharField()
     reason = serializers.CharField()
     rule = serializers.CharField(allow_null=True)
-    band = serializers.CharField(allow_null=True)
+    band = serializers.CharField(allow_null=True, help_text="Null too when the impact's amount is not shown.")
     approver = serializers.CharField(allow_null=True)
     approver_group = serializers.CharField(allow_null=True)
     review_group = serializers.CharField(allow_null=True)
@@ -122,18 +226,29 @@ class ProposalSerializer(serializers.ModelSerializer):
             "links",
         ]
 
+    def _impact_shown(self, proposal: Proposal) -> bool:
+        # The context is the root serializer's: a page of proposals shares one ReadGrants, so one query per page.
+        grants = self.context.get(READ_GRANTS)
+        if grants is None:
+            grants = self.context[READ_GRANTS] = ReadGrants()
+        return grants.cover_impact(proposal)
+
+    @extend_schema_field(ImpactSerializer)
     def get_impact(self, proposal: Proposal) -> dict[str, Any]:
-        amount = None if proposal.impact_amount is None else f"{proposal.impact_amount:.2f}"
+        shown = proposal.impact_amount is not None and self._impact_shown(proposal)
+        amount = f"{proposal.impact_amount:.2f}" if shown else None
         return ImpactSerializer({"amount": amount, "currency": proposal.impact_currency}).data
 
+    @extend_schema_field(DecisionSerializer)
     def get_decision(self, proposal: Proposal) -> dict[str, Any]:
         decision = proposal.decision or {}
+        shown = self._impact_shown(proposal)
         return DecisionSerializer(
             {
                 "mode": proposal.mode,
-                "reason": decision.get("reason", ""),
+                "reason": decision.get("reason", "") if shown else reason_without_amount(proposal),
                 "rule": decision.get("rule"),
-                "band": decision.get("band"),
+                "band": decision.get("band") if shown else None,
                 "approver": decision.get("approver"),
                 "approver_group": decision.get("approver_group"),
                 "review_group": decision.get("review_group"),
@@ -155,9 +270,24 @@ def as_json(data: Any) -> Any:
     return json.loads(json.dumps(data, cls=JSONEncoder))
 
 
-def proposal_body(proposal: Proposal) -> dict[str, Any]:
+def proposal_body(proposal: Proposal, grants: ReadGrants | None = None) -> dict[str, Any]:
     """A proposal as GET /api/v1/proposals/{id} answers it, and as an idempotency record keeps it for both doors."""
-    return as_json(ProposalSerializer(proposal).data)
+    return as_json(
+        ProposalSerializer(proposal, context={READ_GRANTS: grants if grants is not None else ReadGrants()}).data
+    )
+
+
+class ProposalAnswer:
+    """proposal_create's `respond`: the body it stores for an idempotent replay is the very body the door answers
+    with, built once; the read grants behind it are read once and kept for the door's further answers."""
+
+    def __init__(self) -> None:
+        self.grants = ReadGrants()
+        self.body: dict[str, Any] | None = None
+
+    def __call__(self, proposal: Proposal) -> dict[str, Any]:
+        self.body = proposal_body(proposal, self.grants)
+        return self.body
 
 
 class EventSerializer(serializers.Serializer):

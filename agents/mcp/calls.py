@@ -27,7 +27,6 @@ from agents.mcp.tools import (
     PROPOSE,
     READ,
     READ_INPUT,
-    RECORD_ID,
     ToolTarget,
     resolve,
     throttle,
@@ -122,8 +121,10 @@ def _refuse_arguments(
 
 def _read(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
     errors = schema_errors(READ_INPUT, arguments, wording=ARGUMENTS)
-    if not errors and not shapes.RECORD_ID.fullmatch(arguments["record_id"]):  # the schema's `$` allows a final newline
-        errors = {"record_id": RECORD_ID["description"]}
+    record_id = arguments.get("record_id")
+    problem = shapes.record_id_problem(record_id) if isinstance(record_id, str) else None
+    if problem is not None:  # the rule's own words, as at every door; and the schema's `$` allows a final newline
+        errors["record_id"] = problem
     if errors:
         raise _refuse_arguments(agent, name, target, arguments, errors)
     record = record_read(
@@ -168,19 +169,20 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
         raise _refuse_arguments(agent, name, target, arguments, flatten_errors(serializer.errors))
     data = serializer.validated_data
     request = ProposalRequest.from_validated(data)
+    answer = shapes.ProposalAnswer()  # as the REST API stores it
     try:
         proposal, replayed = proposal_create(
             agent=agent,
             request=request,
             channel=CHANNEL,
             idempotency_key=idempotency_key,
-            respond=shapes.proposal_body,  # as the REST API stores it
+            respond=answer,
         )
     except InvalidPayload as exc:
         if exc.errors and not target.nested_payload:  # the payload's fields are this tool's own arguments
             exc.errors = {path.removeprefix("payload."): message for path, message in exc.errors.items()}
         raise
-    result = proposal_result(agent, proposal.pk)
+    result = proposal_result(agent, proposal.pk, answer.grants)  # the read grants read for the stored answer
     if replayed is not None:  # the first call's proposal, as it stands now: nothing was proposed again
         result.message = "Already proposed with this idempotency key. " + result.message
         result.structured["message"] = result.message

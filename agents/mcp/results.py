@@ -49,12 +49,14 @@ def refusal(exc: GatehouseError) -> ToolResult:
 # --- Proposals in plain words -------------------------------------------------------------------------------------
 
 
-def proposal_result(agent: Agent, proposal_id: uuid.UUID) -> ToolResult:
-    """One of the agent's own proposals as it stands now; another agent's looks exactly like a missing one."""
+def proposal_result(agent: Agent, proposal_id: uuid.UUID, grants: shapes.ReadGrants | None = None) -> ToolResult:
+    """One of the agent's own proposals as it stands now; another agent's looks exactly like a missing one.
+
+    The message is made from the answer's body only, so it shows the impact exactly when the body does."""
     proposal = Proposal.objects.visible_to(agent).for_api().filter(pk=proposal_id).first()
     if proposal is None:
         raise NotFound("No such proposal.")
-    body = shapes.proposal_body(proposal)
+    body = shapes.proposal_body(proposal, grants)
     outcome, message, waiting_for = _describe(proposal, body)
     structured = {"outcome": outcome, "message": message, "proposal": body}
     if waiting_for:

@@ -31,12 +31,11 @@ CHANNEL = Channel.MCP
 READ, PROPOSE = "read", "propose"
 GET_PROPOSAL, LIST_EVENTS = "get_proposal", "list_events"
 
-# The same rule as the REST API's proposal serializer (ProposalCreateSerializer.record_id), for reads too: an id
-# that could not be proposed on is no id, and it keeps path characters out of the connectors' URLs.
+# The one record-id rule of every door (agents.shapes), for reads and proposals alike: it keeps path characters and
+# dot segments out of the connectors' URLs. The calls check it with shapes.record_id_problem too.
 RECORD_ID = {
-    "type": "string",
-    "pattern": r"^[A-Za-z0-9._:@-]{1,200}$",
-    "description": "The record's id in the system, e.g. 4471 (letters, digits and . _ : @ - only).",
+    **shapes.RECORD_ID_SCHEMA,
+    "description": "The record's id in the system, e.g. 4471. " + shapes.RECORD_ID_RULE,
 }
 REASON = {
     "type": "string",

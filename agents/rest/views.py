@@ -23,11 +23,11 @@ from approvals.models import Proposal
 from approvals.services import ProposalRequest, proposal_cancel, proposal_create
 from audit.choices import Channel
 from connectors.reads import events_list, record_read
-from core.errors import InvalidPayload, MalformedRequest, NotFound, PayloadTooLarge
+from core.errors import GatehouseError, InvalidPayload, MalformedRequest, NotFound, PayloadTooLarge
 from core.problems import PROBLEM_CONTENT_TYPE
 from governance.choices import Access
 from governance.gate import Target, ensure_may_act, refuse
-from governance.models import ActionType, ScopeGrant, System
+from governance.models import ActionType, Agent, ScopeGrant, System
 
 CHANNEL = Channel.API
 MAX_EVENT_ID = 2**62  # the largest `after` accepted: beyond any id the events table can hold
@@ -148,10 +148,9 @@ class RecordView(APIView):
             ),
             OpenApiParameter(
                 "record_id",
-                OpenApiTypes.STR,
+                shapes.RECORD_ID_SCHEMA,
                 OpenApiParameter.PATH,
-                pattern=r"^[^/]+$",
-                description="The record's id in the system",
+                description="The record's id in the system: " + shapes.RECORD_ID_RULE,
                 examples=[OpenApiExample("an account", value="4471")],
             ),
         ],
@@ -161,6 +160,7 @@ class RecordView(APIView):
                 *COMMON,
                 (403, "scope_denied"),
                 (404, "not_found"),
+                (422, "invalid_payload"),
                 (503, "system_frozen"),
                 (503, "system_unavailable"),
             ),
@@ -168,15 +168,31 @@ class RecordView(APIView):
         summary="Read one record through the system's connector; only granted fields are returned",
     )
     def get(self, request: Request, system: str, resource: str, record_id: str) -> Response:
+        agent = calling_agent(request)
+        problem = shapes.record_id_problem(record_id)
+        if problem is not None:
+            raise _refuse_record_id(agent, system, resource, record_id, problem)
         return Response(
-            record_read(
-                agent=calling_agent(request),
-                system_slug=system,
-                resource_name=resource,
-                record_id=record_id,
-                channel=CHANNEL,
-            )
+            record_read(agent=agent, system_slug=system, resource_name=resource, record_id=record_id, channel=CHANNEL)
         )
+
+
+def _refuse_record_id(agent: Agent, system: str, resource: str, record_id: str, problem: str) -> GatehouseError:
+    """The record-id rule's audited 422, before any connector is called. The URLconf's `str` converter lets through
+    all but "/" and "", percent-decoded: ".." (also sent as %2E%2E), "4471%0A", 201 characters, so the rule, not the
+    URLconf, answers for those, as at the other doors."""
+    ensure_may_act(agent, channel=CHANNEL, write=False)  # a stopped agent hears that, as on the MCP read tool
+    return refuse(
+        InvalidPayload("The record id in the path is not a record id.", errors={"record_id": problem}),
+        agent=agent,
+        channel=CHANNEL,
+        target=Target(
+            system=System.objects.filter(slug=system).first(),  # the URL's slug converter lets no NUL through
+            resource=resource,
+            record_id=record_id[:200],
+            detail={"record_id": record_id[:300]},
+        ),
+    )
 
 
 class ProposalCursor(CursorPagination):
@@ -275,17 +291,18 @@ class ProposalsView(APIView):
             raise InvalidPayload(
                 "Idempotency-Key must not contain control characters.", errors={"Idempotency-Key": "characters"}
             )
+        answer = shapes.ProposalAnswer()
         proposal, replayed = proposal_create(
             agent=agent,
             request=ProposalRequest.from_validated(data),
             channel=CHANNEL,
             idempotency_key=key,
-            respond=shapes.proposal_body,
+            respond=answer,
         )
         if replayed is not None:
             return Response(replayed, status=200, headers={"Idempotent-Replayed": "true"})
         return Response(
-            shapes.ProposalSerializer(proposal).data,
+            answer.body if answer.body is not None else shapes.proposal_body(proposal, answer.grants),
             status=201,
             headers={"Location": f"/api/v1/proposals/{proposal.pk}"},
         )

@@ -25,7 +25,7 @@ PROPOSALS = "/api/v1/proposals"
 
 # Every API route that names an object, and the cases below that cover it.
 OBJECT_ROUTES = {
-    "systems/<slug:system>/<slug:resource>/<str:record_id>": "records",
+    "systems/<slug:system>/<slug:resource>/<any_record_id:record_id>": "records",
     "proposals/<uuid:proposal_id>": "proposal",
     "proposals/<uuid:proposal_id>/cancel": "proposal",
 }
