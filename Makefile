@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
+# These targets are for development (the demo, the suite, lint): production is Gatehouse's default otherwise.
+export GATEHOUSE_ENV ?= development
 export GATEHOUSE_WEB_PORT ?= 8000
 export GATEHOUSE_CRM_PORT ?= 8100
 export GATEHOUSE_CRM_STAGING_PORT ?= 8101

@@ -44,9 +44,21 @@ def may_decide(user: User, proposal: Proposal) -> str | None:
             return "no approver is assigned"
         if not user.groups.filter(pk=group.pk).exists():
             return f"you are not in the {group.name} group"
-    rule = proposal.rule
-    if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
+    return separation_of_duties(user, proposal)
+
+
+def separation_of_duties(user: User, proposal: Proposal) -> str | None:
+    """The approver (or reviewer), the agent's owner and the rule's last editor are different people.
+
+    Judged by the rule as it was when the proposal was decided (stored in `proposal.decision`): editing the rule
+    afterwards changes nothing for a proposal already waiting. A proposal from before these were stored is held to
+    the strict reading: the owner may not decide it.
+    """
+    terms = proposal.decision or {}
+    if terms.get("owner_may_not_approve", True) and proposal.agent.owner_id == user.pk:
         return f"you own the agent {proposal.agent.slug} (separation of duties)"
+    if terms.get("rule_edited_by") is not None and terms["rule_edited_by"] == user.pk:
+        return f"you made the last change to the rule “{terms.get('rule')}” that decided it (separation of duties)"
     return None
 
 
@@ -190,10 +202,7 @@ def may_review(user: User, proposal: Proposal) -> str | None:
     review_group = proposal.review_group
     if review_group is None or not user.groups.filter(pk=review_group.pk).exists():
         return f"you are not in the review group ({review_group.name if review_group else 'no review group'})"
-    rule = proposal.rule
-    if (rule is None or rule.owner_may_not_approve) and proposal.agent.owner_id == user.pk:
-        return f"you own the agent {proposal.agent.slug} (separation of duties)"
-    return None
+    return separation_of_duties(user, proposal)
 
 
 def proposal_review(
@@ -348,7 +357,7 @@ def proposal_current_record(*, proposal: Proposal, user: User) -> tuple[dict[str
     """
     resource = proposal.action_type.resource
     try:
-        record = connector_for(proposal.system).read(resource.name, proposal.record_id)
+        record = connector_for(proposal.system, agent=proposal.agent).read(resource.name, proposal.record_id)
     except (TransientError, PermanentError) as exc:
         return None, str(exc)
     record_event(

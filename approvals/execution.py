@@ -24,6 +24,7 @@ from django.utils import timezone
 from approvals import notify
 from approvals.choices import TERMINAL_STATUSES, ProposalStatus
 from approvals.models import OutboxMessage, Proposal
+from approvals.readiness import production_writes_pause
 from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move
 from audit.choices import Channel, Verb
 from connectors.base import PermanentError, TransientError
@@ -114,10 +115,10 @@ def execution_lease() -> timedelta:
 
 
 def _hold_reason(proposal: Proposal) -> str | None:
-    """The kill switch, checked again just before calling the system."""
+    """The kill switch and the readiness of production writes, checked again just before calling the system."""
     stop = kill_switch_stop(proposal.agent, proposal.system)
     if stop is None:
-        return None
+        return production_writes_pause(proposal.system, agent=proposal.agent)
     if stop.switch == "agent":
         return f"agent {proposal.agent.slug} is disabled"
     if stop.switch == "global":
@@ -160,6 +161,7 @@ def _claim(proposal_id: uuid.UUID | str) -> Claim:
             return _not_claimable(proposal, now)
         hold = _hold_reason(proposal)
         if hold:
+            proposal.hold_reason = hold[:300]
             move(
                 proposal,
                 ProposalStatus.ON_HOLD,
@@ -301,7 +303,7 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
         proposal_record_failure(proposal_id=proposal.pk, reason=reason)
         return ExecutionOutcome("failed", detail=reason)
     try:
-        result = connector_for(proposal.system).execute(
+        result = connector_for(proposal.system, agent=proposal.agent).execute(
             proposal.action_type, proposal.record_id, proposal.payload, idempotency_key=str(proposal.pk)
         )
     except CallDeferred as exc:
@@ -328,3 +330,34 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
         proposal_id=proposal.pk, before=result.before, after=result.after, compensation=result.compensation
     )
     return ExecutionOutcome("executed")
+
+
+def paused_executions_resume() -> int:
+    """Beat job: proposals whose production writes paused for readiness (`readiness: …`) go back to the workers
+    once the system's checklist holds again (the credential rotated, a fresh drill passed). Held by a kill switch,
+    they wait for the switch instead. Returns how many resumed."""
+    resumed = 0
+    paused = Proposal.objects.filter(status=ProposalStatus.ON_HOLD, hold_reason__startswith="readiness:")
+    for proposal_id in paused.values_list("pk", flat=True)[:500]:
+        with transaction.atomic():
+            proposal = lock_rows(paused.select_related(*RELATED), skip_locked=True).filter(pk=proposal_id).first()
+            if proposal is None or production_writes_pause(proposal.system, agent=proposal.agent):
+                continue
+            if kill_switch_stop(proposal.agent, proposal.system) is not None:
+                continue
+            was = proposal.hold_reason
+            proposal.hold_reason = ""
+            move(
+                proposal,
+                ProposalStatus.APPROVED,
+                verb=Verb.RELEASED,
+                actor=None,
+                channel=Channel.TASK,
+                outcome=ProposalStatus.APPROVED,
+                summary=f"Released from hold: the system is ready for production writes again (was: {was}).",
+            )
+            if hasattr(proposal, "outbox"):
+                proposal.outbox.delete()
+            queue_execution(proposal)
+            resumed += 1
+    return resumed

@@ -22,6 +22,7 @@ from approvals.execution import queue_execution
 from approvals.models import Proposal
 from approvals.transitions import move
 from audit.choices import Channel, Verb
+from audit.models import AuditEvent
 from audit.services import audit_record
 from governance.choices import AgentStatus, Role
 from governance.gate import kill_switch_stop
@@ -81,6 +82,45 @@ def may_pull(user: User | None, target: SwitchTarget) -> bool:
     if target.system is not None:
         return target.system.owner_id == user.pk
     return False
+
+
+# Who pulled a switch decides who may release it: the same rank or above. An owner may stop their own agent and let
+# it go again, but not release a switch an operator pulled during an incident.
+OWNER, OPERATOR, SUPERUSER = 1, 2, 3
+
+
+def rank(user: User | None) -> int:
+    """A person's rank for the kill switch; None (the command line, with the server's shell) ranks highest."""
+    if user is None or user.is_superuser:
+        return SUPERUSER
+    return OPERATOR if user.groups.filter(name=Role.OPERATORS).exists() else OWNER
+
+
+def pulled_by(target: SwitchTarget) -> tuple[int, str]:
+    """The rank of whoever last turned this switch on, and their name, from the audit trail (where it was recorded
+    when they did); a switch with no such event (set before Gatehouse kept it) counts as pulled by an operator."""
+    events = AuditEvent.objects.filter(verb=Verb.KILL_SWITCH_ON).select_related("person")
+    if target.agent is not None:
+        events = events.filter(agent=target.agent, system__isnull=True)
+    elif target.system is not None:
+        events = events.filter(system=target.system, agent__isnull=True)
+    else:
+        events = events.filter(system__isnull=True, agent__isnull=True)
+    event = events.order_by("-occurred_at", "-id").first()
+    if event is None:
+        return OPERATOR, "an operator"
+    person = event.person
+    return rank(person), person.get_username() if person else "the command line"
+
+
+def may_release(user: User | None, target: SwitchTarget) -> str | None:
+    """None when `user` may turn the target's switch off; else why not."""
+    if not may_pull(user, target):
+        return f"you may not release the kill switch for {target.label}"
+    needed, who = pulled_by(target)
+    if rank(user) < needed:
+        return f"{who} turned it on, and only someone of that rank or above turns it off"
+    return None
 
 
 def _clean_reason(reason: str) -> str:
@@ -155,6 +195,7 @@ def kill_switch_on(
             .select_related("action_type__resource", "system", "agent")
         ):
             was = proposal.status
+            proposal.hold_reason = f"kill switch for {target.label}: {reason}"[:300]
             move(
                 proposal,
                 ProposalStatus.ON_HOLD,
@@ -187,8 +228,9 @@ def kill_switch_off(
     """Resume: its own audited act with a reason. Held proposals go back where they were, unless another switch
     still holds them (the agent stays held while its system is frozen, and the other way round)."""
     reason = _clean_reason(reason)
-    if not may_pull(user, target):
-        raise PermissionDenied(f"You may not release the kill switch for {target.label}.")
+    refusal = may_release(user, target)
+    if refusal:
+        raise PermissionDenied(f"You may not release the kill switch for {target.label}: {refusal}.")
     with transaction.atomic():
         if not _set(target, on=False, reason=reason, user=user):
             return SwitchResult(False, 0, f"The kill switch for {target.label} was already off.")
@@ -196,6 +238,7 @@ def kill_switch_off(
         for proposal in (
             target.proposals()
             .filter(status=ProposalStatus.ON_HOLD)
+            .exclude(hold_reason__startswith="readiness:")  # paused for readiness: released when it holds again
             .select_for_update(of=("self",))
             .select_related("action_type__resource", "system", "agent")
         ):
@@ -204,6 +247,7 @@ def kill_switch_off(
             back = proposal.held_from or ProposalStatus.PENDING_APPROVAL
             if back == ProposalStatus.EXECUTING:
                 back = ProposalStatus.APPROVED  # taken up again from the start: the idempotency key guards the call
+            proposal.hold_reason = ""
             move(
                 proposal,
                 back,

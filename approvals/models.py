@@ -75,7 +75,12 @@ class Proposal(models.Model):
     compensation = models.JSONField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
     held_from = models.CharField(
-        max_length=20, blank=True, help_text="While on hold (kill switch): the status it returns to when released."
+        max_length=20, blank=True, help_text="While on hold: the status it returns to when released."
+    )
+    hold_reason = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="While on hold: why (a kill switch, or readiness: the system's checklist stopped holding).",
     )
     reversed_at = models.DateTimeField(null=True, blank=True)
     duplicate_deliveries = models.PositiveIntegerField(

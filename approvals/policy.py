@@ -59,6 +59,10 @@ class Decision:
             "approver_group": self.approver_group.name if self.approver_group else None,
             "review_group": self.review_group.name if self.review_group else None,
             "review_timing": self.review_timing or None,
+            # The rule version this proposal is judged under, for the decision's separation of duties: a later edit
+            # (say, turning owner_may_not_approve off) does not change who may decide a proposal already made.
+            "owner_may_not_approve": self.rule.owner_may_not_approve if self.rule else True,
+            "rule_edited_by": self.rule.edited_by_id if self.rule else None,
         }
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from approvals.models import Drill
 from audit.choices import Channel, Verb
 from audit.services import audit_record
+from connectors.models import credential_for
 from governance.choices import Access, Environment, WriteMode
 from governance.models import ActionType, Agent, ScopeGrant, System, ThresholdRule
 
@@ -75,12 +76,23 @@ class _Reach:
         return {grant.system_id: grant.system for grant in self.writes}
 
 
-def readiness(agent: Agent, *, extra_grants: Iterable[ScopeGrant] = (), now: datetime | None = None) -> Readiness:
-    """The checklist for `agent`, counting `extra_grants` (a grant about to be saved) as if they were saved."""
+def readiness(
+    agent: Agent,
+    *,
+    extra_grants: Iterable[ScopeGrant] = (),
+    changed_systems: Iterable[System] = (),
+    now: datetime | None = None,
+) -> Readiness:
+    """The checklist for `agent`, counting `extra_grants` (a grant about to be saved) as if they were saved, and
+    judging each system in `changed_systems` (one about to be saved) as it will be, not as it is."""
     now = now or timezone.now()
     grants = [grant for grant in agent.grants.select_related("system__owner", "resource") if grant.is_current(now)]
     pending = list(extra_grants)
     grants = [grant for grant in grants if grant.pk not in {g.pk for g in pending if g.pk}] + pending
+    changed = {system.pk: system for system in changed_systems if system.pk}
+    for grant in grants:
+        if grant.system_id in changed:
+            grant.system = changed[grant.system_id]
     reach = _Reach(agent=agent, now=now, grants=grants)
     rules, approvers = _rules(reach)
     items = [_owners(reach), _scopes(reach), _credentials(reach), _drills(reach), rules]
@@ -122,26 +134,38 @@ def _scopes(reach: _Reach) -> CheckItem:
 
 
 def _credentials(reach: _Reach) -> CheckItem:
-    """3. Credentials of the systems it writes to: not admin-level or shared, rotation scheduled and not overdue."""
+    """3. The credential it writes to each system with: its own (not the system's shared account), not admin-level
+    or shared with people, rotation scheduled and not overdue."""
     problems: list[str] = []
     soon: list[str] = []
     fix = ""
+    agent = reach.agent
     for system in reach.written.values():
-        credential = getattr(system, "credential", None) if system.pk else None
+        credential = credential_for(system, agent)
+        whose = (
+            f"{system}'s credential"
+            if credential is None or credential.holder is None
+            else f"its credential at {system}"
+        )
         if credential is None:
             problems.append(f"{system} has no vaulted credential")
         else:
+            if credential.holder is None:
+                problems.append(
+                    f"it would write to {system} with the system's shared credential: give it its own, so {system}'s "
+                    "logs name it"
+                )
             if credential.is_admin_level:
-                problems.append(f"{system}'s credential is admin-level")
-            if credential.is_shared:
-                problems.append(f"{system}'s credential is shared with people or other software")
+                problems.append(f"{whose} is admin-level")
+            if getattr(credential, "is_shared", False):
+                problems.append(f"{whose} is shared with people or other software")
             state = credential.rotation_state(reach.now) if credential.rotation_interval else ""
             if not credential.rotation_interval:
-                problems.append(f"{system}'s credential has no rotation schedule")
+                problems.append(f"{whose} has no rotation schedule")
             elif state == "overdue":
-                problems.append(f"{system}'s credential was due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
+                problems.append(f"{whose} was due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
             elif state == "due soon":
-                soon.append(f"{system}'s credential is due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
+                soon.append(f"{whose} is due for rotation on {credential.rotation_due_at:%Y-%m-%d}")
         if problems and not fix:
             fix = _admin("governance_system_change", system.pk)
     return CheckItem(
@@ -149,7 +173,7 @@ def _credentials(reach: _Reach) -> CheckItem:
         "Credentials are its own, least-privilege and rotated",
         not problems,
         "; ".join(problems)
-        or f"{len(reach.written)} system(s) written to, each with a sound credential."
+        or f"{len(reach.written)} system(s) written to, each with its own sound credential."
         + "".join(f" Note: {line}." for line in soon),
         fix,
     )
@@ -244,22 +268,62 @@ def _rule_for(system: System, action: ActionType | None) -> ThresholdRule | None
     return rules.filter(action_type__isnull=True).first()
 
 
+def production_writes_pause(system: System, *, agent: Agent | None = None, now: datetime | None = None) -> str | None:
+    """Why a production system's writes (by `agent`) pause now although they were allowed when enabled, or None: the
+    credential they are made with (the agent's own, else the system's shared one) is overdue for rotation, or the
+    system's last passed rollback drill has grown older than DRILL_FRESH_FOR. Checked again just before every write
+    (approvals/execution.py), so a checklist that stops holding stops the writes with it. A system never drilled is
+    the enabling gate's matter, not a pause (its checklist failed then, or was overridden by a superuser, audited)."""
+    if not takes_production_writes(system.environment, system.write_mode):
+        return None
+    now = now or timezone.now()
+    credential = credential_for(system, agent)
+    if credential is not None and credential.rotation_interval and credential.rotation_state(now) == "overdue":
+        whose = f"the credential of {system}" if credential.holder is None else f"the credential of {agent} at {system}"
+        return f"readiness: {whose} was due for rotation on {credential.rotation_due_at:%Y-%m-%d}"
+    if system.staging_twin_id:
+        drills = Drill.objects.filter(system_id=system.staging_twin_id, passed=True, finished_at__isnull=False)
+        last = drills.order_by("-finished_at").values_list("finished_at", flat=True).first()
+        if last is not None and last < now - DRILL_FRESH_FOR:
+            return (
+                f"readiness: the last passed rollback drill of {system} ran on {last:%Y-%m-%d}, more than "
+                f"{DRILL_FRESH_FOR.days} days ago"
+            )
+    return None
+
+
+def takes_production_writes(environment: str, write_mode: str) -> bool:
+    """A system in production whose writes go through (enabled, or propose-only's manual tasks)."""
+    return environment == Environment.PRODUCTION and write_mode in (WriteMode.ENABLED, WriteMode.PROPOSE_ONLY)
+
+
 def enables_production_writes(grant: ScopeGrant) -> bool:
     """A write grant on a production system that takes writes: what the readiness gate guards."""
     system = grant.system
-    return (
-        grant.access == Access.WRITE
-        and system.environment == Environment.PRODUCTION
-        and system.write_mode in (WriteMode.ENABLED, WriteMode.PROPOSE_ONLY)
-    )
+    return grant.access == Access.WRITE and takes_production_writes(system.environment, system.write_mode)
 
 
-def production_writes_failing(agents: Iterable[Agent], *, extra_grants: Iterable[ScopeGrant] = ()) -> list[str]:
+def system_change_gains_production_writes(system: System, *, environment: str, write_mode: str) -> list[Agent]:
+    """The agents that a change of `system` to `environment` and `write_mode` gives production writes, which it did
+    not give before; [] when it gives none. Any path counts: enabling writes on a production system, or moving a
+    system that already takes writes from staging to production (the same outcome by two steps)."""
+    if not takes_production_writes(environment, write_mode):
+        return []
+    before = System.objects.filter(pk=system.pk).values_list("environment", "write_mode").first() if system.pk else None
+    if before is not None and takes_production_writes(*before):
+        return []
+    return list(Agent.objects.filter(grants__system=system, grants__access=Access.WRITE).distinct())
+
+
+def production_writes_failing(
+    agents: Iterable[Agent], *, extra_grants: Iterable[ScopeGrant] = (), changed_systems: Iterable[System] = ()
+) -> list[str]:
     """What stands between these agents and production writes: one line per failing item (empty: nothing)."""
-    extra = list(extra_grants)
+    extra, systems = list(extra_grants), list(changed_systems)
     failing: list[str] = []
     for agent in agents:
-        checklist = readiness(agent, extra_grants=[grant for grant in extra if grant.agent_id == agent.pk])
+        mine = [grant for grant in extra if grant.agent_id == agent.pk]
+        checklist = readiness(agent, extra_grants=mine, changed_systems=systems)
         failing += [f"{agent}: {item.label.lower()} — {item.reason}" for item in checklist.failing]
     return failing
 

@@ -195,7 +195,7 @@ def _classify(
     key = (proposal.system_id, proposal.record_id)
     if key not in expected:
         try:
-            record = connector_for(proposal.system).read(action.resource.name, proposal.record_id)
+            record = connector_for(proposal.system, agent=proposal.agent).read(action.resource.name, proposal.record_id)
         except (TransientError, PermanentError) as exc:
             reads[key] = str(exc)
             expected[key] = _Expected(values={}, blocked=False)

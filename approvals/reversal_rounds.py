@@ -138,7 +138,7 @@ def _run_step(reversal: Reversal, step: ReversalStep) -> None:
         return
     ReversalStep.objects.filter(pk=step.pk).update(attempts=F("attempts") + 1)
     attempts = step.attempts + 1
-    connector = connector_for(proposal.system)
+    connector = connector_for(proposal.system, agent=proposal.agent)
     try:
         current = record = None
         if action.compensation == Compensation.RESTORE_FIELDS:

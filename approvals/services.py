@@ -164,7 +164,7 @@ def _current_record(
         return None
     target = scope.target(request.record_id, request.payload)
     try:
-        return connector_for(scope.system).read(action.resource.name, request.record_id)
+        return connector_for(scope.system, agent=agent).read(action.resource.name, request.record_id)
     except RecordNotFound:
         error = InvalidPayload(
             f"No {action.resource.label} {request.record_id} in {scope.system}.",

@@ -7,7 +7,7 @@ from django.conf import settings
 
 from approvals.decisions import proposals_escalate_and_expire
 from approvals.drills import rollback_drill_by_id
-from approvals.execution import outbox_sweep, proposal_execute, retry_delay
+from approvals.execution import outbox_sweep, paused_executions_resume, proposal_execute, retry_delay
 from approvals.reversal_rounds import reversal_run, reversals_resume
 from approvals.services import idempotency_records_purge
 
@@ -72,3 +72,9 @@ def resume_reversals() -> int:
 def run_drill(system_id: int, user_id: int | None = None) -> int:
     """A rollback drill asked for in the admin; the result is the Drill row the admin shows."""
     return rollback_drill_by_id(system_id=system_id, user_id=user_id).pk
+
+
+@shared_task(name="approvals.resume_paused_executions", ignore_result=True)
+def resume_paused_executions() -> int:
+    """Production writes paused because a system's checklist stopped holding go ahead once it holds again."""
+    return paused_executions_resume()

@@ -35,6 +35,7 @@ class Verb(models.TextChoices):
     CREDENTIAL_REENCRYPTED = "credential_reencrypted", "credential re-encrypted"
     RULE_SIGNED_OFF = "rule_signed_off", "rule signed off"
     TOOLS_IMPORTED = "tools_imported", "MCP tools imported"
+    CONFIGURED = "configured", "configured"
 
 
 class ActorType(models.TextChoices):

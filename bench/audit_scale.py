@@ -41,6 +41,9 @@ def _prepare_environment() -> None:
     if not os.environ.get("DATABASE_URL"):
         raise SystemExit("bench.audit_scale needs PostgreSQL: set DATABASE_URL=postgres://…")
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ.setdefault(
+        "GATEHOUSE_ENV", "development"
+    )  # a bench on this machine: generated secrets, loopback systems
     os.environ.setdefault("GATEHOUSE_VAR_DIR", tempfile.mkdtemp(prefix="gatehouse-audit-bench-"))
     import psycopg
 

@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _prepare_environment() -> str:
     """Point this process (and its children) at a fresh benchmark database."""
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+    os.environ.setdefault(
+        "GATEHOUSE_ENV", "development"
+    )  # a bench on this machine: generated secrets, loopback systems
     os.environ.setdefault("GATEHOUSE_VAR_DIR", tempfile.mkdtemp(prefix="gatehouse-bench-"))
     if os.environ.get("DATABASE_URL"):
         import psycopg

@@ -435,6 +435,7 @@ def _prepare_environment(args) -> None:
     import redis
 
     os.environ["DJANGO_SETTINGS_MODULE"] = "gatehouse.settings"
+    os.environ.setdefault("GATEHOUSE_ENV", "development")  # a load run on this machine: generated secrets, loopback
     os.environ["GATEHOUSE_VAR_DIR"] = str(args.workdir / "var")
     os.environ["DATABASE_URL"] = args.pg
     os.environ["GATEHOUSE_DB_NAME"] = args.db_name

@@ -14,8 +14,8 @@ from django.urls import path, reverse
 
 from audit.choices import Channel
 from audit.links import audit_trail_url
-from connectors.models import Credential
-from connectors.services import Rotation, credential_rotate, credential_set
+from connectors.models import AgentCredential, Credential
+from connectors.services import Rotation, agent_credential_remove, credential_rotate, credential_set
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
 
 
@@ -79,7 +79,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             path(
                 "<path:object_id>/rotate/",
                 self.admin_site.admin_view(self.rotate_view),
-                name="connectors_credential_rotate",
+                name=f"connectors_{self.opts.model_name}_rotate",
             ),
         ]
         return urls + super().get_urls()
@@ -93,15 +93,15 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             }
         ]
         if self.has_change_permission(request, obj):
-            tools.insert(
-                0,
-                {
-                    "label": "Rotate credential…",
-                    "url": reverse("admin:connectors_credential_rotate", args=[obj.pk]),
-                    "id": "rotate-link",
-                },
-            )
+            tools.insert(0, self._rotate_tool(obj))
         return tools
+
+    def _rotate_tool(self, obj: Credential | AgentCredential) -> dict[str, str]:
+        return {
+            "label": "Rotate credential…",
+            "url": reverse(f"admin:connectors_{self.opts.model_name}_rotate", args=[obj.pk]),
+            "id": "rotate-link",
+        }
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         extra: dict = {}
@@ -127,16 +127,19 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                     new_secret=form.cleaned_data["secret"],
                     actor=admin_user(request),
                     channel=Channel.ADMIN,
+                    agent=credential.holder,
                 )
             except ValidationError as exc:
                 form.add_error("secret", exc)
             else:
                 self._report(request, rotation)
-                return HttpResponseRedirect(reverse("admin:connectors_credential_change", args=[credential.pk]))
+                return HttpResponseRedirect(
+                    reverse(f"admin:connectors_{self.opts.model_name}_change", args=[credential.pk])
+                )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
-            "title": f"Rotate the credential of {credential.system}",
+            "title": f"Rotate the {credential}",
             "credential": credential,
             "form": form,
         }
@@ -144,12 +147,14 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
 
     def _report(self, request: HttpRequest, rotation: Rotation) -> None:
         system = rotation.credential.system
+        agent = rotation.credential.holder
+        what = f"credential of {system}" if agent is None else f"credential of {agent.slug} at {system}"
         if rotation.health.ok:
-            self.message_user(request, f"Rotated the credential of {system}; the health check with it passed.")
+            self.message_user(request, f"Rotated the {what}; the health check with it passed.")
         elif rotation.stored:
             self.message_user(
                 request,
-                f"Rotated the credential of {system}, but the health check with the new secret FAILED: "
+                f"Rotated the {what}, but the health check with the new secret FAILED: "
                 f"{rotation.health.reason}. The previous secret fails too, so the new one is kept; the owner and "
                 "on-call were told.",
                 level=messages.ERROR,
@@ -169,7 +174,11 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
             super().save_model(request, obj, form, change)
             try:
                 rotation = credential_rotate(
-                    system=obj.system, new_secret=secret, actor=admin_user(request), channel=Channel.ADMIN
+                    system=obj.system,
+                    new_secret=secret,
+                    actor=admin_user(request),
+                    channel=Channel.ADMIN,
+                    agent=obj.holder,
                 )
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), level=messages.ERROR)
@@ -177,18 +186,51 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                 self._report(request, rotation)
                 obj.ciphertext = rotation.credential.ciphertext
         elif secret:
-            # CredentialForm's own fields: the admin's generated subclass also lists `secret` and the read-only fields.
-            attributes = {name: form.cleaned_data[name] for name in CredentialForm.Meta.fields if name != "system"}
+            # The form's own fields: the admin's generated subclass also lists `secret` and the read-only fields.
+            fields = self.form.Meta.fields
+            attributes = {name: form.cleaned_data[name] for name in fields if name not in ("system", "agent")}
             saved = credential_set(
                 system=obj.system,  # read-only once created (get_readonly_fields)
                 secret=secret,
                 actor=admin_user(request),
                 channel=Channel.ADMIN,
+                agent=obj.holder,
                 **attributes,
             )
             obj.pk, obj.ciphertext = saved.pk, saved.ciphertext
         else:
             super().save_model(request, obj, form, change)
+
+
+class AgentCredentialForm(CredentialForm):
+    class Meta:
+        model = AgentCredential
+        fields = ["system", "agent", "kind", "header_name", "username", "is_admin_level", "rotation_interval"]
+
+
+@admin.register(AgentCredential)
+class AgentCredentialAdmin(CredentialAdmin):
+    """An agent's own account at a system: set, rotated and removed by the system's owner, each audited. Its reads
+    and writes there are made with it, so the system's logs name the agent."""
+
+    form = AgentCredentialForm
+    list_display = ["system", "agent", "kind", "is_admin_level", "last_rotated_at", "rotation_due_at", "rotation_state"]
+    list_filter = ["kind", "is_admin_level"]
+    list_select_related = ["system", "agent"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Credential | None = None) -> list[str]:
+        # Whose account at which system is fixed for life: a new pairing is a new credential.
+        return [*self.readonly_fields, "system", "agent"] if obj else list(self.readonly_fields)
+
+    def object_tools(self, request: HttpRequest, obj: Credential) -> list[dict[str, str]]:
+        return [self._rotate_tool(obj)] if self.has_change_permission(request, obj) else []
+
+    def delete_model(self, request: HttpRequest, obj: AgentCredential) -> None:
+        agent_credential_remove(credential=obj, actor=admin_user(request), channel=Channel.ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for credential in queryset.select_related("system", "agent"):
+            agent_credential_remove(credential=credential, actor=admin_user(request), channel=Channel.ADMIN)
 
 
 # Batch systems' files, quarantined rows and polling state: their admin lives beside the connector.

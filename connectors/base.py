@@ -8,7 +8,14 @@ from typing import Any
 
 
 class ConnectorError(Exception):
-    """A call to a system failed."""
+    """A call to a system failed.
+
+    The message is passed on as it is (agents' problem details, failure reasons, audit summaries, e-mails), so it
+    never quotes what the system answered: connectors build it with `connectors.errors.downstream_error`, which logs
+    the system's own words under `reference` with the credential redacted.
+    """
+
+    reference: str = ""  # the id of the log line holding the detail; empty for Gatehouse's own refusals
 
 
 class TransientError(ConnectorError):
@@ -54,13 +61,14 @@ class Health:
 class Connector:
     """One system, reached with its vaulted credential. Subclasses implement the kind-specific calls."""
 
-    def __init__(self, system, secret: str | None) -> None:
+    def __init__(self, system, secret: str | None, vaulted=None) -> None:
         self.system = system
         self._secret = secret
+        self._vaulted = vaulted  # the Credential or AgentCredential the secret is from: how it is sent
 
     def auth_headers(self) -> dict[str, str]:
-        """The vaulted secret as the system's credential says to send it over HTTP: a named header, Basic, or Bearer."""
-        credential = getattr(self.system, "credential", None)
+        """The vaulted secret as its credential says to send it over HTTP: a named header, Basic, or Bearer."""
+        credential = self._vaulted if self._vaulted is not None else getattr(self.system, "credential", None)
         if self._secret is None or credential is None:
             return {}
         if credential.kind == "header":
@@ -69,6 +77,12 @@ class Connector:
             pair = f"{credential.username}:{self._secret}".encode()
             return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
         return {"Authorization": f"Bearer {self._secret}"}
+
+    def credential_texts(self) -> list[str]:
+        """The vaulted secret and each header value made from it: what a log line must never show."""
+        if not self._secret:
+            return []
+        return [self._secret, *self.auth_headers().values()]
 
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         raise NotImplementedError

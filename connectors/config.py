@@ -12,6 +12,8 @@ from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 
+from connectors.hosts import host_refusal
+
 
 def settings_object(
     raw: Any,
@@ -46,14 +48,25 @@ def http_url(raw: dict, key: str, *, invalid: str, required: bool) -> str | None
 def http_url(raw: dict, key: str, *, invalid: str, required: bool = True) -> str | None:
     """The http(s) address under `key` (None when absent and not required); `invalid` says what to set instead.
 
-    A value that is no string at all (a number, a list) gets the same message as a malformed address.
+    A value that is no string at all (a number, a list) gets the same message as a malformed address. The host must
+    be one Gatehouse may connect to (connectors/hosts.py): it receives the system's vaulted credential. Addresses
+    with a user name or password in them are refused: the credential lives in the vault, not in settings.
     """
     value = raw.get(key)
     if value is None and not required:
         return None
     parsed = urlparse(value if isinstance(value, str) else "")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or not parsed.hostname:
         raise ValidationError(invalid)
+    if parsed.username is not None or parsed.password is not None:
+        raise ValidationError(f'"{key}" must not carry a user name or password: put the secret in the vault.')
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValidationError(invalid) from None
+    refusal = host_refusal(parsed.hostname, port)
+    if refusal:
+        raise ValidationError(f'"{key}": {refusal}')
     return value
 
 

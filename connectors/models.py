@@ -26,35 +26,29 @@ class CredentialQuerySet(OwnedQuerySet):
         return self.annotate(due_at=due_at).filter(rotation_interval__isnull=False, due_at__lte=now + ROTATION_NOTICE)
 
 
-class Credential(models.Model):
-    """The service credential Gatehouse uses for one system, encrypted at rest.
+class VaultedSecret(models.Model):
+    """A secret Gatehouse sends to a system, encrypted at rest, and how it is sent and rotated.
 
-    Only `ciphertext` holds the secret, and it is excluded from history, so a database dump holds no readable
-    secret and no stale copy of an old one.
+    Only `ciphertext` holds the secret, and each concrete model excludes it from history, so a database dump holds
+    no readable secret and no stale copy of an old one.
     """
 
-    system = models.OneToOneField("governance.System", on_delete=models.CASCADE, related_name="credential")
     kind = models.CharField(max_length=10, choices=CredentialKind.choices, default=CredentialKind.BEARER)
     header_name = models.CharField(max_length=60, blank=True, help_text="For API keys: the header that carries it.")
     username = models.CharField(max_length=150, blank=True, help_text="For HTTP basic: the user name.")
     ciphertext = models.TextField(editable=False)
     key_fingerprint = models.CharField(max_length=12, editable=False, help_text="Which vault key encrypted it.")
     is_admin_level = models.BooleanField(default=False, help_text="Has more rights than Gatehouse's actions need.")
-    is_shared = models.BooleanField(default=False, help_text="Also used by people or other software.")
     rotation_interval = models.DurationField(default=timedelta(days=90))
     last_rotated_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    history = HistoricalRecords(excluded_fields=["ciphertext"])
     objects = CredentialQuerySet.as_manager()
 
     OWNER_PATH = "system__owner"
 
     class Meta:
-        ordering = ["system__slug"]
-
-    def __str__(self) -> str:
-        return f"credential for {self.system}"
+        abstract = True
 
     def clean(self) -> None:
         if self.kind == CredentialKind.HEADER and not self.header_name:
@@ -88,6 +82,59 @@ class Credential(models.Model):
     @property
     def rotation_overdue(self) -> bool:
         return self.rotation_state() == "overdue"
+
+    @property
+    def holder(self):
+        """The agent whose own credential this is; None for the system's shared one."""
+        return None
+
+
+class Credential(VaultedSecret):
+    """The system's shared service credential: what every agent without one of its own is served with."""
+
+    system = models.OneToOneField("governance.System", on_delete=models.CASCADE, related_name="credential")
+    is_shared = models.BooleanField(default=False, help_text="Also used by people or other software.")
+
+    history = HistoricalRecords(excluded_fields=["ciphertext"])
+
+    class Meta:
+        ordering = ["system__slug"]
+
+    def __str__(self) -> str:
+        return f"credential for {self.system}"
+
+
+class AgentCredential(VaultedSecret):
+    """One agent's own account at a system: its reads and writes there are made with it, so the system's own logs
+    name the agent rather than a shared service account (the seed article's first rule)."""
+
+    system = models.ForeignKey("governance.System", on_delete=models.CASCADE, related_name="agent_credentials")
+    agent = models.ForeignKey("governance.Agent", on_delete=models.CASCADE, related_name="credentials")
+
+    history = HistoricalRecords(excluded_fields=["ciphertext"])
+
+    class Meta:
+        ordering = ["system__slug", "agent__slug"]
+        constraints = [models.UniqueConstraint(fields=["system", "agent"], name="agent_credential_one_per_system")]
+
+    def __str__(self) -> str:
+        return f"credential of {self.agent} for {self.system}"
+
+    @property
+    def holder(self):
+        return self.agent
+
+
+def credential_for(system, agent=None) -> Credential | AgentCredential | None:
+    """The credential a connector for `system` uses on `agent`'s behalf: the agent's own when it has one, else the
+    system's shared one (None when the system has neither, or is not saved yet)."""
+    if not system.pk:
+        return None
+    if agent is not None:
+        own = AgentCredential.objects.filter(system=system, agent=agent).first()
+        if own is not None:
+            return own
+    return getattr(system, "credential", None)
 
 
 class Event(models.Model):

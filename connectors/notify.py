@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from connectors.models import Credential
+from connectors.models import AgentCredential, Credential
 from core.mail import admin_link, send_notice
 
 
-def notify_rotation_failed(credential: Credential, *, reason: str, stored: bool) -> None:
+def _named(credential: Credential | AgentCredential) -> tuple[str, str]:
+    """(what the subject calls the credential, the rotate_credential arguments that rotate it)."""
+    system, agent = credential.system, credential.holder
+    if agent is None:
+        return f"Credential of {system.slug}", system.slug
+    return f"Credential of {agent.slug} at {system.slug}", f"{system.slug} --agent {agent.slug}"
+
+
+def notify_rotation_failed(credential: Credential | AgentCredential, *, reason: str, stored: bool) -> None:
     """The owner (and, when Gatehouse now holds a secret the system refuses, on-call) hears of a failed check."""
     system = credential.system
+    named, _ = _named(credential)
     if stored:
-        subject = f"Credential of {system.slug} rotated, but the system refuses it"
+        subject = f"{named} rotated, but the system refuses it"
         body = (
             f"The new secret for {system} is stored, and the health check with it failed:\n  {reason}\n\n"
             "The previous secret did not pass either, so Gatehouse keeps the new one. Calls to the system will fail "
@@ -18,7 +27,7 @@ def notify_rotation_failed(credential: Credential, *, reason: str, stored: bool)
         )
         recipients = [system.owner.email, system.oncall_contact]
     else:
-        subject = f"Credential of {system.slug} not rotated: the system refused the new secret"
+        subject = f"{named} not rotated: the system refused the new secret"
         body = (
             f"The health check of {system} with the new secret failed:\n  {reason}\n\n"
             "The system still accepts the current secret, so nothing was changed. Rotate again with the right one."
@@ -27,20 +36,21 @@ def notify_rotation_failed(credential: Credential, *, reason: str, stored: bool)
     send_notice(subject, f"{body}\n\n{admin_link(credential)}", recipients)
 
 
-def notify_rotation_due(credential: Credential, *, overdue: bool) -> None:
+def notify_rotation_due(credential: Credential | AgentCredential, *, overdue: bool) -> None:
     system = credential.system
+    named, arguments = _named(credential)
     due = f"{credential.rotation_due_at:%Y-%m-%d %H:%M} UTC"
     if overdue:
-        subject = f"Credential of {system.slug} is overdue for rotation"
+        subject = f"{named} is overdue for rotation"
         body = (
-            f"The credential Gatehouse uses for {system} was due for rotation on {due}. Until it is rotated, the "
-            "readiness checklist fails for every agent that writes to the system."
+            f"The {credential} was due for rotation on {due}. Until it is rotated, the "
+            "readiness checklist fails for every agent that writes to the system with it."
         )
     else:
-        subject = f"Credential of {system.slug} is due for rotation"
-        body = f"The credential Gatehouse uses for {system} is due for rotation on {due}."
+        subject = f"{named} is due for rotation"
+        body = f"The {credential} is due for rotation on {due}."
     body += (
-        f"\n\nRotate it with `manage.py rotate_credential {system.slug}` (the new secret on stdin) or in the admin:"
+        f"\n\nRotate it with `manage.py rotate_credential {arguments}` (the new secret on stdin) or in the admin:"
         f"\n{admin_link(credential)}"
     )
     send_notice(subject, body, [system.owner.email])

@@ -39,7 +39,7 @@ def record_read(
         "record_id": record_id,
     }
     try:
-        data = connector_for(system).read(resource.name, record_id, fields)
+        data = connector_for(system, agent=agent).read(resource.name, record_id, fields)
     except RecordNotFound:
         audit_record(
             verb=Verb.READ,

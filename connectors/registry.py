@@ -9,6 +9,7 @@ from django.utils.module_loading import import_string
 
 from connectors.base import Connector, PermanentError
 from connectors.limits import guarded
+from connectors.models import credential_for
 
 # Each kind of system, once: its connector class and the parser that validates its settings, by import path so
 # loading the registry loads no connector (zeep, the MCP SDK) until a system of that kind is used or saved.
@@ -50,20 +51,23 @@ class Checks:
 OPERATIONS: dict[str, str] = {"soap": "connectors.soap.config.operation_errors"}
 
 
-def connector_for(system, *, secret: str | None = None) -> Connector:
-    """A connector for `system`; the secret is decrypted here and lives only inside the connector object.
+def connector_for(system, *, agent=None, secret: str | None = None, vaulted=None) -> Connector:
+    """A connector for `system`, acting for `agent` when given; the secret is decrypted here and lives only inside
+    the connector object.
 
-    `secret` replaces the vaulted one: a rotation checks the new secret before it is stored.
+    The secret is the agent's own credential at the system when it has one (so the system's own logs name it), else
+    the system's shared one (connectors.models.credential_for). `secret` replaces the vaulted one, sent as `vaulted`
+    says (default: the shared credential): a rotation checks the new secret before it is stored.
     """
     try:
         cls = import_string(KINDS[system.connector_kind][0])
     except KeyError:
         raise PermanentError(f"No connector for kind {system.connector_kind!r} yet.") from None
     if secret is None:
-        credential = getattr(system, "credential", None) if system.pk else None
-        secret = credential.reveal() if credential is not None else None
+        vaulted = credential_for(system, agent)
+        secret = vaulted.reveal() if vaulted is not None else None
     try:
-        connector = cls(system, secret)
+        connector = cls(system, secret, vaulted)
     except ValidationError as exc:  # settings saved without full_clean(): no call could succeed, so no retry either
         raise PermanentError(f"{system.slug}: connector settings: {' '.join(exc.messages)}") from None
     return guarded(connector)  # every kind behind the system's rate limit and circuit breaker

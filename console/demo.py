@@ -126,18 +126,25 @@ def demo_passwords() -> dict[str, str]:
     return json.loads(_passwords_file().read_text())
 
 
+COLLECTIONS_AGENT = "collections-agent"  # the demo agent that writes: it has its own account at the sample CRMs
+
+
 def sandbox_token_file(slug: str) -> Path:
     return Path(settings.VAR_DIR) / "sandbox" / f"{slug}.token"
 
 
-def _sandbox_token(slug: str) -> str:
-    """The sandbox system's service token, shared with its process through a file under var/ (mode 600)."""
+def _sandbox_accounts(slug: str) -> tuple[str, dict[str, str]]:
+    """The sample system's accounts, shared with its process through a file under var/ (mode 600): the service
+    account's token on the first line, then `AGENT TOKEN` for each demo agent that has an account of its own (made
+    here for the collections agent, the one that writes). Returns (service token, {agent slug: token})."""
     path = sandbox_token_file(slug)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
+        path.write_text(f"{secrets.token_urlsafe(32)}\n{COLLECTIONS_AGENT} {secrets.token_urlsafe(32)}\n")
         path.chmod(0o600)
-    return path.read_text().strip()
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    agents = dict(line.split(" ", 1) for line in lines[1:])
+    return lines[0], {slug: token.strip() for slug, token in agents.items()}
 
 
 def _users(report: SeedReport, reset_passwords: bool) -> dict[str, User]:
@@ -249,11 +256,18 @@ def _crm_like(report: SeedReport, system: System, owner, approver, reviewers: Gr
     return accounts
 
 
-def _credential(system: System, admin) -> None:
+def _credentials(system: System, admin) -> None:
+    """The system's shared credential, and each demo agent's own account at it (so the CRM's log names the agent)."""
+    service, agents = _sandbox_accounts(system.slug)
     if not Credential.objects.filter(system=system).exists():
         credential_set(
+            system=system, secret=service, actor=admin, channel=Channel.COMMAND, rotation_interval=timedelta(days=90)
+        )
+    for agent in Agent.objects.filter(slug__in=agents).exclude(credentials__system=system):
+        credential_set(
             system=system,
-            secret=_sandbox_token(system.slug),
+            agent=agent,
+            secret=agents[agent.slug],
             actor=admin,
             channel=Channel.COMMAND,
             rotation_interval=timedelta(days=90),
@@ -287,9 +301,9 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
         name="events",
         defaults={"label": "stock event", "fields": ["sku", "warehouse", "quantity", "as_of"]},
     )
-    for system in (crm, staging):
-        _credential(system, admin)
     collections, reporting = _agents(report, owner)
+    for system in (crm, staging):
+        _credentials(system, admin)
     _grants(collections, reporting, accounts, events, owner)
     return report
 

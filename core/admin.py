@@ -44,10 +44,14 @@ class HistoryAdmin(SimpleHistoryAdmin):
                 raise PermissionDenied
         return super().history_form_view(request, object_id, version_id, extra_context)
 
+    def history_hidden_fields(self, request: HttpRequest) -> Sequence[str]:
+        """Fields whose changes this person may not read on the history page (e.g. settings others may change)."""
+        return ()
+
     def history_lines(self, request: HttpRequest, object_id: Any, records: Sequence[Any]) -> list[HistoryLine]:
         """The lines for one page of the object's history records (newest first); each names its `version_id`."""
         before = records[-1].prev_record if records else None  # the page's oldest row is diffed too
-        return record_lines(records, before=before)
+        return record_lines(records, before=before, exclude=self.history_hidden_fields(request))
 
     def set_history_delta_changes(
         self, request: HttpRequest, historical_records: Any, foreign_keys_are_objs: bool = True

@@ -1,13 +1,17 @@
 """Gatehouse settings, read from the environment; the defaults give the embedded setup (SQLite, filesystem broker).
 
-`DATABASE_URL` switches to PostgreSQL and `REDIS_URL` to Redis (Celery broker, cache, throttling). With
-`GATEHOUSE_ENV=production`, secrets must come from the environment: nothing is generated on disk.
+`DATABASE_URL` switches to PostgreSQL and `REDIS_URL` to Redis (Celery broker, cache, throttling). Production is the
+default: secrets must come from the environment (nothing is generated on disk), DEBUG is off, cookies are secure.
+Development is the explicit opt-in, `GATEHOUSE_ENV=development` (the Makefile's targets and the test suite set it):
+secrets kept under var/, DEBUG on, loopback systems reachable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import sys
+import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -23,7 +27,7 @@ from core.logs import log_format
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("GATEHOUSE_VAR_DIR", str(BASE_DIR / "var")))
 
-GATEHOUSE_ENV = env_choice("GATEHOUSE_ENV", "development", ("development", "production"))
+GATEHOUSE_ENV = env_choice("GATEHOUSE_ENV", "production", ("development", "production"))
 PRODUCTION = GATEHOUSE_ENV == "production"
 DEBUG = env_bool("GATEHOUSE_DEBUG", default=not PRODUCTION)
 
@@ -31,7 +35,10 @@ DEBUG = env_bool("GATEHOUSE_DEBUG", default=not PRODUCTION)
 def _local_secret(name: str, make: Callable[[], str]) -> str:
     """A development-only secret kept under var/, so restarts keep sessions and decryptable credentials."""
     if PRODUCTION:
-        raise ImproperlyConfigured(f"{name} must be set when GATEHOUSE_ENV=production.")
+        raise ImproperlyConfigured(
+            f"{name} must be set when GATEHOUSE_ENV=production (the default). For local work, set "
+            "GATEHOUSE_ENV=development: secrets are then generated under var/."
+        )
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     path = VAR_DIR / f"{name.lower()}.txt"
     if not path.exists():
@@ -239,6 +246,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
     "purge-idempotency-keys": {"task": "approvals.purge_idempotency_keys", "schedule": 3600.0},
     "resume-reversals": {"task": "approvals.resume_reversals", "schedule": 60.0},
+    "resume-paused-executions": {"task": "approvals.resume_paused_executions", "schedule": 60.0},
     # Walk the audit chain, record the result, and sign its head so a deleted tail is noticed at the next run.
     "audit-verify-and-checkpoint": {"task": "audit.verify_and_checkpoint", "schedule": 300.0},
     "tell-rotation-due": {"task": "connectors.tell_rotation_due", "schedule": 86400.0},  # owners, once a day
@@ -339,7 +347,11 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Gatehouse --------------------------------------------------------------------------------------------------
+# Every token expires: this long unless its issuer says otherwise, and never later than the maximum.
 GATEHOUSE_TOKEN_DEFAULT_EXPIRY = env_seconds("GATEHOUSE_TOKEN_DEFAULT_EXPIRY", timedelta(days=90))
+GATEHOUSE_TOKEN_MAX_LIFETIME = env_seconds("GATEHOUSE_TOKEN_MAX_LIFETIME", timedelta(days=365))
+if GATEHOUSE_TOKEN_DEFAULT_EXPIRY > GATEHOUSE_TOKEN_MAX_LIFETIME:
+    raise ImproperlyConfigured("GATEHOUSE_TOKEN_DEFAULT_EXPIRY must not be longer than GATEHOUSE_TOKEN_MAX_LIFETIME.")
 GATEHOUSE_REQUIRE_SERVICES = env_bool("GATEHOUSE_REQUIRE_SERVICES", default=False)
 # Where no signed-off rule decides, one approver decides within this SLA.
 GATEHOUSE_FALLBACK_SLA = env_seconds("GATEHOUSE_FALLBACK_SLA", timedelta(hours=4))
@@ -355,6 +367,19 @@ GATEHOUSE_EXECUTION_BACKOFF_MAX = env_seconds("GATEHOUSE_EXECUTION_BACKOFF_MAX",
 GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER", timedelta(seconds=30))
 # A read that finds its system's rate limit reached waits this long for a token, then answers 503 with Retry-After.
 GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(seconds=1))
+
+# Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
+# nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
+# the loopback range and the sample MCP servers, where the demo's systems run.
+_SAMPLE_MCP_SERVERS = [
+    f"node {BASE_DIR / 'sandbox' / 'mcp_servers' / 'node_modules'}/",
+    str(Path(sys.executable).parent / "mcp-server-time"),
+]
+GATEHOUSE_CONNECTOR_HOSTS = env_list(
+    "GATEHOUSE_CONNECTOR_HOSTS", [] if PRODUCTION else ["127.0.0.0/8", "localhost", "::1"]
+)
+GATEHOUSE_MCP_COMMANDS = env_list("GATEHOUSE_MCP_COMMANDS", [] if PRODUCTION else _SAMPLE_MCP_SERVERS)
+GATEHOUSE_DROP_ROOTS = env_list("GATEHOUSE_DROP_ROOTS", [] if PRODUCTION else [str(VAR_DIR), tempfile.gettempdir()])
 
 # /metrics answers loopback callers, and others presenting this as a bearer token (empty: loopback only).
 GATEHOUSE_METRICS_TOKEN = env_str("GATEHOUSE_METRICS_TOKEN")

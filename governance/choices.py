@@ -75,3 +75,4 @@ class Role(models.TextChoices):
     REVIEWERS = "Reviewers"
     AUDITORS = "Auditors"
     OPERATORS = "Operators"
+    INTEGRATORS = "Integrators"

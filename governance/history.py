@@ -126,7 +126,8 @@ def _rule_line(record: Any, previous_rule: Any | None, *, before: bool, after: b
         who=line_who,
         change=CHANGE_KINDS[record.history_type],
         subject="",
-        changes=field_changes(record, None if record.history_type == "+" else previous_rule),
+        # Who edited is the line's own "who"; the field only keeps it for the four-eyes check of the sign-off.
+        changes=field_changes(record, None if record.history_type == "+" else previous_rule, ["edited_by"]),
         reason=record.history_change_reason or "",
         version_id=record.history_id,
         own=True,

@@ -17,7 +17,10 @@ INVENTORY = [
     ("governance", "thresholdrule"),
     ("governance", "thresholdband"),
     ("connectors", "credential"),
+    ("connectors", "agentcredential"),
 ]
+# A system's connector settings: their own page and permissions (governance.SystemConnection, a proxy of System).
+CONNECTIONS = ("governance", "systemconnection")
 AUDIT = [("audit", "auditevent"), ("audit", "auditverification"), ("audit", "auditcheckpoint")]
 PROPOSALS = [("approvals", "proposal")]
 ROLLBACK = [("approvals", "reversal"), ("approvals", "reversalstep"), ("approvals", "drill")]
@@ -48,7 +51,9 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
         "change",
         "delete",
     )
-    + _edit([("governance", "system"), ("connectors", "credential")], "change"),
+    + _edit([("governance", "system"), ("connectors", "credential")], "change")
+    # An agent's own account at their system: set, rotated and retired by the system's owner.
+    + _edit([("connectors", "agentcredential")], "add", "change", "delete"),
     # Deciding is not a model permission: the services check who may decide each proposal.
     Role.APPROVERS: _view(INVENTORY + PROPOSALS),
     Role.REVIEWERS: _view(INVENTORY + PROPOSALS),
@@ -56,6 +61,9 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Operators pull kill switches, reverse writes and run drills (the services check on which targets).
     Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH)
     + _edit([("governance", "system"), ("governance", "agent")], "change"),
+    # Integrators set what each connector runs and where it connects (within the environment's allow-lists): the
+    # connector settings page only, audited there. They change nothing else.
+    Role.INTEGRATORS: _view(INVENTORY) + _edit([CONNECTIONS], "view", "change"),
 }
 
 

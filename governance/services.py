@@ -1,13 +1,18 @@
-"""State changes of the inventory: agent tokens, rule sign-off. Each writes its audit event in the same transaction."""
+"""State changes of the inventory: agent tokens, owners, connector settings, rule sign-off. Each checks who may and
+writes its audit event in the same transaction, whichever door calls it."""
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
+from collections.abc import Iterable
 from datetime import timedelta
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import QuerySet, Subquery
 from django.utils import timezone
@@ -16,10 +21,46 @@ from audit.choices import Channel, Verb
 from audit.services import audit_record
 from core.compiled_query import CompiledQuery
 from governance.gate import note_global_stop
-from governance.models import Agent, AgentToken, GlobalSwitch, ThresholdRule, validate_bands
+from governance.models import Agent, AgentToken, GlobalSwitch, System, ThresholdRule, validate_bands
+from governance.querysets import sees_everything
 
 # last_used_at is a convenience for operators, not a security record: write it at most this often.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def may_mint_tokens(user: User | None, agent: Agent) -> bool:
+    """Whoever mints a token can act as the agent: its owner or a superuser (None: the command line, whose user has
+    the server's shell and so its keys). Not operators: they stop agents, they do not speak for them."""
+    if user is None:
+        return True
+    return user.is_active and (user.is_superuser or agent.owner_id == user.pk)
+
+
+def may_revoke_tokens(user: User | None, agent: Agent) -> bool:
+    """Revoking stops an agent, like its kill switch: its owner, operators and superusers."""
+    return may_mint_tokens(user, agent) or (user is not None and sees_everything(user))
+
+
+def token_lifetime(expires_in: timedelta | None) -> timedelta:
+    """The lifetime a new token gets: GATEHOUSE_TOKEN_DEFAULT_EXPIRY unless asked, never over the maximum."""
+    lifetime = expires_in if expires_in is not None else settings.GATEHOUSE_TOKEN_DEFAULT_EXPIRY
+    maximum = settings.GATEHOUSE_TOKEN_MAX_LIFETIME
+    if lifetime <= timedelta(0):
+        raise ValidationError("A token's lifetime must be longer than zero.")
+    if lifetime > maximum:
+        raise ValidationError(f"A token lives at most {maximum.days} days (GATEHOUSE_TOKEN_MAX_LIFETIME).")
+    return lifetime
+
+
+def token_networks(networks: Iterable[str]) -> list[str]:
+    """Source networks in CIDR form ("10.2.0.0/16", "2001:db8::/32", a lone address): refused when one is not."""
+    parsed = []
+    for text in networks:
+        try:
+            parsed.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+        except ValueError:
+            raise ValidationError(f"{text!r} is not a network (e.g. 10.2.0.0/16 or 192.0.2.7).") from None
+    return parsed
 
 
 @transaction.atomic
@@ -30,11 +71,16 @@ def agent_token_issue(
     channel: Channel | str,
     expires_in: timedelta | None = None,
     label: str = "",
+    networks: Iterable[str] = (),
 ) -> tuple[AgentToken, str]:
     """Make a token for `agent` and return it with the raw secret, which is never stored and never shown again.
 
-    Earlier tokens stay valid, so an agent can switch to the new one without downtime.
+    Earlier tokens stay valid, so an agent can switch to the new one without downtime. Every token expires
+    (`token_lifetime`); `networks` limits where it may be used from (empty: anywhere).
     """
+    if not may_mint_tokens(issued_by, agent):
+        raise PermissionDenied(f"Only the owner of {agent.slug} ({agent.owner}) or a superuser issues its tokens.")
+    lifetime, allowed = token_lifetime(expires_in), token_networks(networks)
     prefix = secrets.token_hex(6)
     raw = f"{AgentToken.PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     now = timezone.now()
@@ -45,15 +91,17 @@ def agent_token_issue(
         label=label,
         created_at=now,
         created_by=issued_by,
-        expires_at=now + expires_in if expires_in else None,
+        expires_at=now + lifetime,
+        networks=allowed,
     )
-    expiry = f", expires {token.expires_at:%Y-%m-%d %H:%M} UTC" if token.expires_at else ", no expiry"
+    where = f", from {', '.join(allowed)} only" if allowed else ""
     audit_record(
         verb=Verb.TOKEN_ISSUED,
         actor=issued_by,
+        agent=agent,
         channel=channel,
-        input={"token_prefix": prefix, "label": label, "expires_at": token.expires_at},
-        summary=f"Token {prefix} issued for agent {agent.slug}{expiry}.",
+        input={"token_prefix": prefix, "label": label, "expires_at": token.expires_at, "networks": allowed},
+        summary=f"Token {prefix} issued for agent {agent.slug}, expires {token.expires_at:%Y-%m-%d %H:%M} UTC{where}.",
     )
     return token, raw
 
@@ -63,6 +111,8 @@ def agent_tokens_revoke(
     *, agent: Agent, revoked_by: User | None = None, channel: Channel | str, reason: str = ""
 ) -> int:
     """Revoke every usable token of `agent`; its next call is refused. Returns how many were revoked."""
+    if not may_revoke_tokens(revoked_by, agent):
+        raise PermissionDenied(f"You may not revoke the tokens of {agent.slug}.")
     tokens = list(AgentToken.objects.select_for_update().filter(agent=agent).usable())
     now = timezone.now()
     for token in tokens:
@@ -71,6 +121,7 @@ def agent_tokens_revoke(
     audit_record(
         verb=Verb.TOKEN_REVOKED,
         actor=revoked_by,
+        agent=agent,
         channel=channel,
         input={"token_prefixes": [token.prefix for token in tokens], "reason": reason},
         summary=f"{len(tokens)} token(s) of agent {agent.slug} revoked" + (f": {reason}" if reason else "."),
@@ -90,10 +141,14 @@ def _token_query(prefix: str) -> QuerySet[AgentToken]:
 _TOKEN = CompiledQuery(_token_query, prefix="\x00gatehouse-sentinel-prefix")
 
 
-def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
-    """The agent a bearer token belongs to, or None when it is unknown, malformed, expired or revoked.
+def agent_authenticate(
+    raw: str, *, source: str | None = None, channel: Channel | str = Channel.API
+) -> tuple[Agent, AgentToken] | None:
+    """The agent a bearer token belongs to, or None when it is unknown, malformed, expired, revoked, or used from
+    outside the token's networks (`source`: the caller's address).
 
-    One answer for every kind of failure, and a constant-time comparison, so a caller learns nothing from trying.
+    One answer for every kind of failure, and a constant-time comparison, so a caller learns nothing from trying. A
+    valid token used from elsewhere is audited (`denied`, outcome `network_refused`): it may have leaked.
     """
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != AgentToken.PREFIX or not parts[1] or len(raw) > 200:
@@ -106,6 +161,17 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
     now = timezone.now()
     if not token.is_usable(now):
         return None
+    if not token.allows_source(source):
+        audit_record(
+            verb=Verb.DENIED,
+            actor=token.agent,
+            channel=channel,
+            outcome="network_refused",
+            input={"token_prefix": token.prefix, "source": source, "networks": token.networks},
+            summary=f"{token.agent.slug}'s token {token.prefix} was used from {source or 'an unknown address'}, "
+            f"outside its networks ({', '.join(token.networks)}): refused as unauthenticated.",
+        )
+        return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)  # not history-tracked: see model
     engaged, reason = getattr(token, "stop_engaged", None), getattr(token, "stop_reason", "")  # annotated by the query
@@ -113,13 +179,32 @@ def agent_authenticate(raw: str) -> tuple[Agent, AgentToken] | None:
     return token.agent, token
 
 
+def may_sign_off(user: User, rule: ThresholdRule) -> bool:
+    """The system's business owner signs off its rules, or a superuser (the last editor never: see below)."""
+    return user.is_active and (user.is_superuser or user.pk == rule.system.owner_id)
+
+
+def may_hand_over(user: User | None) -> bool:
+    """Giving a system or an agent to another owner moves who signs off and who mints tokens: superusers only."""
+    return user is None or (user.is_active and user.is_superuser)
+
+
 @transaction.atomic
 def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel | str) -> ThresholdRule:
-    """Record the business owner's sign-off of the rule as it stands now; any later edit voids it."""
+    """Record the sign-off of the rule as it stands now; any later edit voids it.
+
+    The system's business owner signs off (or a superuser), and never the person who last edited the rule or its
+    bands: four eyes, so that nobody both writes the terms an agent is held to and puts them in force.
+    """
     rule = ThresholdRule.objects.select_for_update(of=("self",)).select_related("system").get(pk=rule.pk)
-    if user.pk != rule.system.owner_id:
+    if not may_sign_off(user, rule):
         raise PermissionDenied(
             f"Only the business owner of {rule.system} ({rule.system.owner}) can sign off its rules."
+        )
+    if rule.edited_by_id == user.pk:
+        raise PermissionDenied(
+            f"You made the last change to “{rule.name}”: someone else signs it off (four eyes). Ask the business "
+            f"owner of {rule.system} or an administrator."
         )
     validate_bands([band.spec() for band in rule.bands.all()])
     rule.signed_off_by = user
@@ -136,3 +221,116 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel
         summary=f"{user.get_username()} signed off threshold rule “{rule.name}” on {rule.system}.",
     )
     return rule
+
+
+# --- Who configures what: connector settings and owners -------------------------------------------------------
+
+CONNECTION_PERMISSION = "governance.change_systemconnection"
+
+
+def may_configure_connections(user: User | None) -> bool:
+    """A system's connector kind and settings decide what Gatehouse runs and where its credential goes: superusers
+    and integrators (the connector settings' change permission). None: the command line."""
+    return user is None or (user.is_active and user.has_perm(CONNECTION_PERMISSION))
+
+
+def configuration_record(
+    *,
+    obj: System | Agent,
+    changes: dict[str, tuple[Any, Any]],
+    user: User | None,
+    channel: Channel | str,
+    summary: str,
+) -> None:
+    """One `configured` event for a person's change of what governs an agent or a system: each field, before and
+    after, in the trail where an auditor looks for "who let the agent do this, and when"."""
+    if not changes:
+        return
+    system = obj if isinstance(obj, System) else None
+    agent = obj if isinstance(obj, Agent) else None
+    audit_record(
+        verb=Verb.CONFIGURED,
+        actor=user,
+        channel=channel,
+        system=system,
+        agent=agent,
+        resource=obj._meta.model_name or "",
+        state_before={name: before for name, (before, _) in changes.items()},
+        state_after={name: after for name, (_, after) in changes.items()},
+        summary=summary,
+    )
+
+
+def _redacted(config: Any) -> Any:
+    """Connector settings as the trail keeps them: an MCP server's environment by variable name only (a value may be
+    a path or a flag a person would rather not spread; the secret itself is never in settings)."""
+    if isinstance(config, dict) and isinstance(config.get("env"), dict):
+        return {**config, "env": {name: "…" for name in config["env"]}}
+    return config
+
+
+@transaction.atomic
+def system_connection_set(
+    *, system: System, kind: str, config: dict[str, Any], user: User | None, channel: Channel | str
+) -> System:
+    """Change what a system's connector is and where it connects, checked against the environment's allow-lists
+    (connectors/hosts.py, through the model's validation) and audited with before and after."""
+    if not may_configure_connections(user):
+        raise PermissionDenied("Only an integrator or a superuser changes a system's connector settings.")
+    system = System.objects.select_for_update().get(pk=system.pk)
+    before = {"connector_kind": system.connector_kind, "connector_config": system.connector_config}
+    system.connector_kind, system.connector_config = kind, config
+    system.full_clean()
+    changes = {
+        name: (_redacted(old), _redacted(getattr(system, name)))
+        for name, old in before.items()
+        if getattr(system, name) != old
+    }
+    if not changes:
+        return system
+    system._change_reason = "connector settings"  # type: ignore[attr-defined]
+    system.save(update_fields=["connector_kind", "connector_config"])
+    who = user.get_username() if user else "an operator (command line)"
+    configuration_record(
+        obj=system,
+        changes=changes,
+        user=user,
+        channel=channel,
+        summary=f"{who} changed the connector settings of {system} ({', '.join(changes)}).",
+    )
+    return system
+
+
+def _owner_set(obj: System | Agent, owner: User, *, user: User | None, channel: Channel | str, what: str) -> None:
+    if not may_hand_over(user):
+        raise PermissionDenied(f"Handing {what} to another owner is a superuser's act.")
+    if obj.owner_id == owner.pk:
+        return
+    before = obj.owner.get_username()
+    obj.owner = owner
+    obj._change_reason = "owner changed"  # type: ignore[union-attr]
+    obj.save(update_fields=["owner"])
+    configuration_record(
+        obj=obj,
+        changes={"owner": (before, owner.get_username())},
+        user=user,
+        channel=channel,
+        summary=f"{user.get_username() if user else 'An operator'} handed {what} from {before} to "
+        f"{owner.get_username()}.",
+    )
+
+
+@transaction.atomic
+def system_owner_set(*, system: System, owner: User, user: User | None, channel: Channel | str) -> System:
+    """Hand a system to another business owner, who then signs off its rules and grants its scopes: superusers only."""
+    system = System.objects.select_for_update().get(pk=system.pk)
+    _owner_set(system, owner, user=user, channel=channel, what=f"system {system}")
+    return system
+
+
+@transaction.atomic
+def agent_owner_set(*, agent: Agent, owner: User, user: User | None, channel: Channel | str) -> Agent:
+    """Hand an agent to another owner, who then mints its tokens: superusers only."""
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    _owner_set(agent, owner, user=user, channel=channel, what=f"agent {agent}")
+    return agent

@@ -12,7 +12,10 @@ Run it with::
 ``--port 0`` picks a free port. On startup exactly one line, ``sandbox-crm listening on http://HOST:PORT``, is
 printed to stdout. Request logs go to stderr. SIGTERM and Ctrl-C stop it cleanly.
 
-Business API (every request needs ``Authorization: Bearer <token>``; otherwise 401 ``{"error": "unauthorized"}``):
+Business API (every request needs ``Authorization: Bearer <token>``; otherwise 401 ``{"error": "unauthorized"}``).
+The token file holds the service account's token on its first line and, on each further line, ``NAME TOKEN``: another
+account of the CRM's own (one per agent, so the CRM's log names who called). Each accepted business request is logged
+to stderr as ``sandbox-crm caller=NAME METHOD PATH`` (the first line's account is ``service``):
 
 - ``GET    /accounts/{id}``                      the full record (fields, notes, version, updated_at)
 - ``PATCH  /accounts/{id}``                      change name/email/status/credit_limit; optional
@@ -35,18 +38,22 @@ with ``/_`` are not counted in ``requests_total`` and are never slowed, throttle
 
 - ``GET  /_health``         ``{"ok": true}``; when an ``Authorization`` header is sent it is checked too (401
   ``{"error": "unauthorized"}`` for a token the CRM does not accept), so a client's health check proves its credential
-- ``GET  /_stats``          ``{"writes_total", "writes_by_key", "requests_total"}``; requests_total counts every
-  business request, including refused ones; writes count applied business writes (not replays, not /_control/set)
+- ``GET  /_stats``          ``{"writes_total", "writes_by_key", "requests_total", "requests_by_caller"}``;
+  requests_total counts every business request, including refused ones; requests_by_caller the accepted ones by
+  account; writes count applied business writes (not replays, not /_control/set)
 - ``GET  /_control/mode``   the current mode
 - ``POST /_control/mode``   ``{"mode": "normal"}`` | ``{"mode": "slow", "delay": 0.5}`` |
-  ``{"mode": "throttle", "retry_after": 2}`` | ``{"mode": "error", "status": 503}``, optionally with
+  ``{"mode": "throttle", "retry_after": 2}`` | ``{"mode": "error", "status": 503}`` |
+  ``{"mode": "echo", "status": 400}`` (any 4xx or 5xx, no Retry-After: a debug error whose body echoes the request's
+  method, path and headers, ``Authorization`` included, as careless systems do), optionally with
   ``"count": N`` so only the next N business requests are affected before it reverts to normal
 - ``POST /_control/reset``  wipe and reseed accounts 4471-4473, clear idempotency keys and stats, mode normal
 - ``POST /_control/set``    ``{"account": "4471", "fields": {...}}``: edit a record directly, as a person in the
   CRM would (no auth, no idempotency, not counted as a write); always bumps the version; returns the record
-- ``POST /_control/token``  ``{"tokens": ["...", ...]}``: the bearer tokens accepted from now on, as the CRM's own
-  admin would issue and revoke them (a rotation: old and new together, then the new alone). Never read back;
-  answers ``{"tokens": N}``. ``/_control/reset`` restores the start-up token.
+- ``POST /_control/token``  ``{"tokens": ["...", ...]}`` or ``{"tokens": {"NAME": "...", ...}}``: the bearer tokens
+  accepted from now on (a list's are accounts ``token-1``, ``token-2``, …), as the CRM's own admin would issue and
+  revoke them (a rotation: old and new together, then the new alone). Never read back; answers ``{"tokens": N}``.
+  ``/_control/reset`` restores the start-up tokens.
 - ``POST /_control/accounts`` ``{"count": N}`` (1-10,000): make sure generated accounts 5001 to 5000+N exist
   (credit limit 1000.00, no notes), for load runs that need many records (bench/reliability.py); accounts that already
   exist are left as they are; answers ``{"accounts": ["5001", ...], "created": K}``. ``/_control/reset`` removes them.
@@ -57,6 +64,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -274,7 +282,7 @@ def parse_mode(body: JSON) -> serving.Mode:
     name = body.get("mode")
     try:
         return serving.parse_mode(
-            "normal" if name is None else name, body, names=("normal", "slow", "throttle", "error")
+            "normal" if name is None else name, body, names=("normal", "slow", "throttle", "error", "echo")
         )
     except serving.ModeError as exc:
         raise ApiError(422, str(exc), field_name=exc.field) from None
@@ -300,6 +308,18 @@ SIDE_DOOR: dict[str, dict[str, str]] = {
 }
 
 
+def parse_accounts(text: str) -> dict[str, bytes]:
+    """The token file's accounts: the first line is the service account's token, each further line ``NAME TOKEN``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    accounts = {"service": lines[0].encode()}
+    for line in lines[1:]:
+        name, _, token = line.partition(" ")
+        if not token.strip():
+            raise ValueError(f"a token file line after the first must be NAME TOKEN, not {name!r}")
+        accounts[name] = token.strip().encode()
+    return accounts
+
+
 class CRM(serving.Service[Reply]):
     """Request handling, independent of the HTTP plumbing."""
 
@@ -307,8 +327,8 @@ class CRM(serving.Service[Reply]):
 
     def __init__(self, store: Store, token: str) -> None:
         super().__init__(store)
-        self._startup_token = token.encode()
-        self._tokens: tuple[bytes, ...] = (self._startup_token,)
+        self._startup_tokens = parse_accounts(token)
+        self._tokens: dict[str, bytes] = dict(self._startup_tokens)
 
     def handle(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
         """Answer one request. ``headers`` keys are lower-case."""
@@ -336,9 +356,16 @@ class CRM(serving.Service[Reply]):
             )
         elif fault.name == "error":
             return Reply(fault.status, {"error": "simulated_outage", "status": fault.status})
+        elif fault.name == "echo":
+            debug = {"method": method, "path": path, "received_headers": headers}
+            return Reply(fault.status, {"error": "debug_echo", "status": fault.status, "debug": debug})
 
-        if not self._authorised(headers.get("authorization", "")):
+        caller = self._caller(headers.get("authorization", ""))
+        if caller is None:
             return Reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="sandbox-crm"'})
+        with self.store.lock, self.store.conn:
+            self.store.bump(f"caller:{caller}")
+        sys.stderr.write(f"sandbox-crm caller={caller} {method} {path}\n")
 
         handler_name, params = self._route(method, path)
         handler: Handler = getattr(self, handler_name)
@@ -381,14 +408,15 @@ class CRM(serving.Service[Reply]):
                         )
             return reply
 
-    def _authorised(self, header: str) -> bool:
+    def _caller(self, header: str) -> str | None:
+        """The account whose bearer token `header` carries, or None when the CRM accepts no such token."""
         scheme, _, supplied = header.partition(" ")
         if scheme.lower() != "bearer":
-            return False
+            return None
         supplied_bytes = supplied.strip().encode()
         # Compare with every accepted token (no early exit), so timing does not tell which one matched.
-        matches = [hmac.compare_digest(supplied_bytes, token) for token in self._tokens]
-        return any(matches)
+        matches = [name for name, token in self._tokens.items() if hmac.compare_digest(supplied_bytes, token)]
+        return matches[0] if matches else None
 
     @staticmethod
     def _route(method: str, path: str) -> tuple[str, dict[str, str]]:
@@ -478,7 +506,7 @@ class CRM(serving.Service[Reply]):
         if method not in methods:
             raise MethodNotAllowed(methods)
         supplied = (headers or {}).get("authorization")
-        if path == "/_health" and supplied is not None and not self._authorised(supplied):
+        if path == "/_health" and supplied is not None and self._caller(supplied) is None:
             return Reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="sandbox-crm"'})
         body = parse_body(raw) if method == "POST" else {}
         handler: Callable[[JSON], Reply] = getattr(self, methods[method])
@@ -496,6 +524,12 @@ class CRM(serving.Service[Reply]):
                     "writes_total": self.store.counter("writes_total"),
                     "writes_by_key": {row["key"]: row["applied"] for row in rows},
                     "requests_total": self.store.counter("requests_total"),
+                    "requests_by_caller": {
+                        row["name"].removeprefix("caller:"): row["value"]
+                        for row in self.store.conn.execute(
+                            "SELECT name, value FROM counters WHERE name LIKE 'caller:%' ORDER BY name"
+                        )
+                    },
                 },
             )
 
@@ -507,17 +541,19 @@ class CRM(serving.Service[Reply]):
 
     def set_tokens(self, body: JSON) -> Reply:
         tokens = body.get("tokens")
+        if isinstance(tokens, list):
+            tokens = {f"token-{number}": token for number, token in enumerate(tokens, 1)}
         if (
-            not isinstance(tokens, list)
+            not isinstance(tokens, dict)
             or not 1 <= len(tokens) <= 10
-            or not all(isinstance(token, str) and token.strip() and token == token.strip() for token in tokens)
+            or not all(isinstance(token, str) and token.strip() and token == token.strip() for token in tokens.values())
         ):
-            raise ApiError(422, "tokens must be a list of 1 to 10 non-empty strings", field_name="tokens")
-        self._tokens = tuple(token.encode() for token in tokens)
+            raise ApiError(422, "tokens must name 1 to 10 non-empty strings", field_name="tokens")
+        self._tokens = {str(name): token.encode() for name, token in tokens.items()}
         return Reply(200, {"tokens": len(tokens)})
 
     def reset(self, body: JSON) -> Reply:
-        self._tokens = (self._startup_token,)
+        self._tokens = dict(self._startup_tokens)
         with self.store.lock:
             self.store.reset()
         self.faults.clear()

@@ -99,6 +99,8 @@ class Mode:
     """Fault injection for business requests, set through ``/_control/mode``.
 
     Which modes a service offers is its own (``parse_mode(names=...)``): the CRM throttles, the inventory faults.
+    ``echo`` answers ``status`` (400-599) with an error that echoes the request's headers, credential included, as
+    some systems do in a debug mode: what a client must never pass on.
     """
 
     name: str = "normal"
@@ -113,7 +115,7 @@ class Mode:
             out["delay"] = self.delay
         elif self.name == "throttle":
             out["retry_after"] = self.retry_after
-        elif self.name == "error":
+        elif self.name in ("error", "echo"):
             out["status"] = self.status
         return out
 
@@ -151,6 +153,11 @@ def parse_mode(name: Any, body: JSON, *, names: tuple[str, ...]) -> Mode:
         status = body.get("status", 503)
         if type(status) is not int or not 500 <= status <= 599:
             raise ModeError("status must be an integer between 500 and 599", "status")
+        mode.status = status
+    elif name == "echo":
+        status = body.get("status", 500)
+        if type(status) is not int or not 400 <= status <= 599:
+            raise ModeError("status must be an integer between 400 and 599", "status")
         mode.status = status
     return mode
 

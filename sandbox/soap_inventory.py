@@ -31,8 +31,17 @@ Test-harness side door, JSON, NO AUTHENTICATION (loopback only); like the CRM's,
 - ``GET  /_stats``          ``{"writes_total", "writes_by_key", "requests_total"}`` (writes by requestId)
 - ``GET  /_control/mode``   the current mode
 - ``POST /_control/mode``   ``{"mode": "normal"}`` | ``{"mode": "slow", "delay": 0.5}`` | ``{"mode": "fault"}`` (a
-  ``soap:Server`` fault) | ``{"mode": "error", "status": 503}`` (a gateway's plain-text error, no SOAP), optionally
+  ``soap:Server`` fault) | ``{"mode": "error", "status": 503}`` (a gateway's plain-text error, no SOAP) |
+  ``{"mode": "echo", "status": 500}`` (a debug fault whose faultstring echoes the credential headers received:
+  ``soap:Server`` for a 5xx status, ``soap:Client`` for a 4xx one, sent as HTTP 500 as SOAP 1.1 does), optionally
   with ``"count": N`` so only the next N SOAP requests are affected
+- ``POST /_control/documents`` ``{"schema_location": "http://127.0.0.2:8201/inventory.xsd", "guarded": true}``: the
+  WSDL imports its types from that address instead of holding them (``null``: inline again; every inventory serves
+  its types at ``GET /inventory.xsd``), and with ``guarded`` the WSDL and the types answer 401 without the token.
+  Its ``service_location`` (an http(s) address or ``null``, its own) is where the WSDL says the service is: a WSDL
+  naming a service elsewhere, to which a client would send its credential. ``/_stats`` counts the document requests
+  under ``documents``, by document and by whether they carried a
+  credential header (``Authorization`` or ``X-Api-Key``, valid or not)
 - ``POST /_control/reset``  wipe and reseed the items, clear request ids and stats, mode normal
 - ``POST /_control/set``    ``{"sku": "WID-100", "fields": {"quantity": 7}}``: edit an item directly, as a
   warehouse clerk would (bumps the version, not counted as a write)
@@ -45,6 +54,7 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,12 +63,14 @@ from xml.sax.saxutils import escape
 
 from sandbox import serving
 from sandbox.serving import JSON, now_iso
+from sandbox.soap_documents import NS, build_schema, build_wsdl
 
 NAME = "sandbox-inventory"
 DESCRIPTION = "Sample legacy inventory (a SOAP 1.1 service) for Gatehouse demos and tests."
-NS = "urn:gatehouse:sandbox:inventory"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 ENDPOINT = "/inventory"
+SCHEMA_PATH = "/inventory.xsd"
+CREDENTIAL_HEADERS = ("authorization", "x-api-key")
 MAX_QUANTITY = 1_000_000_000
 SKU_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 MAX_REQUEST_ID_CHARS = 255
@@ -78,119 +90,6 @@ CREATE TABLE IF NOT EXISTS requests (
     request_id TEXT PRIMARY KEY, sku TEXT NOT NULL, quantity INTEGER NOT NULL, answer TEXT NOT NULL
 );
 """
-
-WSDL_TEMPLATE = """<?xml version="1.0" encoding="UTF-8"?>
-<wsdl:definitions name="Inventory" targetNamespace="{ns}"
-    xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"
-    xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:tns="{ns}">
-  <wsdl:types>
-    <xsd:schema targetNamespace="{ns}" elementFormDefault="qualified">
-      <xsd:complexType name="Item">
-        <xsd:sequence>
-          <xsd:element name="sku" type="xsd:string"/>
-          <xsd:element name="name" type="xsd:string"/>
-          <xsd:element name="quantity" type="xsd:int"/>
-          <xsd:element name="warehouse" type="xsd:string"/>
-          <xsd:element name="version" type="xsd:int"/>
-          <xsd:element name="updatedAt" type="xsd:dateTime"/>
-        </xsd:sequence>
-      </xsd:complexType>
-      <xsd:element name="GetItem">
-        <xsd:complexType><xsd:sequence><xsd:element name="sku" type="xsd:string"/></xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="GetItemResponse">
-        <xsd:complexType><xsd:sequence><xsd:element name="item" type="tns:Item"/></xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="ListItems">
-        <xsd:complexType><xsd:sequence>
-          <xsd:element name="warehouse" type="xsd:string" minOccurs="0"/>
-        </xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="ListItemsResponse">
-        <xsd:complexType><xsd:sequence>
-          <xsd:element name="item" type="tns:Item" minOccurs="0" maxOccurs="unbounded"/>
-        </xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="SetQuantity">
-        <xsd:complexType><xsd:sequence>
-          <xsd:element name="sku" type="xsd:string"/>
-          <xsd:element name="quantity" type="xsd:int"/>
-          <xsd:element name="requestId" type="xsd:string" minOccurs="0"/>
-        </xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="SetQuantityResponse">
-        <xsd:complexType><xsd:sequence>
-          <xsd:element name="sku" type="xsd:string"/>
-          <xsd:element name="before" type="xsd:int"/>
-          <xsd:element name="after" type="xsd:int"/>
-          <xsd:element name="version" type="xsd:int"/>
-          <xsd:element name="replayed" type="xsd:boolean"/>
-        </xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="Ping"><xsd:complexType><xsd:sequence/></xsd:complexType></xsd:element>
-      <xsd:element name="PingResponse">
-        <xsd:complexType><xsd:sequence><xsd:element name="ok" type="xsd:boolean"/></xsd:sequence></xsd:complexType>
-      </xsd:element>
-      <xsd:element name="ItemNotFound">
-        <xsd:complexType><xsd:sequence><xsd:element name="sku" type="xsd:string"/></xsd:sequence></xsd:complexType>
-      </xsd:element>
-    </xsd:schema>
-  </wsdl:types>
-{messages}
-  <wsdl:portType name="InventoryPortType">
-{port_operations}
-  </wsdl:portType>
-  <wsdl:binding name="InventoryBinding" type="tns:InventoryPortType">
-    <soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>
-{binding_operations}
-  </wsdl:binding>
-  <wsdl:service name="InventoryService">
-    <wsdl:port name="InventoryPort" binding="tns:InventoryBinding">
-      <soap:address location="{location}"/>
-    </wsdl:port>
-  </wsdl:service>
-</wsdl:definitions>
-"""
-
-OPERATIONS = ("GetItem", "ListItems", "SetQuantity", "Ping")
-FAULTING = ("GetItem", "SetQuantity")  # the operations that declare the ItemNotFound fault
-
-
-def build_wsdl(location: str) -> str:
-    messages = []
-    for name in OPERATIONS:
-        for suffix in ("", "Response"):
-            messages.append(
-                f'  <wsdl:message name="{name}{suffix}Message">'
-                f'<wsdl:part name="parameters" element="tns:{name}{suffix}"/></wsdl:message>'
-            )
-    messages.append(
-        '  <wsdl:message name="ItemNotFoundMessage"><wsdl:part name="fault" element="tns:ItemNotFound"/></wsdl:message>'
-    )
-    port_operations, binding_operations = [], []
-    for name in OPERATIONS:
-        fault = '<wsdl:fault name="ItemNotFound" message="tns:ItemNotFoundMessage"/>' if name in FAULTING else ""
-        port_operations.append(
-            f'    <wsdl:operation name="{name}"><wsdl:input message="tns:{name}Message"/>'
-            f'<wsdl:output message="tns:{name}ResponseMessage"/>{fault}</wsdl:operation>'
-        )
-        soap_fault = (
-            '<wsdl:fault name="ItemNotFound"><soap:fault name="ItemNotFound" use="literal"/></wsdl:fault>'
-            if name in FAULTING
-            else ""
-        )
-        binding_operations.append(
-            f'    <wsdl:operation name="{name}"><soap:operation soapAction="{NS}#{name}"/>'
-            '<wsdl:input><soap:body use="literal"/></wsdl:input>'
-            f'<wsdl:output><soap:body use="literal"/></wsdl:output>{soap_fault}</wsdl:operation>'
-        )
-    return WSDL_TEMPLATE.format(
-        ns=NS,
-        location=escape(location, {'"': "&quot;"}),
-        messages="\n".join(messages),
-        port_operations="\n".join(port_operations),
-        binding_operations="\n".join(binding_operations),
-    )
 
 
 class SoapFault(Exception):
@@ -303,7 +202,7 @@ class Store(serving.SqliteStore):
 def parse_mode(body: JSON) -> serving.Mode:
     """A ``/_control/mode`` body; a missing ``mode`` means normal, a null one is refused."""
     try:
-        return serving.parse_mode(body.get("mode", "normal"), body, names=("normal", "slow", "fault", "error"))
+        return serving.parse_mode(body.get("mode", "normal"), body, names=("normal", "slow", "fault", "error", "echo"))
     except serving.ModeError as exc:
         raise ControlError(422, str(exc)) from None
 
@@ -340,6 +239,9 @@ class Inventory(serving.Service[Reply]):
         super().__init__(store)
         self._token = token.encode()
         self.location = ""  # set once the server knows its port
+        self.schema_location: str | None = None  # where the WSDL imports its types from (None: inline)
+        self.guarded = False  # the WSDL and the types need the token
+        self.service_location: str | None = None  # where the WSDL says the service is (None: here)
 
     def listening(self, base_url: str) -> None:
         self.location = f"{base_url}{ENDPOINT}"
@@ -352,11 +254,15 @@ class Inventory(serving.Service[Reply]):
                 return self._side_door(method, parts.path, raw)
         except ControlError as exc:
             return json_reply(exc.status, {"error": str(exc)})
+        if method == "GET" and parts.path == SCHEMA_PATH:
+            return self._document("schema", headers, build_schema)
         if parts.path != ENDPOINT:
             return Reply(404, b"not found\n", "text/plain")
         if method == "GET":
             if parts.query.lower() in ("wsdl", "wsdl="):
-                return Reply(200, build_wsdl(self.location).encode())
+                return self._document(
+                    "wsdl", headers, lambda: build_wsdl(self.service_location or self.location, self.schema_location)
+                )
             return Reply(405, b"POST a SOAP envelope, or GET ?wsdl\n", "text/plain", {"Allow": "GET, POST"})
         if method != "POST":
             return Reply(405, b"POST a SOAP envelope, or GET ?wsdl\n", "text/plain", {"Allow": "GET, POST"})
@@ -364,6 +270,15 @@ class Inventory(serving.Service[Reply]):
             return self._soap(headers, raw)
         except SoapFault as exc:
             return fault_reply(exc)
+
+    def _document(self, name: str, headers: dict[str, str], build: Callable[[], str]) -> Reply:
+        """The WSDL or the types, counted by whether the request carried a credential; 401 without one when guarded."""
+        carried = any(headers.get(header) for header in CREDENTIAL_HEADERS)
+        with self.store.lock, self.store.conn:
+            self.store.bump(f"{name}_{'with' if carried else 'without'}_credential")
+        if self.guarded and not self._authorised(headers):
+            return Reply(401, b"unauthorized: send the inventory token\n", "text/plain")
+        return Reply(200, build().encode())
 
     def _soap(self, headers: dict[str, str], raw: bytes) -> Reply:
         with self.store.lock, self.store.conn:
@@ -375,6 +290,11 @@ class Inventory(serving.Service[Reply]):
             raise SoapFault("Server", "Inventory backend unavailable; try again later")
         elif fault.name == "error":
             return Reply(fault.status, f"{fault.status} upstream unavailable\n".encode(), "text/plain")
+        elif fault.name == "echo":
+            received = "; ".join(f"{name}: {headers[name]}" for name in CREDENTIAL_HEADERS if name in headers)
+            raise SoapFault(
+                "Server" if fault.status >= 500 else "Client", f"Debug: request refused; received {received}"
+            )
         if not self._authorised(headers):
             raise SoapFault("Client.Authentication", "Unauthorized: send the inventory token")
         operation, params = parse_call(raw)
@@ -456,6 +376,7 @@ class Inventory(serving.Service[Reply]):
             ("POST", "/_control/mode"): self._set_mode,
             ("POST", "/_control/reset"): self._reset,
             ("POST", "/_control/set"): self._set_item,
+            ("POST", "/_control/documents"): self._set_documents,
         }
         handler = routes.get((method, path))
         if handler is None:
@@ -473,15 +394,34 @@ class Inventory(serving.Service[Reply]):
                 "writes_total": self.store.counter("writes_total"),
                 "writes_by_key": {row["request_id"]: 1 for row in rows},
                 "requests_total": self.store.counter("requests_total"),
+                "documents": {
+                    name: {
+                        "with_credential": self.store.counter(f"{name}_with_credential"),
+                        "without_credential": self.store.counter(f"{name}_without_credential"),
+                    }
+                    for name in ("wsdl", "schema")
+                },
             }
 
     def _set_mode(self, body: JSON) -> JSON:
         return self.faults.set(parse_mode(body))
 
+    def _set_documents(self, body: JSON) -> JSON:
+        location, guarded = body.get("schema_location"), body.get("guarded", False)
+        service = body.get("service_location")
+        for name, value in (("schema_location", location), ("service_location", service)):
+            if value is not None and (not isinstance(value, str) or not value.startswith(("http://", "https://"))):
+                raise ControlError(422, f"{name} must be an http(s) address or null")
+        if not isinstance(guarded, bool):
+            raise ControlError(422, "guarded must be true or false")
+        self.schema_location, self.guarded, self.service_location = location, guarded, service
+        return {"schema_location": location, "guarded": guarded, "service_location": service}
+
     def _reset(self, body: JSON) -> JSON:
         with self.store.lock:
             self.store.reset()
         self.faults.clear()
+        self.schema_location, self.guarded, self.service_location = None, False, None
         return {"reset": True, "items": [item["sku"] for item in SEED_ITEMS]}
 
     def _set_item(self, body: JSON) -> JSON:

@@ -66,6 +66,13 @@ def _private_var_dir(settings, tmp_path):
     settings.VAR_DIR.mkdir()
 
 
+@pytest.fixture(autouse=True)
+def _documentation_hosts(settings):
+    """Settings in tests name systems at example.com (RFC 2606: reserved, never resolves), which an operator's
+    GATEHOUSE_CONNECTOR_HOSTS would list for their own; the tests of the list itself set it whole."""
+    settings.GATEHOUSE_CONNECTOR_HOSTS = [*settings.GATEHOUSE_CONNECTOR_HOSTS, "example.com", "*.example.com"]
+
+
 @pytest.fixture
 def on_postgres() -> bool:
     return connection.vendor == "postgresql"

@@ -51,6 +51,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
         env.update(
             {
+                "GATEHOUSE_ENV": settings.GATEHOUSE_ENV,
                 "GATEHOUSE_VAR_DIR": str(self.dir / "var"),
                 "GATEHOUSE_DB_NAME": str(connection.settings_dict["NAME"]),
                 "GATEHOUSE_CREDENTIAL_KEYS": ",".join(settings.GATEHOUSE_CREDENTIAL_KEYS),

@@ -65,7 +65,7 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
         assert me.status_code == 200 and me.json()["slug"] == "collections-agent"
         assert httpx.get(f"{base}/admin/login/", timeout=10).status_code == 200
         assert re.search(r"admin\s+\S{12,}", log.read_text())  # the demo users' passwords are printed
-        crm_token = (tmp_path / "var" / "sandbox" / "crm.token").read_text().strip()
+        crm_token = (tmp_path / "var" / "sandbox" / "crm.token").read_text().splitlines()[0]  # the service account
         account = httpx.get(
             f"http://127.0.0.1:{ports['CRM']}/accounts/4471", headers={"Authorization": f"Bearer {crm_token}"}
         )
@@ -87,6 +87,8 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
         ):
             assert beat in story, f"{beat!r} missing from the demo agent's story:\n{story}"
         assert set(re.findall(r"gh_[\w-]+", text)) == {token}  # the demo agent's own token is never printed
+        # Gatehouse called the CRM with the agent's own account there, so the CRM's own log names the agent.
+        assert "sandbox-crm caller=collections-agent GET /accounts/4471" in text
         assert process.poll() is None  # its ending did not stop the other processes
     finally:
         stop_group(process)

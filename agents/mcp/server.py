@@ -21,10 +21,12 @@ How it is wired, and why:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -47,6 +49,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agents.mcp import calls, results, tools
+from audit.choices import Channel
 from core.errors import GatehouseError
 from core.request_context import bound_request_id, new_request_id
 from governance.models import Agent, AgentToken
@@ -121,11 +124,17 @@ class AgentAccessToken(AccessToken):
     _agent: Any = PrivateAttr(default=None)
 
 
+# The caller's address for this request, set where the request enters (Router._mcp): the SDK's verifier is given the
+# token alone, and a token limited to networks is judged by where the call comes from, as at the REST door.
+_CLIENT_ADDRESS: ContextVar[str | None] = ContextVar("gatehouse_mcp_client_address", default=None)
+
+
 class AgentTokenVerifier:
     """The SDK's TokenVerifier over Gatehouse agent tokens (governance.services.agent_authenticate)."""
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        found = await in_thread(agent_authenticate, token)
+        authenticate = functools.partial(agent_authenticate, source=_CLIENT_ADDRESS.get(), channel=Channel.MCP)
+        found = await in_thread(authenticate, token)
         if found is None:
             return None
         agent, agent_token = found
@@ -283,7 +292,12 @@ class Router:
         if refusal is not None:
             await refusal(scope, receive, send)
             return
-        await self.mcp_app(scope, receive, send)
+        client = scope.get("client")
+        entered = _CLIENT_ADDRESS.set(client[0] if client else None)
+        try:
+            await self.mcp_app(scope, receive, send)
+        finally:
+            _CLIENT_ADDRESS.reset(entered)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         message = await receive()

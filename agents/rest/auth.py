@@ -32,7 +32,7 @@ class AgentTokenAuthentication(BaseAuthentication):  # OpenAPI: agents/rest/sche
             raw = header[1].decode("ascii")
         except UnicodeDecodeError as exc:
             raise AuthenticationFailed(_REFUSAL) from exc
-        found = agent_authenticate(raw)
+        found = agent_authenticate(raw, source=request.META.get("REMOTE_ADDR"), channel=Channel.API)
         if found is None:
             raise AuthenticationFailed(_REFUSAL)
         return found

@@ -16,7 +16,15 @@ from django.urls import path, reverse
 
 from approvals.choices import ProposalStatus
 from approvals.drills import DrillRefused, drill_request
-from approvals.killswitch import HOLDABLE, SwitchTarget, is_on, kill_switch_off, kill_switch_on, may_pull
+from approvals.killswitch import (
+    HOLDABLE,
+    SwitchTarget,
+    is_on,
+    kill_switch_off,
+    kill_switch_on,
+    may_pull,
+    may_release,
+)
 from approvals.models import Drill, Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start, validate_hours
 from audit.choices import Channel
@@ -178,7 +186,10 @@ class ReversalAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         on = is_on(target)
         form = SwitchForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
+        refusal = may_release(admin_user(request), target) if on else None
+        if request.method == "POST" and refusal:
+            form.add_error(None, f"You may not release it: {refusal}.")  # the service refuses it as well
+        elif request.method == "POST" and form.is_valid():
             switch = kill_switch_off if on else kill_switch_on
             try:
                 result = switch(

@@ -25,6 +25,7 @@ import httpx
 from django.utils import timezone
 
 from connectors.base import Connector, Health, PermanentError, RecordChanged, RecordNotFound, Result, TransientError
+from connectors.errors import LOGGED_CHARS, downstream_error
 from connectors.http.config import HttpConfig
 
 _clients: dict[tuple, httpx.Client] = {}
@@ -179,9 +180,19 @@ def _retry_after(response: httpx.Response | _Response) -> float | None:
             return None
 
 
+# Gatehouse's own reading of a 409 (the connector contract: RecordChanged), not the system's words.
+_CONFLICT = "version_conflict, the record changed since it was read"
+
+
+def _said(response: httpx.Response | _Response) -> str:
+    """What the system answered, for the log line only: status, headers and the start of the body."""
+    headers = "; ".join(f"{name}: {value}" for name, value in response.headers.items())
+    return f"HTTP {response.status_code}; {headers}; body: {response.text[:LOGGED_CHARS]}"
+
+
 class HttpConnector(Connector):
-    def __init__(self, system, secret: str | None) -> None:
-        super().__init__(system, secret)
+    def __init__(self, system, secret: str | None, vaulted=None) -> None:
+        super().__init__(system, secret, vaulted)
         self.config = HttpConfig.parse(system.connector_config)
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
@@ -191,7 +202,7 @@ class HttpConnector(Connector):
         return headers
 
     def _request(self, method: str, path: str, *, json: Any = None, idempotency_key: str | None = None) -> Any:
-        where = f"{self.system.slug}: {method} {path}"
+        attempted = f"{method} {path}"
         plain = _plain_transport(self.config) if _SAFE_PATH.match(path) else None
         response: Any  # httpx's response, or the lean transport's with the same few attributes
         try:
@@ -200,31 +211,33 @@ class HttpConnector(Connector):
             else:
                 response = _client(self.config).request(method, path, json=json, headers=self._headers(idempotency_key))
         except httpx.TimeoutException as exc:
-            raise TransientError(f"{where} timed out") from exc
+            raise downstream_error(self, TransientError, attempted, "timed out", said=exc) from None
         except httpx.TransportError as exc:
-            raise TransientError(f"{where} failed: {type(exc).__name__}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(f"{where} answered {response.status_code}", retry_after=_retry_after(response))
-        if response.status_code == 404:
-            raise RecordNotFound(f"{where}: not found")
-        if response.status_code == 409:
-            raise RecordChanged(f"{where} refused with 409: {self._error_text(response)}")
-        if response.status_code >= 400:
-            raise PermanentError(f"{where} refused with {response.status_code}: {self._error_text(response)}")
+            raise downstream_error(self, TransientError, attempted, f"failed: {type(exc).__name__}", said=exc) from None
+        status = response.status_code
+        if status == 429 or status >= 500:
+            retry_after = _retry_after(response)
+            raise downstream_error(
+                self, TransientError, attempted, f"answered {status}", said=_said(response), retry_after=retry_after
+            ) from None
+        if status == 404:
+            raise downstream_error(
+                self, RecordNotFound, attempted, "answered 404", said=_said(response), meaning="not found"
+            ) from None
+        if status == 409:  # the system refused a conditional write: the record moved on since it was read
+            raise downstream_error(
+                self, RecordChanged, attempted, "refused with 409", said=_said(response), meaning=_CONFLICT
+            ) from None
+        if status >= 400:
+            raise downstream_error(
+                self, PermanentError, attempted, f"refused with {status}", said=_said(response)
+            ) from None
         try:
             return response.json() if response.content else {}
-        except ValueError as exc:
-            raise PermanentError(f"{where} answered {response.status_code} with a body that is not JSON") from exc
-
-    @staticmethod
-    def _error_text(response: httpx.Response | _Response) -> str:
-        try:
-            body = response.json()
         except ValueError:
-            return response.text[:200]
-        if isinstance(body, dict):
-            return str(body.get("error") or body.get("detail") or body)[:200]
-        return str(body)[:200]
+            raise downstream_error(
+                self, PermanentError, attempted, f"answered {status}", said=_said(response), meaning="not JSON"
+            ) from None
 
     @staticmethod
     def _path(template: str, record_id: str, **extra: str) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from connectors.config import settings_object
+from connectors.hosts import drop_folder_refusal
 
 FORMATS = ("csv", "fixed_width")
 TYPES = ("text", "int", "decimal", "date", "datetime")
@@ -102,6 +103,9 @@ def _drop_settings(raw: dict) -> dict[str, Any]:
     drop_folder = raw.get("drop_folder")
     if not isinstance(drop_folder, str) or not Path(drop_folder).is_absolute():
         raise ValidationError('Set "drop_folder" to the absolute path of the folder the system drops files in.')
+    refusal = drop_folder_refusal(Path(drop_folder))
+    if refusal:
+        raise ValidationError(f'"drop_folder": {refusal}')
     values: dict[str, Any] = {"drop_folder": Path(drop_folder)}
     values["every"] = _whole(raw, "every", 60, 1, 7 * 86400, "seconds between polls")
     values["settle_seconds"] = _whole(raw, "settle_seconds", 5, 0, 3600, "seconds a file must sit unchanged")

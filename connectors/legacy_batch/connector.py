@@ -23,6 +23,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from connectors.base import Connector, Health, PermanentError, RecordNotFound, Result
+from connectors.hosts import within_drop_root
 from connectors.legacy_batch.config import LegacyBatchConfig
 from connectors.models import Event
 
@@ -294,8 +295,8 @@ class Waiting:
 class LegacyBatchConnector(Connector):
     """A batch system: nothing is written to it, and what it reports arrives as files in its drop folder."""
 
-    def __init__(self, system, secret: str | None) -> None:
-        super().__init__(system, secret)
+    def __init__(self, system, secret: str | None, vaulted=None) -> None:
+        super().__init__(system, secret, vaulted)
         try:
             self.config = LegacyBatchConfig.parse(system.connector_config)
         except ValidationError as exc:
@@ -332,6 +333,8 @@ class LegacyBatchConnector(Connector):
     def move_aside(self, path: Path, subfolder: str, name: str) -> str:
         """Move a handled file into `subfolder` of the drop folder under `name`; returns the new path."""
         target_dir = self.folder / subfolder
+        if not within_drop_root(target_dir, self.folder):  # a subfolder swapped for a link to elsewhere
+            raise PermanentError(f"{target_dir} leads outside the drop roots: the file stays where it is.")
         target_dir.mkdir(exist_ok=True)
         target = target_dir / name
         os.replace(path, target)

@@ -22,6 +22,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from connectors.config import http_url, seconds, settings_object
+from connectors.hosts import command_refusal
 
 _KEYS = {"transport", "command", "args", "env", "cwd", "url", "timeout", "secret_env", "reads"}
 _ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -68,6 +69,9 @@ class McpConfig:
             cwd = raw.get("cwd", "")
             if not isinstance(cwd, str):
                 raise ValidationError('"cwd" must be a folder path.')
+            refusal = command_refusal(command, args)
+            if refusal:
+                raise ValidationError(refusal)
             fields.update(command=command, args=tuple(args), env=dict(env), cwd=cwd)
         else:
             fields["url"] = http_url(

@@ -37,6 +37,7 @@ from connectors.base import (
     Result,
     TransientError,
 )
+from connectors.errors import downstream_error
 from connectors.mcp.config import McpConfig
 
 T = TypeVar("T")
@@ -91,8 +92,8 @@ def _structured(result) -> Any:
 
 
 class McpConnector(Connector):
-    def __init__(self, system, secret: str | None) -> None:
-        super().__init__(system, secret)
+    def __init__(self, system, secret: str | None, vaulted=None) -> None:
+        super().__init__(system, secret, vaulted)
         self.config = McpConfig.parse(system.connector_config)
 
     # --- The session ------------------------------------------------------------------------------------------
@@ -110,7 +111,7 @@ class McpConnector(Connector):
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd or None
             )
             # The server's stderr goes to a file of ours: a Celery worker's sys.stderr is a logging proxy with no
-            # file descriptor, and what the server says there explains a failure (it is added to the error).
+            # file descriptor, and what the server says there explains a failure (logged with the error's reference).
             return stdio_client(params, errlog=errlog)
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
@@ -118,8 +119,12 @@ class McpConnector(Connector):
         client = httpx2.AsyncClient(headers=self.auth_headers(), timeout=config.timeout)
         return streamable_http_client(config.url, http_client=client)
 
-    def _run(self, work: Callable[[Any], Awaitable[T]]) -> T:
-        """Open a session, run `work(client)`, close it — all within the timeout, from synchronous code."""
+    def _run(self, work: Callable[[Any], Awaitable[T]], attempted: str) -> T:
+        """Open a session, run `work(client)`, close it — all within the timeout, from synchronous code.
+
+        A failure names the system, `attempted` and how it failed; what the server said (an exception's text, its
+        last stderr line) is logged under the error's reference, never put in the message.
+        """
         import anyio
         from mcp import Client
 
@@ -137,29 +142,26 @@ class McpConnector(Connector):
                 try:
                     return anyio.run(main)
                 except BaseException as exc:
-                    exc.add_note(_tail(errlog))
+                    if _ours(exc) is None:  # the server's stderr explains its failure; ours need no note
+                        exc.add_note(_tail(errlog))
                     raise
         except (PermanentError, TransientError):
             raise
-        except TimeoutError:
-            raise TransientError(self._timed_out()) from None
         except BaseException as exc:  # a dead process, a closed pipe, a refused connection, a protocol error
             if isinstance(exc, KeyboardInterrupt | SystemExit):
                 raise
             ours = _ours(exc)
+            if isinstance(ours, _ToolRefused):  # worded here, outside the session: the wording reads the credential
+                raise downstream_error(
+                    self, PermanentError, attempted, "refused", said=ours, meaning="tool error"
+                ) from None
             if ours is not None:
                 raise ours from None
             if _contains_timeout(exc):
-                raise TransientError(
-                    f"{self.system.slug}: the MCP server did not answer within {timeout:g} s"
-                ) from None
-            said = exc.__notes__[-1] if getattr(exc, "__notes__", None) else ""
-            raise TransientError(
-                f"{self.system.slug}: the MCP server failed: {_describe(exc)}" + (f" (it said: {said})" if said else "")
-            ) from None
-
-    def _timed_out(self) -> str:
-        return f"{self.system.slug}: the MCP server did not answer within {self.config.timeout:g} s"
+                status = f"timed out: the MCP server did not answer within {timeout:g} s"
+            else:
+                status = f"failed: the MCP server {_status(exc)}"
+            raise downstream_error(self, TransientError, attempted, status, said=exc) from None
 
     def _call(self, tool: str, arguments: dict[str, Any], *, key: str | None = None) -> Any:
         async def work(client) -> Any:
@@ -167,10 +169,10 @@ class McpConnector(Connector):
             result = await client.call_tool(tool, arguments, meta=meta)
             if result.is_error:
                 text = " ".join(getattr(block, "text", "") for block in result.content).strip()
-                raise PermanentError(f"{self.system.slug}: tool {tool} refused: {text[:500] or 'no reason given'}")
+                raise _ToolRefused(text or "no reason given")
             return _structured(result)
 
-        return self._run(work)
+        return self._run(work, f"tool {tool}")
 
     # --- The contract -----------------------------------------------------------------------------------------
 
@@ -178,7 +180,7 @@ class McpConnector(Connector):
         async def work(client) -> list[Any]:
             return list((await client.list_tools()).tools)
 
-        return self._run(work)
+        return self._run(work, "tool list")
 
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         mapping = self.config.reads.get(resource)
@@ -247,9 +249,13 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def _ours(exc: BaseException) -> PermanentError | TransientError | None:
+class _ToolRefused(Exception):
+    """A tool answered with an error result (`isError`); its text is the server's, for the log line only."""
+
+
+def _ours(exc: BaseException) -> PermanentError | TransientError | _ToolRefused | None:
     """Our own error raised inside the session, unwrapped from the task groups' exception groups."""
-    if isinstance(exc, PermanentError | TransientError):
+    if isinstance(exc, PermanentError | TransientError | _ToolRefused):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
@@ -266,7 +272,7 @@ def _contains_timeout(exc: BaseException) -> bool:
 
 
 def _tail(errlog) -> str:
-    """The last line the server wrote to stderr, without anything that looks like a secret's surroundings."""
+    """The last line the server wrote to stderr, for the log line of its failure (redacted there)."""
     try:
         errlog.seek(0)
         lines = [line.strip() for line in errlog.read()[-4000:].splitlines() if line.strip()]
@@ -275,7 +281,18 @@ def _tail(errlog) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _describe(exc: BaseException) -> str:
+def _status(exc: BaseException) -> str:
+    """How a session failed, in words that quote nothing the server sent: an MCP error's code, an HTTP status, or
+    the kind of exception (its text can quote the server's answer, so it is only logged)."""
+    from mcp.shared.exceptions import MCPError  # the SDK loads with the first MCP system, as in _run
+
     if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"[:300]
+        return "; ".join(dict.fromkeys(_status(inner) for inner in exc.exceptions))
+    if isinstance(exc, MCPError):
+        return f"answered error {exc.code}"
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return f"answered {status}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused the connection"
+    return f"failed ({type(exc).__name__})"

@@ -19,7 +19,7 @@ from audit.choices import Verb
 from audit.links import audit_trail_url
 from audit.models import AuditEvent, AuditVerification
 from connectors.limits import availability
-from connectors.models import Credential
+from connectors.models import AgentCredential, Credential
 from console.dashboard.wording import admin_url, proposals_url, sla_clock
 from governance.choices import AgentStatus
 from governance.models import Agent, GlobalSwitch, System, ThresholdRule
@@ -107,7 +107,7 @@ class ReadinessPanel:
 
 @dataclass(frozen=True)
 class CredentialRow:
-    credential: Credential
+    credential: Credential | AgentCredential
     due_at: datetime
     clock: str
     overdue: bool
@@ -276,20 +276,26 @@ def readiness_panel(owner: User | None, now: datetime) -> ReadinessPanel:
 
 
 def credentials_panel(user: User, owner: User | None, now: datetime) -> Listing:
-    """Credentials overdue for rotation or due within ROTATION_NOTICE, soonest first, linked for what `user` may do."""
-    due = Credential.objects.rotation_due(now)
-    if owner is not None:
-        due = due.filter(system__owner=owner)
-    total = due.count()
-    rows = []
-    may_change = user.has_perm("connectors.change_credential")
-    for credential in due.select_related("system").order_by("due_at")[:LIST_LIMIT] if total else []:
-        clock, overdue = sla_clock(credential.due_at, now)
-        # Rotating is the owner's (or a superuser's) work, as CredentialAdmin decides; everyone else reads the page.
-        rotates = may_change and (user.is_superuser or credential.system.owner_id == user.pk)
-        url = admin_url("connectors_credential_rotate" if rotates else "connectors_credential_change", credential.pk)
-        rows.append(CredentialRow(credential, credential.due_at, clock, overdue, url, rotates))
-    return Listing(rows, total, admin_url("connectors_credential_changelist"))
+    """Credentials (systems' shared ones and agents' own) overdue for rotation or due within ROTATION_NOTICE,
+    soonest first, linked for what `user` may do."""
+    rows: list[CredentialRow] = []
+    total = 0
+    for model, related in ((Credential, ["system"]), (AgentCredential, ["system", "agent"])):
+        due = model.objects.rotation_due(now)
+        if owner is not None:
+            due = due.filter(system__owner=owner)
+        count = due.count()
+        total += count
+        name = model._meta.model_name
+        may_change = user.has_perm(f"connectors.change_{name}")
+        for credential in due.select_related(*related).order_by("due_at")[:LIST_LIMIT] if count else []:
+            clock, overdue = sla_clock(credential.due_at, now)
+            # Rotating is the owner's (or a superuser's) work, as the credential admins decide; others read the page.
+            rotates = may_change and (user.is_superuser or credential.system.owner_id == user.pk)
+            url = admin_url(f"connectors_{name}_rotate" if rotates else f"connectors_{name}_change", credential.pk)
+            rows.append(CredentialRow(credential, credential.due_at, clock, overdue, url, rotates))
+    rows.sort(key=lambda row: row.due_at)
+    return Listing(rows[:LIST_LIMIT], total, admin_url("connectors_credential_changelist"))
 
 
 def rules_panel(user: User, everything: bool) -> Listing:

@@ -1,5 +1,6 @@
-"""Admin for the inventory: systems, resources, actions, agents and tokens, grants, threshold rules."""
+"""Admin for the inventory: systems and their connector settings, resources, actions, agents and tokens, grants,
+threshold rules."""
 
-from governance.admin import agents, rules, systems
+from governance.admin import agents, connections, rules, systems
 
-__all__ = ["agents", "rules", "systems"]
+__all__ = ["agents", "connections", "rules", "systems"]

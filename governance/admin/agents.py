@@ -25,7 +25,14 @@ from governance.models import (
     AgentToken,
     ScopeGrant,
 )
-from governance.services import agent_token_issue, agent_tokens_revoke
+from governance.querysets import sees_everything
+from governance.services import (
+    agent_owner_set,
+    agent_token_issue,
+    agent_tokens_revoke,
+    may_mint_tokens,
+    may_revoke_tokens,
+)
 
 
 class AgentTokenInline(admin.TabularInline):
@@ -34,7 +41,7 @@ class AgentTokenInline(admin.TabularInline):
     model = AgentToken
     extra = 0
     can_delete = False
-    fields = ("prefix", "label", "created_at", "created_by", "expires_at", "revoked_at", "last_used_at")
+    fields = ("prefix", "label", "created_at", "created_by", "expires_at", "networks", "revoked_at", "last_used_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
@@ -55,6 +62,20 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     actions = ["issue_token", "revoke_tokens"]
     # Stopping an agent is the kill switch's (audited, with a reason, holding its pending work), not a form field.
     readonly_fields = ["status", "disabled_reason", "readiness_checklist"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None) -> list[str]:
+        # Its owner mints its tokens (acts as it): handing it to someone else is a superuser's act (agent_owner_set).
+        readonly = list(self.readonly_fields)
+        return readonly if request.user.is_superuser else [*readonly, "owner"]
+
+    def save_model(self, request: HttpRequest, obj: Agent, form: Any, change: bool) -> None:
+        new_owner = obj.owner if change and "owner" in form.changed_data else None
+        if new_owner is not None:  # saved through its service, which checks and audits the handover
+            obj.owner_id = Agent.objects.values_list("owner_id", flat=True).get(pk=obj.pk)
+        super().save_model(request, obj, form, change)
+        if new_owner is not None:
+            agent_owner_set(agent=obj, owner=new_owner, user=admin_user(request), channel=Channel.ADMIN)
+
     fields = ["slug", "name", "description", "owner", "status", "disabled_reason", "readiness_checklist"]
 
     @admin.display(description="Readiness for production writes")
@@ -94,11 +115,26 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
             },
         ]
 
-    @admin.action(description="Issue a new token (shown once)", permissions=["change"])
+    def has_issue_token_permission(self, request: HttpRequest) -> bool:
+        """The action is offered to whoever may mint some agent's tokens: superusers and agents' owners."""
+        user = request.user
+        return bool(user.is_active and (user.is_superuser or Agent.objects.filter(owner_id=user.pk).exists()))
+
+    def has_revoke_tokens_permission(self, request: HttpRequest) -> bool:
+        user = request.user
+        return bool(
+            user.is_active and (user.is_superuser or sees_everything(user) or self.has_issue_token_permission(request))
+        )
+
+    @admin.action(description="Issue a new token (shown once)", permissions=["issue_token"])
     def issue_token(self, request: HttpRequest, queryset: QuerySet[Agent]) -> TemplateResponse | None:
-        agents = [agent for agent in queryset if self.has_change_permission(request, agent)]
+        user = admin_user(request)
+        agents = [agent for agent in queryset if may_mint_tokens(user, agent)]
+        if len(agents) < len(queryset):
+            self.message_user(
+                request, "Only an agent's owner or a superuser issues its tokens: some were left out.", messages.ERROR
+            )
         if not agents:
-            self.message_user(request, "You may not issue tokens for these agents.", messages.ERROR)
             return None
         issued = [
             (
@@ -111,13 +147,18 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
         context = {**self.admin_site.each_context(request), "title": "New agent tokens", "issued": issued}
         return TemplateResponse(request, "admin/governance/agent/issued_tokens.html", context)
 
-    @admin.action(description="Revoke all tokens", permissions=["change"])
+    @admin.action(description="Revoke all tokens", permissions=["revoke_tokens"])
     def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
-        total = 0
+        total, skipped = 0, 0
+        user = admin_user(request)
         for agent in queryset:
-            if self.has_change_permission(request, agent):
-                total += agent_tokens_revoke(agent=agent, revoked_by=admin_user(request), channel=Channel.ADMIN)
+            if may_revoke_tokens(user, agent):
+                total += agent_tokens_revoke(agent=agent, revoked_by=user, channel=Channel.ADMIN)
+            else:
+                skipped += 1
         self.message_user(request, f"Revoked {total} token(s).")
+        if skipped:
+            self.message_user(request, f"{skipped} agent(s) left out: you may not revoke their tokens.", messages.ERROR)
 
 
 @admin.register(ScopeGrant)

@@ -75,9 +75,9 @@ class ReadinessOverrideForm(forms.ModelForm):
     )
     request: HttpRequest | None = None
 
-    def gate(self, *, agents, what: str, extra_grants=()) -> None:
+    def gate(self, *, agents: Any, what: str, extra_grants: Any = (), changed_systems: Any = ()) -> None:
         """Refuse the save while the checklist fails, unless a superuser gave a reason (recorded at save)."""
-        failing = production_writes_failing(agents, extra_grants=extra_grants)
+        failing = production_writes_failing(agents, extra_grants=extra_grants, changed_systems=changed_systems)
         self.readiness_failing = (what, failing)
         if not failing:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
@@ -60,12 +62,25 @@ class ThresholdRuleAdmin(OwnedAdminMixin, HistoryAdmin):
     list_filter = ["system"]
     search_fields = ["name", "system__slug", "action_type__name"]
     list_select_related = ["system", "action_type", "signed_off_by"]
-    readonly_fields = ["signed_off_by", "signed_off_at", "sign_off_state"]
+    readonly_fields = ["edited_by", "signed_off_by", "signed_off_at", "sign_off_state"]
     inlines = [ThresholdBandInline]
     actions = ["sign_off"]
     owned_choice_fields = {"system": "owner", "action_type": "system__owner"}
 
-    def history_lines(self, request: HttpRequest, object_id, records) -> list[HistoryLine]:
+    def save_model(self, request: HttpRequest, obj: ThresholdRule, form: Any, change: bool) -> None:
+        obj.edited_by = admin_user(request)  # four eyes: whoever edits it is not who signs it off
+        super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        super().save_formset(request, form, formset, change)
+        if formset.has_changed():  # a band changed without the rule's own fields: the rule was still edited
+            rule = form.instance
+            if rule.edited_by_id != request.user.pk:
+                rule.edited_by = admin_user(request)
+                rule._change_reason = "origin=admin"
+                rule.save(update_fields=["edited_by"])
+
+    def history_lines(self, request: HttpRequest, object_id: Any, records: Any) -> list[HistoryLine]:
         return threshold_rule_history(object_id)  # the bands' changes too, each with the sign-off it left in force
 
     @admin.display(description="Bands")

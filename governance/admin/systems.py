@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 from urllib.parse import urlencode
 
@@ -10,16 +11,18 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 
+from approvals.readiness import system_change_gains_production_writes
+from audit.choices import Channel
 from connectors.limits import availability
-from core.admin import HistoryAdmin, OwnedAdminMixin
+from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
 from governance.admin.base import AuditTrailLinkMixin, GatedAdmin, NameListField, ReadinessOverrideForm, switch_tool
-from governance.choices import Access, ConnectorKind, Environment, WriteMode
-from governance.models import (
-    ActionType,
-    Agent,
-    Resource,
-    System,
-)
+from governance.choices import ConnectorKind, Environment
+from governance.models import ActionType, Resource, System
+from governance.services import configuration_record, may_configure_connections, system_owner_set
+
+
+def system_before_environment(system: System) -> str | None:
+    return System.objects.filter(pk=system.pk).values_list("environment", flat=True).first()
 
 
 @admin.register(System)
@@ -33,7 +36,7 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
         (None, {"fields": ["name", "slug", "description", "category", "environment"]}),
         ("People", {"fields": ["owner", "rollback_contact", "oncall_contact"]}),
         ("Data", {"fields": ["record_of", "conflict_winner"]}),
-        ("Integration", {"fields": ["integration_pattern", "connector_kind", "connector_config", "staging_twin"]}),
+        ("Integration", {"fields": ["integration_pattern", "connector_kind", "staging_twin"]}),
         ("Writes", {"fields": ["write_mode", "writes_frozen", "frozen_reason", "readiness_override"]}),
         ("Drills", {"fields": ["drill_record_id"]}),
         (
@@ -66,7 +69,7 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
                 "conflict_winner",
                 "integration_pattern",
                 "connector_kind",
-                "connector_config",
+                "connector_config",  # on a new system only (get_fieldsets): later, on its connector settings page
                 "staging_twin",
                 "write_mode",
                 "drill_record_id",
@@ -79,21 +82,70 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
         def clean(self) -> dict[str, Any]:
             cleaned = super().clean() or {}
             system = self.instance
-            enabling = cleaned.get("write_mode") == WriteMode.ENABLED and (
-                not system.pk or System.objects.filter(pk=system.pk).exclude(write_mode=WriteMode.ENABLED).exists()
+            agents = system_change_gains_production_writes(
+                system,
+                environment=cleaned.get("environment", system.environment),
+                write_mode=cleaned.get("write_mode", system.write_mode),
             )
-            if enabling and cleaned.get("environment", system.environment) == Environment.PRODUCTION and system.pk:
-                agents = Agent.objects.filter(grants__system=system, grants__access=Access.WRITE).distinct()
-                self.gate(agents=list(agents), what=f"Enabling writes to {system}")
+            if agents:
+                moving = system.pk and cleaned.get("environment") != system_before_environment(system)
+                what = f"Moving {system} to production with its writes on" if moving else f"Enabling writes to {system}"
+                proposed = copy.copy(system)  # the system as this form would save it, for its checklist
+                for name, value in cleaned.items():
+                    if hasattr(proposed, name) and name in (self._meta.fields or ()):
+                        setattr(proposed, name, value)
+                self.gate(agents=agents, what=what, changed_systems=[proposed])
             return cleaned
 
     form = Form
 
+    def get_fieldsets(self, request: HttpRequest, obj: System | None = None) -> Any:
+        """A new system is given its connector settings with it (by a superuser); an existing one's are changed on
+        their own page, by integrators and superusers only, and hidden from everyone else."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return [
+                (name, {**options, "fields": [*options["fields"], "connector_config"]})
+                if name == "Integration"
+                else (name, options)
+                for name, options in fieldsets
+            ]
+        return fieldsets
+
     def get_readonly_fields(self, request: HttpRequest, obj: System | None = None) -> list[str]:
         # The freeze is the kill switch's (audited, with a reason, holding pending work), not a form field.
-        frozen = ["writes_frozen", "frozen_reason", "availability"]
-        # Handing a system to another owner moves sign-off authority: only a superuser may do it.
-        return frozen if request.user.is_superuser else [*frozen, "owner"]
+        readonly = ["writes_frozen", "frozen_reason", "availability"]
+        if obj is not None:  # changed on the connector settings page (may_configure_connections), audited there
+            readonly.append("connector_kind")
+        # Handing a system to another owner moves sign-off authority: only a superuser may do it (system_owner_set).
+        return readonly if request.user.is_superuser else [*readonly, "owner"]
+
+    def history_hidden_fields(self, request: HttpRequest) -> list[str]:
+        return [] if may_configure_connections(admin_user(request)) else ["connector_config"]
+
+    def save_model(self, request: HttpRequest, obj: System, form: Any, change: bool) -> None:
+        user = admin_user(request)
+        if not change:
+            super().save_model(request, obj, form, change)
+            configuration_record(
+                obj=obj,
+                changes={
+                    "owner": (None, obj.owner.get_username()),
+                    "connector_kind": (None, obj.connector_kind),
+                    "connector_config": (None, obj.connector_config),
+                    "write_mode": (None, obj.write_mode),
+                },
+                user=user,
+                channel=Channel.ADMIN,
+                summary=f"{user.get_username()} added system {obj}.",
+            )
+            return
+        new_owner = obj.owner if "owner" in form.changed_data else None
+        if new_owner is not None:  # saved through its service, which checks and audits the handover
+            obj.owner_id = System.objects.values_list("owner_id", flat=True).get(pk=obj.pk)
+        super().save_model(request, obj, form, change)
+        if new_owner is not None:
+            system_owner_set(system=obj, owner=new_owner, user=user, channel=Channel.ADMIN)
 
     @admin.display(description="Availability")
     def availability(self, obj: System) -> str:
@@ -104,6 +156,14 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
 
     def object_tools(self, request: HttpRequest, obj: System) -> list[dict[str, str]]:
         tools = [switch_tool(request, on=obj.writes_frozen, system=obj.slug)]
+        if may_configure_connections(admin_user(request)):
+            tools.append(
+                {
+                    "label": "Connector settings…",
+                    "url": reverse("admin:governance_systemconnection_change", args=[obj.pk]),
+                    "id": "connector-settings-link",
+                }
+            )
         tools.append(
             {
                 "label": "Reverse recent writes…",

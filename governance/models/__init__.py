@@ -5,7 +5,7 @@ expect (`from governance.models import System`)."""
 from governance.models.agents import Agent, AgentToken, ScopeGrant
 from governance.models.rules import BandSpec, ThresholdBand, ThresholdRule, validate_bands
 from governance.models.switch import GlobalSwitch
-from governance.models.systems import ActionType, Resource, System
+from governance.models.systems import ActionType, Resource, System, SystemConnection
 from governance.models.validators import currency_validator, slug_validator
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Resource",
     "ScopeGrant",
     "System",
+    "SystemConnection",
     "ThresholdBand",
     "ThresholdRule",
     "currency_validator",

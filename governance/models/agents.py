@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -74,6 +76,9 @@ class AgentToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    networks = models.JSONField(
+        default=list, blank=True, help_text="Networks (CIDR) it may be used from; empty: anywhere."
+    )
 
     objects = AgentTokenQuerySet.as_manager()
 
@@ -87,9 +92,20 @@ class AgentToken(models.Model):
     def hash_token(raw: str) -> str:
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def is_usable(self, now=None) -> bool:
+    def is_usable(self, now: datetime | None = None) -> bool:
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
+
+    def allows_source(self, address: str | None) -> bool:
+        """Whether a call from `address` may use this token: anywhere without networks, else only from within one
+        (an unknown or unparsable address is refused)."""
+        if not self.networks:
+            return True
+        try:
+            source = ipaddress.ip_address((address or "").strip("[]"))
+        except ValueError:
+            return False
+        return any(source in ipaddress.ip_network(network, strict=False) for network in self.networks)
 
 
 class ScopeGrant(models.Model):

@@ -50,6 +50,15 @@ class ThresholdRule(models.Model):
     owner_may_not_approve = models.BooleanField(
         default=True, help_text="The agent's owner may not approve the agent's proposals."
     )
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        help_text="Who last changed the rule or its bands: not the one who signs it off (four eyes).",
+    )
     signed_off_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

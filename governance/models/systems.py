@@ -116,6 +116,17 @@ class System(models.Model):
             raise ValidationError({"connector_config": problems})
 
 
+class SystemConnection(System):
+    """A system seen for its connector: the kind and settings that decide what Gatehouse runs and where it connects
+    (and so where the vaulted credential goes). Its own admin page and permissions: only superusers and integrators
+    see or change them (DESIGN.md, "The control plane is a privilege boundary")."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "connector settings"
+        verbose_name_plural = "connector settings"
+
+
 class Resource(models.Model):
     """A kind of record in a system (e.g. CRM accounts) and the fields Gatehouse knows it has."""
 

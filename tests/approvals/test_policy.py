@@ -18,6 +18,7 @@ from approvals.transitions import InvalidTransition
 from audit.models import AuditEvent
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, Agent, System, ThresholdRule
+from governance.services import threshold_rule_sign_off
 
 User = get_user_model()
 
@@ -277,11 +278,34 @@ def test_the_agents_owner_may_not_approve_its_proposals_when_the_rule_says_so(pr
     assert "separation of duties" in may_decide(owner, proposal)
 
 
-def test_the_agents_owner_may_approve_where_the_rule_allows_it(proposal, users):
+def test_the_agents_owner_may_approve_where_the_rule_allowed_it_when_the_proposal_was_decided(proposal, users):
     proposal.approver = users["owner"]
+    proposal.decision = {"owner_may_not_approve": False, "rule_edited_by": None}
+    assert may_decide(users["owner"], proposal) is None
+
+
+def test_turning_owner_may_not_approve_off_later_does_not_let_the_owner_decide_a_waiting_proposal(proposal, users):
+    """The rule version a proposal was decided under judges it: a later edit of the live rule changes nothing."""
+    proposal.approver = users["owner"]
+    proposal.decision = {"owner_may_not_approve": True, "rule_edited_by": None}
     proposal.rule.owner_may_not_approve = False
     proposal.rule.save()
-    assert may_decide(users["owner"], proposal) is None
+    assert may_decide(users["owner"], proposal) == "you own the agent collections-agent (separation of duties)"
+
+
+def test_whoever_last_edited_the_rule_may_not_decide_what_it_decided(proposal, users):
+    proposal.decision = {"owner_may_not_approve": True, "rule_edited_by": users["approver"].pk, "rule": "Limits"}
+    assert "you made the last change to the rule “Limits”" in may_decide(users["approver"], proposal)
+
+
+def test_a_new_proposal_keeps_the_rules_separation_of_duties_terms_as_they_were(crm, credit_limit, users):
+    rule = ThresholdRule.objects.get(system=crm, action_type=credit_limit)
+    ThresholdRule.objects.filter(pk=rule.pk).update(edited_by=users["approver"], owner_may_not_approve=False)
+    threshold_rule_sign_off(rule=rule, user=users["owner"], channel="admin")  # the edit voided the sign-off
+    _, decision = decide_raise(crm, credit_limit, current="2000.00", new="3000.00")
+    assert decision.rule is not None
+    assert decision.as_json()["owner_may_not_approve"] is False
+    assert decision.as_json()["rule_edited_by"] == users["approver"].pk
 
 
 # --- Approving --------------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from django.utils import timezone
 from approvals.models import Drill
 from approvals.readiness import readiness
 from audit.models import AuditEvent
-from connectors.models import Credential
+from connectors.models import AgentCredential, Credential
 from governance.choices import Access, WriteMode
 from governance.models import Agent, Resource, ScopeGrant, System, ThresholdBand
 
@@ -63,6 +63,7 @@ def test_each_item_fails_for_its_own_reason(demo):
     passed_drill()
     crm = System.objects.get(slug="crm")
     System.objects.filter(pk=crm.pk).update(rollback_contact="")
+    AgentCredential.objects.filter(agent=agent).delete()  # back on the system's shared account
     Credential.objects.filter(system=crm).update(is_shared=True, last_rotated_at=timezone.now() - timedelta(days=91))
     ThresholdBand.objects.filter(rule__system=crm, rule__action_type__name="set_status").update(sla=timedelta(hours=8))
     ScopeGrant.objects.filter(agent=agent, access=Access.READ, system=crm).update(justification=" ")
@@ -70,8 +71,9 @@ def test_each_item_fails_for_its_own_reason(demo):
     checklist = items(agent)
 
     assert checklist["owners"] == (False, "crm has no rollback contact")
-    assert "shared with people or other software" in checklist["credentials"][1]
-    assert "was due for rotation on" in checklist["credentials"][1]
+    assert "it would write to crm with the system's shared credential" in checklist["credentials"][1]
+    assert "crm's credential is shared with people or other software" in checklist["credentials"][1]
+    assert "crm's credential was due for rotation on" in checklist["credentials"][1]
     assert "“Status changes on crm” (crm.set_status) is not signed off" in checklist["rules"][1]
     assert "gives no justification" in checklist["scopes"][1]
     assert checklist["drill"][0] is True

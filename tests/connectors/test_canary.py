@@ -1,5 +1,6 @@
 """The canary sweep: a recognisable secret is made the CRM's credential, Gatehouse is driven through every door, and
-the secret must appear nowhere Gatehouse writes or answers - only in the ciphertext column, encrypted.
+the secret must appear nowhere Gatehouse writes or answers - only in the ciphertext column, encrypted. The CRM's
+outage is a debug error that echoes the request's headers, the canary among them (the sample CRM's echo mode).
 
 Places searched: the rotation command's output; every agent API endpoint's answers, refusals and errors, and the MCP
 endpoint's tool list, tool results and refusals (through the web process); the OpenAPI schema and docs; admin pages
@@ -31,12 +32,13 @@ from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from approvals.decisions import proposal_approve
 from approvals.models import Proposal
 from audit.models import AuditEvent
+from connectors import limits
 from connectors.models import Credential
 from governance.models import Agent, System
 from governance.services import agent_token_issue
@@ -239,12 +241,19 @@ def test_the_canary_secret_appears_in_no_answer_event_message_log_page_or_table(
     # Every auto-approved write (the API's note and the MCP one) done first: a write still failing alongside the
     # approved one below would open the CRM's circuit breaker, and that one would wait out the cool-off instead.
     wait_until(lambda: not Proposal.objects.filter(status__in=["approved", "executing"]).exists(), "the auto writes")
-    crm_control(stack.crm_url, "/_control/mode", {"mode": "error", "status": 503})
-    call(agent, "GET", "/api/v1/systems/crm/accounts/4472", 503)
+    # The CRM's outage answers with a debug body that echoes the request's headers, the canary among them: Gatehouse
+    # passes on the status and a reference, and its logs hold the body with the canary redacted.
+    crm_control(stack.crm_url, "/_control/mode", {"mode": "echo", "status": 503})
+    down = call(agent, "GET", "/api/v1/systems/crm/accounts/4472", 503)
+    assert "crm" in down.json()["detail"] and "503" in down.json()["detail"] and "(reference " in down.text
+    mcp(agent, "tools/call", {"name": "crm_read_account", "arguments": {"record_id": "4473"}})
+    with override_settings(VAR_DIR=stack.dir / "var"):  # the stack's breaker (its own file when there is no Redis)
+        limits.reset(System.objects.get(slug="crm"))  # the two failed reads do not count against the write's attempts
     approver = get_user_model().objects.get(username="approver")
     proposal_approve(proposal_id=waiting["id"], user=approver, channel="admin")  # published by this process
     failed = live.wait_for(waiting["id"], "failed")
-    assert "503" in failed.failure_reason
+    assert "503" in failed.failure_reason and "(reference " in failed.failure_reason
+    assert "debug_echo" not in failed.failure_reason
     crm_control(stack.crm_url, "/_control/mode", {"mode": "normal"})
     crm_control(stack.crm_url, "/_control/token", {"tokens": ["issued-to-someone-else"]})
     refused = call(agent, "GET", "/api/v1/systems/crm/accounts/4472", 503)
@@ -307,6 +316,7 @@ def test_the_canary_secret_appears_in_no_answer_event_message_log_page_or_table(
     for name, process in stack.processes.items():
         keep(f"{name} process log", process.output())
     assert "/accounts/4471" in stack.processes["web"].output()  # the web process's log covers the calls made
+    assert '"authorization": "[redacted]"' in stack.processes["worker"].output()  # the echoed body, logged and cut
     assert "Subject: [Gatehouse]" in stack.processes["worker"].output()  # and the failure e-mail (console backend)
     keep(
         "log records of this process",

@@ -173,8 +173,9 @@ def test_the_start_check_passes_when_there_is_no_credential_at_all(key_a):
 def run_manage_check(tmp_path: Path, **env_changes: str | None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["GATEHOUSE_VAR_DIR"] = str(tmp_path / "var")
-    for name in ("GATEHOUSE_ENV", "GATEHOUSE_SECRET_KEY", "GATEHOUSE_CREDENTIAL_KEYS"):
+    for name in ("GATEHOUSE_SECRET_KEY", "GATEHOUSE_CREDENTIAL_KEYS"):
         env.pop(name, None)
+    env["GATEHOUSE_ENV"] = "development"
     for name, value in env_changes.items():
         if value is None:
             env.pop(name, None)

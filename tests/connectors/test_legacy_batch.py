@@ -40,6 +40,12 @@ def config(**changes) -> LegacyBatchConfig:
 # --- fixtures and helpers -----------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _srv_drop_root(settings):
+    """Settings parsed here name folders under /srv, as a deployment's would: listed as its drop root."""
+    settings.GATEHOUSE_DROP_ROOTS = [*settings.GATEHOUSE_DROP_ROOTS, "/srv"]
+
+
 @pytest.fixture
 def inventory(demo) -> System:
     """The demo's legacy-inventory system; its drop folder is under this test's own var/."""

@@ -85,9 +85,12 @@ def test_templates_put_values_where_the_placeholders_stand():
         ({"transport": "stdio"}, 'needs "command"'),
         ({"transport": "stdio", "command": "node", "args": "x"}, '"args" must be a list'),
         ({"transport": "http", "url": "ftp://x"}, 'needs "url"'),
-        ({"transport": "http", "url": "http://x/mcp", "timeout": 0}, '"timeout"'),
-        ({"transport": "http", "url": "http://x/mcp", "reads": {"r": {"tool": ""}}}, "reads.r"),
-        ({"transport": "http", "url": "http://x/mcp", "colour": "red"}, "Unknown connector setting(s): colour"),
+        ({"transport": "http", "url": "http://tools.example.com/mcp", "timeout": 0}, '"timeout"'),
+        ({"transport": "http", "url": "http://tools.example.com/mcp", "reads": {"r": {"tool": ""}}}, "reads.r"),
+        (
+            {"transport": "http", "url": "http://tools.example.com/mcp", "colour": "red"},
+            "Unknown connector setting(s): colour",
+        ),
     ],
 )
 def test_a_bad_configuration_is_refused_when_the_system_is_saved(f, config, message):
@@ -209,13 +212,14 @@ def test_a_python_mcp_server_from_pypi_serves_governed_reads(f, tmp_path):
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("import sys; sys.exit(3)", "the MCP server failed"),  # dies before answering
+        ("import sys; sys.exit(3)", "tool list failed: the MCP server"),  # dies before answering
         ("import time; time.sleep(60)", "did not answer within 2 s"),  # hangs
         ("import sys\nfor line in sys.stdin: print('{not json', flush=True)", "MCP server"),  # garbage
     ],
     ids=["dies", "hangs", "malformed"],
 )
-def test_a_server_that_dies_hangs_or_answers_garbage_fails_clearly_within_the_timeout(f, script, expected):
+def test_a_server_that_dies_hangs_or_answers_garbage_fails_clearly_within_the_timeout(f, settings, script, expected):
+    settings.GATEHOUSE_MCP_COMMANDS = [f"{sys.executable} -c"]
     system = mcp_system(
         f, {"transport": "stdio", "command": sys.executable, "args": ["-c", script], "timeout": 2}, slug="broken"
     )

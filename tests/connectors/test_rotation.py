@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors.models import Credential
+from connectors.models import AgentCredential, Credential
 from connectors.services import credential_rotate, credential_set, credentials_tell_rotation_due
 from sandbox.testing import crm_control, run_crm
 from tests.factories import SystemFactory, UserFactory
@@ -100,7 +100,7 @@ def test_a_secret_the_system_accepts_is_stored_and_the_audit_event_records_the_c
 ):
     accept(crm_url, FIRST, "second-secret")
     before = credential_of(crm).last_rotated_at
-    owner = UserFactory()
+    owner = crm.owner
 
     with django_capture_on_commit_callbacks(execute=True):
         rotation = credential_rotate(system=crm, new_secret="second-secret", actor=owner, channel="admin")
@@ -462,13 +462,15 @@ def test_readiness_notes_a_rotation_due_within_a_week_and_fails_once_it_is_overd
 
     crm = System.objects.get(slug="crm")
     agent = Agent.objects.get(slug="collections-agent")
-    _age(crm, 85)
+    _age(crm, 91)  # the shared one: not what this agent writes with
+    own = AgentCredential.objects.filter(system=crm, agent=agent)
+    own.update(last_rotated_at=timezone.now() - timedelta(days=85))
     item = next(item for item in readiness(agent).items if item.key == "credentials")
-    assert item.ok and "crm's credential is due for rotation on" in item.reason
+    assert item.ok and "its credential at crm is due for rotation on" in item.reason
 
-    _age(crm, 91)
+    own.update(last_rotated_at=timezone.now() - timedelta(days=91))
     item = next(item for item in readiness(agent).items if item.key == "credentials")
-    assert not item.ok and "was due for rotation on" in item.reason
+    assert not item.ok and "its credential at crm was due for rotation on" in item.reason
 
 
 # --- On the running stack ---------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from approvals.killswitch import SwitchTarget, kill_switch_on
 from approvals.services import ProposalRequest, proposal_create
 from audit.choices import Channel
 from connectors.models import Credential
+from connectors.services import credential_set
 from console.dashboard import SECTION_ROLES
-from governance.models import Agent, ThresholdBand
+from governance.models import Agent, System, ThresholdBand
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -83,6 +84,11 @@ def test_the_reviewer_finds_the_review_queue_with_nothing_to_review(live, sign_i
 
 
 def test_the_owner_finds_readiness_credentials_due_and_a_rule_to_sign_off_again(live, sign_in):
+    # As in the demo, the collections agent has an account of its own at the CRM (the session's CRM has only the
+    # shared one, which no call here uses).
+    crm = System.objects.get(slug="crm")
+    agent = Agent.objects.get(slug="collections-agent")
+    credential_set(system=crm, agent=agent, secret="its-own-" + "x" * 16, actor=None, channel="command")
     credential = Credential.objects.get(system__slug="crm")
     credential.last_rotated_at = timezone.now() - timedelta(days=85)  # a 90-day interval: due in 5 days
     credential.save()

@@ -56,6 +56,7 @@ def send_test_email(tmp_path, port: int, password: str, **extra: str) -> subproc
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
     env.update(
         {
+            "GATEHOUSE_ENV": "development",  # secrets generated under the var folder
             "GATEHOUSE_VAR_DIR": str(tmp_path),
             "GATEHOUSE_EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
             "GATEHOUSE_EMAIL_HOST": "127.0.0.1",

@@ -45,11 +45,18 @@ def test_typed_helpers_name_the_variable_and_what_was_expected(monkeypatch, read
     assert f"X={value!r}" in str(caught.value) and expected in str(caught.value)
 
 
-def start(tmp_path, **env) -> subprocess.CompletedProcess:
+def start(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess:
+    """`manage.py check` (or `argv`) in a process with only the GATEHOUSE_ variables given (development unless said)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
-    clean.update({"GATEHOUSE_VAR_DIR": str(tmp_path), **env})
+    clean.update({"GATEHOUSE_VAR_DIR": str(tmp_path), "GATEHOUSE_ENV": "development", **env})
+    clean = {k: v for k, v in clean.items() if v is not None}
     return subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60
+        [sys.executable, *(argv or ["manage.py", "check"])],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -73,7 +80,30 @@ def test_a_process_with_bad_settings_stops_at_start(tmp_path, env, message):
     assert message in result.stderr
 
 
-def test_the_embedded_default_starts_with_no_variables(tmp_path):
+def test_production_is_the_default_and_refuses_to_start_without_its_secrets(tmp_path):
+    result = start(tmp_path, GATEHOUSE_ENV=None)
+    assert result.returncode != 0
+    assert "GATEHOUSE_SECRET_KEY must be set when GATEHOUSE_ENV=production (the default)" in result.stderr
+    assert not (tmp_path / "gatehouse_secret_key.txt").exists()  # nothing generated on disk
+
+
+def test_production_by_default_runs_without_debug_and_with_secure_cookies(tmp_path):
+    secrets = {
+        "GATEHOUSE_SECRET_KEY": "a-production-secret-key-" + "x" * 40,
+        "GATEHOUSE_CREDENTIAL_KEYS": "c2VjcmV0LWtleS1mb3ItdGhlLXZhdWx0LW9mLWdhdGU=",
+        "GATEHOUSE_AUDIT_DIGEST_KEY": "an-audit-digest-key-" + "y" * 40,
+    }
+    show = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.GATEHOUSE_ENV, settings.DEBUG, settings.SESSION_COOKIE_SECURE)"
+    )
+    env = {"DJANGO_SETTINGS_MODULE": "gatehouse.settings", "GATEHOUSE_ENV": None, **secrets}
+    result = start(tmp_path, "-c", show, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["production", "False", "True"]
+
+
+def test_the_embedded_default_starts_in_development_with_no_other_variables(tmp_path):
     result = start(tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "gatehouse_secret_key.txt").stat().st_mode & 0o777 == 0o600

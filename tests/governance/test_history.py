@@ -10,6 +10,7 @@ from html import unescape
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.utils import dateformat, timezone
 from simple_history.models import DeletedObject
 
@@ -83,12 +84,15 @@ def test_business_owner_raising_a_band_bound_shows_on_the_rule_history_with_who_
     )
     assert len(rows) == 8
 
-    threshold_rule_sign_off(rule=rule, user=owner, channel="admin")
+    with pytest.raises(PermissionDenied, match="someone else signs it off"):  # four eyes: the editor does not sign
+        threshold_rule_sign_off(rule=rule, user=owner, channel="admin")
+    threshold_rule_sign_off(rule=rule, user=User.objects.get(username="admin"), channel="admin")
     rows = history_rows(client.get(history_url))
 
     assert len(rows) == 9
     assert re.fullmatch(
-        r".* Olivia Owner Changed Signed off at: \S+ \S+ UTC → \S+ \S+ UTC signed off by Olivia Owner signed off",
+        r".* Ada Admin Changed Signed off by: Olivia Owner → Ada Admin Signed off at: \S+ \S+ UTC → \S+ \S+ UTC "
+        r"signed off by Ada Admin signed off",
         rows[0],
     ), rows[0]
     assert "sign-off voided by this edit" in rows[2]

@@ -171,6 +171,16 @@ def test_error_mode_answers_503_until_set_back_to_normal(crm_url: str) -> None:
     assert (status, record["status"]) == (200, "active")
 
 
+def test_echo_mode_answers_its_status_with_the_headers_it_received_even_without_retry_after(crm_url: str) -> None:
+    crm_control(crm_url, "/_control/mode", {"mode": "echo", "status": 429, "count": 1})
+    status, body, response = call(crm_url, "GET", "/accounts/4471")
+    assert (status, body["error"], response.getheader("Retry-After")) == (429, "debug_echo", None)
+    assert body["debug"]["received_headers"]["authorization"] == f"Bearer {TOKEN}"
+    assert call(crm_url, "GET", "/accounts/4471")[0] == 200
+    with pytest.raises(CRMControlError, match="between 400 and 599"):
+        crm_control(crm_url, "/_control/mode", {"mode": "echo", "status": 302})
+
+
 def test_slow_mode_delays_the_answer(crm_url: str) -> None:
     crm_control(crm_url, "/_control/mode", {"mode": "slow", "delay": 0.3, "count": 1})
     started = time.monotonic()

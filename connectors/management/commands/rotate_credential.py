@@ -1,4 +1,5 @@
-"""Rotate a system's vaulted secret: the new one is read from stdin, checked against the system, then stored."""
+"""Rotate a system's vaulted secret (or an agent's own at it): the new one is read from stdin, checked against the
+system, then stored."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from audit.choices import Channel
 from connectors.services import credential_rotate
-from governance.models import System
+from governance.models import Agent, System
 
 
 class Command(BaseCommand):
@@ -22,25 +23,34 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("system", help="The system's slug, e.g. crm.")
+        parser.add_argument("--agent", help="Rotate this agent's own credential at the system, not the shared one.")
 
     def handle(self, *args, **options) -> None:
         system = System.objects.filter(slug=options["system"]).first()
         if system is None:
             raise CommandError(f"No system {options['system']!r}.")
+        agent = None
+        if options.get("agent"):
+            agent = Agent.objects.filter(slug=options["agent"]).first()
+            if agent is None:
+                raise CommandError(f"No agent {options['agent']!r}.")
         secret = self._read_secret(options.get("stdin") or sys.stdin, system)
         try:
-            rotation = credential_rotate(system=system, new_secret=secret, actor=None, channel=Channel.COMMAND)
+            rotation = credential_rotate(
+                system=system, new_secret=secret, actor=None, channel=Channel.COMMAND, agent=agent
+            )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
+        what = f"credential of {system.slug}" if agent is None else f"credential of {agent.slug} at {system.slug}"
         if rotation.health.ok:
             self.stdout.write(
-                f"Rotated the credential of {system.slug} (vault key {rotation.credential.key_fingerprint}). "
+                f"Rotated the {what} (vault key {rotation.credential.key_fingerprint}). "
                 "Health check with the new secret: ok."
             )
             return
         if rotation.stored:
             raise CommandError(
-                f"Rotated the credential of {system.slug}, but the health check with the new secret FAILED: "
+                f"Rotated the {what}, but the health check with the new secret FAILED: "
                 f"{rotation.health.reason}. The previous secret fails too, so the new one is kept; the owner and "
                 "on-call were told."
             )

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.choices import Channel
@@ -14,7 +15,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("agent", help="The agent's slug.")
-        parser.add_argument("--expires-days", type=int, default=None, help="Days until the token expires.")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=None,
+            help="Days until the token expires (default GATEHOUSE_TOKEN_DEFAULT_EXPIRY; at most "
+            "GATEHOUSE_TOKEN_MAX_LIFETIME).",
+        )
+        parser.add_argument(
+            "--networks",
+            default="",
+            help="Comma-separated networks the token may be used from, e.g. 10.2.0.0/16,192.0.2.7 (default: anywhere).",
+        )
         parser.add_argument("--label", default="", help="What the token is for (shown in the admin).")
 
     def handle(self, *args, **options) -> None:
@@ -25,10 +37,14 @@ class Command(BaseCommand):
         days = options["expires_days"]
         if days is not None and days < 1:
             raise CommandError("--expires-days must be at least 1.")
-        _, raw = agent_token_issue(
-            agent=agent,
-            channel=Channel.COMMAND,
-            expires_in=timedelta(days=days) if days else None,
-            label=options["label"] or "issue_token",
-        )
+        try:
+            _, raw = agent_token_issue(
+                agent=agent,
+                channel=Channel.COMMAND,
+                expires_in=timedelta(days=days) if days else None,
+                label=options["label"] or "issue_token",
+                networks=[net for net in options["networks"].split(",") if net.strip()],
+            )
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from exc
         self.stdout.write(raw)

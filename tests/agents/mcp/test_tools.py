@@ -341,6 +341,24 @@ def test_a_bad_token_answers_401_with_www_authenticate(live):
 
 
 @pytest.mark.slow
+def test_a_token_limited_to_networks_is_refused_from_elsewhere_as_unauthenticated_and_audited(live):
+    """The stack's web process sees this test's calls come from 127.0.0.1: a token for 10.0.0.0/8 is refused there
+    exactly as an unknown token is, and the refusal is audited on the MCP channel; one for 127.0.0.0/8 works."""
+    agent = Agent.objects.get(slug="collections-agent")
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    _, elsewhere = agent_token_issue(agent=agent, channel="command", networks=["10.0.0.0/8"])
+    response = raw_post(live, listing, Authorization=f"Bearer {elsewhere}")
+    assert response.status_code == 401 and response.headers["WWW-Authenticate"].startswith(
+        'Bearer error="invalid_token"'
+    )
+    refusal = AuditEvent.objects.get(verb="denied", outcome="network_refused")
+    assert refusal.channel == "mcp" and refusal.input["source"] == "127.0.0.1" and elsewhere not in str(refusal.input)
+
+    _, here = agent_token_issue(agent=agent, channel="command", networks=["127.0.0.0/8"])
+    assert raw_post(live, listing, Authorization=f"Bearer {here}").status_code == 200
+
+
+@pytest.mark.slow
 def test_a_host_or_origin_outside_allowed_hosts_is_refused(live):
     listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
     token = {"Authorization": f"Bearer {token_for()}"}
