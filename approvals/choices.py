@@ -16,9 +16,12 @@ class ProposalStatus(models.TextChoices):
     MANUAL_TASK = "manual_task", "Manual task"
     REVERSED = "reversed", "Reversed"
     ON_HOLD = "on_hold", "On hold"
+    # The record changed after the decision: the write did not happen, and a person decides again on the record as
+    # it is now (DESIGN.md, "Execution re-checks").
+    STALE = "stale", "Stale: the record changed"
 
 
-AWAITING_DECISION = frozenset({ProposalStatus.PENDING_APPROVAL, ProposalStatus.ESCALATED})
+AWAITING_DECISION = frozenset({ProposalStatus.PENDING_APPROVAL, ProposalStatus.ESCALATED, ProposalStatus.STALE})
 EXECUTABLE = frozenset({ProposalStatus.APPROVED, ProposalStatus.EXECUTING})
 TERMINAL_STATUSES = frozenset(
     {

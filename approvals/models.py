@@ -74,6 +74,11 @@ class Proposal(models.Model):
     state_after = models.JSONField(null=True, blank=True)
     compensation = models.JSONField(null=True, blank=True)
     failure_reason = models.TextField(blank=True)
+    stale_changes = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Why it went stale: each field the decision rested on that changed since, as [then, now].",
+    )
     held_from = models.CharField(
         max_length=20, blank=True, help_text="While on hold: the status it returns to when released."
     )

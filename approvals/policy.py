@@ -19,7 +19,7 @@ from approvals.choices import DecisionMode
 from core.compiled_query import CompiledQuery
 from core.numbers import finite_decimal
 from governance.choices import ImpactKind, Role, WriteMode
-from governance.models import ActionType, System, ThresholdBand, ThresholdRule
+from governance.models import ActionType, Agent, System, ThresholdBand, ThresholdRule
 
 FALLBACK_MAX_AGE = timedelta(days=3)
 
@@ -131,7 +131,19 @@ def find_rule(system: System, action: ActionType) -> ThresholdRule | None:
     return rule
 
 
-def decide(*, system: System, action: ActionType, impact: Impact) -> Decision:
+def decide(
+    *,
+    system: System,
+    action: ActionType,
+    impact: Impact,
+    agent: Agent | None = None,
+    record_id: str = "",
+    payload: dict[str, Any] | None = None,
+    exclude: Any = None,
+) -> Decision:
+    """Who decides a proposal of `action` with this `impact`. `agent`, `record_id` and `payload` are the proposal's
+    (what rules on cumulative amounts and on the payload look at); `exclude` is the id of a proposal being decided
+    again, which must not count towards its own cumulative amount."""
     rule = find_rule(system, action)
     if rule is None:
         return _human(f"no threshold rule covers {action.name}", system)

@@ -113,7 +113,14 @@ def proposal_create(
     )
     record = _current_record(agent=agent, scope=scope, request=request, channel=channel)
     impact = compute_impact(scope.action, request.payload, record)
-    decision = decide(system=scope.system, action=scope.action, impact=impact)
+    decision = decide(
+        system=scope.system,
+        action=scope.action,
+        impact=impact,
+        agent=agent,
+        record_id=request.record_id,
+        payload=request.payload,
+    )
     try:
         with transaction.atomic():
             proposal = _record(

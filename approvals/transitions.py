@@ -28,12 +28,15 @@ MOVES: dict[str, frozenset[str]] = {
         {S.APPROVED, S.MANUAL_TASK, S.REJECTED, S.CANCELLED, S.ESCALATED, S.EXPIRED, S.ON_HOLD}
     ),
     S.ESCALATED: frozenset({S.APPROVED, S.MANUAL_TASK, S.REJECTED, S.CANCELLED, S.EXPIRED, S.ON_HOLD}),
+    # The record changed after the decision: a person decides again, on the record as it is now (or its SLA passes).
+    S.STALE: frozenset({S.APPROVED, S.MANUAL_TASK, S.REJECTED, S.CANCELLED, S.ESCALATED, S.EXPIRED, S.ON_HOLD}),
     # Waiting for a worker: taken up, or held by a kill switch (checked again as the worker takes it up).
     S.APPROVED: frozenset({S.EXECUTING, S.ON_HOLD}),
-    # Being executed: done, failed for good, or (between retries, unclaimed) held by a kill switch.
-    S.EXECUTING: frozenset({S.EXECUTED, S.FAILED, S.ON_HOLD}),
+    # Being executed: done, failed for good, stale (the record moved since the decision), or (between retries,
+    # unclaimed) held by a kill switch.
+    S.EXECUTING: frozenset({S.EXECUTED, S.FAILED, S.STALE, S.ON_HOLD}),
     # Released: back where it was held from (an execution between retries starts again from approved).
-    S.ON_HOLD: frozenset({S.PENDING_APPROVAL, S.ESCALATED, S.APPROVED}),
+    S.ON_HOLD: frozenset({S.PENDING_APPROVAL, S.ESCALATED, S.STALE, S.APPROVED}),
     # A propose-only system's approved write, carried out (or not) by a person.
     S.MANUAL_TASK: frozenset({S.EXECUTED, S.FAILED}),
     # An executed write can be undone by a reversal.

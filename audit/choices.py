@@ -36,6 +36,9 @@ class Verb(models.TextChoices):
     RULE_SIGNED_OFF = "rule_signed_off", "rule signed off"
     TOOLS_IMPORTED = "tools_imported", "MCP tools imported"
     CONFIGURED = "configured", "configured"
+    STALE = "stale", "went stale"  # the record changed after the decision: back to a person, nothing written
+    REFRESHED = "refreshed", "re-decided"  # the impact and decision computed again on the record as it is now
+    REASSIGNED = "reassigned", "reassigned"  # a decision handed to a delegate or the on-call group
 
 
 class ActorType(models.TextChoices):
