@@ -16,6 +16,7 @@ from django.utils import timezone
 from approvals import notify
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.execution import queue_execution
+from approvals.freshness import RecordMoved, proposal_refresh_if_moved
 from approvals.models import Proposal
 from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move, record_event
 from audit.choices import Channel, Verb
@@ -81,6 +82,8 @@ def proposal_approve(
     Two approvers racing: the row lock makes the second one see a decided proposal. A refusal is audited as `denied`,
     and NotYourDecision is raised only after the block has committed, so the exception does not roll the event back.
     """
+    current = _record_now(proposal_id, user=user)
+    moved = ""
     with transaction.atomic():
         proposal = locked(proposal_id)
         expired = expire_if_due(proposal)
@@ -90,12 +93,34 @@ def proposal_approve(
             if refusal:
                 _audit_refused_decision(proposal, user=user, channel=channel, step="approve", refusal=refusal)
             else:
-                _approve(proposal, user=user, channel=channel, comment=comment)
+                if current is not None:
+                    moved = proposal_refresh_if_moved(proposal=proposal, current=current, user=user, channel=channel)
+                if not moved:
+                    _approve(proposal, user=user, channel=channel, comment=comment)
     if expired:
         raise InvalidTransition("This proposal expired before it was decided.")
     if refusal:
         raise NotYourDecision(f"You may not approve this proposal: {refusal}.")
+    if moved:
+        raise RecordMoved(f"Not approved yet: {moved}. Look at the new figures, then approve again (or reject).")
     return proposal
+
+
+def _record_now(proposal_id: uuid.UUID | str, *, user: User) -> dict[str, Any] | None:
+    """The record as the system has it now, read before the approval takes the row lock (no lock is held across a
+    call to the system), when the decision rested on it; None when it did not, or the system cannot say now (the
+    worker checks again before it writes)."""
+    proposal = Proposal.objects.select_related(*RELATED).filter(pk=proposal_id).first()
+    if proposal is None or not proposal.record_snapshot or proposal.status not in AWAITING_DECISION:
+        return None
+    if may_decide(user, proposal):  # refused under the lock anyway: no call to the system for it
+        return None
+    try:  # a check inside the approval, like the worker's before its write: not a read of its own in the trail
+        return connector_for(proposal.system, agent=proposal.agent).read(
+            proposal.action_type.resource.name, proposal.record_id
+        )
+    except (TransientError, PermanentError):
+        return None
 
 
 def _require_awaiting(proposal: Proposal) -> None:
@@ -277,7 +302,11 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
     """
     escalated = expired = 0
     # decided_by set: a dual approval already approved, now on the second review's own clock (review_due_at).
-    due = Proposal.objects.filter(status=ProposalStatus.PENDING_APPROVAL, decided_by__isnull=True, sla_due_at__lt=Now())
+    due = Proposal.objects.filter(
+        status__in=[ProposalStatus.PENDING_APPROVAL, ProposalStatus.STALE],
+        decided_by__isnull=True,
+        sla_due_at__lt=Now(),
+    )
     for proposal_id in due.values_list("pk", flat=True)[:1000]:
         with transaction.atomic():
             proposal = lock_rows(due, skip_locked=True).select_related(*RELATED).filter(pk=proposal_id).first()

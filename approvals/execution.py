@@ -9,6 +9,7 @@ finished and does nothing (counted as a duplicate).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import uuid
@@ -23,15 +24,16 @@ from django.utils import timezone
 
 from approvals import notify
 from approvals.choices import TERMINAL_STATUSES, ProposalStatus
+from approvals.freshness import Recheck, proposal_recheck
 from approvals.models import OutboxMessage, Proposal
-from approvals.readiness import production_writes_pause
+from approvals.readiness import execution_pause
 from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move
 from audit.choices import Channel, Verb
-from connectors.base import PermanentError, TransientError
+from connectors.base import PermanentError, RecordChanged, Result, TransientError
 from connectors.limits import CallDeferred
 from connectors.registry import connector_for
 from core.tasks import queue_task
-from governance.gate import kill_switch_stop
+from governance.gate import kill_switch_stop, write_granted
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ def execution_priority(proposal: Proposal) -> int:
 def queue_execution(proposal: Proposal) -> None:
     """In the caller's transaction (the approval's): the outbox row. After the commit: publish it. Nothing approved is
     lost if the broker is down, since the sweeper publishes what is left in the outbox."""
+    OutboxMessage.objects.filter(proposal=proposal).delete()  # an earlier approval's (before a hold, or stale)
     message = OutboxMessage.objects.create(proposal=proposal)
     transaction.on_commit(lambda: _publish([message]))
 
@@ -118,7 +121,7 @@ def _hold_reason(proposal: Proposal) -> str | None:
     """The kill switch and the readiness of production writes, checked again just before calling the system."""
     stop = kill_switch_stop(proposal.agent, proposal.system)
     if stop is None:
-        return production_writes_pause(proposal.system, agent=proposal.agent)
+        return execution_pause(proposal)
     if stop.switch == "agent":
         return f"agent {proposal.agent.slug} is disabled"
     if stop.switch == "global":
@@ -171,6 +174,8 @@ def _claim(proposal_id: uuid.UUID | str) -> Claim:
                 outcome="on_hold",
                 summary=f"Execution of {proposal.action_type.name} on {proposal.record_id} put on hold: {hold}.",
             )
+            if hold.startswith("readiness:"):  # the owners fix it; a kill switch's puller knows already
+                transaction.on_commit(functools.partial(notify.notify_paused, proposal))
             return Claim(None, why_not=f"put on hold: {hold}")
         proposal.claimed_at = now
         proposal.attempts += 1
@@ -281,7 +286,7 @@ def retry_delay(attempt: int, retry_after: float | None) -> float:
 
 @dataclass(frozen=True)
 class ExecutionOutcome:
-    status: str  # executed | failed | retry | suppressed
+    status: str  # executed | failed | retry | suppressed | stale
     retry_in: float | None = None
     detail: str = ""
     duplicate: bool = False  # suppressed as a duplicate delivery (not: on hold, or put on hold now)
@@ -298,14 +303,16 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
     proposal = claim.proposal
     if proposal is None:
         return ExecutionOutcome("suppressed", detail=claim.why_not, duplicate=claim.duplicate)
+    if not write_granted(proposal.agent, proposal.action_type):
+        reason = f"not written: {proposal.agent.slug}'s write grant for {proposal.action_type.name} was withdrawn"
+        proposal_record_failure(proposal_id=proposal.pk, reason=reason)
+        return ExecutionOutcome("failed", detail=reason)
     if proposal.attempts > settings.GATEHOUSE_EXECUTION_MAX_ATTEMPTS:
         reason = f"{proposal.attempts - 1} attempts did not finish (workers died or timed out)"
         proposal_record_failure(proposal_id=proposal.pk, reason=reason)
         return ExecutionOutcome("failed", detail=reason)
     try:
-        result = connector_for(proposal.system, agent=proposal.agent).execute(
-            proposal.action_type, proposal.record_id, proposal.payload, idempotency_key=str(proposal.pk)
-        )
+        written = _write(proposal)
     except CallDeferred as exc:
         # Not called: the rate limit makes a queue, the open breaker a pause. Jitter spreads the waiting tasks out,
         # so they do not all come back for the same token.
@@ -326,10 +333,40 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
         # Our own bug or a broken dependency: release the claim so the attempt counts and a retry can follow.
         _release_for_retry(proposal.pk)
         raise
+    if isinstance(written, Recheck):  # nothing written: the record moved since the decision
+        return ExecutionOutcome("stale", detail=written.detail)
     proposal_record_executed(
-        proposal_id=proposal.pk, before=result.before, after=result.after, compensation=result.compensation
+        proposal_id=proposal.pk, before=written.before, after=written.after, compensation=written.compensation
     )
     return ExecutionOutcome("executed")
+
+
+RECHECKS = 3  # reads and writes a record that keeps changing under us gets, before the task retries later
+
+
+def _write(proposal: Proposal) -> Result | Recheck:
+    """The write, made only while the fields its decision rested on still hold (approvals/freshness.py).
+
+    The record is read just before and judged under the row lock; the connector is handed what was read, so a system
+    that versions its records refuses the write (RecordChanged) when it moved on in between, and the loop judges it
+    again. An action whose decision rested on no field of the record is written without reading it."""
+    connector = connector_for(proposal.system, agent=proposal.agent)
+    action = proposal.action_type
+    for _ in range(RECHECKS):
+        current = None
+        if proposal.record_snapshot:
+            current = connector.read(action.resource.name, proposal.record_id)
+            check = proposal_recheck(proposal_id=proposal.pk, current=current)
+            if not check.proceed:
+                return check
+        try:
+            return connector.execute(
+                action, proposal.record_id, proposal.payload, idempotency_key=str(proposal.pk), expected=current
+            )
+        except RecordChanged:
+            if current is None:
+                raise
+    raise TransientError(f"{proposal.system}: {proposal.record_id} kept changing while Gatehouse wrote to it")
 
 
 def paused_executions_resume() -> int:
@@ -341,7 +378,7 @@ def paused_executions_resume() -> int:
     for proposal_id in paused.values_list("pk", flat=True)[:500]:
         with transaction.atomic():
             proposal = lock_rows(paused.select_related(*RELATED), skip_locked=True).filter(pk=proposal_id).first()
-            if proposal is None or production_writes_pause(proposal.system, agent=proposal.agent):
+            if proposal is None or execution_pause(proposal):
                 continue
             if kill_switch_stop(proposal.agent, proposal.system) is not None:
                 continue
@@ -356,8 +393,6 @@ def paused_executions_resume() -> int:
                 outcome=ProposalStatus.APPROVED,
                 summary=f"Released from hold: the system is ready for production writes again (was: {was}).",
             )
-            if hasattr(proposal, "outbox"):
-                proposal.outbox.delete()
             queue_execution(proposal)
             resumed += 1
     return resumed

@@ -258,8 +258,6 @@ def kill_switch_off(
                 summary=f"Released from hold: the kill switch for {target.label} is off ({back} again).",
             )
             if back == ProposalStatus.APPROVED:
-                if hasattr(proposal, "outbox"):
-                    proposal.outbox.delete()
                 queue_execution(proposal)
             released += 1
         audit_record(

@@ -38,6 +38,20 @@ def notify_awaiting(proposal: Proposal) -> None:
     )
 
 
+def notify_stale(proposal: Proposal) -> None:
+    """Whoever decides it now hears that the record moved after the decision, and the write did not happen."""
+    changed = "; ".join(
+        f"{name}: {then} then, {now} now" for name, (then, now) in (proposal.stale_changes or {}).items()
+    )
+    due = f"\nDecide by {proposal.sla_due_at:%Y-%m-%d %H:%M} UTC." if proposal.sla_due_at else ""
+    send_notice(
+        f"Stale, not written: {proposal.action_type.name} on {proposal.record_id}",
+        f"{_describe(proposal)}.\nThe record changed after the decision, so nothing was written: {changed}.\n"
+        f"Decide again on the record as it is now.{due}\n\n{admin_link(proposal)}",
+        deciders(proposal),
+    )
+
+
 def notify_escalated(proposal: Proposal) -> None:
     send_notice(
         f"Escalated: {proposal.action_type.name} on {proposal.record_id} is past its SLA",
@@ -54,6 +68,16 @@ def notify_review(proposal: Proposal) -> None:
         f"{_describe(proposal)}, approved by {proposal.decided_by}. Review by "
         f"{proposal.review_due_at:%Y-%m-%d %H:%M} UTC.\n\n{admin_link(proposal)}",
         [user.email for user in reviewers if user.pk != proposal.decided_by_id],
+    )
+
+
+def notify_paused(proposal: Proposal) -> None:
+    """The system's and the agent's owners hear that an approved write waits for the readiness checklist."""
+    send_notice(
+        f"Paused: {proposal.action_type.name} on {proposal.system} {proposal.record_id} waits for readiness",
+        f"{_describe(proposal)}, approved, is not written yet: {proposal.hold_reason}.\nIt goes ahead by itself once "
+        f"that is fixed (checked every few minutes).\n\n{admin_link(proposal)}",
+        [proposal.system.owner.email, proposal.agent.owner.email],
     )
 
 

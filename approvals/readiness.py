@@ -17,7 +17,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from approvals.models import Drill
+from approvals.models import Drill, Proposal
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from connectors.models import credential_for
@@ -289,6 +289,22 @@ def production_writes_pause(system: System, *, agent: Agent | None = None, now: 
                 f"readiness: the last passed rollback drill of {system} ran on {last:%Y-%m-%d}, more than "
                 f"{DRILL_FRESH_FOR.days} days ago"
             )
+    return None
+
+
+def execution_pause(proposal: Proposal) -> str | None:
+    """Why this approved write waits now although it was allowed when decided, or None: its system's production
+    writes pause (`production_writes_pause`), or the rule that approved it automatically is no longer signed off
+    (edited since): an automatic decision lasts only as long as the sign-off it rests on. A person's approval
+    stands on its own. Checked just before the write and by the job that resumes paused writes."""
+    system = proposal.system
+    pause = production_writes_pause(system, agent=proposal.agent)
+    if pause or not takes_production_writes(system.environment, system.write_mode):
+        return pause
+    if proposal.decided_by_id is None and proposal.rule_id is not None:
+        rule = ThresholdRule.objects.prefetch_related("bands").get(pk=proposal.rule_id)
+        if not rule.is_signed_off:
+            return f"readiness: rule “{rule.name}”, which approved it, is no longer signed off (edited since)"
     return None
 
 

@@ -22,6 +22,7 @@ from approvals import notify
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
 from approvals.decisions import expire_if_due
 from approvals.execution import queue_execution
+from approvals.freshness import apply_terms, watched_fields, watched_values
 from approvals.models import IdempotencyRecord, Proposal
 from approvals.policy import Decision, Impact, compute_impact, decide
 from approvals.transitions import lock_rows, move
@@ -130,7 +131,7 @@ def proposal_create(
                 scope=scope,
                 impact=impact,
                 decision=decision,
-                snapshot=_snapshot(scope, record),
+                snapshot=watched_values(scope.action, record),
             )
             body = respond(proposal) if respond else None
             if idempotency_key:
@@ -167,8 +168,8 @@ def _current_record(
 ) -> dict[str, Any] | None:
     """The record as the system of record has it, when the impact or a precondition needs it; refusals audited."""
     action = scope.action
-    if action.impact_kind != "delta" and "record_exists" not in action.preconditions:
-        return None
+    if not watched_fields(action) and "record_exists" not in action.preconditions:
+        return None  # nothing a decision rests on: the write is judged without the record
     target = scope.target(request.record_id, request.payload)
     try:
         return connector_for(scope.system, agent=agent).read(action.resource.name, request.record_id)
@@ -186,13 +187,6 @@ def _current_record(
         raise refuse(unavailable, agent=agent, channel=channel, target=target) from exc
 
 
-def _snapshot(scope: ProposalScope, record: dict[str, Any] | None) -> dict[str, Any]:
-    """The fields of the record the action writes (or its impact reads), as they were when it was proposed."""
-    action = scope.action
-    names = list((action.operation or {}).get("fields") or ([action.impact_field] if action.impact_field else []))
-    return {name: record.get(name) for name in names} if record else {}
-
-
 def _record(
     *,
     agent: Agent,
@@ -206,32 +200,21 @@ def _record(
     """The proposal row and its events (proposed; auto-approved with its outbox row), in the caller's transaction."""
     now = timezone.now()
     auto = decision.mode == DecisionMode.AUTO
-    system, action = scope.system, scope.action
-    proposal = Proposal.objects.create(
+    proposal = Proposal(
         agent=agent,
-        system=system,
-        action_type=action,
+        system=scope.system,
+        action_type=scope.action,
         record_id=request.record_id,
         payload=request.payload,
         reason=request.reason,
         status=ProposalStatus.APPROVED if auto else ProposalStatus.PENDING_APPROVAL,
         channel=str(channel),
         request_id=current_request_id(),
-        impact_amount=impact.amount,
-        impact_currency=impact.currency,
-        mode=decision.mode,
-        decision={**decision.as_json(), "impact_basis": impact.basis},
-        rule=decision.rule,
-        approver=decision.approver,
-        approver_group=decision.approver_group,
-        review_group=decision.review_group,
-        review_timing=decision.review_timing,
-        review_within=decision.review_within,
-        sla_due_at=now + decision.sla if decision.sla and not auto else None,
-        expires_at=now + decision.max_age if not auto else None,
         record_snapshot=snapshot or {},
         decided_at=now if auto else None,
     )
+    apply_terms(proposal, impact, decision, now=now)
+    proposal.save(force_insert=True)
     _record_events(proposal, agent=agent, request=request, channel=channel, impact=impact, decision=decision)
     return proposal
 

@@ -87,7 +87,18 @@ class Connector:
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
-    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+    def execute(
+        self,
+        action,
+        record_id: str,
+        payload: dict[str, Any],
+        idempotency_key: str,
+        *,
+        expected: dict[str, Any] | None = None,
+    ) -> Result:
+        """Make the write. `expected` is the record as the caller read it just before (approvals/freshness.py): a
+        connector whose system can make the write conditional on it (a version the system checks) does, and raises
+        RecordChanged when it moved on; one that reads the record before writing uses it instead of reading again."""
         raise NotImplementedError
 
     def compensate(

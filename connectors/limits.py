@@ -453,8 +453,8 @@ class Guarded(Connector):
         patience = settings.GATEHOUSE_READ_RATE_WAIT.total_seconds()
         return self._call(self.inner.read, resource, record_id, fields, patience=patience)
 
-    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str):
-        return self._call(self.inner.execute, action, record_id, payload, idempotency_key)
+    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str, *, expected=None):
+        return self._call(self.inner.execute, action, record_id, payload, idempotency_key, expected=expected)
 
     def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None):
         return self._call(self.inner.compensate, action, record_id, compensation, idempotency_key, expected=expected)

@@ -169,6 +169,14 @@ _WRITE_GRANTS = CompiledQuery(
 )
 
 
+def write_granted(agent: Agent, action: ActionType, *, now: datetime | None = None) -> bool:
+    """Whether `agent` holds a current write grant naming `action` (checked again just before a write is made)."""
+    grants = _WRITE_GRANTS.run(
+        agent_id=agent.pk, system_id=action.system_id, resource_id=action.resource_id, now=now or timezone.now()
+    )
+    return any(action.name in grant.actions for grant in grants)
+
+
 def find_system(slug: str) -> System:
     # What cannot be a slug names no system, and must not reach the database: PostgreSQL refuses a NUL in a query.
     found = _SYSTEM.run(slug=slug) if slug_re.match(slug) else None
@@ -281,13 +289,7 @@ def check_proposal(
         error: GatehouseError = UnknownAction(f"{system} has no action {action_name!r}.")
         raise refuse(error, agent=agent, channel=channel, target=target)
     scope = ProposalScope(system=system, action=found[0])
-    granted = any(
-        action_name in grant.actions
-        for grant in _WRITE_GRANTS.run(
-            agent_id=agent.pk, system_id=system.pk, resource_id=scope.action.resource_id, now=timezone.now()
-        )
-    )
-    if not granted:
+    if not write_granted(agent, scope.action):
         error = ScopeDenied(f"{agent.slug} has no write grant for {action_name} on {system}.")
         target = Target(system=system, resource=scope.action.resource.name, record_id=record_id, detail=target.detail)
         raise refuse(error, agent=agent, channel=channel, target=target)

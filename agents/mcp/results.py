@@ -94,6 +94,8 @@ def _describe(proposal: Proposal, body: dict[str, Any]) -> tuple[str, str, dict[
                 message += f", then a second review by the {review} group"
         if status == ProposalStatus.ESCALATED:
             message += " (escalated: the time to decide has passed)"
+        elif status == ProposalStatus.STALE:
+            message += " again (the record changed after an earlier decision, so nothing was written)"
         expires = f" Undecided, it expires at {decision['expires_at']}." if decision["expires_at"] else ""
         return (
             "waiting_for_approval",

@@ -32,6 +32,7 @@ from approvals.decisions import (
     proposal_reject,
     proposal_review,
 )
+from approvals.freshness import RecordMoved, moved, redecide
 from approvals.models import Proposal
 from approvals.transitions import InvalidTransition
 from audit.choices import Channel
@@ -175,7 +176,12 @@ class ProposalAdmin(admin.ModelAdmin):
             proposal.awaiting_review and Proposal.objects.awaiting_review_by(user).filter(pk=proposal.pk).exists()
         )
         history = AuditEvent.objects.filter(proposal_id=proposal.pk).select_related("person").order_by("id")
+        changes = moved(proposal, record) if record and proposal.status in AWAITING_DECISION else {}
+        again = redecide(proposal, record) if changes and record else None
         return {
+            "moved_now": [(field, then, now) for field, (then, now) in changes.items()],
+            "new_impact": again.impact.amount if again else None,
+            "new_reason": again.decision.reason if again else "",
             "proposal": proposal,
             "record": record,
             "unreadable": unreadable,
@@ -270,6 +276,8 @@ class ProposalAdmin(admin.ModelAdmin):
                 self.message_user(request, "Unknown step.", messages.ERROR)
         except InvalidTransition as exc:
             self.message_user(request, f"Already decided: {exc}", messages.WARNING)
+        except RecordMoved as exc:
+            self.message_user(request, str(exc), messages.WARNING)
         except NotYourDecision as exc:
             self.message_user(request, str(exc), messages.ERROR)
         return HttpResponseRedirect(page)
@@ -284,7 +292,7 @@ class ProposalAdmin(admin.ModelAdmin):
             try:
                 proposal_approve(proposal_id=proposal.pk, user=admin_user(request), channel=Channel.ADMIN)
                 approved += 1
-            except (InvalidTransition, NotYourDecision) as exc:
+            except (InvalidTransition, NotYourDecision, RecordMoved) as exc:
                 skipped.append(f"{proposal.record_id}: {exc}")
         summary = f"Approved {approved} proposal(s)"
         self.message_user(request, summary + (f"; not approved: {'; '.join(skipped)}" if skipped else "."))

@@ -250,15 +250,18 @@ class HttpConnector(Connector):
             raise PermanentError(f"{self.system.slug}: a record must be a JSON object")
         return {name: record.get(name) for name in fields} if fields is not None else record
 
-    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+    def execute(
+        self, action, record_id: str, payload: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
         operation = action.operation or {}
         method = operation.get("method", "POST").upper()
         path = self._path(operation.get("path", ""), record_id)
         fields = operation.get("fields")
         if fields:
             body = {name: payload[name] for name in fields if name in payload}
-            current = self.read(action.resource.name, record_id)
-            response = self._request(method, path, json=body, idempotency_key=idempotency_key)
+            current = expected if isinstance(expected, dict) else self.read(action.resource.name, record_id)
+            sent = self._conditional(body, expected)
+            response = self._request(method, path, json=sent, idempotency_key=idempotency_key)
             # The system's own account of "before" wins when it gives one: on a replayed key our read above
             # already sees the new value, the system's stored answer does not.
             before = response.get("before") if isinstance(response, dict) and "before" in response else None
@@ -281,16 +284,21 @@ class HttpConnector(Connector):
             after = {key: value for key, value in response.items() if key != "record"}
         return Result(before={}, after=after, compensation=compensation)
 
+    def _conditional(self, body: Any, expected: Any) -> Any:
+        """`body` made conditional on the version of `expected`, the record as the caller read it, where the system
+        versions its records: it answers 409 (RecordChanged) if the record moved on since."""
+        version = self.config.version_field
+        if version and isinstance(body, dict) and isinstance(expected, dict) and expected.get(version) is not None:
+            return {**body, self.config.expected_version_field: expected[version]}
+        return body
+
     def compensate(
         self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None
     ) -> Result:
         if not compensation:
             return super().compensate(action, record_id, compensation, idempotency_key)
         body = compensation.get("body")
-        sent = body
-        version = self.config.version_field
-        if version and isinstance(body, dict) and isinstance(expected, dict) and expected.get(version) is not None:
-            sent = {**body, self.config.expected_version_field: expected[version]}  # 409 if it moved on since
+        sent = self._conditional(body, expected)
         self._request(compensation["method"], compensation["path"], json=sent, idempotency_key=idempotency_key)
         return Result(after=body if isinstance(body, dict) else {})
 

@@ -352,7 +352,9 @@ class LegacyBatchConnector(Connector):
         data = dict(event.data)
         return {name: data.get(name) for name in fields} if fields else data
 
-    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+    def execute(
+        self, action, record_id: str, payload: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
         raise PermanentError(
             f"{self.system} is a batch system: Gatehouse cannot write to it. Make it propose-only, so approved "
             "proposals become manual tasks."

@@ -194,7 +194,9 @@ class McpConnector(Connector):
             raise PermanentError(f"{self.system.slug}: malformed result from {mapping.tool}: not an object")
         return {name: record.get(name) for name in fields} if fields is not None else record
 
-    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+    def execute(
+        self, action, record_id: str, payload: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
         operation = action.operation or {}
         tool = operation.get("tool") or action.name
         arguments = (

@@ -379,7 +379,9 @@ class SoapConnector(Connector):
         except ValidationError as exc:  # the action was saved without full_clean()
             raise PermanentError(f"{action}: operation: {' '.join(exc.messages)}") from None
 
-    def execute(self, action, record_id: str, payload: dict[str, Any], idempotency_key: str) -> Result:
+    def execute(
+        self, action, record_id: str, payload: dict[str, Any], idempotency_key: str, *, expected=None
+    ) -> Result:
 
         spec = self._action(action)
         fields = [name for name in spec.params.values() if name in payload]

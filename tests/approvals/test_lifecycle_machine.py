@@ -2,12 +2,16 @@
 
 Rules: propose (auto, single and dual bands of update_credit_limit, add_note), approve (as the assigned approver and
 as someone who may not), reject, cancel, expire (the SLA and the maximum age moved into the past, then the beat job),
-execute once or twice (a task delivered twice), the kill switch on and off for the agent, and reversing the agent's
-last hour. The model keeps each proposal's expected status and the audit verbs each transition must have written.
+execute once or twice (a task delivered twice), the kill switch on and off for the agent, reversing the agent's last
+hour, and a person changing a credit limit in the CRM by hand (so a decision taken on the old value no longer holds:
+an approval then does not count and the proposal is decided again; an approved write goes back to a person as
+`stale`, or, auto before and auto still, goes ahead on the new figures). The model keeps each proposal's expected
+status and the audit verbs each transition must have written.
 
 Invariants, after every step: the CRM applied at most one write per proposal (exactly one for each executed or
-reversed one, none otherwise, and one compensation per reversed one); nothing executed without a decision (a named
-approver with one `approved` event, or the auto rule with one `auto_approved` event); each proposal's audit events are
+reversed one, none otherwise, and one compensation per reversed one); nothing executed without a valid current
+decision (the auto rule with one `auto_approved` event and never stale, or the named approver's `approved` event after
+the last time the decision was taken again); each proposal's audit events are
 exactly the transitions it went through, one event each; a delivery that finds it finished is counted as a duplicate,
 with no event. At the end of each example the audit chain verifies.
 
@@ -40,6 +44,7 @@ from hypothesis.stateful import (
 from approvals.choices import AWAITING_DECISION, TERMINAL_STATUSES, DecisionMode, ProposalStatus
 from approvals.decisions import NotYourDecision, proposal_approve, proposal_reject, proposals_escalate_and_expire
 from approvals.execution import proposal_execute
+from approvals.freshness import RecordMoved
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import reversal_plan
@@ -70,6 +75,7 @@ class Expected:
 
     status: str
     mode: str
+    record: str
     verbs: Counter = field(default_factory=Counter)
     overdue: bool = False  # its SLA and maximum age were moved into the past
     held_from: str = ""
@@ -135,15 +141,25 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             assert replay is None
             auto = proposal.mode == DecisionMode.AUTO
             assert proposal.status == (S.APPROVED if auto else S.PENDING_APPROVAL)
-            expected = Expected(status=proposal.status, mode=proposal.mode)
+            expected = Expected(status=proposal.status, mode=proposal.mode, record=record)
             expected.verbs.update(["proposed", "auto_approved"] if auto else ["proposed"])
             self.model[str(proposal.pk)] = expected
             return proposal
 
+        def _moved(self, pk: str) -> bool:
+            """Whether the CRM's credit limit differs from what the proposal was decided on, and is not the value it
+            writes itself (the model's own reading of DESIGN.md's rule, not approvals/freshness.py's)."""
+            proposal = Proposal.objects.get(pk=pk)
+            then = (proposal.record_snapshot or {}).get("credit_limit")
+            if then is None:
+                return False
+            now = self._credit_limit(proposal.record_id)
+            return now != Decimal(then) and now != Decimal(proposal.payload["credit_limit"])
+
         def _sweep(self) -> None:
             """What proposals_escalate_and_expire must do, by the model: escalate first, then expire."""
             for pk, expected in self.model.items():
-                if expected.overdue and expected.status == S.PENDING_APPROVAL:
+                if expected.overdue and expected.status in (S.PENDING_APPROVAL, S.STALE):
                     self._move(pk, S.ESCALATED, "escalated")
                 if expected.overdue and expected.status in AWAITING_DECISION:
                     self._move(pk, S.EXPIRED, "expired")
@@ -186,6 +202,11 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
                 with pytest.raises(NotYourDecision):
                     proposal_approve(proposal_id=pk, user=user, channel="admin")
                 expected.verbs.update(["denied"])
+            elif self._moved(pk):
+                with pytest.raises(RecordMoved):  # decided again on the record as it is; this approval does not count
+                    proposal_approve(proposal_id=pk, user=user, channel="admin")
+                expected.verbs.update(["refreshed"])
+                expected.mode = Proposal.objects.get(pk=pk).mode
             else:
                 assert proposal_approve(proposal_id=pk, user=user, channel="admin").status == S.APPROVED
                 self._move(pk, S.APPROVED, "approved")
@@ -238,8 +259,19 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
 
         @rule(pk=proposals, deliveries=st.integers(min_value=1, max_value=2))
         def execute(self, pk, deliveries):
+            moved = self.model[pk].status == S.APPROVED and self._moved(pk)
             outcomes = [proposal_execute(proposal_id=pk).status for _ in range(deliveries)]
-            if self.model[pk].status == S.APPROVED:
+            if moved and outcomes[0] == "stale":  # not written: back to a person, decided on the record as it is
+                assert outcomes[1:] == ["suppressed"][: deliveries - 1]
+                self._move(pk, S.STALE, "executing", "stale")
+                self.model[pk].mode = Proposal.objects.get(pk=pk).mode
+                assert self.model[pk].mode != DecisionMode.AUTO
+            elif moved:  # auto before and auto still: written on the new figures
+                assert self.model[pk].mode == DecisionMode.AUTO, "a person's approval went ahead on a moved record"
+                assert outcomes == ["executed", "suppressed"][:deliveries]
+                self._move(pk, S.EXECUTED, "executing", "refreshed", "executed")
+                self.model[pk].duplicates += deliveries - 1
+            elif self.model[pk].status == S.APPROVED:
                 assert outcomes == ["executed", "suppressed"][:deliveries]
                 self._move(pk, S.EXECUTED, "executing", "executed")
                 self.model[pk].duplicates += deliveries - 1
@@ -247,6 +279,26 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
                 assert outcomes == ["suppressed"] * deliveries
                 if self.model[pk].status in TERMINAL_STATUSES:  # not on hold, awaiting a decision: no duplicate
                     self.model[pk].duplicates += deliveries
+
+        @rule(
+            pk=proposals,
+            change=st.integers(min_value=-900, max_value=900).filter(bool),
+            then=st.sampled_from(["", "approve", "execute"]),
+        )
+        def someone_edits_the_crm(self, pk, change, then):
+            """A person changes the credit limit of a proposal's record by hand. Not on a record with an executed write
+            of ours still standing: reversing that write would then rightly stop at the person's change, which
+            tests/approvals/test_rollback.py covers."""
+            record = self.model[pk].record
+            if any(e.record == record and e.status == S.EXECUTED for e in self.model.values()):
+                return
+            new = max(Decimal("100.00"), self._credit_limit(record) + change)
+            crm_control(stack.crm_url, "/_control/set", {"account": record, "fields": {"credit_limit": f"{new:.2f}"}})
+            # What then happens to this proposal, at once (the steps are also drawn on their own, later or never).
+            if then == "approve":
+                self.approve(pk, as_approver=True, deliveries=1)
+            elif then == "execute":
+                self.execute(pk, deliveries=1)
 
         @rule(on=st.booleans())
         def kill_switch(self, on):
@@ -309,12 +361,24 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
         def nothing_executed_without_a_decision(self):
             written = Proposal.objects.filter(pk__in=list(self.model), status__in=[S.EXECUTED, S.REVERSED])
             for proposal in written:
-                verbs = Counter(AuditEvent.objects.filter(proposal_id=proposal.pk).values_list("verb", flat=True))
+                events = list(
+                    AuditEvent.objects.filter(proposal_id=proposal.pk).order_by("id").values_list("verb", "actor_type")
+                )
+                verbs = Counter(verb for verb, _ in events)
+                wrote = max(i for i, (verb, _) in enumerate(events) if verb == "executed")
                 if proposal.mode == DecisionMode.AUTO:
                     assert proposal.decided_by_id is None and verbs["auto_approved"] == 1 and verbs["approved"] == 0
-                else:
-                    assert proposal.decided_by_id == self.approver.pk and verbs["approved"] == 1
-                    assert verbs["auto_approved"] == 0
+                    assert verbs["stale"] == 0
+                    continue
+                assert proposal.decided_by_id == self.approver.pk and verbs["auto_approved"] == 0
+                # Decided again (stale, or a person's approval that did not count): a later approval before the write.
+                undone = [
+                    i
+                    for i, (verb, who) in enumerate(events)
+                    if verb == "stale" or (verb, who) == ("refreshed", "human")
+                ]
+                approved = [i for i, (verb, _) in enumerate(events) if verb == "approved" and i < wrote]
+                assert approved and (not undone or approved[-1] > undone[-1]), events
 
         @invariant()
         def duplicate_deliveries_are_counted(self):
@@ -341,7 +405,7 @@ def test_the_proposal_lifecycle_keeps_its_invariants(crm_demo, stack_processes):
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=25,
+            max_examples=30,
             stateful_step_count=15,
             deadline=None,
             database=None,  # nothing written under the working tree; a failure prints its steps

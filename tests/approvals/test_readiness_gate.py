@@ -103,3 +103,55 @@ def test_a_kill_switch_released_does_not_release_a_write_paused_for_readiness(bi
     kill_switch_on(target=SwitchTarget(system=billing.system), reason="maintenance", channel="command")
     kill_switch_off(target=SwitchTarget(system=billing.system), reason="done", channel="command")
     assert Proposal.objects.get(pk=proposal.pk).status == ProposalStatus.ON_HOLD
+
+
+def test_an_auto_approved_write_whose_rule_was_edited_since_waits_for_its_sign_off_and_the_owners_hear(
+    billing, mailoutbox, django_capture_on_commit_callbacks
+):
+    from governance.models import ThresholdBand
+    from governance.services import threshold_rule_sign_off
+
+    proposal = propose_credit_note("120.00")  # auto-approved by the rule as signed off
+    ThresholdBand.objects.filter(rule=billing.rule, min_amount=0).update(max_amount="900.00")  # the sign-off is void
+    ThresholdBand.objects.filter(rule=billing.rule, min_amount=500).update(min_amount="900.00")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert proposal_execute(proposal_id=proposal.pk).status == "suppressed"
+
+    proposal.refresh_from_db()
+    assert proposal.status == ProposalStatus.ON_HOLD
+    assert proposal.hold_reason == (
+        "readiness: rule “Credit notes on billing”, which approved it, is no longer signed off (edited since)"
+    )
+    [notice] = mailoutbox
+    assert notice.subject.endswith("Paused: credit_note on billing INV-1 waits for readiness")
+    assert set(notice.to) >= {billing.owner.email, billing.agent.owner.email}
+    assert paused_executions_resume() == 0
+
+    threshold_rule_sign_off(rule=billing.rule, user=billing.owner, channel="admin")
+    assert paused_executions_resume() == 1
+    assert Proposal.objects.get(pk=proposal.pk).status == ProposalStatus.APPROVED
+
+
+def test_a_person_approved_write_stands_on_its_own_when_the_rule_is_edited_afterwards(billing):
+    from approvals.decisions import proposal_approve
+    from governance.models import ThresholdBand
+
+    proposal = propose_credit_note("1200.00")  # one approver
+    proposal_approve(proposal_id=proposal.pk, user=billing.approver, channel="admin")
+    ThresholdBand.objects.filter(rule=billing.rule, min_amount=500).update(sla=timedelta(hours=9))
+    assert proposal_execute(proposal_id=proposal.pk).status != "suppressed"
+
+
+def test_a_write_whose_grant_was_withdrawn_after_the_decision_fails_without_calling_the_system(billing):
+    from governance.models import ScopeGrant
+
+    proposal = propose_credit_note("120.00")
+    ScopeGrant.objects.filter(agent=billing.agent, system=billing.system).delete()
+
+    outcome = proposal_execute(proposal_id=proposal.pk)
+
+    proposal.refresh_from_db()
+    assert outcome.status == "failed" and proposal.status == ProposalStatus.FAILED
+    assert proposal.failure_reason == "not written: collections-agent's write grant for credit_note was withdrawn"
+    assert proposal.attempts == 1 and proposal.state_after is None

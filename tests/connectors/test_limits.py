@@ -230,7 +230,7 @@ class ScriptedSystem(Connector):
             raise answer
         return answer
 
-    def execute(self, action, record_id, payload, idempotency_key):
+    def execute(self, action, record_id, payload, idempotency_key, *, expected=None):
         return self.read("", record_id)
 
     def health(self) -> Health:
