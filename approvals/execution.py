@@ -303,7 +303,8 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
     proposal = claim.proposal
     if proposal is None:
         return ExecutionOutcome("suppressed", detail=claim.why_not, duplicate=claim.duplicate)
-    if not write_granted(proposal.agent, proposal.action_type):
+    # A rollback drill's write is its own approval, on staging, by the built-in drill agent that holds no grants.
+    if not proposal.decision.get("drill") and not write_granted(proposal.agent, proposal.action_type):
         reason = f"not written: {proposal.agent.slug}'s write grant for {proposal.action_type.name} was withdrawn"
         proposal_record_failure(proposal_id=proposal.pk, reason=reason)
         return ExecutionOutcome("failed", detail=reason)
