@@ -206,7 +206,7 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel
             f"You made the last change to “{rule.name}”: someone else signs it off (four eyes). Ask the business "
             f"owner of {rule.system} or an administrator."
         )
-    validate_bands([band.spec() for band in rule.bands.all()])
+    validate_bands([band.spec() for band in rule.bands.all()], action=rule.action_type)
     rule.signed_off_by = user
     rule.signed_off_at = timezone.now()
     rule.signed_off_digest = rule.content_digest()

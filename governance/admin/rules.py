@@ -35,7 +35,7 @@ class BandFormSet(BaseInlineFormSet):
             if not form.cleaned_data or form.cleaned_data.get("DELETE"):
                 continue
             specs.append(form.instance.spec())
-        validate_bands(specs)
+        validate_bands(specs, action=self.instance.action_type)
 
 
 class ThresholdBandInline(admin.TabularInline):
