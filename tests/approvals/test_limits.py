@@ -351,3 +351,76 @@ def test_twenty_300_dollar_raises_on_one_account_are_judged_as_the_6000_they_add
         "band 5000.00–∞: Named approver plus a second reviewer of “Credit limit changes on crm”"
     )
     assert body["decision"]["reason"] == last.decision["reason"]  # the agent is told why, in the same words
+
+
+# --- Budgets: who sets them, where they show ------------------------------------------------------------------
+
+
+def test_a_budget_is_set_by_the_agents_owner_only_and_the_change_is_in_the_trail(demo):
+    from django.core.exceptions import PermissionDenied
+
+    from audit.models import AuditEvent
+    from governance.services import agent_budget_save
+
+    agent = Agent.objects.get(slug="collections-agent")
+    crm = System.objects.get(slug="crm")
+    with pytest.raises(PermissionDenied):
+        agent_budget_save(
+            budget=AgentBudget(agent=agent, system=crm, max_writes=5),
+            user=User.objects.get(username="approver"),
+            channel=Channel.ADMIN,
+        )
+    agent_budget_save(
+        budget=AgentBudget(agent=agent, system=crm, max_writes=5),
+        user=User.objects.get(username="owner"),
+        channel=Channel.ADMIN,
+    )
+    event = AuditEvent.objects.get(verb="configured", agent=agent)
+    assert event.state_after["max_writes"] == "5" and event.state_before["max_writes"] is None
+    assert "owner set the budget of agent collections-agent on crm" in event.summary
+
+
+def test_the_agent_sees_its_budgets_and_cumulative_rules_in_me(demo, agent_client):
+    world = billing_world()
+    budget(world, max_amount=Decimal("1000.00"), max_writes=10)
+    propose_credit_note("400.00")
+    body = agent_client().get("/api/v1/me").json()
+    assert body["budgets"] == [
+        {
+            "system": "billing",
+            "window_seconds": 86400,
+            "currency": "USD",
+            "max_amount": "1000.00",
+            "used_amount": "400.00",
+            "left_amount": "600.00",
+            "max_writes": 10,
+            "used_writes": 1,
+            "left_writes": 9,
+        }
+    ]
+    assert body["cumulative_rules"] == [
+        {
+            "system": "crm",
+            "rule": "Credit limit changes on crm",
+            "actions": ["update_credit_limit"],
+            "scope": "record",
+            "window_seconds": 86400,
+        }
+    ]
+    assert body["grants"]  # the fields it had stay
+
+
+def test_the_agents_page_shows_each_budget_and_the_rules_page_what_a_sign_off_puts_in_force(demo, client):
+    world = billing_world()
+    budget(world, max_writes=3)
+    propose_credit_note("10.00")
+    client.force_login(User.objects.get(username="owner"))
+    agent = Agent.objects.get(slug="collections-agent")
+    page = client.get(f"/admin/governance/agent/{agent.pk}/change/").content.decode()
+    assert "1 of 3 writes used, 2 left (in the last 24 h)" in page
+    rule = ThresholdRule.objects.get(name="Default for crm")
+    page = client.get(f"/admin/governance/thresholdrule/{rule.pk}/change/").content.decode()
+    assert "a write that cannot be reversed always waits for a person, whatever its band" in page
+    rule = ThresholdRule.objects.get(name="Credit limit changes on crm")
+    page = client.get(f"/admin/governance/thresholdrule/{rule.pk}/change/").content.decode()
+    assert "the agent&#x27;s standing proposals on the same record in the last 24 h count" in page
