@@ -116,7 +116,10 @@ def test_proposals_older_than_the_window_and_other_agents_proposals_do_not_count
 def test_a_proposal_decided_again_counts_only_what_was_proposed_before_it(billing):
     first = propose_credit_note("300.00")
     second = propose_credit_note("300.00")
-    propose_credit_note("300.00")  # after it: not counted when `second` is decided again
+    third = propose_credit_note("300.00")  # after it: not counted when `second` is decided again
+    now = timezone.now()
+    for minutes, proposal in enumerate([third, second, first], start=1):  # apart, whatever the clock's resolution
+        Proposal.objects.filter(pk=proposal.pk).update(created_at=now - timedelta(minutes=minutes))
     again = decide(
         system=billing.system,
         action=billing.action,
