@@ -44,3 +44,22 @@ class DecisionMode(models.TextChoices):
     AUTO = "auto", "Auto-execute"
     SINGLE = "single", "One approver"
     DUAL = "dual", "Approver and second reviewer"
+
+
+# The proposals that count towards a rule's cumulative limit and an agent's budget: every one still standing, whether
+# it waits for a person (pending, escalated, stale, on hold), is on its way (approved, executing, a manual task) or
+# was written (executed). Not those that were never written or were undone (rejected, cancelled, expired, failed,
+# reversed): they changed nothing, and counting them would let a person's "no" use up an agent's budget. Counting
+# the waiting ones is what stops an agent from splitting a large change into small ones faster than people decide.
+COUNTS_TOWARDS_LIMITS = frozenset(
+    {
+        ProposalStatus.PENDING_APPROVAL,
+        ProposalStatus.ESCALATED,
+        ProposalStatus.STALE,
+        ProposalStatus.ON_HOLD,
+        ProposalStatus.APPROVED,
+        ProposalStatus.EXECUTING,
+        ProposalStatus.MANUAL_TASK,
+        ProposalStatus.EXECUTED,
+    }
+)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db.models import Q
 
+from approvals import limits
 from approvals.choices import DecisionMode
 from core.compiled_query import CompiledQuery
 from core.numbers import finite_decimal
@@ -47,6 +48,7 @@ class Decision:
     review_timing: str = ""
     review_within: timedelta | None = None
     max_age: timedelta = FALLBACK_MAX_AGE
+    counted: dict[str, Any] | None = None  # the earlier proposals a cumulative limit added (approvals.limits)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class Decision:
             # (say, turning owner_may_not_approve off) does not change who may decide a proposal already made.
             "owner_may_not_approve": self.rule.owner_may_not_approve if self.rule else True,
             "rule_edited_by": self.rule.edited_by_id if self.rule else None,
+            **({"counted": self.counted} if self.counted else {}),
         }
 
 
@@ -143,7 +146,11 @@ def decide(
 ) -> Decision:
     """Who decides a proposal of `action` with this `impact`. `agent`, `record_id` and `payload` are the proposal's
     (what rules on cumulative amounts and on the payload look at); `exclude` is the id of a proposal being decided
-    again, which must not count towards its own cumulative amount."""
+    again, which must not count towards its own cumulative amount (only proposals made before it count).
+
+    Where the agent's earlier proposals count (a rule's cumulative scope, a budget), call it inside the transaction
+    that records the outcome: it holds a lock per agent and system (or record) until then, so two proposals made at
+    the same instant cannot both be judged without the other (approvals.limits)."""
     rule = find_rule(system, action)
     if rule is None:
         return _human(f"no threshold rule covers {action.name}", system)
@@ -153,16 +160,30 @@ def decide(
         return _human(f"the impact could not be computed ({impact.basis})", system, rule.max_age)
     if impact.currency != rule.currency:
         return _human(f"impact in {impact.currency} but rule “{rule.name}” is in {rule.currency}", system, rule.max_age)
+    scope = limits.Scope(system=system, action=action, agent=agent, record_id=record_id, exclude=exclude)
+    budgets = limits.serialise(scope, rule)
     amount = abs(impact.amount)  # a decrease is judged by its size too: fail closed
-    band = next(
-        (b for b in rule.bands.all() if b.min_amount <= amount and (b.max_amount is None or amount < b.max_amount)),
-        None,
-    )
+    earlier = limits.earlier_for_rule(scope, rule)
+    total = amount + earlier.amount if earlier else amount
+    band = choose_band(rule, total, payload)
+    summed = limits.sum_words(amount, earlier, rule, scope) if earlier else f"{amount} {rule.currency}"
     if band is None:
-        return _human(f"no band of “{rule.name}” covers {amount} {rule.currency}", system, rule.max_age)
-    where = f"{amount} {rule.currency} falls in band {band} of “{rule.name}”"
+        return _human(f"no band of “{rule.name}” covers {summed}", system, rule.max_age)
+    where = f"{summed} falls in band {band} of “{rule.name}”"
     if system.write_mode == WriteMode.PROPOSE_ONLY and band.mode == DecisionMode.AUTO:
         return _human(f"{where}, but {system} is propose-only", system, rule.max_age)
+    if band.mode == DecisionMode.AUTO:
+        if not action.reversible and not rule.auto_executes_irreversible:
+            why = f": {action.not_reversible_note.rstrip('.')}" if action.not_reversible_note else ""
+            return _person(
+                rule,
+                f"{where}, but {action.name} cannot be reversed{why}; the rule does not let such a write execute "
+                "without a person",
+                system,
+            )
+        spent = limits.budget_spent(scope, budgets, amount, impact.currency)
+        if spent:
+            return _person(rule, f"{where}, but {spent}", system)
     return Decision(
         mode=band.mode,
         reason=where,
@@ -174,5 +195,35 @@ def decide(
         review_group=band.review_group if band.mode == DecisionMode.DUAL else None,
         review_timing=band.review_timing if band.mode == DecisionMode.DUAL else "",
         review_within=band.review_within if band.mode == DecisionMode.DUAL else None,
+        max_age=rule.max_age,
+        counted=earlier.as_json() if earlier else None,
+    )
+
+
+def choose_band(rule: ThresholdRule, amount: Decimal, payload: dict[str, Any] | None) -> ThresholdBand | None:
+    """The band for `amount`: among the bands whose range covers it, one whose condition the payload matches wins over
+    one without a condition (the most specific condition first); a band whose condition does not match never applies."""
+    covering = [
+        band
+        for band in rule.bands.all()
+        if band.min_amount <= amount and (band.max_amount is None or amount < band.max_amount) and band.matches(payload)
+    ]
+    covering.sort(key=lambda band: -len(band.condition or {}))
+    return covering[0] if covering else None
+
+
+def _person(rule: ThresholdRule, reason: str, system: System) -> Decision:
+    """A decision the rule's auto band may not take alone: its first one-approver band's approver and SLA decide;
+    without one, the fallback (one approver from the Approvers role)."""
+    single = next((band for band in rule.bands.all() if band.mode == DecisionMode.SINGLE and not band.condition), None)
+    if single is None:
+        return _human(reason, system, rule.max_age)
+    return Decision(
+        mode=DecisionMode.SINGLE,
+        reason=f"{reason}: one approver decides",
+        rule=rule,
+        approver=single.approver,
+        approver_group=single.approver_group,
+        sla=single.sla,
         max_age=rule.max_age,
     )

@@ -114,16 +114,19 @@ def proposal_create(
     )
     record = _current_record(agent=agent, scope=scope, request=request, channel=channel)
     impact = compute_impact(scope.action, request.payload, record)
-    decision = decide(
-        system=scope.system,
-        action=scope.action,
-        impact=impact,
-        agent=agent,
-        record_id=request.record_id,
-        payload=request.payload,
-    )
     try:
         with transaction.atomic():
+            # Decided in the transaction that records it: where the agent's earlier proposals count, decide() holds a
+            # lock per agent and system (or record) until the commit, so a proposal made at the same instant counts
+            # this one (approvals.limits).
+            decision = decide(
+                system=scope.system,
+                action=scope.action,
+                impact=impact,
+                agent=agent,
+                record_id=request.record_id,
+                payload=request.payload,
+            )
             proposal = _record(
                 agent=agent,
                 request=request,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,6 +23,7 @@ from governance.choices import (
     BandMode,
     Compensation,
     ConnectorKind,
+    CumulativeScope,
     Environment,
     ImpactKind,
     IntegrationPattern,
@@ -214,9 +216,9 @@ def _crm_like(report: SeedReport, system: System, owner, approver, reviewers: Gr
         if created:
             report.created.append(f"action {system.slug}.{name}")
 
-    def rule(action: ActionType | None, name: str, bands: list[dict]) -> None:
+    def rule(action: ActionType | None, name: str, bands: list[dict], **terms: Any) -> None:
         threshold, created = ThresholdRule.objects.get_or_create(
-            system=system, action_type=action, defaults={"name": name, "currency": "USD"}
+            system=system, action_type=action, defaults={"name": name, "currency": "USD", **terms}
         )
         if created:
             report.created.append(f"rule {name}")
@@ -246,11 +248,22 @@ def _crm_like(report: SeedReport, system: System, owner, approver, reviewers: Gr
             "review_within": timedelta(hours=24),
         },
     ]
-    rule(actions["update_credit_limit"], f"Credit limit changes on {system.slug}", money_bands)
+    # Twenty $300 raises on one account in a day are judged as the $6,000 they add up to.
+    rule(
+        actions["update_credit_limit"],
+        f"Credit limit changes on {system.slug}",
+        money_bands,
+        cumulative_scope=CumulativeScope.RECORD,
+        cumulative_window=timedelta(hours=24),
+    )
+    # Closing an account needs two people; any other status one.
     rule(
         actions["set_status"],
         f"Status changes on {system.slug}",
-        [{"min_amount": Decimal(0), "mode": BandMode.SINGLE, "approver": approver, "sla": timedelta(hours=4)}],
+        [
+            {"min_amount": Decimal(0), "mode": BandMode.SINGLE, "approver": approver, "sla": timedelta(hours=4)},
+            {**money_bands[2], "min_amount": Decimal(0), "condition": {"status": "closed"}},
+        ],
     )
     rule(None, f"Default for {system.slug}", money_bands)
     return accounts

@@ -8,13 +8,16 @@ missing table, a bad column) stays the 500 it is, so a bug is never dressed up a
 Three places use this: `gatehouse.middleware.DatabaseUnavailableMiddleware` for the admin and every other Django
 view, the API's exception handler (agents/rest/errors.py), since DRF catches its views' exceptions before any
 middleware sees them, and the MCP tools (agents/mcp).
+
+Also here: `advisory_xact_lock`, a transaction's lock on a name, for checks that no row lock covers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest
 
 logger = logging.getLogger(__name__)
@@ -62,3 +65,18 @@ def log_database_unavailable(request: HttpRequest, exc: BaseException) -> None:
         type(exc).__name__,
         said[0] if said else "",
     )
+
+
+def advisory_xact_lock(*parts: object) -> None:
+    """Hold a PostgreSQL advisory lock named by `parts` until the current transaction ends (call it inside one).
+
+    For a check-then-insert that a row lock cannot cover because the row does not exist yet (two proposals counting
+    the same agent's earlier ones). The key is a stable 64-bit hash of the parts. Elsewhere nothing: SQLite
+    transactions are opened IMMEDIATE by Gatehouse and so already write one at a time.
+    """
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.blake2b(repr(("gatehouse", *parts)).encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])

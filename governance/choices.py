@@ -62,6 +62,15 @@ class BandMode(models.TextChoices):
     DUAL = "dual", "Named approver plus a second reviewer"
 
 
+class CumulativeScope(models.TextChoices):
+    """What a rule counts with a proposal: nothing (each judged alone), or what the same agent already did in the
+    rule's window to the same record, or to every record of the system."""
+
+    NONE = "", "Each proposal alone"
+    RECORD = "record", "Add the agent's earlier proposals on the same record"
+    SYSTEM = "system", "Add the agent's earlier proposals on any record of the system"
+
+
 class ReviewTiming(models.TextChoices):
     BEFORE_EXECUTION = "before", "Review before execution"
     AFTER_EXECUTION = "after", "Review after execution"

@@ -14,6 +14,7 @@ INVENTORY = [
     ("governance", "agent"),
     ("governance", "agenttoken"),
     ("governance", "scopegrant"),
+    ("governance", "agentbudget"),
     ("governance", "thresholdrule"),
     ("governance", "thresholdband"),
     ("connectors", "credential"),
@@ -46,6 +47,8 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
             ("governance", "scopegrant"),
             ("governance", "thresholdrule"),
             ("governance", "thresholdband"),
+            # An agent's budgets: its owner's (querysets and governance.services.may_set_budget limit them to those).
+            ("governance", "agentbudget"),
         ],
         "add",
         "change",

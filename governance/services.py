@@ -21,7 +21,7 @@ from audit.choices import Channel, Verb
 from audit.services import audit_record
 from core.compiled_query import CompiledQuery
 from governance.gate import note_global_stop
-from governance.models import Agent, AgentToken, GlobalSwitch, System, ThresholdRule, validate_bands
+from governance.models import Agent, AgentBudget, AgentToken, GlobalSwitch, System, ThresholdRule, validate_bands
 from governance.querysets import sees_everything
 
 # last_used_at is a convenience for operators, not a security record: write it at most this often.
@@ -206,7 +206,7 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel
             f"You made the last change to “{rule.name}”: someone else signs it off (four eyes). Ask the business "
             f"owner of {rule.system} or an administrator."
         )
-    validate_bands([band.spec() for band in rule.bands.all()])
+    validate_bands([band.spec() for band in rule.bands.all()], action=rule.action_type)
     rule.signed_off_by = user
     rule.signed_off_at = timezone.now()
     rule.signed_off_digest = rule.content_digest()
@@ -334,3 +334,60 @@ def agent_owner_set(*, agent: Agent, owner: User, user: User | None, channel: Ch
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
     _owner_set(agent, owner, user=user, channel=channel, what=f"agent {agent}")
     return agent
+
+
+# --- Budgets ----------------------------------------------------------------------------------------------------
+
+_BUDGET_TERMS = ("system", "window", "max_amount", "currency", "max_writes")
+
+
+def may_set_budget(user: User | None, agent: Agent) -> bool:
+    """An agent's budgets are set by its owner or a superuser (None: the command line)."""
+    return user is None or (user.is_active and (user.is_superuser or agent.owner_id == user.pk))
+
+
+def _budget_terms(budget: AgentBudget | None) -> dict[str, Any]:
+    if budget is None:
+        return {}
+    return {name: str(getattr(budget, name)) if getattr(budget, name) is not None else None for name in _BUDGET_TERMS}
+
+
+@transaction.atomic
+def agent_budget_save(*, budget: AgentBudget, user: User | None, channel: Channel | str) -> AgentBudget:
+    """Create or change an agent's budget on a system, checked and audited (`configured`, before and after)."""
+    if not may_set_budget(user, budget.agent):
+        raise PermissionDenied(f"Only the owner of {budget.agent} or a superuser sets its budgets.")
+    old = AgentBudget.objects.select_for_update().filter(pk=budget.pk).first() if budget.pk else None
+    budget.full_clean()
+    budget.save()
+    before, after = _budget_terms(old), _budget_terms(budget)
+    changes = {name: (before.get(name), value) for name, value in after.items() if before.get(name) != value}
+    who = user.get_username() if user else "An operator (command line)"
+    configuration_record(
+        obj=budget.agent,
+        changes=changes,
+        user=user,
+        channel=channel,
+        summary=f"{who} {'changed' if old else 'set'} the budget of agent {budget.agent} on {budget.system}: at most "
+        f"{budget.max_amount or 'any amount'} {budget.currency} and {budget.max_writes or 'any number of'} writes "
+        f"per {budget.window}.",
+    )
+    return budget
+
+
+@transaction.atomic
+def agent_budget_delete(*, budget: AgentBudget, user: User | None, channel: Channel | str) -> None:
+    """Remove an agent's budget on a system, checked and audited."""
+    if not may_set_budget(user, budget.agent):
+        raise PermissionDenied(f"Only the owner of {budget.agent} or a superuser sets its budgets.")
+    before = _budget_terms(budget)
+    agent, system = budget.agent, budget.system
+    budget.delete()
+    who = user.get_username() if user else "An operator (command line)"
+    configuration_record(
+        obj=agent,
+        changes={name: (value, None) for name, value in before.items()},
+        user=user,
+        channel=channel,
+        summary=f"{who} removed the budget of agent {agent} on {system}.",
+    )

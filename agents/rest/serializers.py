@@ -3,10 +3,13 @@ doors share are in agents.shapes."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.shapes import ProposalSerializer
-from governance.models import ActionType, Agent, Resource, ScopeGrant, System
+from agents.shapes import ProposalSerializer, ReadGrants, impact_fields
+from approvals.limits import BudgetUse, budgets_of
+from governance.choices import Access
+from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdRule
 
 
 class GrantSerializer(serializers.ModelSerializer):
@@ -18,15 +21,103 @@ class GrantSerializer(serializers.ModelSerializer):
         fields = ["system", "resource", "access", "fields", "actions", "expires_at"]
 
 
+class BudgetSerializer(serializers.Serializer):
+    """One budget of the agent on a system, and what it used of it in the window ending now."""
+
+    system = serializers.CharField()
+    window_seconds = serializers.IntegerField()
+    currency = serializers.CharField()
+    max_amount = serializers.CharField(allow_null=True, help_text="Null: no limit on the sum.")
+    used_amount = serializers.CharField(
+        allow_null=True,
+        help_text="The sum of the size of its standing proposals' impacts; null also when an impact it sums is "
+        "computed from record fields this agent's read grants do not cover.",
+    )
+    left_amount = serializers.CharField(allow_null=True)
+    max_writes = serializers.IntegerField(allow_null=True, help_text="Null: no limit on the count.")
+    used_writes = serializers.IntegerField()
+    left_writes = serializers.IntegerField(allow_null=True)
+
+
+class CumulativeRuleSerializer(serializers.Serializer):
+    """A rule that adds the agent's earlier proposals to the next one's amount before choosing the band."""
+
+    system = serializers.CharField()
+    rule = serializers.CharField()
+    actions = serializers.ListField(child=serializers.CharField())
+    scope = serializers.ChoiceField(choices=["record", "system"])
+    window_seconds = serializers.IntegerField()
+
+
 class MeSerializer(serializers.ModelSerializer):
     grants = serializers.SerializerMethodField()
+    budgets = serializers.SerializerMethodField()
+    cumulative_rules = serializers.SerializerMethodField()
 
     class Meta:
         model = Agent
-        fields = ["slug", "name", "status", "grants"]
+        fields = ["slug", "name", "status", "grants", "budgets", "cumulative_rules"]
 
     def get_grants(self, agent: Agent) -> list[dict]:
         return list(GrantSerializer(ScopeGrant.objects.for_agent(agent), many=True).data)
+
+    @extend_schema_field(BudgetSerializer(many=True))
+    def get_budgets(self, agent: Agent) -> list[dict]:
+        return [
+            _budget(use, shows_amount=_reads_every_impact(agent, use.budget.system_id)) for use in budgets_of(agent)
+        ]
+
+    @extend_schema_field(CumulativeRuleSerializer(many=True))
+    def get_cumulative_rules(self, agent: Agent) -> list[dict]:
+        granted: dict[int, set[str]] = {}
+        for grant in ScopeGrant.objects.for_agent(agent).filter(access=Access.WRITE):
+            granted.setdefault(grant.system_id, set()).update(grant.actions)
+        rules = ThresholdRule.objects.filter(system_id__in=granted).exclude(cumulative_scope="")
+        answer = []
+        for rule in rules.select_related("system", "action_type"):
+            if rule.action_type is not None:
+                actions = [rule.action_type.name] if rule.action_type.name in granted[rule.system_id] else []
+            else:
+                own = set(rule.system.action_types.filter(threshold_rules__isnull=False).values_list("name", flat=True))
+                actions = sorted(granted[rule.system_id] - own)
+            if actions:
+                answer.append(
+                    {
+                        "system": rule.system.slug,
+                        "rule": rule.name,
+                        "actions": actions,
+                        "scope": rule.cumulative_scope,
+                        "window_seconds": int(rule.cumulative_window.total_seconds()),
+                    }
+                )
+        return answer
+
+
+def _reads_every_impact(agent: Agent, system_id: int) -> bool:
+    """Whether the agent's read grants cover the fields every action it may propose on the system computes its impact
+    from: otherwise a budget's sum would tell it what it may not read (CONTRACT.md, as for a proposal's impact)."""
+    grants, reads = ScopeGrant.objects.for_agent(agent).filter(access=Access.WRITE, system_id=system_id), ReadGrants()
+    for grant in grants:
+        for action in ActionType.objects.filter(system_id=system_id, name__in=grant.actions):
+            if not impact_fields(action) <= reads.fields(agent.pk, action.resource_id):
+                return False
+    return True
+
+
+def _budget(use: BudgetUse, *, shows_amount: bool) -> dict:
+    budget = use.budget
+    money = budget.max_amount is not None and shows_amount
+    return {
+        "system": budget.system.slug,
+        "window_seconds": int(budget.window.total_seconds()),
+        "currency": budget.currency,
+        "max_amount": f"{budget.max_amount:.2f}" if budget.max_amount is not None else None,
+        "used_amount": f"{use.amount:.2f}" if shows_amount else None,
+        "left_amount": f"{use.amount_left:.2f}" if money and use.amount_left is not None else None,
+        "max_writes": budget.max_writes,
+        "used_writes": use.writes,
+        "left_writes": use.writes_left,
+    }
 
 
 class ActionSerializer(serializers.ModelSerializer):

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from approvals.limits import budgets_of, window_words
 from approvals.readiness import (
     enables_production_writes,
     readiness,
@@ -22,11 +23,14 @@ from governance.admin.base import AuditTrailLinkMixin, GatedAdmin, NameListField
 from governance.choices import AgentStatus
 from governance.models import (
     Agent,
+    AgentBudget,
     AgentToken,
     ScopeGrant,
 )
 from governance.querysets import sees_everything
 from governance.services import (
+    agent_budget_delete,
+    agent_budget_save,
     agent_owner_set,
     agent_token_issue,
     agent_tokens_revoke,
@@ -61,7 +65,7 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     inlines = [AgentTokenInline]
     actions = ["issue_token", "revoke_tokens"]
     # Stopping an agent is the kill switch's (audited, with a reason, holding its pending work), not a form field.
-    readonly_fields = ["status", "disabled_reason", "readiness_checklist"]
+    readonly_fields = ["status", "disabled_reason", "readiness_checklist", "budget_use"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Agent | None = None) -> list[str]:
         # Its owner mints its tokens (acts as it): handing it to someone else is a superuser's act (agent_owner_set).
@@ -76,7 +80,34 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
         if new_owner is not None:
             agent_owner_set(agent=obj, owner=new_owner, user=admin_user(request), channel=Channel.ADMIN)
 
-    fields = ["slug", "name", "description", "owner", "status", "disabled_reason", "readiness_checklist"]
+    fields = ["slug", "name", "description", "owner", "status", "disabled_reason", "readiness_checklist", "budget_use"]
+
+    @admin.display(description="Budgets")
+    def budget_use(self, agent: Agent) -> str:
+        """Each budget: its limits, what the agent used of them in the window ending now, and what is left."""
+        add = reverse("admin:governance_agentbudget_add") + "?" + urlencode({"agent": agent.pk}) if agent.pk else ""
+        uses = budgets_of(agent) if agent.pk else []
+        if not uses:
+            return format_html('No budget: its rules alone decide. <a href="{}">Set one</a>', add)
+
+        def limit(value: Any, used: Any, left: Any, unit: str) -> str:
+            return "no limit" if value is None else f"{used} of {value}{unit} used, {left} left"
+
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{}</a>: {}; {} (in the last {})</li>',
+            (
+                (
+                    reverse("admin:governance_agentbudget_change", args=[use.budget.pk]),
+                    use.budget.system,
+                    limit(use.budget.max_amount, use.amount, use.amount_left, f" {use.budget.currency}"),
+                    limit(use.budget.max_writes, use.writes, use.writes_left, " writes"),
+                    window_words(use.budget.window),
+                )
+                for use in uses
+            ),
+        )
+        return format_html('<ul id="budgets">{}</ul>', rows)
 
     @admin.display(description="Readiness for production writes")
     def readiness_checklist(self, agent: Agent) -> str:
@@ -207,3 +238,25 @@ class ScopeGrantAdmin(GatedAdmin, OwnedAdminMixin, HistoryAdmin):
         if not change:
             obj.granted_by = request.user  # type: ignore[assignment]  # the admin's user: signed in
         super().save_model(request, obj, form, change)
+
+
+@admin.register(AgentBudget)
+class AgentBudgetAdmin(OwnedAdminMixin, HistoryAdmin):
+    """Set by the agent's owner or a superuser; every save and removal goes through its audited service."""
+
+    list_display = ["agent", "system", "max_amount", "currency", "max_writes", "window"]
+    list_filter = ["system"]
+    search_fields = ["agent__slug", "system__slug"]
+    list_select_related = ["agent", "system"]
+    owned_choice_fields = {"agent": "owner"}
+
+    def save_model(self, request: HttpRequest, obj: AgentBudget, form: Any, change: bool) -> None:
+        obj._change_reason = "origin=admin"  # type: ignore[attr-defined]
+        agent_budget_save(budget=obj, user=admin_user(request), channel=Channel.ADMIN)
+
+    def delete_model(self, request: HttpRequest, obj: AgentBudget) -> None:
+        agent_budget_delete(budget=obj, user=admin_user(request), channel=Channel.ADMIN)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AgentBudget]) -> None:
+        for budget in queryset.select_related("agent", "system"):
+            agent_budget_delete(budget=budget, user=admin_user(request), channel=Channel.ADMIN)

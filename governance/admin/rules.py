@@ -9,11 +9,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from audit.choices import Channel
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
 from core.history import HistoryLine
+from governance.choices import CumulativeScope
 from governance.history import threshold_rule_history
 from governance.models import (
     ThresholdBand,
@@ -21,6 +22,11 @@ from governance.models import (
     validate_bands,
 )
 from governance.services import threshold_rule_sign_off
+
+
+def window_words(rule: ThresholdRule) -> str:
+    hours = rule.cumulative_window.total_seconds() / 3600
+    return f"{hours:g} h"
 
 
 class BandFormSet(BaseInlineFormSet):
@@ -35,7 +41,7 @@ class BandFormSet(BaseInlineFormSet):
             if not form.cleaned_data or form.cleaned_data.get("DELETE"):
                 continue
             specs.append(form.instance.spec())
-        validate_bands(specs)
+        validate_bands(specs, action=self.instance.action_type)
 
 
 class ThresholdBandInline(admin.TabularInline):
@@ -53,6 +59,7 @@ class ThresholdBandInline(admin.TabularInline):
         "review_group",
         "review_timing",
         "review_within",
+        "condition",
     ]
 
 
@@ -62,7 +69,7 @@ class ThresholdRuleAdmin(OwnedAdminMixin, HistoryAdmin):
     list_filter = ["system"]
     search_fields = ["name", "system__slug", "action_type__name"]
     list_select_related = ["system", "action_type", "signed_off_by"]
-    readonly_fields = ["edited_by", "signed_off_by", "signed_off_at", "sign_off_state"]
+    readonly_fields = ["edited_by", "signed_off_by", "signed_off_at", "what_is_signed", "sign_off_state"]
     inlines = [ThresholdBandInline]
     actions = ["sign_off"]
     owned_choice_fields = {"system": "owner", "action_type": "system__owner"}
@@ -90,6 +97,32 @@ class ThresholdRuleAdmin(OwnedAdminMixin, HistoryAdmin):
     @admin.display(description="Signed off", boolean=True)
     def signed_off(self, rule: ThresholdRule) -> bool:
         return rule.is_signed_off
+
+    @admin.display(description="What a sign-off puts in force")
+    def what_is_signed(self, rule: ThresholdRule) -> str:
+        """The terms beyond the bands' amounts, in words, so the owner sees what they sign."""
+        if rule.cumulative_scope == CumulativeScope.RECORD:
+            counting = f"the agent's standing proposals on the same record in the last {window_words(rule)} count"
+        elif rule.cumulative_scope == CumulativeScope.SYSTEM:
+            counting = (
+                f"the agent's standing proposals on any record of the system in the last {window_words(rule)} count"
+            )
+        else:
+            counting = "each proposal is judged alone"
+        action = rule.action_type if rule.pk else None
+        if action is not None and action.reversible:
+            irreversible = f"{action.name} can be reversed"
+        elif rule.auto_executes_irreversible:
+            irreversible = "an auto band EXECUTES writes that cannot be reversed without a person"
+        else:
+            irreversible = "a write that cannot be reversed always waits for a person, whatever its band"
+        conditions = [str(band) for band in rule.bands.all() if band.condition] if rule.pk else []
+        items = [
+            f"Amounts: {counting}.",
+            f"Irreversible writes: {irreversible}.",
+            "Payload conditions: " + ("; ".join(conditions) if conditions else "none") + ".",
+        ]
+        return format_html('<ul id="signed-terms">{}</ul>', format_html_join("", "<li>{}</li>", ((i,) for i in items)))
 
     @admin.display(description="Sign-off")
     def sign_off_state(self, rule: ThresholdRule) -> str:

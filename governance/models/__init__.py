@@ -3,7 +3,15 @@ the global stop. One module per subject; every model is importable from here, as
 expect (`from governance.models import System`)."""
 
 from governance.models.agents import Agent, AgentToken, ScopeGrant
-from governance.models.rules import BandSpec, ThresholdBand, ThresholdRule, validate_bands
+from governance.models.budgets import AgentBudget
+from governance.models.rules import (
+    BandSpec,
+    ThresholdBand,
+    ThresholdRule,
+    condition_words,
+    validate_bands,
+    validate_condition,
+)
 from governance.models.switch import GlobalSwitch
 from governance.models.systems import ActionType, Resource, System, SystemConnection
 from governance.models.validators import currency_validator, slug_validator
@@ -11,6 +19,7 @@ from governance.models.validators import currency_validator, slug_validator
 __all__ = [
     "ActionType",
     "Agent",
+    "AgentBudget",
     "AgentToken",
     "BandSpec",
     "GlobalSwitch",
@@ -20,7 +29,9 @@ __all__ = [
     "SystemConnection",
     "ThresholdBand",
     "ThresholdRule",
+    "condition_words",
     "currency_validator",
     "slug_validator",
     "validate_bands",
+    "validate_condition",
 ]

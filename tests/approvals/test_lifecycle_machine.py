@@ -41,7 +41,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from approvals.choices import AWAITING_DECISION, TERMINAL_STATUSES, DecisionMode, ProposalStatus
+from approvals.choices import (
+    AWAITING_DECISION,
+    COUNTS_TOWARDS_LIMITS,
+    TERMINAL_STATUSES,
+    DecisionMode,
+    ProposalStatus,
+)
 from approvals.decisions import NotYourDecision, proposal_approve, proposal_reject, proposals_escalate_and_expire
 from approvals.execution import proposal_execute
 from approvals.freshness import RecordMoved
@@ -61,7 +67,9 @@ User = get_user_model()
 
 S = ProposalStatus
 ACCOUNTS = ("4471", "4472", "4473")
-# Raises of the credit limit, away from the band edges (auto < 500 ≤ single < 5000 ≤ dual).
+# Raises of the credit limit, away from the band edges (auto < 500 ≤ single < 5000 ≤ dual). The demo rule counts
+# the agent's standing proposals on the same account in the last 24 h, so the band a raise falls in is the one its
+# sum with them falls in (`expected_band`); the band drawn is where the raise alone would fall.
 BANDS = {
     DecisionMode.AUTO: st.integers(min_value=10, max_value=450),
     DecisionMode.SINGLE: st.integers(min_value=600, max_value=4500),
@@ -173,8 +181,23 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             proposal = self._create("update_credit_limit", record, {"credit_limit": f"{new_limit:.2f}"})
             if proposal is None:
                 return multiple()  # refused (the kill switch is on): nothing for the bundle
-            assert proposal.mode == band, (proposal.mode, band, proposal.impact_amount)
+            expected = self.expected_band(record, Decimal(raise_by), exclude=str(proposal.pk))
+            assert proposal.mode == expected, (proposal.mode, expected, band, proposal.impact_amount)
             return str(proposal.pk)
+
+        def expected_band(self, record: str, amount: Decimal, *, exclude: str) -> str:
+            """The demo rule's band for a raise of `amount` with the agent's earlier raises on `record` that the
+            model says still stand (their impacts as recorded: a refreshed one was decided again on new figures)."""
+            standing = [
+                pk
+                for pk, expected in self.model.items()
+                if pk != exclude and expected.record == record and expected.status in COUNTS_TOWARDS_LIMITS
+            ]
+            earlier = Proposal.objects.filter(pk__in=standing, action_type__name="update_credit_limit")
+            total = amount + sum((abs(p.impact_amount or 0) for p in earlier), Decimal(0))
+            if total < 500:
+                return DecisionMode.AUTO
+            return DecisionMode.SINGLE if total < 5000 else DecisionMode.DUAL
 
         @rule(target=proposals, record=st.sampled_from(ACCOUNTS))
         def propose_note(self, record):

@@ -365,6 +365,8 @@ def test_end_to_end_stop_the_agent_then_reverse_its_day_on_the_workers(live):
     ]
     status_id = propose_http("set_status", {"status": "on_hold"})
     proposal_approve(proposal_id=status_id, user=User.objects.get(username="approver"), channel="admin")
+    # A statement cannot be unsent: it never executes on its own, a person approves it.
+    proposal_approve(proposal_id=ids[2], user=User.objects.get(username="approver"), channel="admin")
     for proposal_id in [*ids, status_id]:
         live.wait_for(proposal_id, "executed")
     live.crm_control("/_control/set", {"account": "4472", "fields": {"credit_limit": "1750.00"}})  # a person

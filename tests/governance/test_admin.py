@@ -60,6 +60,9 @@ def rule_change_post(rule: ThresholdRule, bands: dict[int, dict] | None = None, 
     for index, band in enumerate(current):
         band_data = as_form_data(band, **(bands or {}).get(index, {}))
         data |= {f"bands-{index}-{name}": value for name, value in band_data.items()}
+        # A field with a callable default (the band's condition, default {}) is rendered with a hidden copy of its
+        # initial value, which the browser sends back; without it, Django sees the field as changed.
+        data[f"initial-bands-{index}-condition"] = json.dumps(band.condition)
     return data
 
 

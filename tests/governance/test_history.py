@@ -80,7 +80,8 @@ def test_business_owner_raising_a_band_bound_shows_on_the_rule_history_with_who_
     assert "system Created band 0.00–500.00 Min amount: 0.00 Max amount: 500.00 Mode: Auto-execute and log" in rows[6]
     assert rows[7].endswith(
         "system Created System: crm Action type: crm.update_credit_limit Name: Credit limit changes on crm "
-        "Currency: USD Max age: 3 days Owner may not approve: yes not signed off"
+        "Currency: USD Max age: 3 days Owner may not approve: yes Cumulative scope: Add the agent's earlier proposals "
+        "on the same record Cumulative window: 1 day Auto executes irreversible: no not signed off"
     )
     assert len(rows) == 8
 
