@@ -21,7 +21,7 @@ def deciders(proposal: Proposal) -> list[str]:
         users = list(get_user_model().objects.filter(groups=proposal.approver_group_id, is_active=True))
     else:
         users = []
-    return [user.email for user in users if user.email] + reassigned(proposal)
+    return [user.email for user in users if user.email]
 
 
 def _members(group_id: int | None, *, but: int | None = None) -> list[str]:
@@ -66,7 +66,7 @@ def notify_stale(proposal: Proposal) -> None:
         f"Stale, not written: {proposal.action_type.name} on {proposal.record_id}",
         f"{_describe(proposal)}.\nThe record changed after the decision, so nothing was written: {changed}.\n"
         f"Decide again on the record as it is now.{due}\n\n{admin_link(proposal)}",
-        deciders(proposal),
+        [*deciders(proposal), *reassigned(proposal)],
     )
 
 

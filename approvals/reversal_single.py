@@ -100,7 +100,7 @@ def proposal_reverse(
         raise NotYourReversal(f"You may not reverse this write: {refusal}.")
     reversal = _plan(proposal, user=user, channel=channel, reason=reason, waits=False)
     if start and reversal.steps.filter(kind=ReversalStep.Kind.REVERSIBLE).exists():
-        reversal_start(reversal_id=reversal.pk, user=user, channel=channel)
+        return reversal_start(reversal_id=reversal.pk, user=user, channel=channel)
     return reversal
 
 
