@@ -20,7 +20,7 @@ class ProposalQuerySet(models.QuerySet):
         return self.none()
 
     def for_api(self) -> ProposalQuerySet:
-        return self.select_related("system", "action_type", "approver", "approver_group", "rule")
+        return self.select_related("system", "action_type", "approver", "approver_group", "rule", "reviewed_by")
 
     def awaiting_decision_by(self, user) -> ProposalQuerySet:
         """Proposals `user` can decide now: named approver, member of the approver group, or a stand-in (the named

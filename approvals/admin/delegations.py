@@ -32,7 +32,7 @@ class DelegationForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         people = get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
         self.fields["delegate"].queryset = people  # type: ignore[attr-defined]
-        mine = people if user is not None and user.is_superuser else people.filter(pk=getattr(user, "pk", None))
+        mine = people if user is not None and user.is_superuser else people.filter(pk=getattr(user, "pk", 0))
         self.fields["who"].queryset = mine  # type: ignore[attr-defined]
         self.fields["who"].initial = getattr(user, "pk", None)
         self.fields["starts_at"].initial = timezone.now()
