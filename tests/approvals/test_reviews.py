@@ -109,6 +109,9 @@ def test_an_overdue_review_after_execution_escalates_once_emails_reviewers_and_o
         "Reminder: second review overdue for update_credit_limit on 4471"
     )
     assert AuditEvent.objects.filter(proposal_id=proposal.pk).latest("id") == event
+    with django_capture_on_commit_callbacks(execute=True):  # the next reminder waits another day
+        assert proposals_escalate_and_expire() == (0, 0)
+    assert len(mail.outbox) == 2
 
     # In the queue for everyone who looks, and in the agent's view of it.
     client.force_login(user("operator"))
