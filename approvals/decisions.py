@@ -131,6 +131,7 @@ def _approve(proposal: Proposal, *, user: User, channel: Channel | str, comment:
     dual = proposal.mode == DecisionMode.DUAL
     if dual:
         proposal.review_due_at = timezone.now() + (proposal.review_within or timedelta(hours=24))
+        proposal.review_escalated_at = proposal.review_reminded_at = None  # a new approval (after stale): a new clock
     # Dual with review before execution: the first of two approvals; the proposal keeps waiting for the reviewer.
     first_of_two = dual and proposal.review_timing == "before"
     manual = not first_of_two and proposal.system.write_mode == WriteMode.PROPOSE_ONLY
