@@ -198,6 +198,15 @@ class DecisionSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
+class ReviewSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["due", "reviewed", "flagged"])
+    due_at = serializers.DateTimeField(allow_null=True)
+    by = serializers.CharField(allow_null=True, help_text="Who gave the second review; null while it is due.")
+    escalated_at = serializers.DateTimeField(
+        allow_null=True, help_text="When the review passed its due time undone and was escalated (it stays due)."
+    )
+
+
 class ProposalSerializer(serializers.ModelSerializer):
     system: serializers.SlugRelatedField[System] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     action = serializers.CharField(source="action_type.name")
@@ -205,6 +214,7 @@ class ProposalSerializer(serializers.ModelSerializer):
     decision = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
     rejection_reason = serializers.SerializerMethodField()
+    review = serializers.SerializerMethodField()
 
     class Meta:
         model = Proposal
@@ -219,6 +229,7 @@ class ProposalSerializer(serializers.ModelSerializer):
             "impact",
             "decision",
             "rejection_reason",
+            "review",
             "failure_reason",
             "created_at",
             "decided_at",
@@ -254,6 +265,21 @@ class ProposalSerializer(serializers.ModelSerializer):
                 "review_group": decision.get("review_group"),
                 "sla_due_at": proposal.sla_due_at,
                 "expires_at": proposal.expires_at,
+            }
+        ).data
+
+    @extend_schema_field(ReviewSerializer(allow_null=True))
+    def get_review(self, proposal: Proposal) -> dict[str, Any] | None:
+        """Dual approval, once the first person approved: the second review, due or given (CONTRACT.md)."""
+        if proposal.mode != DecisionMode.DUAL or not proposal.decided_by_id:
+            return None
+        status = proposal.review_outcome or "due"
+        return ReviewSerializer(
+            {
+                "status": status,
+                "due_at": proposal.review_due_at,
+                "by": proposal.reviewed_by.get_username() if proposal.reviewed_by else None,
+                "escalated_at": proposal.review_escalated_at,
             }
         ).data
 

@@ -15,15 +15,18 @@ from django.utils import timezone
 
 from approvals import notify
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
+from approvals.deciders import may_complete, may_decide, may_review, separation_of_duties
+from approvals.delegation import active_delegate, proposal_reassign
 from approvals.execution import queue_execution
 from approvals.freshness import RecordMoved, proposal_refresh_if_moved
 from approvals.models import Proposal
+from approvals.reversal_single import flagged_reversal_plan
+from approvals.review_clock import reviews_overdue_escalate
 from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move, record_event
 from audit.choices import Channel, Verb
 from connectors.base import PermanentError, TransientError
 from connectors.registry import connector_for
 from governance.choices import WriteMode
-from governance.querysets import sees_everything
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -33,34 +36,7 @@ class NotYourDecision(Exception):
     """The person may not decide this proposal (not its approver, or separation of duties)."""
 
 
-def may_decide(user: User, proposal: Proposal) -> str | None:
-    """None when `user` may approve or reject the proposal; otherwise the reason they may not."""
-    if not user.is_active:
-        return "your account is inactive"
-    approver, group = proposal.approver, proposal.approver_group
-    if approver is not None and approver.pk != user.pk:
-        return f"it is assigned to {approver.get_username()}"
-    if approver is None:
-        if group is None:
-            return "no approver is assigned"
-        if not user.groups.filter(pk=group.pk).exists():
-            return f"you are not in the {group.name} group"
-    return separation_of_duties(user, proposal)
-
-
-def separation_of_duties(user: User, proposal: Proposal) -> str | None:
-    """The approver (or reviewer), the agent's owner and the rule's last editor are different people.
-
-    Judged by the rule as it was when the proposal was decided (stored in `proposal.decision`): editing the rule
-    afterwards changes nothing for a proposal already waiting. A proposal from before these were stored is held to
-    the strict reading: the owner may not decide it.
-    """
-    terms = proposal.decision or {}
-    if terms.get("owner_may_not_approve", True) and proposal.agent.owner_id == user.pk:
-        return f"you own the agent {proposal.agent.slug} (separation of duties)"
-    if terms.get("rule_edited_by") is not None and terms["rule_edited_by"] == user.pk:
-        return f"you made the last change to the rule “{terms.get('rule')}” that decided it (separation of duties)"
-    return None
+__all__ = ["NotYourDecision", "may_complete", "may_decide", "may_review", "separation_of_duties"]
 
 
 def _audit_refused_decision(proposal: Proposal, *, user: User, channel: Channel | str, step: str, refusal: str) -> None:
@@ -155,6 +131,7 @@ def _approve(proposal: Proposal, *, user: User, channel: Channel | str, comment:
     dual = proposal.mode == DecisionMode.DUAL
     if dual:
         proposal.review_due_at = timezone.now() + (proposal.review_within or timedelta(hours=24))
+        proposal.review_escalated_at = proposal.review_reminded_at = None  # a new approval (after stale): a new clock
     # Dual with review before execution: the first of two approvals; the proposal keeps waiting for the reviewer.
     first_of_two = dual and proposal.review_timing == "before"
     manual = not first_of_two and proposal.system.write_mode == WriteMode.PROPOSE_ONLY
@@ -218,28 +195,18 @@ def proposal_reject(*, proposal_id: uuid.UUID | str, user: User, channel: Channe
     return proposal
 
 
-def may_review(user: User, proposal: Proposal) -> str | None:
-    """None when `user` may give the second review; otherwise why not (separation of duties)."""
-    if not user.is_active:
-        return "your account is inactive"
-    if proposal.decided_by_id == user.pk:
-        return "you approved it: the second reviewer must be someone else"
-    review_group = proposal.review_group
-    if review_group is None or not user.groups.filter(pk=review_group.pk).exists():
-        return f"you are not in the review group ({review_group.name if review_group else 'no review group'})"
-    return separation_of_duties(user, proposal)
-
-
 def proposal_review(
     *, proposal_id: uuid.UUID | str, user: User, channel: Channel | str, flag: bool, comment: str = ""
 ) -> Proposal:
     """The second reviewer's verdict on a dual-approval proposal.
 
     Before execution: fine → approved and queued; flagged → rejected. After execution: the verdict is recorded, and a
-    flagged action is offered for reversal.
+    flag plans the reversal of this one write, which waits for its approver (approvals/reversal_single.py). The plan
+    reads the record, so it is made after the flag commits: no row lock is held across a call to the system.
     """
     if flag and not comment.strip():
         raise ValueError("Say why you flag it.")
+    refusal = None
     with transaction.atomic():
         proposal = locked(proposal_id)
         # Review before execution is the second half of the approval: past the maximum age it expires, like approve.
@@ -256,6 +223,8 @@ def proposal_review(
         raise InvalidTransition("This proposal expired before it was reviewed.")
     if refusal:
         raise NotYourDecision(f"You may not review this proposal: {refusal}.")
+    if flag and proposal.status == ProposalStatus.EXECUTED:
+        flagged_reversal_plan(proposal=proposal, user=user, channel=channel)
     return proposal
 
 
@@ -267,7 +236,9 @@ def _review(proposal: Proposal, *, user: User, channel: Channel | str, flag: boo
     what = f"{proposal.action_type.name} on {proposal.record_id}"
     if flag:
         summary = f"{user.get_username()} flagged {what}" + (
-            f" before execution, so it will not run: {comment}" if before_execution else f" for reversal: {comment}"
+            f" before execution, so it will not run: {comment}"
+            if before_execution
+            else f" for reversal (its approver decides the reversal): {comment}"
         )
     else:
         now = "a manual task (the system is propose-only)" if manual else "approved for execution"
@@ -296,7 +267,8 @@ def _review(proposal: Proposal, *, user: User, channel: Channel | str, flag: boo
 
 
 def proposals_escalate_and_expire() -> tuple[int, int]:
-    """Beat job. Past the SLA (database clock): escalated, never approved. Past the maximum age: expired.
+    """Beat job. Past the SLA (database clock): escalated, never approved, and reassigned to someone present. Past the
+    maximum age: expired. An overdue second review: escalated too (approvals/review_clock.py), counted with them.
 
     Each row is re-checked under its lock, so a decision made meanwhile wins and nothing moves twice.
     """
@@ -322,7 +294,9 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
                 f"({proposal.sla_due_at:%Y-%m-%d %H:%M} UTC) undecided: escalated to the on-call contact.",
             )
             transaction.on_commit(functools.partial(notify.notify_escalated, proposal))
+            _reassign(proposal)
             escalated += 1
+    escalated += reviews_overdue_escalate()
     old = Proposal.objects.filter(status__in=AWAITING_DECISION, expires_at__lt=Now())
     for proposal_id in old.values_list("pk", flat=True)[:1000]:
         with transaction.atomic():
@@ -337,13 +311,28 @@ def proposals_escalate_and_expire() -> tuple[int, int]:
     return escalated, expired
 
 
-def may_complete(user: User, proposal: Proposal) -> bool:
-    """Who records a manual task: whoever approved it, the approver group, operators, superusers."""
-    if not user.is_active:
-        return False
-    if proposal.decided_by_id == user.pk or proposal.reviewed_by_id == user.pk or sees_everything(user):
-        return True
-    return bool(proposal.approver_group_id and user.groups.filter(pk=proposal.approver_group_id).exists())
+def _reassign(proposal: Proposal) -> None:
+    """An escalated proposal goes to someone present as well: the named approver's active delegate (who may decide it
+    by separation of duties), else the on-call group (unless that is already whom it waits for)."""
+    approver = proposal.approver
+    delegate = active_delegate(approver)
+    if approver is not None and delegate is not None and separation_of_duties(delegate, proposal) is None:
+        proposal_reassign(
+            proposal=proposal,
+            to_user=delegate,
+            reason=f"past its SLA; {approver.get_username()} is away and named {delegate.get_username()} to decide",
+        )
+        return
+    group = notify.oncall_group()
+    if group is None or group.pk == proposal.approver_group_id:
+        return
+    if approver is None:
+        away = f"nobody in {proposal.approver_group} decided"
+    elif delegate is None:
+        away = f"{approver.get_username()} has no active delegate"
+    else:
+        away = f"{approver}'s delegate {delegate} may not decide it (separation of duties)"
+    proposal_reassign(proposal=proposal, to_group=group, reason=f"past its SLA and {away}: handed to on-call as well")
 
 
 def proposal_manual_complete(

@@ -7,6 +7,7 @@ import uuid
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.utils import timezone
 
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
 from approvals.querysets import ProposalQuerySet
@@ -65,6 +66,31 @@ class Proposal(models.Model):
     reviewed_at = models.DateTimeField(null=True, blank=True)
     review_outcome = models.CharField(max_length=10, choices=ReviewOutcome.choices, blank=True)
     review_comment = models.TextField(blank=True)
+    review_escalated_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the second review passed its due time undone and was escalated (once)."
+    )
+    review_reminded_at = models.DateTimeField(
+        null=True, blank=True, help_text="The last e-mail about the overdue review (escalation, then reminders)."
+    )
+
+    # Reassignment by escalation (approvals/delegation.py): who else may decide now, besides whom the rule named.
+    reassigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The named approver's delegate, who may decide it too since it escalated.",
+    )
+    reassigned_group = models.ForeignKey(
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The on-call group, whose members may decide it too since it escalated.",
+    )
+    reassigned_at = models.DateTimeField(null=True, blank=True)
 
     # Execution.
     attempts = models.PositiveIntegerField(default=0)
@@ -105,6 +131,7 @@ class Proposal(models.Model):
             models.Index(fields=["agent", "-created_at"], name="proposal_agent_recent_idx"),
             models.Index(fields=["status", "sla_due_at"], name="proposal_status_sla_idx"),
             models.Index(fields=["system", "record_id"], name="proposal_record_idx"),
+            models.Index(fields=["mode", "review_due_at"], name="proposal_review_due_idx"),
         ]
 
     def __str__(self) -> str:
@@ -122,6 +149,11 @@ class Proposal(models.Model):
         if self.review_timing == "before":
             return self.status in AWAITING_DECISION
         return self.status == ProposalStatus.EXECUTED
+
+    @property
+    def review_overdue(self) -> bool:
+        """The second review is still due and its time has passed (escalated by the sweeper, never dropped)."""
+        return bool(self.awaiting_review and self.review_due_at and self.review_due_at < timezone.now())
 
 
 class OutboxMessage(models.Model):
@@ -175,6 +207,23 @@ class Reversal(models.Model):
 
     agent = models.ForeignKey("governance.Agent", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     system = models.ForeignKey("governance.System", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    proposal = models.ForeignKey(
+        Proposal,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reversals",
+        help_text="A reversal of this one write only (approvals/reversal_single.py), not of a window.",
+    )
+    awaits_approval = models.BooleanField(
+        default=False,
+        help_text="Planned because a second reviewer flagged the write: it runs only once someone who may approve "
+        "the write approves its reversal.",
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
     window_start = models.DateTimeField()
     window_end = models.DateTimeField(help_text="Writes executed after this are not part of the plan.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PLANNED)
@@ -205,6 +254,8 @@ class Reversal(models.Model):
 
     @property
     def scope_label(self) -> str:
+        if self.proposal_id:
+            return f"proposal {self.proposal_id}"
         parts = [f"agent {self.agent}" if self.agent_id else "", f"system {self.system}" if self.system_id else ""]
         return " on ".join(part for part in parts if part)
 
@@ -270,3 +321,38 @@ class Drill(models.Model):
 
     def __str__(self) -> str:
         return f"drill on {self.system} {self.started_at:%Y-%m-%d %H:%M}: {'passed' if self.passed else 'failed'}"
+
+
+class Delegation(models.Model):
+    """While `who` is away (starts_at to ends_at), `delegate` may decide the proposals named to `who`.
+
+    One level only: a delegate acts for the person who named them, never for whoever named that person in turn
+    (approvals/delegation.py refuses a chain at creation, and looks one level up at decision time). Separation of
+    duties binds the delegate as it binds anyone deciding. Created and ended through approvals/delegation.py, which
+    writes a `configured` audit event.
+    """
+
+    who = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_given")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_received"
+    )
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=300, help_text="Why, e.g. out of office.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(ends_at__gt=models.F("starts_at")), name="delegation_ends_after"),
+            models.CheckConstraint(condition=~models.Q(who=models.F("delegate")), name="delegation_not_to_self"),
+        ]
+        indexes = [models.Index(fields=["who", "ends_at"], name="delegation_active_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.who} → {self.delegate} ({self.starts_at:%Y-%m-%d} to {self.ends_at:%Y-%m-%d})"
+
+    @property
+    def active(self) -> bool:
+        return self.starts_at <= timezone.now() < self.ends_at

@@ -5,7 +5,9 @@ Sent after commit (core.mail): a mail server that is down never undoes or repeat
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 
 from approvals.models import Proposal
 from core.mail import admin_link, send_notice
@@ -20,6 +22,22 @@ def deciders(proposal: Proposal) -> list[str]:
     else:
         users = []
     return [user.email for user in users if user.email]
+
+
+def _members(group_id: int | None, *, but: int | None = None) -> list[str]:
+    if not group_id:
+        return []
+    users = get_user_model().objects.filter(groups=group_id, is_active=True).order_by("username")
+    if but is not None:
+        users = users.exclude(pk=but)
+    return [user.email for user in users if user.email]
+
+
+def reassigned(proposal: Proposal) -> list[str]:
+    """The addresses of whoever escalation reassigned it to: the delegate, or the on-call group's members."""
+    if proposal.reassigned_to is not None:
+        return [proposal.reassigned_to.email] if proposal.reassigned_to.email else []
+    return _members(proposal.reassigned_group_id)
 
 
 def _describe(proposal: Proposal) -> str:
@@ -48,7 +66,7 @@ def notify_stale(proposal: Proposal) -> None:
         f"Stale, not written: {proposal.action_type.name} on {proposal.record_id}",
         f"{_describe(proposal)}.\nThe record changed after the decision, so nothing was written: {changed}.\n"
         f"Decide again on the record as it is now.{due}\n\n{admin_link(proposal)}",
-        deciders(proposal),
+        [*deciders(proposal), *reassigned(proposal)],
     )
 
 
@@ -61,13 +79,67 @@ def notify_escalated(proposal: Proposal) -> None:
     )
 
 
+def notify_reassigned(proposal: Proposal) -> None:
+    """The delegate (or the on-call group) hears that a proposal past its SLA is now theirs to decide too."""
+    send_notice(
+        f"Reassigned to you: {proposal.action_type.name} on {proposal.record_id} is past its SLA",
+        f"{_describe(proposal)}.\nIts approver ({proposal.approver or proposal.approver_group}) did not decide by "
+        f"{proposal.sla_due_at:%Y-%m-%d %H:%M} UTC, so you may decide it now. It is never approved automatically; it "
+        f"expires at {proposal.expires_at:%Y-%m-%d %H:%M} UTC.\n\n{admin_link(proposal)}",
+        reassigned(proposal),
+    )
+
+
+def reviewers(proposal: Proposal) -> list[str]:
+    """The review group's active members, but not whoever approved it (they may not review it)."""
+    return _members(proposal.review_group_id, but=proposal.decided_by_id)
+
+
 def notify_review(proposal: Proposal) -> None:
-    reviewers = get_user_model().objects.filter(groups=proposal.review_group_id, is_active=True)
     send_notice(
         f"Second review: {proposal.action_type.name} on {proposal.record_id}",
         f"{_describe(proposal)}, approved by {proposal.decided_by}. Review by "
         f"{proposal.review_due_at:%Y-%m-%d %H:%M} UTC.\n\n{admin_link(proposal)}",
-        [user.email for user in reviewers if user.pk != proposal.decided_by_id],
+        reviewers(proposal),
+    )
+
+
+def notify_review_overdue(proposal: Proposal, *, reminder: bool) -> None:
+    """The reviewers and on-call hear that a second review is overdue: once when it escalates, then a reminder per
+    GATEHOUSE_REVIEW_REMINDER_EVERY until someone reviews it."""
+    executed = (
+        "It has been executed already: a flag now plans its reversal."
+        if proposal.executed_at
+        else ("It has not been executed: it waits for this review.")
+    )
+    send_notice(
+        f"{'Reminder: ' if reminder else 'Escalated: '}second review overdue for {proposal.action_type.name} on "
+        f"{proposal.record_id}",
+        f"{_describe(proposal)}, approved by {proposal.decided_by}. The second review was due by "
+        f"{proposal.review_due_at:%Y-%m-%d %H:%M} UTC and nobody has given it. {executed} It stays in the queue "
+        f"until someone reviews it.\n\n{admin_link(proposal)}",
+        [*reviewers(proposal), *_members(getattr(oncall_group(), "pk", None)), proposal.system.oncall_contact],
+    )
+
+
+def oncall_group() -> Group | None:
+    """The on-call group named by GATEHOUSE_ONCALL_GROUP, when it exists and has someone active in it."""
+    name = settings.GATEHOUSE_ONCALL_GROUP
+    group = Group.objects.filter(name=name).first() if name else None
+    if group is None or not group.user_set.filter(is_active=True).exists():
+        return None
+    return group
+
+
+def notify_reversal_awaiting(proposal: Proposal, *, reversal_id: int, approvers: list[str]) -> None:
+    """A flag after execution: whoever may approve the reversal is asked to, and the system's owner is told."""
+    send_notice(
+        f"Flagged after execution: reversal of {proposal.action_type.name} on {proposal.system} {proposal.record_id} "
+        "awaits approval",
+        f"{_describe(proposal)}, approved by {proposal.decided_by} and executed, was flagged by "
+        f"{proposal.reviewed_by} in the second review: {proposal.review_comment}\nReversal {reversal_id} is planned "
+        f"and waits for its approver; nothing is undone until then.\n\n{admin_link(proposal)}",
+        [*approvers, proposal.system.owner.email],
     )
 
 

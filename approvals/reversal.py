@@ -123,7 +123,7 @@ def reversal_plan(
             reason=reason[:300],
             moving=_window_moving(agent=agent, system=system),
         )
-        steps = ReversalStep.objects.bulk_create(_steps(reversal, list(writes)))
+        steps = ReversalStep.objects.bulk_create(plan_steps(reversal, list(writes)))
         counts = {kind: sum(step.kind == kind for step in steps) for kind in ReversalStep.Kind.values}
         audit_record(
             verb=Verb.REVERSAL_PLANNED,
@@ -148,8 +148,9 @@ _STEP_STATUS: dict[str, str] = {
 }
 
 
-def _steps(reversal: Reversal, writes: list[Proposal]) -> list[ReversalStep]:
-    """One step per write, newest first, each classified against what the record should hold by then."""
+def plan_steps(reversal: Reversal, writes: list[Proposal]) -> list[ReversalStep]:
+    """One step per write, newest first, each classified against what the record should hold by then (unsaved).
+    Also the one step of a single write's reversal (approvals/reversal_single.py)."""
     expected: dict[tuple[int, str], _Expected] = {}
     reads: dict[tuple[int, str], dict[str, Any] | str] = {}
     steps = []
@@ -242,11 +243,15 @@ def _compensation_text(proposal: Proposal) -> str:
 
 
 def reversal_start(*, reversal_id: int, user: User | None = None, channel: Channel | str) -> Reversal:
-    """Hand a planned reversal to the workers (after the commit). Starting a running or finished one is refused."""
+    """Hand a planned reversal to the workers (after the commit). Starting a running or finished one is refused, and
+    so is starting one that waits for an approver."""
     with transaction.atomic():
         reversal = Reversal.objects.select_for_update().get(pk=reversal_id)
         if reversal.status != Reversal.Status.PLANNED:
             raise ReversalRefused(f"Reversal {reversal.pk} is {reversal.get_status_display().lower()}, not planned.")
+        if reversal.awaits_approval and reversal.approved_by_id is None:
+            # A flag asked for it: it runs once the write's approver agrees (approvals/reversal_single.py).
+            raise ReversalRefused(f"Reversal {reversal.pk} waits for the approval of the write's approver.")
         reversal.status = Reversal.Status.RUNNING
         reversal.started_at = timezone.now()
         reversal.save(update_fields=["status", "started_at"])

@@ -367,6 +367,11 @@ GATEHOUSE_EXECUTION_BACKOFF_MAX = env_seconds("GATEHOUSE_EXECUTION_BACKOFF_MAX",
 GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER", timedelta(seconds=30))
 # A read that finds its system's rate limit reached waits this long for a token, then answers 503 with Retry-After.
 GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(seconds=1))
+# Escalation: a proposal past its SLA whose named approver has no active delegate is reassigned to this group's
+# members as well (the on-call people; "" turns that off). An overdue second review is escalated once, then its
+# reviewers and on-call are reminded this often until someone reviews it.
+GATEHOUSE_ONCALL_GROUP = env_str("GATEHOUSE_ONCALL_GROUP", "Operators")
+GATEHOUSE_REVIEW_REMINDER_EVERY = env_seconds("GATEHOUSE_REVIEW_REMINDER_EVERY", timedelta(hours=24))
 
 # Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
 # nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists

@@ -135,6 +135,9 @@ class ThresholdBandFactory(factory.django.DjangoModelFactory):
     min_amount = Decimal(0)
     max_amount = None
     mode = choices.BandMode.AUTO
+    # The bands these tests were written for review after execution, like the demo's; a new band made in the admin
+    # or without a timing reviews before (the model's default; tests/approvals/test_reviews.py).
+    review_timing = choices.ReviewTiming.AFTER_EXECUTION
 
 
 def standard_bands(rule: ThresholdRule, approver, review_group) -> list[ThresholdBand]:

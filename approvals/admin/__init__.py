@@ -1,5 +1,5 @@
-"""The approvals admin: the proposal queue and decision page, the autonomy report, and the way back (rollback)."""
+"""The approvals admin: the proposal queue and page, the autonomy report, the way back (rollback), delegations."""
 
-from approvals.admin import proposals, rollback
+from approvals.admin import delegations, proposals, rollback
 
-__all__ = ["proposals", "rollback"]
+__all__ = ["delegations", "proposals", "rollback"]

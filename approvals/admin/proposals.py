@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from approvals.admin.single_reversal import reversal_context, reversal_step
 from approvals.autonomy import autonomy_report
 from approvals.autonomy_records import (
     DEFAULT_DAYS,
@@ -48,7 +49,12 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request, model_admin):
-        return [("mine", "Awaiting my decision"), ("review", "Awaiting my review"), ("all", "All proposals")]
+        return [
+            ("mine", "Awaiting my decision"),
+            ("review", "Awaiting my review"),
+            ("review_overdue", "Review overdue"),
+            ("all", "All proposals"),
+        ]
 
     def choices(self, changelist):
         # No "All" entry of Django's own: the default view is the signed-in user's queue.
@@ -65,6 +71,8 @@ class QueueFilter(admin.SimpleListFilter):
             return queryset.awaiting_decision_by(request.user)
         if value == "review":
             return queryset.awaiting_review_by(request.user)
+        if value == "review_overdue":  # everyone's: an overdue review is on-call's business too, never dropped
+            return queryset.review_overdue()
         return queryset
 
 
@@ -77,7 +85,18 @@ def _money(value) -> str:
 
 @admin.register(Proposal)
 class ProposalAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "agent", "system", "action", "record_id", "impact", "mode", "sla_left", "status"]
+    list_display = [
+        "created_at",
+        "agent",
+        "system",
+        "action",
+        "record_id",
+        "impact",
+        "mode",
+        "sla_left",
+        "review",
+        "status",
+    ]
     list_filter = [QueueFilter, "system", "agent", "status", "mode"]
     search_fields = ["=record_id"]
     list_select_related = ["agent", "system", "action_type"]
@@ -141,6 +160,16 @@ class ProposalAdmin(admin.ModelAdmin):
             )
         return f"{minutes // 60} h {minutes % 60} min"
 
+    @admin.display(description="Second review", ordering="review_due_at")
+    def review(self, proposal: Proposal) -> str:
+        if proposal.review_outcome:
+            return proposal.get_review_outcome_display()
+        if not proposal.awaiting_review or proposal.review_due_at is None:
+            return "—"
+        if proposal.review_overdue:
+            return format_html('<strong class="review-overdue">overdue (escalated)</strong>')
+        return f"due {timezone.localtime(proposal.review_due_at):%Y-%m-%d %H:%M}"
+
     # --- The proposal page --------------------------------------------------------------------------------------
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
@@ -191,6 +220,7 @@ class ProposalAdmin(admin.ModelAdmin):
             "can_decide": can_decide,
             "can_review": can_review,
             "can_complete": proposal.status == ProposalStatus.MANUAL_TASK,
+            **reversal_context(proposal, admin_user(request)),
             "title": f"{proposal.action_type.name} on {proposal.action_type.resource.label} {proposal.record_id}",
         }
 
@@ -260,6 +290,8 @@ class ProposalAdmin(admin.ModelAdmin):
                     comment=note,
                 )
                 self.message_user(request, "Flagged." if step == "flag" else "Reviewed.", messages.SUCCESS)
+            elif step in ("reverse", "approve_reversal"):
+                return reversal_step(self, request, proposal, step=step, note=note, page=page)
             elif step in ("done", "failed"):
                 if step == "failed" and not note:
                     self.message_user(request, "Say why the task could not be done.", messages.ERROR)

@@ -259,7 +259,12 @@ class ThresholdBand(models.Model):
     sla = models.DurationField(null=True, blank=True, help_text="Time to decide, e.g. 4:00:00 for four hours.")
     review_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     review_timing = models.CharField(
-        max_length=10, choices=ReviewTiming.choices, default=ReviewTiming.AFTER_EXECUTION, blank=True
+        max_length=10,
+        choices=ReviewTiming.choices,
+        default=ReviewTiming.BEFORE_EXECUTION,  # new bands: execution waits for both; after is a deliberate choice
+        blank=True,
+        help_text="Before: the write waits for both people. After: it runs on the approval, and the second review "
+        "follows within the review time (a flag then plans its reversal).",
     )
     review_within = models.DurationField(default=timedelta(hours=24))
     condition = models.JSONField(

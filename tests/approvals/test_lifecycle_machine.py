@@ -168,7 +168,8 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             """What proposals_escalate_and_expire must do, by the model: escalate first, then expire."""
             for pk, expected in self.model.items():
                 if expected.overdue and expected.status in (S.PENDING_APPROVAL, S.STALE):
-                    self._move(pk, S.ESCALATED, "escalated")
+                    # Its approver has no delegate: handed to the on-call group as well (the demo's operator).
+                    self._move(pk, S.ESCALATED, "escalated", "reassigned")
                 if expected.overdue and expected.status in AWAITING_DECISION:
                     self._move(pk, S.EXPIRED, "expired")
 

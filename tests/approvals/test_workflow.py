@@ -214,17 +214,21 @@ def test_past_its_sla_a_proposal_escalates_once_and_emails_the_approver_and_on_c
     assert escalated.status == ProposalStatus.ESCALATED
     assert escalated.decided_by is None and escalated.decided_at is None
     assert outbox_rows(proposal) == 0  # never approved by the clock
-    assert trail.new() == [("escalated", "gatehouse", None)]
-    assert len(mail.outbox) == 1
+    # The approver has no delegate: the on-call group (the demo's operators) may decide it as well, and is told.
+    assert trail.new() == [("escalated", "gatehouse", None), ("reassigned", "gatehouse", None)]
+    assert escalated.reassigned_group == Group.objects.get(name=Role.OPERATORS)
+    assert escalated.approver == user("approver")  # whom the rule named still decides too
+    assert len(mail.outbox) == 2
     assert mail.outbox[0].to == ["approver@gatehouse.example", "crm-oncall@gatehouse.example"]
     assert "past its SLA" in mail.outbox[0].subject
     assert f"/admin/approvals/proposal/{proposal.pk}/change/" in mail.outbox[0].body
+    assert mail.outbox[1].to == ["operator@gatehouse.example"] and "Reassigned to you" in mail.outbox[1].subject
 
     with django_capture_on_commit_callbacks(execute=True):
         assert proposals_escalate_and_expire() == (0, 0)  # a second run changes nothing
     assert refreshed(proposal).status == ProposalStatus.ESCALATED
     assert trail.new() == []
-    assert len(mail.outbox) == 1
+    assert len(mail.outbox) == 2
 
     Proposal.objects.filter(pk=proposal.pk).update(expires_at=past(minutes=1))
     assert proposals_escalate_and_expire() == (0, 1)
@@ -527,9 +531,10 @@ def test_a_dual_approval_flagged_after_execution_is_recorded_for_reversal(crm_de
     assert flagged.status == ProposalStatus.EXECUTED  # it ran already: flagging offers it for reversal
     assert flagged.review_outcome == ReviewOutcome.FLAGGED
     assert flagged.review_comment == "Customer is in arrears."
-    assert trail.new() == [("flagged", "reviewer", "reviewer")]
+    # A flag after execution plans the reversal of this write, which waits for its approver (test_reviews.py).
+    assert trail.new() == [("flagged", "reviewer", "reviewer"), ("reversal_planned", "reviewer", "reviewer")]
     event = AuditEvent.objects.get(proposal_id=proposal.pk, verb="flagged")
-    assert "for reversal: Customer is in arrears." in event.summary
+    assert "for reversal (its approver decides the reversal): Customer is in arrears." in event.summary
 
 
 def test_a_dual_approval_reviewed_before_execution_waits_for_the_second_reviewer(demo):

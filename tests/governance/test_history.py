@@ -228,7 +228,7 @@ def test_band_creation_and_deletion_are_listed_with_the_bands_terms(rule, editor
             [
                 "Min amount: 5,000.00",
                 "Mode: Auto-execute and log",
-                "Review timing: Review after execution",
+                "Review timing: Review before execution",  # a new band's default
                 "Review within: 1 h 30 min",
             ],
             NOT_SIGNED_OFF,

@@ -1,20 +1,23 @@
-"""Plan, or plan and run, the reversal of an agent's or a system's recent writes."""
+"""Plan, or plan and run, the reversal of an agent's or a system's recent writes, or of one proposal's write."""
 
 import time
+import uuid
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count, Q
 
 from approvals.management.targets import agent_or_system
-from approvals.models import Reversal, ReversalStep
+from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_plan, reversal_report, reversal_start
+from approvals.reversal_single import proposal_reverse
 from audit.choices import Channel
 from core.progress import Progress
 
 
 class Command(BaseCommand):
     help = (
-        "Reverse the executed writes of an agent (--agent) or a system (--system) in the last --hours (24). "
+        "Reverse the executed writes of an agent (--agent) or a system (--system) in the last --hours (24), or the "
+        "write of one proposal (--proposal ID). "
         "--plan (the default) prints the plan, newest first; --execute also runs it on the Celery workers and waits "
         "for the report. Exit 1 when a step failed or was held for a person."
     )
@@ -23,6 +26,7 @@ class Command(BaseCommand):
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--agent", help="An agent's slug.")
         target.add_argument("--system", help="A system's slug.")
+        target.add_argument("--proposal", help="One executed proposal's id: reverse its write only.")
         parser.add_argument("--hours", type=float, default=24.0, help="The window, back from now (default 24).")
         mode = parser.add_mutually_exclusive_group()
         mode.add_argument("--plan", action="store_true", help="Only print the plan (the default).")
@@ -31,11 +35,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=300.0, help="Seconds to wait for the workers.")
 
     def handle(self, *args, **options) -> None:
-        agent, system = agent_or_system(options)
         try:
-            reversal = reversal_plan(
-                agent=agent, system=system, hours=options["hours"], channel=Channel.COMMAND, reason=options["reason"]
-            )
+            reversal = self._plan(options)
         except ReversalRefused as exc:
             raise CommandError(str(exc)) from exc
         self._print_plan(reversal, options["hours"])
@@ -66,9 +67,25 @@ class Command(BaseCommand):
         if report["failed"] or report["held"] or report["remaining"]:
             raise SystemExit(1)
 
+    def _plan(self, options) -> Reversal:
+        if options["proposal"]:
+            try:
+                proposal = Proposal.objects.get(pk=uuid.UUID(options["proposal"]))
+            except (ValueError, Proposal.DoesNotExist):
+                raise CommandError(f"No proposal {options['proposal']}.") from None
+            # The command line is the operator's own act (shell access to the server): planned, not waiting.
+            return proposal_reverse(
+                proposal_id=proposal.pk, user=None, channel=Channel.COMMAND, reason=options["reason"], start=False
+            )
+        agent, system = agent_or_system(options)
+        return reversal_plan(
+            agent=agent, system=system, hours=options["hours"], channel=Channel.COMMAND, reason=options["reason"]
+        )
+
     def _print_plan(self, reversal: Reversal, hours: float) -> None:
         steps = list(reversal.steps.select_related("proposal__action_type").order_by("position"))
-        self.stdout.write(f"Reversal {reversal.pk} of {reversal.scope_label}, last {hours:g} h: {len(steps)} write(s).")
+        window = "" if reversal.proposal_id else f", last {hours:g} h"
+        self.stdout.write(f"Reversal {reversal.pk} of {reversal.scope_label}{window}: {len(steps)} write(s).")
         if reversal.moving:
             self.stdout.write(
                 "WARNING: the window is moving: these writes are not stopped (turn the kill switch on first). "
