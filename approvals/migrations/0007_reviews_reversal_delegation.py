@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     dependencies = [
         ("approvals", "0006_stale"),
         ("auth", "0012_alter_user_first_name_max_length"),
-        ("governance", "0008_band_review_before_by_default"),
+        ("governance", "0009_band_review_before_by_default"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

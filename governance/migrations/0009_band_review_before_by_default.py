@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("governance", "0007_rule_edited_by"),
+        ("governance", "0008_cumulative_limits_budgets_conditions"),
     ]
 
     operations = [
