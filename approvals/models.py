@@ -246,7 +246,11 @@ class Reversal(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(agent__isnull=False) | models.Q(system__isnull=False), name="reversal_has_scope"
-            )
+            ),
+            # A write is flagged once; the flag's reversal is planned once, by the review or by the sweep after it.
+            models.UniqueConstraint(
+                fields=["proposal"], condition=models.Q(awaits_approval=True), name="one_flagged_reversal_per_write"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -19,11 +19,11 @@ import functools
 import uuid
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals import notify
-from approvals.choices import ProposalStatus
+from approvals.choices import ProposalStatus, ReviewOutcome
 from approvals.deciders import may_approve_reversal, may_reverse
 from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, plan_steps, reversal_start
@@ -77,7 +77,10 @@ def _plan(proposal: Proposal, *, user: User | None, channel: Channel | str, reas
 def flagged_reversal_plan(*, proposal: Proposal, user: User, channel: Channel | str) -> Reversal:
     """Plan the reversal a flag after execution asks for; it waits for the approver, who is e-mailed with the owner."""
     reason = f"flagged in the second review: {proposal.review_comment}"
-    reversal = _plan(proposal, user=user, channel=channel, reason=reason, waits=True)
+    try:
+        reversal = _plan(proposal, user=user, channel=channel, reason=reason, waits=True)
+    except IntegrityError:  # planned in the meantime (the review and the sweep): once is enough, told once
+        return Reversal.objects.get(proposal=proposal, awaits_approval=True)
     approvers = [proposal.decided_by.email] if proposal.decided_by and proposal.decided_by.email else []
     transaction.on_commit(
         functools.partial(
@@ -88,6 +91,25 @@ def flagged_reversal_plan(*, proposal: Proposal, user: User, channel: Channel | 
         )
     )
     return reversal
+
+
+def flagged_reversals_plan_missing(limit: int = 100) -> int:
+    """Beat (with the SLA sweep): a write flagged after execution whose reversal is not planned yet gets it now.
+
+    The review plans it just after the flag commits (the plan reads the record, and no row lock is held across a call
+    to the system), so a process dying in between would leave a flag with nothing waiting for the approver: this
+    sweep makes sure it never stays that way. The unique constraint on a flagged reversal per write makes the review
+    and the sweep plan it once between them."""
+    missing = (
+        Proposal.objects.filter(status=ProposalStatus.EXECUTED, review_outcome=ReviewOutcome.FLAGGED)
+        .exclude(reversals__awaits_approval=True)
+        .select_related("agent__owner", "system", "action_type__resource", "reviewed_by", "decided_by")
+    )
+    planned = 0
+    for proposal in missing[:limit]:
+        flagged_reversal_plan(proposal=proposal, user=proposal.reviewed_by, channel=Channel.TASK)
+        planned += 1
+    return planned
 
 
 def proposal_reverse(

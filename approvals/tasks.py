@@ -6,6 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 from approvals.decisions import proposals_escalate_and_expire
+from approvals.reversal_single import flagged_reversals_plan_missing
 from approvals.drills import rollback_drill_by_id
 from approvals.execution import outbox_sweep, paused_executions_resume, proposal_execute, retry_delay
 from approvals.reversal_rounds import reversal_run, reversals_resume
@@ -50,7 +51,9 @@ def purge_idempotency_keys() -> int:
 
 @shared_task(name="approvals.escalate_and_expire", ignore_result=True)
 def escalate_and_expire() -> tuple[int, int]:
-    """Escalate proposals past their SLA, expire those past their maximum age (database clock)."""
+    """Escalate proposals past their SLA, expire those past their maximum age (database clock); plan the reversal
+    of a write flagged after execution if the review's own plan did not happen (approvals/reversal_single.py)."""
+    flagged_reversals_plan_missing()
     return proposals_escalate_and_expire()
 
 

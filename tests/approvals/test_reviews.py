@@ -19,7 +19,13 @@ from approvals.choices import ProposalStatus
 from approvals.decisions import proposal_approve, proposal_review, proposals_escalate_and_expire
 from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import ReversalRefused, reversal_start
-from approvals.reversal_single import NotYourReversal, proposal_reversal_approve, proposal_reverse
+from approvals.reversal_single import (
+    NotYourReversal,
+    flagged_reversal_plan,
+    proposal_reversal_approve,
+    proposal_reverse,
+)
+from approvals.tasks import escalate_and_expire
 from audit.models import AuditEvent
 from governance.choices import ReviewTiming
 from governance.models import System, ThresholdBand
@@ -201,6 +207,27 @@ def test_a_dual_proposal_flagged_after_execution_has_a_reversal_waiting_for_the_
 
 
 # --- One write reversed from its page, or by the command -------------------------------------------------------
+
+
+def test_a_flag_whose_reversal_was_not_planned_gets_it_from_the_sweep_once(
+    crm_demo, django_capture_on_commit_callbacks
+):
+    """The process died between the flag's commit and the plan: the beat sweep plans it, and only once."""
+    proposal = executed_dual()
+    Proposal.objects.filter(pk=proposal.pk).update(  # the flag, committed; the plan after it never ran
+        review_outcome="flagged", reviewed_by=user("reviewer"), reviewed_at=timezone.now(), review_comment="Arrears."
+    )
+    mail.outbox.clear()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        escalate_and_expire()
+        assert Reversal.objects.filter(proposal=proposal).count() == 1
+        escalate_and_expire()  # the review's own plan, late: the same reversal
+        flagged_reversal_plan(proposal=Proposal.objects.get(pk=proposal.pk), user=user("reviewer"), channel="admin")
+
+    (reversal,) = Reversal.objects.filter(proposal=proposal)
+    assert reversal.awaits_approval and reversal.status == Reversal.Status.PLANNED and reversal.approved_by is None
+    assert len([m for m in mail.outbox if "awaits approval" in m.subject]) == 1
 
 
 def test_an_operator_reverses_one_write_from_its_page_with_a_confirmation(crm_demo, client):
