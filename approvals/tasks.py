@@ -6,10 +6,10 @@ from celery import shared_task
 from django.conf import settings
 
 from approvals.decisions import proposals_escalate_and_expire
-from approvals.reversal_single import flagged_reversals_plan_missing
 from approvals.drills import rollback_drill_by_id
 from approvals.execution import outbox_sweep, paused_executions_resume, proposal_execute, retry_delay
 from approvals.reversal_rounds import reversal_run, reversals_resume
+from approvals.reversal_single import flagged_reversals_plan_missing
 from approvals.services import idempotency_records_purge
 
 
