@@ -18,6 +18,7 @@ from django.contrib.auth.models import User
 from django.db import models
 from django.utils.duration import duration_string
 
+from audit.changes import configuration_text
 from audit.choices import Channel, Verb
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -103,30 +104,6 @@ class Changes:
     def __bool__(self) -> bool:
         return bool(self.fields or self.children)
 
-    def phrases(self) -> list[str]:
-        said = [f"{_human(name)}: {_short(old)} → {_short(new)}" for name, (old, new) in self.fields.items()]
-        for label, (old, new) in self.children.items():
-            if old is None:
-                said.append(f"added {label}")
-            elif new is None:
-                said.append(f"deleted {label}")
-            else:
-                said.append(f"{label} " + ", ".join(f"{_human(k)}: {_short(old[k])} → {_short(new[k])}" for k in new))
-        return said
-
-
-def _human(name: str) -> str:
-    return name.replace("_", " ")
-
-
-def _short(value: Any) -> str:
-    if value is None or value == "" or value == [] or value == {}:
-        return "(empty)"
-    if isinstance(value, list):
-        return ", ".join(str(item) for item in value)
-    text = str(value)
-    return text if len(text) <= 80 else text[:79] + "…"
-
 
 def diff(before: Snapshot | None, after: Snapshot | None) -> Changes:
     """Field-level changes; a whole object added (before None) or deleted (after None) lists every field."""
@@ -185,14 +162,21 @@ def configuration_change(
     action = "added" if before is None else "deleted" if after is None else "changed"
     who = (user.get_full_name() or user.get_username()) if user else "An operator (command line)"
     reason = reason.strip()
-    summary = f"{who} {action} {what} “{label}”"
-    if action == "changed":
-        summary += ": " + "; ".join(changes.phrases())
-    summary += f" — reason: “{reason}”." if reason else "."
     state_before: dict[str, Any] = {name: old for name, (old, _) in changes.fields.items()}
     state_after: dict[str, Any] = {name: new for name, (_, new) in changes.fields.items()}
     for child, (old_kid, new_kid) in changes.children.items():
         state_before[child], state_after[child] = old_kid, new_kid
+    state_before_or_none = None if before is None else state_before
+    state_after_or_none = None if after is None else state_after
+    summary = configuration_text(
+        who=who,
+        action=action,
+        what=what,
+        name=label,
+        before=state_before_or_none,
+        after=state_after_or_none,
+        reason=reason,
+    )
     return audit_record(
         verb=Verb.CONFIGURED,
         actor=user,
@@ -201,7 +185,7 @@ def configuration_change(
         system=system,
         resource=obj._meta.model_name or "",
         input={"object": what, "object_id": obj.pk, "name": label, "action": action, "reason": reason},
-        state_before=None if before is None else state_before,
-        state_after=None if after is None else state_after,
-        summary=summary,
+        state_before=state_before_or_none,
+        state_after=state_after_or_none,
+        summary=summary + ".",
     )
