@@ -26,6 +26,7 @@ from governance.admin.base import (
     NameListField,
     ReadinessOverrideForm,
     switch_tool,
+    timeline_tool,
 )
 from governance.choices import AgentStatus
 from governance.models import (
@@ -118,6 +119,7 @@ class AgentAdmin(ConfiguredAdminMixin, AuditTrailLinkMixin, OwnedAdminMixin, His
     def object_tools(self, request: HttpRequest, obj: Agent) -> list[dict[str, str]]:
         return [
             switch_tool(request, on=obj.status == AgentStatus.DISABLED, agent=obj.slug),
+            *timeline_tool(request, "admin:audit_agent_timeline", obj.slug),
             {
                 "label": "Reverse recent writes…",
                 "url": reverse("admin:approvals_reversal_plan") + "?" + urlencode({"agent": obj.slug}),

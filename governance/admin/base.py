@@ -68,6 +68,13 @@ def switch_tool(request: HttpRequest, *, on: bool, **target: str) -> dict[str, s
     return {"label": "Kill switch…", "url": url, "id": "kill-switch-link", "class": "kill-off"}
 
 
+def timeline_tool(request: HttpRequest, name: str, slug: str) -> list[dict[str, str]]:
+    """The agent's or system's timeline: what it did and every change of what governs it, who, before → after, why."""
+    if not request.user.has_perm("audit.view_auditevent"):
+        return []
+    return [{"label": "Timeline", "url": reverse(name, args=[slug]), "id": "timeline-link"}]
+
+
 class ReadinessOverrideForm(forms.ModelForm):
     """Adds the superuser's override of the readiness gate to a form that can enable production writes."""
 

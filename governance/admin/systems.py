@@ -23,6 +23,7 @@ from governance.admin.base import (
     NameListField,
     ReadinessOverrideForm,
     switch_tool,
+    timeline_tool,
 )
 from governance.choices import ConnectorKind, Environment
 from governance.models import ActionType, Resource, System
@@ -157,7 +158,10 @@ class SystemAdmin(ConfiguredAdminMixin, GatedAdmin, AuditTrailLinkMixin, OwnedAd
         return str(availability(obj))
 
     def object_tools(self, request: HttpRequest, obj: System) -> list[dict[str, str]]:
-        tools = [switch_tool(request, on=obj.writes_frozen, system=obj.slug)]
+        tools = [
+            switch_tool(request, on=obj.writes_frozen, system=obj.slug),
+            *timeline_tool(request, "admin:audit_system_timeline", obj.slug),
+        ]
         if may_configure_connections(admin_user(request)):
             tools.append(
                 {

@@ -12,8 +12,8 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from connectors.models import Credential
-from governance.configuration import REDACTED, field_values
 from governance.choices import Access
+from governance.configuration import REDACTED, field_values
 from governance.models import Agent, ScopeGrant, System, ThresholdRule
 from tests.governance.test_admin import as_form_data, rule_change_post
 
@@ -60,6 +60,10 @@ def test_a_grant_edited_in_the_admin_is_one_configured_event_in_the_agents_timel
     timeline = client.get(url("audit_agent_timeline", "reporting-agent")).content.decode()
     assert "changed scope grant" in timeline and "ticket FIN-88" in timeline
     assert "fields: " + ", ".join(before) + " → " + ", ".join(after) in timeline.replace("&gt;", ">")
+
+    client.force_login(User.objects.get(username="admin"))
+    agent_page = client.get(url("governance_agent_change", event.agent.pk)).content.decode()
+    assert url("audit_agent_timeline", "reporting-agent") in agent_page  # the agent's page links its timeline
 
     csv = b"".join(client.get(url("audit_export_csv") + "?kind=configuration").streaming_content).decode()
     header, *rows = csv.lstrip("\ufeff").splitlines()
@@ -144,9 +148,10 @@ def test_a_credential_secret_never_reaches_the_trail_or_the_export(client, demo)
     [event] = configured()
     assert (event.state_before, event.state_after) == ({"is_shared": False}, {"is_shared": True})
     assert event.system.slug == "crm"
-    everything = " ".join(
-        f"{e.summary} {e.input} {e.state_before} {e.state_after}" for e in AuditEvent.objects.all()
-    ) + b"".join(client.get(url("audit_export_csv")).streaming_content).decode()
+    everything = (
+        " ".join(f"{e.summary} {e.input} {e.state_before} {e.state_after}" for e in AuditEvent.objects.all())
+        + b"".join(client.get(url("audit_export_csv")).streaming_content).decode()
+    )
     assert secret not in everything
     assert credential.ciphertext not in everything
     # Whatever an admin leaves out, a snapshot never holds a secret column's value.
