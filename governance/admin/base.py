@@ -191,8 +191,10 @@ class ConfiguredAdminMixin:
                 formset = _reason_formset(formset, reason, str(inline.model._meta.verbose_name_plural))
             yield formset, inline
 
-    def _configuration_snapshot(self, obj: Any) -> Any:
-        return snapshot(obj, children=self.configuration_children, exclude=self.configuration_exclude)
+    def _configuration_snapshot(self, obj: Any, *, whole: bool = False) -> Any:
+        """`whole`: a new object, every field (its first owner too: nothing else records it)."""
+        exclude = () if whole else self.configuration_exclude
+        return snapshot(obj, children=self.configuration_children, exclude=exclude)
 
     def save_model(self, request: HttpRequest, obj, form, change: bool) -> None:
         form._configuration_before = self._configuration_snapshot(obj) if change else None
@@ -205,7 +207,7 @@ class ConfiguredAdminMixin:
         configuration_change(
             obj=obj,
             before=getattr(form, "_configuration_before", None),
-            after=self._configuration_snapshot(obj),
+            after=self._configuration_snapshot(obj, whole=not change),
             user=admin_user(request),
             channel=Channel.ADMIN,
             reason=form.cleaned_data.get(REASON, ""),

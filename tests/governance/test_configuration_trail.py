@@ -168,3 +168,10 @@ def test_an_added_grant_lists_every_field_and_a_deleted_one_what_it_was(client, 
     assert event.input["action"] == "deleted" and event.state_after is None
     assert event.state_before["justification"] == grant.justification
     assert event.agent == Agent.objects.get(slug="collections-agent")
+
+    data = grant_post(grant, configuration_reason="Back, narrower.", fields=["name"])
+    assert client.post(url("governance_scopegrant_add"), data).status_code == 302
+    added = configured()[-1]
+    assert added.input["action"] == "added" and added.state_before is None
+    assert added.state_after["fields"] == ["name"] and added.state_after["granted_by"] == "admin"
+    assert added.agent.slug == "collections-agent" and added.input["reason"] == "Back, narrower."
