@@ -23,10 +23,12 @@ from django.http import Http404, HttpRequest, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
+from audit.changes import change_phrases
+from audit.choices import AGENT_ACTIVITY_VERBS, CONFIGURATION_VERBS, DECISION_VERBS, Verb
 from audit.exports import EXPORT_FORMATS, export_response
-from audit.links import timeline_url
+from audit.links import subject_timeline_url, timeline_url
 from audit.models import AuditCheckpoint, AuditEvent, AuditVerification
 from audit.timeline import parse_day
 from core.admin import ReadOnlyAdminMixin
@@ -124,6 +126,33 @@ class ProposalFilter(admin.SimpleListFilter):
         return queryset.for_proposal(proposal_id)
 
 
+class KindFilter(admin.SimpleListFilter):
+    """What kind of event: a person changing what governs an agent or a system, an agent acting, a decision on a
+    proposal, or the rest (holds, reversals, drills). Each is a set of verbs, served by the (verb, time) index."""
+
+    title = "kind of event"
+    parameter_name = "kind"
+    KINDS = {
+        "configuration": ("Configuration (who gave what power)", CONFIGURATION_VERBS),
+        "activity": ("Agent activity", AGENT_ACTIVITY_VERBS),
+        "decisions": ("Decisions", DECISION_VERBS),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin):
+        return [*((key, label) for key, (label, _) in self.KINDS.items()), ("other", "Holds, reversals, drills")]
+
+    def queryset(self, request: HttpRequest, queryset):
+        value = self.value()
+        if value is None:
+            return queryset
+        if value == "other":
+            named = set().union(*(verbs for _, verbs in self.KINDS.values()))
+            return queryset.filter(verb__in=[verb for verb in Verb if verb not in named])
+        if value not in self.KINDS:
+            raise IncorrectLookupParameters(f"Not a kind of event: {value!r}.")
+        return queryset.filter(verb__in=sorted(self.KINDS[value][1]))
+
+
 class TimeOrderedChangeList(ChangeList):
     """Ordered by time only. `sortable_by` hides the other headers; this refuses a hand-made `?o=` for them too."""
 
@@ -139,7 +168,7 @@ class TimeOrderedChangeList(ChangeList):
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["occurred_at", "verb", "actor", "system", "record_link", "proposal_link", "outcome", "summary"]
-    list_filter = [DayFilter, "verb", "agent", "system", "person", "channel", "actor_type", ProposalFilter]
+    list_filter = [DayFilter, KindFilter, "verb", "agent", "system", "person", "channel", "actor_type", ProposalFilter]
     search_fields = ["record_id"]  # the search itself is `get_search_results`: one exact record id
     search_help_text = "Find a record by its exact id, for example 4471."
     list_select_related = ["system"]
@@ -149,7 +178,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     show_full_result_count = False  # the table grows to millions of rows: no count(*) per page view
     show_facets = admin.ShowFacets.NEVER  # "Show counts" would count every filter choice over the whole table
-    readonly_fields = [field.name for field in AuditEvent._meta.fields] + ["timeline", "proposal"]
+    readonly_fields = ["changes"] + [field.name for field in AuditEvent._meta.fields] + ["timeline", "proposal"]
     change_list_template = "admin/audit/auditevent/change_list.html"
 
     def get_changelist(self, request: HttpRequest, **kwargs):
@@ -177,8 +206,21 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def timeline(self, event: AuditEvent) -> str:
         url = timeline_url(event)
         if url is None:
-            return "—"
+            url = subject_timeline_url(event)
+            subject = f"agent {event.agent}" if event.agent_id else f"system {event.system}"
+            return format_html('<a href="{}">The timeline of {}</a>', url, subject) if url else "—"
         return format_html('<a href="{}">Everything that happened to {} {}</a>', url, event.resource, event.record_id)
+
+    @admin.display(description="Changed (before → after)")
+    def changes(self, event: AuditEvent) -> str:
+        """A configuration change field by field; a reason given with it below."""
+        if event.verb not in CONFIGURATION_VERBS or (event.state_before is None and event.state_after is None):
+            return "—"
+        phrases = change_phrases(event.state_before, event.state_after)
+        reason = (event.input or {}).get("reason") or ""
+        listed = format_html_join("", '<li class="change">{}</li>', ((phrase,) for phrase in phrases))
+        why = format_html('<p class="change-reason">Reason: “{}”</p>', reason) if reason else ""
+        return format_html('<ul class="changes">{}</ul>{}', listed, why)
 
     @admin.display(description="Proposal page")
     def proposal(self, event: AuditEvent) -> str:

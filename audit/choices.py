@@ -53,3 +53,38 @@ class Channel(models.TextChoices):
     ADMIN = "admin", "Admin"
     COMMAND = "command", "Management command"
     TASK = "task", "Background task"
+
+
+# Kinds of events, for the auditor's "kind of event" filter. Configuration: a person changed what governs an agent or a
+# system (grants, rules and bands, sign-offs, write modes, freezes, tokens, credentials, connector settings).
+CONFIGURATION_VERBS = frozenset(
+    {
+        Verb.CONFIGURED,
+        Verb.TOKEN_ISSUED,
+        Verb.TOKEN_REVOKED,
+        Verb.CREDENTIAL_SET,
+        Verb.CREDENTIAL_REENCRYPTED,
+        Verb.RULE_SIGNED_OFF,
+        Verb.KILL_SWITCH_ON,
+        Verb.KILL_SWITCH_OFF,
+        Verb.READINESS_OVERRIDDEN,
+        Verb.TOOLS_IMPORTED,
+    }
+)
+AGENT_ACTIVITY_VERBS = frozenset(
+    {Verb.READ, Verb.DENIED, Verb.PROPOSED, Verb.CANCELLED, Verb.EXECUTING, Verb.EXECUTED, Verb.FAILED}
+)
+DECISION_VERBS = frozenset(
+    {
+        Verb.AUTO_APPROVED,
+        Verb.APPROVED,
+        Verb.REJECTED,
+        Verb.ESCALATED,
+        Verb.EXPIRED,
+        Verb.REVIEWED,
+        Verb.FLAGGED,
+        Verb.STALE,
+        Verb.REFRESHED,
+        Verb.REASSIGNED,
+    }
+)

@@ -8,8 +8,9 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connections
-from django.db.models import Case, F, Func, QuerySet, TextField, Value, When
-from django.db.models.functions import Cast, Concat
+from django.db.models import Case, CharField, F, Func, QuerySet, TextField, Value, When
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
@@ -39,12 +40,14 @@ COLUMNS: dict[str, str] = {
     "state_after": "state_after",
     "prev_hash": "prev_hash",
     "hash": "hash",
+    # Appended (readers rely on the order above): the reason a person gave, e.g. for a configuration change.
+    "reason": "reason_given",
 }
 _JSON_COLUMNS = {"input", "decision", "state_before", "state_after"}
 # A cell starting with one of these is a formula to a spreadsheet: an agent's text must not run in the CFO's Excel.
 _FORMULA_PATTERN = r"^[=+@\t\r-]"
 # Free text written by agents or people; ids, hashes, slugs and choices cannot start with a formula character.
-_FREE_TEXT = {"actor", "resource", "record_id", "outcome", "summary", "request_id"}
+_FREE_TEXT = {"actor", "resource", "record_id", "outcome", "summary", "request_id", "reason"}
 _COPY_FLUSH_BYTES = 256 * 1024
 
 # Times are exported in UTC, ISO 8601: unambiguous for a SIEM and for a spreadsheet alike.
@@ -74,6 +77,8 @@ def _values(queryset: QuerySet, *, defuse: bool, text_times: bool = False) -> Qu
             fields[name] = _IsoUtc(F(source))
         else:
             fields[name] = F(source)
+    reason = Coalesce(KeyTextTransform("reason", "input"), Value(""), output_field=CharField())
+    queryset = queryset.annotate(reason_given=reason)
     return queryset.order_by("id").values_list(*fields.values())
 
 

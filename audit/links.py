@@ -24,3 +24,13 @@ def timeline_url(event: AuditEvent, *, with_day: bool = True) -> str | None:
 def audit_trail_url(**filters: object) -> str:
     """The audit changelist filtered, e.g. `audit_trail_url(system__id__exact=3)`: for links from other pages."""
     return reverse("admin:audit_auditevent_changelist") + "?" + urlencode(filters)
+
+
+def subject_timeline_url(event: AuditEvent) -> str | None:
+    """For an event about an agent or a system itself (a configuration change, a token, a switch): the agent's
+    timeline, else the system's own."""
+    if event.agent_id is not None and event.agent is not None:
+        return reverse("admin:audit_agent_timeline", args=[event.agent.slug])
+    if event.system_id is not None and event.system is not None:
+        return reverse("admin:audit_system_timeline", args=[event.system.slug])
+    return None

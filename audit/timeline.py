@@ -11,6 +11,7 @@ from uuid import UUID
 from django.db.models import Q
 from django.utils import timezone
 
+from audit.changes import configuration_text
 from audit.choices import Verb
 from audit.models import AuditEvent
 from core.numbers import finite_decimal
@@ -184,7 +185,23 @@ def _step(event: AuditEvent) -> tuple[str, str]:
     return steps.get(event.verb, (f"{_humanise(event.verb)} at {at}", ""))
 
 
+def _configured(event: AuditEvent) -> str:
+    """Who changed what, before → after, why: from the event's states, never cut short like its summary."""
+    given = event.input or {}
+    return configuration_text(
+        who=_person(event),
+        action=str(given.get("action") or "changed"),
+        what=str(given.get("object") or event.resource or "the configuration"),
+        name=str(given.get("name") or ""),
+        before=event.state_before,
+        after=event.state_after,
+        reason=str(given.get("reason") or ""),
+    )
+
+
 def _single_line(event: AuditEvent) -> TimelineLine:
+    if event.verb == Verb.CONFIGURED:
+        return TimelineLine(at=event.occurred_at, text=_configured(event), event_ids=[event.pk], outcome=event.outcome)
     fields = (event.input or {}).get("fields") if event.verb == Verb.READ else None
     text = event.summary.rstrip(".")
     if fields and isinstance(fields, list) and "field" not in text:
@@ -240,14 +257,21 @@ class TimelinePage:
 
 
 def timeline_page(system, record_id: str, *, day: date | None, after: str | None) -> TimelinePage:
-    """One page of a record's events, oldest first, each proposal told whole on the page where it begins.
+    """One page of a record's events: `scope_page` over the record's events."""
+    return scope_page(AuditEvent.objects.for_record(system, record_id), day=day, after=after)
 
-    A page reads up to `TIMELINE_PAGE` events after the cursor (an event id of this record: its time and id are the
-    keyset), served by the (system, record_id, occurred_at) index at any depth. Events of a proposal that began on
-    an earlier page are left out (that page told it whole); events of a proposal that begins on this page but
-    continues past its end are fetched with it, so its line ends with its outcome.
+
+def scope_page(base: Any, *, day: date | None, after: str | None) -> TimelinePage:
+    """One page of the events of a scope (a record's; an agent's; a system's own), oldest first, each proposal told
+    whole on the page where it begins.
+
+    A page reads up to `TIMELINE_PAGE` events after the cursor (an event id of this scope: its time and id are the
+    keyset), served by the scope's (…, occurred_at) index at any depth: (system, record_id, occurred_at) for a record
+    and for a system's own events (record id empty), (agent, occurred_at) for an agent. Events of a proposal that
+    began on an earlier page are left out (that page told it whole); events of a proposal that begins on this page
+    but continues past its end are fetched with it, so its line ends with its outcome.
     """
-    scope = AuditEvent.objects.for_record(system, record_id)
+    scope = base
     if day is not None:
         scope = scope.on(day)
     cursor: tuple[datetime, int] | None = None
@@ -278,8 +302,7 @@ def timeline_page(system, record_id: str, *, day: date | None, after: str | None
         # A proposal that begins here but is decided or executed later (past this page or this day) is told whole.
         seen = {event.pk for event in events}
         more = (
-            AuditEvent.objects.for_record(system, record_id)
-            .filter(proposal_id__in=proposal_ids)
+            base.filter(proposal_id__in=proposal_ids)
             .exclude(pk__in=seen)
             .select_related("person", "system")[:TIMELINE_PAGE]
         )

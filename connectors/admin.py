@@ -17,6 +17,7 @@ from audit.links import audit_trail_url
 from connectors.models import AgentCredential, Credential
 from connectors.services import Rotation, agent_credential_remove, credential_rotate, credential_set
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
+from governance.admin.base import REASON, ConfiguredAdminMixin
 
 
 class CredentialForm(forms.ModelForm):
@@ -46,11 +47,18 @@ class RotateForm(forms.Form):
         strip=False,
         help_text="Write-only: never shown again. The system is checked with it before it is stored.",
     )
+    reason = forms.CharField(
+        required=False, max_length=300, label="Reason", help_text="Why now (kept in the audit trail, the secret never)."
+    )
 
 
 @admin.register(Credential)
-class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
+class CredentialAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
+    """Its settings (kind, admin level, sharing, rotation interval) recorded by ConfiguredAdminMixin; the secret
+    never: setting or rotating it is its own `credential_set` event."""
+
     form = CredentialForm
+    configuration_exclude = ("ciphertext", "key_fingerprint", "last_rotated_at")
     change_form_template = "admin/audit/trail_link_change_form.html"
     list_display = [
         "system",
@@ -128,6 +136,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                     actor=admin_user(request),
                     channel=Channel.ADMIN,
                     agent=credential.holder,
+                    reason=form.cleaned_data.get("reason", ""),
                 )
             except ValidationError as exc:
                 form.add_error("secret", exc)
@@ -179,6 +188,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                     actor=admin_user(request),
                     channel=Channel.ADMIN,
                     agent=obj.holder,
+                    reason=form.cleaned_data.get(REASON, ""),
                 )
             except ValidationError as exc:
                 self.message_user(request, " ".join(exc.messages), level=messages.ERROR)
@@ -195,6 +205,7 @@ class CredentialAdmin(OwnedAdminMixin, HistoryAdmin):
                 actor=admin_user(request),
                 channel=Channel.ADMIN,
                 agent=obj.holder,
+                reason=form.cleaned_data.get(REASON, ""),
                 **attributes,
             )
             obj.pk, obj.ciphertext = saved.pk, saved.ciphertext

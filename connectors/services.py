@@ -54,6 +54,7 @@ def credential_set(
     channel: Channel | str,
     agent: Agent | None = None,
     health: Health | None = None,
+    reason: str = "",
     **attributes: Any,
 ) -> Credential | AgentCredential:
     """Store a new secret for `system` (a first secret or a rotation); the audit event never holds the secret.
@@ -74,6 +75,8 @@ def credential_set(
         credential = Credential(system=system) if agent is None else AgentCredential(system=system, agent=agent)
     for name, value in attributes.items():
         setattr(credential, name, value)
+    # What the trail keeps of a rotation: when, and which vault key sealed it; never the secret.
+    before = {"last_rotated_at": credential.last_rotated_at, "key": credential.key_fingerprint} if rotated else None
     credential.encrypt_secret(secret)
     credential.last_rotated_at = timezone.now()
     credential.full_clean(exclude=["system", "agent", "ciphertext", "key_fingerprint"])
@@ -87,11 +90,20 @@ def credential_set(
         channel=channel,
         system=system,
         agent=agent,
-        input={"kind": credential.kind, "rotated": rotated, "key": credential.key_fingerprint, **checked}
+        input={
+            "kind": credential.kind,
+            "rotated": rotated,
+            "key": credential.key_fingerprint,
+            "reason": reason.strip(),
+            **checked,
+        }
         | ({"agent": agent.slug} if agent is not None else {}),
+        state_before=before,
+        state_after={"last_rotated_at": credential.last_rotated_at, "key": credential.key_fingerprint},
         outcome="ok" if health is None or health.ok else "health_failed",
         summary=f"{whose[:1].upper()}{whose[1:]} {'rotated' if rotated else 'set'}."
-        + ("" if health is None else f" Health check with it: {'ok' if health.ok else health.reason}"),
+        + ("" if health is None else f" Health check with it: {'ok' if health.ok else health.reason}")
+        + (f" Reason: “{reason.strip()}”." if reason.strip() else ""),
     )
     return credential
 
@@ -145,7 +157,13 @@ def _check(credential: Credential | AgentCredential, secret: str | None = None) 
 
 
 def credential_rotate(
-    *, system: System, new_secret: str, actor: User | None, channel: Channel | str, agent: Agent | None = None
+    *,
+    system: System,
+    new_secret: str,
+    actor: User | None,
+    channel: Channel | str,
+    agent: Agent | None = None,
+    reason: str = "",
 ) -> Rotation:
     """Rotate `system`'s secret (with `agent`: that agent's own at the system): check the system with the new
     secret, store it, audit both in one event.
@@ -178,7 +196,7 @@ def credential_rotate(
         return Rotation(credential=current, stored=False, health=health, previous_health=previous)
     with transaction.atomic():
         credential = credential_set(
-            system=system, secret=new_secret, actor=actor, channel=channel, agent=agent, health=health
+            system=system, secret=new_secret, actor=actor, channel=channel, agent=agent, health=health, reason=reason
         )
         if not health.ok:
             transaction.on_commit(

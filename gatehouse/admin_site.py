@@ -31,6 +31,16 @@ class GatehouseAdminSite(AdminSite):
                 name="audit_timeline",
             ),
             path(
+                "audit/auditevent/agent-timeline/<slug:agent_slug>/",
+                view(timeline.agent_timeline_view),
+                name="audit_agent_timeline",
+            ),
+            path(
+                "audit/auditevent/system-timeline/<slug:system_slug>/",
+                view(timeline.system_timeline_view),
+                name="audit_system_timeline",
+            ),
+            path(
                 "connectors/credential/blast-radius/<slug:system>/",
                 view(blast_radius.blast_radius_view),
                 name="connectors_credential_blast_radius",

@@ -72,6 +72,7 @@ def agent_token_issue(
     expires_in: timedelta | None = None,
     label: str = "",
     networks: Iterable[str] = (),
+    reason: str = "",
 ) -> tuple[AgentToken, str]:
     """Make a token for `agent` and return it with the raw secret, which is never stored and never shown again.
 
@@ -100,8 +101,16 @@ def agent_token_issue(
         actor=issued_by,
         agent=agent,
         channel=channel,
-        input={"token_prefix": prefix, "label": label, "expires_at": token.expires_at, "networks": allowed},
-        summary=f"Token {prefix} issued for agent {agent.slug}, expires {token.expires_at:%Y-%m-%d %H:%M} UTC{where}.",
+        input={
+            "token_prefix": prefix,
+            "label": label,
+            "expires_at": token.expires_at,
+            "networks": allowed,
+            "reason": reason.strip(),
+        },
+        state_after={"token": prefix, "expires_at": token.expires_at, "networks": allowed},
+        summary=f"Token {prefix} issued for agent {agent.slug}, expires {token.expires_at:%Y-%m-%d %H:%M} UTC{where}"
+        + (f" — reason: “{reason.strip()}”." if reason.strip() else "."),
     )
     return token, raw
 
@@ -124,6 +133,8 @@ def agent_tokens_revoke(
         agent=agent,
         channel=channel,
         input={"token_prefixes": [token.prefix for token in tokens], "reason": reason},
+        state_before={"usable_tokens": [token.prefix for token in tokens]},
+        state_after={"usable_tokens": []},
         summary=f"{len(tokens)} token(s) of agent {agent.slug} revoked" + (f": {reason}" if reason else "."),
     )
     return len(tokens)
@@ -190,7 +201,9 @@ def may_hand_over(user: User | None) -> bool:
 
 
 @transaction.atomic
-def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel | str) -> ThresholdRule:
+def threshold_rule_sign_off(
+    *, rule: ThresholdRule, user: User, channel: Channel | str, reason: str = ""
+) -> ThresholdRule:
     """Record the sign-off of the rule as it stands now; any later edit voids it.
 
     The system's business owner signs off (or a superuser), and never the person who last edited the rule or its
@@ -207,6 +220,10 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel
             f"owner of {rule.system} or an administrator."
         )
     validate_bands([band.spec() for band in rule.bands.all()], action=rule.action_type)
+    before = {
+        "signed_off_by": rule.signed_off_by.get_username() if rule.signed_off_by else None,
+        "in_force": rule.is_signed_off,
+    }
     rule.signed_off_by = user
     rule.signed_off_at = timezone.now()
     rule.signed_off_digest = rule.content_digest()
@@ -217,8 +234,11 @@ def threshold_rule_sign_off(*, rule: ThresholdRule, user: User, channel: Channel
         actor=user,
         channel=channel,
         system=rule.system,
-        input={"rule": rule.pk, "digest": rule.signed_off_digest},
-        summary=f"{user.get_username()} signed off threshold rule “{rule.name}” on {rule.system}.",
+        input={"rule": rule.pk, "digest": rule.signed_off_digest, "reason": reason.strip()},
+        state_before=before,
+        state_after={"signed_off_by": user.get_username(), "in_force": True},
+        summary=f"{user.get_username()} signed off threshold rule “{rule.name}” on {rule.system}"
+        + (f" — reason: “{reason.strip()}”." if reason.strip() else "."),
     )
     return rule
 
@@ -241,11 +261,14 @@ def configuration_record(
     user: User | None,
     channel: Channel | str,
     summary: str,
+    reason: str = "",
 ) -> None:
     """One `configured` event for a person's change of what governs an agent or a system: each field, before and
-    after, in the trail where an auditor looks for "who let the agent do this, and when"."""
+    after, in the trail where an auditor looks for "who let the agent do this, and when". (A change of any governed
+    object through a form: `governance.configuration.configuration_change`, which diffs the stored row.)"""
     if not changes:
         return
+    reason = reason.strip()
     system = obj if isinstance(obj, System) else None
     agent = obj if isinstance(obj, Agent) else None
     audit_record(
@@ -257,11 +280,12 @@ def configuration_record(
         resource=obj._meta.model_name or "",
         state_before={name: before for name, (before, _) in changes.items()},
         state_after={name: after for name, (_, after) in changes.items()},
-        summary=summary,
+        input={"object": obj._meta.verbose_name, "object_id": obj.pk, "name": str(obj), "reason": reason},
+        summary=summary + (f" Reason: “{reason}”." if reason else ""),
     )
 
 
-def _redacted(config: Any) -> Any:
+def redacted_config(config: Any) -> Any:
     """Connector settings as the trail keeps them: an MCP server's environment by variable name only (a value may be
     a path or a flag a person would rather not spread; the secret itself is never in settings)."""
     if isinstance(config, dict) and isinstance(config.get("env"), dict):
@@ -271,7 +295,13 @@ def _redacted(config: Any) -> Any:
 
 @transaction.atomic
 def system_connection_set(
-    *, system: System, kind: str, config: dict[str, Any], user: User | None, channel: Channel | str
+    *,
+    system: System,
+    kind: str,
+    config: dict[str, Any],
+    user: User | None,
+    channel: Channel | str,
+    reason: str = "",
 ) -> System:
     """Change what a system's connector is and where it connects, checked against the environment's allow-lists
     (connectors/hosts.py, through the model's validation) and audited with before and after."""
@@ -282,7 +312,7 @@ def system_connection_set(
     system.connector_kind, system.connector_config = kind, config
     system.full_clean()
     changes = {
-        name: (_redacted(old), _redacted(getattr(system, name)))
+        name: (redacted_config(old), redacted_config(getattr(system, name)))
         for name, old in before.items()
         if getattr(system, name) != old
     }
@@ -297,11 +327,14 @@ def system_connection_set(
         user=user,
         channel=channel,
         summary=f"{who} changed the connector settings of {system} ({', '.join(changes)}).",
+        reason=reason,
     )
     return system
 
 
-def _owner_set(obj: System | Agent, owner: User, *, user: User | None, channel: Channel | str, what: str) -> None:
+def _owner_set(
+    obj: System | Agent, owner: User, *, user: User | None, channel: Channel | str, what: str, reason: str = ""
+) -> None:
     if not may_hand_over(user):
         raise PermissionDenied(f"Handing {what} to another owner is a superuser's act.")
     if obj.owner_id == owner.pk:
@@ -317,22 +350,25 @@ def _owner_set(obj: System | Agent, owner: User, *, user: User | None, channel: 
         channel=channel,
         summary=f"{user.get_username() if user else 'An operator'} handed {what} from {before} to "
         f"{owner.get_username()}.",
+        reason=reason,
     )
 
 
 @transaction.atomic
-def system_owner_set(*, system: System, owner: User, user: User | None, channel: Channel | str) -> System:
+def system_owner_set(
+    *, system: System, owner: User, user: User | None, channel: Channel | str, reason: str = ""
+) -> System:
     """Hand a system to another business owner, who then signs off its rules and grants its scopes: superusers only."""
     system = System.objects.select_for_update().get(pk=system.pk)
-    _owner_set(system, owner, user=user, channel=channel, what=f"system {system}")
+    _owner_set(system, owner, user=user, channel=channel, what=f"system {system}", reason=reason)
     return system
 
 
 @transaction.atomic
-def agent_owner_set(*, agent: Agent, owner: User, user: User | None, channel: Channel | str) -> Agent:
+def agent_owner_set(*, agent: Agent, owner: User, user: User | None, channel: Channel | str, reason: str = "") -> Agent:
     """Hand an agent to another owner, who then mints its tokens: superusers only."""
     agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    _owner_set(agent, owner, user=user, channel=channel, what=f"agent {agent}")
+    _owner_set(agent, owner, user=user, channel=channel, what=f"agent {agent}", reason=reason)
     return agent
 
 

@@ -19,7 +19,16 @@ from approvals.readiness import (
 )
 from audit.choices import Channel
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
-from governance.admin.base import AuditTrailLinkMixin, GatedAdmin, NameListField, ReadinessOverrideForm, switch_tool
+from governance.admin.base import (
+    REASON,
+    AuditTrailLinkMixin,
+    ConfiguredAdminMixin,
+    GatedAdmin,
+    NameListField,
+    ReadinessOverrideForm,
+    switch_tool,
+    timeline_tool,
+)
 from governance.choices import AgentStatus
 from governance.models import (
     Agent,
@@ -56,8 +65,9 @@ class AgentTokenInline(admin.TabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
+class AgentAdmin(ConfiguredAdminMixin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     audit_filter = "agent__id__exact"
+    configuration_exclude = ("owner",)  # handed over by agent_owner_set, which audits it
     list_display = ["slug", "name", "status", "owner", "created_at"]
     list_filter = ["status"]
     search_fields = ["slug", "name"]
@@ -78,7 +88,13 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
             obj.owner_id = Agent.objects.values_list("owner_id", flat=True).get(pk=obj.pk)
         super().save_model(request, obj, form, change)
         if new_owner is not None:
-            agent_owner_set(agent=obj, owner=new_owner, user=admin_user(request), channel=Channel.ADMIN)
+            agent_owner_set(
+                agent=obj,
+                owner=new_owner,
+                user=admin_user(request),
+                channel=Channel.ADMIN,
+                reason=form.cleaned_data.get(REASON, ""),
+            )
 
     fields = ["slug", "name", "description", "owner", "status", "disabled_reason", "readiness_checklist", "budget_use"]
 
@@ -134,6 +150,7 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     def object_tools(self, request: HttpRequest, obj: Agent) -> list[dict[str, str]]:
         return [
             switch_tool(request, on=obj.status == AgentStatus.DISABLED, agent=obj.slug),
+            *timeline_tool(request, "admin:audit_agent_timeline", obj.slug),
             {
                 "label": "Reverse recent writes…",
                 "url": reverse("admin:approvals_reversal_plan") + "?" + urlencode({"agent": obj.slug}),
@@ -193,7 +210,8 @@ class AgentAdmin(AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
 
 
 @admin.register(ScopeGrant)
-class ScopeGrantAdmin(GatedAdmin, OwnedAdminMixin, HistoryAdmin):
+class ScopeGrantAdmin(ConfiguredAdminMixin, GatedAdmin, OwnedAdminMixin, HistoryAdmin):
+    configuration_reason_required = True
     list_display = ["agent", "system", "resource", "access", "allowed", "granted_by", "expires_at"]
     list_filter = ["access", "system", "agent"]
     search_fields = ["agent__slug", "system__slug", "resource__name"]

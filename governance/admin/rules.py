@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from audit.choices import Channel
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
 from core.history import HistoryLine
+from governance.admin.base import ConfiguredAdminMixin
 from governance.choices import CumulativeScope
 from governance.history import threshold_rule_history
 from governance.models import (
@@ -64,7 +65,9 @@ class ThresholdBandInline(admin.TabularInline):
 
 
 @admin.register(ThresholdRule)
-class ThresholdRuleAdmin(OwnedAdminMixin, HistoryAdmin):
+class ThresholdRuleAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
+    configuration_children = ("bands",)  # the bands inline: added, changed and deleted bands in the rule's event
+    configuration_reason_required = True
     list_display = ["name", "system", "action_type", "currency", "band_summary", "signed_off"]
     list_filter = ["system"]
     search_fields = ["name", "system__slug", "action_type__name"]

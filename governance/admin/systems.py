@@ -15,10 +15,19 @@ from approvals.readiness import system_change_gains_production_writes
 from audit.choices import Channel
 from connectors.limits import availability
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
-from governance.admin.base import AuditTrailLinkMixin, GatedAdmin, NameListField, ReadinessOverrideForm, switch_tool
+from governance.admin.base import (
+    REASON,
+    AuditTrailLinkMixin,
+    ConfiguredAdminMixin,
+    GatedAdmin,
+    NameListField,
+    ReadinessOverrideForm,
+    switch_tool,
+    timeline_tool,
+)
 from governance.choices import ConnectorKind, Environment
 from governance.models import ActionType, Resource, System
-from governance.services import configuration_record, may_configure_connections, system_owner_set
+from governance.services import may_configure_connections, system_owner_set
 
 
 def system_before_environment(system: System) -> str | None:
@@ -26,8 +35,10 @@ def system_before_environment(system: System) -> str | None:
 
 
 @admin.register(System)
-class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
+class SystemAdmin(ConfiguredAdminMixin, GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin):
     audit_filter = "system__id__exact"
+    configuration_exclude = ("owner",)  # handed over by system_owner_set, which audits it
+    configuration_reason_required = ("write_mode", "environment", "writes_frozen", "frozen_reason")
     list_display = ["slug", "name", "category", "environment", "integration_pattern", "write_mode", "owner"]
     list_filter = ["category", "environment", "integration_pattern", "write_mode"]
     search_fields = ["slug", "name"]
@@ -124,28 +135,20 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
         return [] if may_configure_connections(admin_user(request)) else ["connector_config"]
 
     def save_model(self, request: HttpRequest, obj: System, form: Any, change: bool) -> None:
-        user = admin_user(request)
-        if not change:
-            super().save_model(request, obj, form, change)
-            configuration_record(
-                obj=obj,
-                changes={
-                    "owner": (None, obj.owner.get_username()),
-                    "connector_kind": (None, obj.connector_kind),
-                    "connector_config": (None, obj.connector_config),
-                    "write_mode": (None, obj.write_mode),
-                },
-                user=user,
-                channel=Channel.ADMIN,
-                summary=f"{user.get_username()} added system {obj}.",
-            )
-            return
-        new_owner = obj.owner if "owner" in form.changed_data else None
-        if new_owner is not None:  # saved through its service, which checks and audits the handover
+        """Recorded by ConfiguredAdminMixin (a new system: every field), except a new owner: handed over through its
+        service, which checks and audits the hand-over."""
+        new_owner = obj.owner if change and "owner" in form.changed_data else None
+        if new_owner is not None:
             obj.owner_id = System.objects.values_list("owner_id", flat=True).get(pk=obj.pk)
         super().save_model(request, obj, form, change)
         if new_owner is not None:
-            system_owner_set(system=obj, owner=new_owner, user=user, channel=Channel.ADMIN)
+            system_owner_set(
+                system=obj,
+                owner=new_owner,
+                user=admin_user(request),
+                channel=Channel.ADMIN,
+                reason=form.cleaned_data.get(REASON, ""),
+            )
 
     @admin.display(description="Availability")
     def availability(self, obj: System) -> str:
@@ -155,7 +158,10 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
         return str(availability(obj))
 
     def object_tools(self, request: HttpRequest, obj: System) -> list[dict[str, str]]:
-        tools = [switch_tool(request, on=obj.writes_frozen, system=obj.slug)]
+        tools = [
+            switch_tool(request, on=obj.writes_frozen, system=obj.slug),
+            *timeline_tool(request, "admin:audit_system_timeline", obj.slug),
+        ]
         if may_configure_connections(admin_user(request)):
             tools.append(
                 {
@@ -199,7 +205,7 @@ class SystemAdmin(GatedAdmin, AuditTrailLinkMixin, OwnedAdminMixin, HistoryAdmin
 
 
 @admin.register(Resource)
-class ResourceAdmin(OwnedAdminMixin, HistoryAdmin):
+class ResourceAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
     list_display = ["__str__", "label", "field_list"]
     list_filter = ["system"]
     search_fields = ["name", "system__slug"]
@@ -221,7 +227,7 @@ class ResourceAdmin(OwnedAdminMixin, HistoryAdmin):
 
 
 @admin.register(ActionType)
-class ActionTypeAdmin(OwnedAdminMixin, HistoryAdmin):
+class ActionTypeAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
     list_display = ["__str__", "resource", "impact_kind", "compensation", "description"]
     list_filter = ["system", "impact_kind", "compensation"]
     search_fields = ["name", "system__slug"]

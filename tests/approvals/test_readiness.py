@@ -108,6 +108,7 @@ def grant_form(agent: Agent, system: System, **extra) -> dict[str, str]:
         "actions": "add_note",
         "justification": "Adds notes for reports.",
         "expires_at": "",
+        "configuration_reason": "Reports need notes.",
         **extra,
     }
 

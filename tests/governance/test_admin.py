@@ -44,6 +44,7 @@ def as_form_data(instance, **changes) -> dict[str, str]:
         elif isinstance(value, dict | list):
             value = json.dumps(value)
         data[name] = str(value)
+    data.setdefault("configuration_reason", "Test change.")  # the reason a governed object's change form asks for
     return data
 
 
@@ -227,6 +228,7 @@ def test_business_owner_grant_on_their_own_system_is_saved_with_them_as_granter(
         "fields": "name, email",
         "actions": "",
         "justification": "Reads accounts.",
+        "configuration_reason": "Helper bot reads accounts for the weekly report.",
     }
 
     response = client.post(url("governance_scopegrant_add"), form)

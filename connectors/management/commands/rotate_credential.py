@@ -24,6 +24,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("system", help="The system's slug, e.g. crm.")
         parser.add_argument("--agent", help="Rotate this agent's own credential at the system, not the shared one.")
+        parser.add_argument("--reason", default="", help="Why (kept in the audit trail; the secret never is).")
 
     def handle(self, *args, **options) -> None:
         system = System.objects.filter(slug=options["system"]).first()
@@ -37,7 +38,12 @@ class Command(BaseCommand):
         secret = self._read_secret(options.get("stdin") or sys.stdin, system)
         try:
             rotation = credential_rotate(
-                system=system, new_secret=secret, actor=None, channel=Channel.COMMAND, agent=agent
+                system=system,
+                new_secret=secret,
+                actor=None,
+                channel=Channel.COMMAND,
+                agent=agent,
+                reason=options["reason"],
             )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None

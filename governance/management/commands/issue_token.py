@@ -28,6 +28,7 @@ class Command(BaseCommand):
             help="Comma-separated networks the token may be used from, e.g. 10.2.0.0/16,192.0.2.7 (default: anywhere).",
         )
         parser.add_argument("--label", default="", help="What the token is for (shown in the admin).")
+        parser.add_argument("--reason", default="", help="Why the agent gets a new token (kept in the audit trail).")
 
     def handle(self, *args, **options) -> None:
         agent = Agent.objects.filter(slug=options["agent"]).first()
@@ -44,6 +45,7 @@ class Command(BaseCommand):
                 expires_in=timedelta(days=days) if days else None,
                 label=options["label"] or "issue_token",
                 networks=[net for net in options["networks"].split(",") if net.strip()],
+                reason=options["reason"],
             )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from exc
