@@ -70,11 +70,17 @@ def drop_export(folder: Path, today: str) -> tuple[str, int]:
     return name, len(rows)
 
 
-def _pending(gatehouse: GatehouseClient, record_id: str, mode: str) -> Proposal | None:
-    """This agent's credit-limit raise on the record still waiting for a person in `mode`, if there is one."""
+def _pending(gatehouse: GatehouseClient, record_id: str, mode: str, *, besides: str = "") -> Proposal | None:
+    """This agent's credit-limit raise on the record still waiting for a person in `mode`, if there is one (not the
+    proposal `besides`: this run's small raise, which waits too when an earlier run's raises add up with it)."""
     for status in ("pending_approval", "escalated"):
         for proposal in gatehouse.proposals(status, limit=200):
-            if (proposal.system, proposal.action, proposal.record_id, proposal.decision.mode) == (
+            if proposal.id != besides and (
+                proposal.system,
+                proposal.action,
+                proposal.record_id,
+                proposal.decision.mode,
+            ) == (
                 "crm",
                 "update_credit_limit",
                 record_id,
@@ -180,7 +186,9 @@ def _story(
     if proposal.status == "executed":
         outcome = f"executed by rule (auto band); the CRM now says {_money(after)}"
     else:
-        outcome = f"{proposal.status} (mode {proposal.decision.mode}); the CRM still says {_money(after)}"
+        # E.g. a second run within 24 h: the rule adds up the agent's raises of this account, and a person decides.
+        why = f": {proposal.decision.reason}" if proposal.decision.reason else ""
+        outcome = f"{proposal.status} (mode {proposal.decision.mode}{why}); the CRM still says {_money(after)}"
     say(f"  2. Proposed +{_money(SMALL)} USD ({_money(before)} → {_money(before + SMALL)}): {outcome}.")
     again = gatehouse.propose("crm", "update_credit_limit", ACCOUNT, payload, reason, idempotency_key=key)
     same = "the same proposal" if again.id == proposal.id else f"another proposal ({again.id})"
@@ -190,7 +198,7 @@ def _story(
     )
 
     # 3. A raise of 3,000: one named approver decides.
-    medium = _pending(gatehouse, ACCOUNT, "single")
+    medium = _pending(gatehouse, ACCOUNT, "single", besides=proposal.id)
     if medium is None:
         payload = {"credit_limit": f"{after + MEDIUM:.2f}"}
         medium = gatehouse.propose("crm", "update_credit_limit", ACCOUNT, payload, "Large order expected next month.")

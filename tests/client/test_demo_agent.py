@@ -67,10 +67,12 @@ def test_a_second_run_builds_on_the_first(live):
     code, lines = run_demo(live)
 
     assert code == 0, "\n".join(lines)
-    assert "(2,300.00 → 2,600.00): executed by rule" in line(lines, "2.")
+    # The demo rule adds up the agent's raises of 4471 in the last 24 h: this +300 is judged with the first run's.
+    assert "(2,300.00 → 2,600.00): pending_approval (mode single: 300.00 USD now + " in line(lines, "2.")
+    assert "earlier proposals) in the last 24 h on account 4471" in line(lines, "2.")
     assert line(lines, "3.").startswith("3. Still pending from an earlier run: +3,000.00 USD")
     assert line(lines, "4.").startswith("4. Still pending from an earlier run: +6,000.00 USD on 4472")
     assert "today's" in line(lines, "6.")  # the same export again: a copy, its events already read
     assert lines[-5].startswith("Demo agent: finished.")
-    assert Proposal.objects.filter(status="pending_approval").count() == 2
-    assert live.crm_account("4471")["credit_limit"] == "2600.00"
+    assert Proposal.objects.filter(status="pending_approval").count() == 3  # the two large ones and this small one
+    assert live.crm_account("4471")["credit_limit"] == "2300.00"

@@ -225,7 +225,10 @@ def governed(system: System, *, fields: list[str], action: str, operation: dict[
         compensation=Compensation.NONE,
         not_reversible_note="A test action.",
     )
-    rule = factories.ThresholdRuleFactory(system=system, name=f"Everything on {system.slug}")
+    # Not reversible, so automatic only because the rule says so explicitly (issue 17).
+    rule = factories.ThresholdRuleFactory(
+        system=system, name=f"Everything on {system.slug}", auto_executes_irreversible=True
+    )
     factories.ThresholdBandFactory(rule=rule)
     threshold_rule_sign_off(rule=rule, user=system.owner, channel="command")
     agent = factories.AgentFactory(slug=f"{system.slug}-agent", owner=system.owner)

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
@@ -21,9 +22,13 @@ from audit.models import AuditEvent
 from connectors import limits
 from connectors.base import Connector, Health, PermanentError, TransientError
 from connectors.limits import CircuitOpen, Guarded, RateLimitWait
-from governance.models import System
+from governance.choices import CumulativeScope
+from governance.models import System, ThresholdRule
+from governance.services import threshold_rule_sign_off
 from tests import factories
 from tests.factories import propose_limit as propose
+
+User = get_user_model()
 
 
 class Clock:
@@ -385,6 +390,12 @@ WORKER_CONCURRENCY = 2
 
 @pytest.mark.slow
 def test_a_429_storm_is_met_with_a_bounded_number_of_calls_and_every_write_lands_once(private_stack, settings):
+    # Many small raises of one account at once: the demo rule would add them up (issue 17), so here it judges each
+    # alone, signed off again by its owner; what is measured is the connector's limits, not the rule.
+    rule = ThresholdRule.objects.get(system__slug="crm", action_type__name="update_credit_limit")
+    rule.cumulative_scope = CumulativeScope.NONE
+    rule.save()
+    threshold_rule_sign_off(rule=rule, user=User.objects.get(username="owner"), channel="command")
     proposals = [propose("2100.00") for _ in range(PROPOSALS)]  # +100 each: auto-approved, queued, no worker yet
     assert {p.status for p in proposals} == {ProposalStatus.APPROVED}
     crm = System.objects.get(slug="crm")
