@@ -5,8 +5,12 @@ as someone who may not), reject, cancel, expire (the SLA and the maximum age mov
 execute once or twice (a task delivered twice), the kill switch on and off for the agent, reversing the agent's last
 hour, and a person changing a credit limit in the CRM by hand (so a decision taken on the old value no longer holds:
 an approval then does not count and the proposal is decided again; an approved write goes back to a person as
-`stale`, or, auto before and auto still, goes ahead on the new figures). The model keeps each proposal's expected
-status and the audit verbs each transition must have written.
+`stale`, or, auto before and auto still, goes ahead on the new figures). Issue 17 adds: the demo rule adding up the
+agent's standing raises on an account (the model computes the band from the sum), the owner setting or removing a
+budget of writes (once spent, what would run on its own waits for the approver), the second review of a dual write
+after its execution (fine, or flagged: a reversal of that write waits for its approver, who may approve it, and a
+worker then reverses it), and a review going overdue (escalated once; the write stays executed). The model keeps
+each proposal's expected status and the audit verbs each transition must have written.
 
 Invariants, after every step: the CRM applied at most one write per proposal (exactly one for each executed or
 reversed one, none otherwise, and one compensation per reversed one); nothing executed without a valid current
@@ -48,19 +52,27 @@ from approvals.choices import (
     DecisionMode,
     ProposalStatus,
 )
-from approvals.decisions import NotYourDecision, proposal_approve, proposal_reject, proposals_escalate_and_expire
+from approvals.decisions import (
+    NotYourDecision,
+    proposal_approve,
+    proposal_reject,
+    proposal_review,
+    proposals_escalate_and_expire,
+)
 from approvals.execution import proposal_execute
 from approvals.freshness import RecordMoved
 from approvals.killswitch import SwitchTarget, kill_switch_off, kill_switch_on
 from approvals.models import Proposal, Reversal, ReversalStep
 from approvals.reversal import reversal_plan
 from approvals.reversal_rounds import reversal_run_here
+from approvals.reversal_single import proposal_reversal_approve, reversal_awaiting
 from approvals.services import ProposalRequest, proposal_cancel, proposal_create
 from approvals.transitions import InvalidTransition
 from audit.integrity import verify_chain
 from audit.models import AuditEvent
 from core.errors import AgentDisabled, InvalidState
-from governance.models import Agent
+from governance.models import Agent, AgentBudget, System
+from governance.services import agent_budget_save
 from sandbox.testing import crm_control
 
 User = get_user_model()
@@ -88,6 +100,9 @@ class Expected:
     overdue: bool = False  # its SLA and maximum age were moved into the past
     held_from: str = ""
     duplicates: int = 0  # deliveries that found it executed or otherwise finished
+    reviewed: bool = False  # its second review was given (dual, after execution)
+    review_escalated: bool = False  # its overdue review was escalated (once)
+    reversal_waits: bool = False  # flagged after execution: its reversal waits for the approver
 
 
 def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
@@ -111,6 +126,8 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             self.reviewer = User.objects.get(username="reviewer")
             self.model: dict[str, Expected] = {}
             self.reversals = 0
+            AgentBudget.objects.filter(agent=self.agent).delete()
+            self.budget_writes: int | None = None  # the agent's budget on crm: at most this many writes a day
 
         @initialize(
             target=proposals, band=st.sampled_from(list(BANDS)), record=st.sampled_from(ACCOUNTS), data=st.data()
@@ -182,9 +199,27 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             proposal = self._create("update_credit_limit", record, {"credit_limit": f"{new_limit:.2f}"})
             if proposal is None:
                 return multiple()  # refused (the kill switch is on): nothing for the bundle
-            expected = self.expected_band(record, Decimal(raise_by), exclude=str(proposal.pk))
+            expected = self.within_budget(
+                self.expected_band(record, Decimal(raise_by), exclude=str(proposal.pk)), str(proposal.pk)
+            )
             assert proposal.mode == expected, (proposal.mode, expected, band, proposal.impact_amount)
             return str(proposal.pk)
+
+        @rule(target=proposals, record=st.sampled_from(ACCOUNTS), data=st.data())
+        def a_dual_raise_approved_and_written(self, record, data):
+            """A large raise the approver approves and a worker writes at once: its second review is then due."""
+            pk = self.propose_credit_limit(DecisionMode.DUAL, record, data)
+            if isinstance(pk, str):
+                self.approve(pk, as_approver=True, deliveries=1)
+            return pk
+
+        def within_budget(self, mode: str, exclude: str) -> str:
+            """What would run on its own goes to one approver once the agent's budget of writes is spent (the model
+            counts the agent's standing proposals on crm, as approvals/limits.py must)."""
+            if mode != DecisionMode.AUTO or self.budget_writes is None:
+                return mode
+            standing = sum(1 for pk, e in self.model.items() if pk != exclude and e.status in COUNTS_TOWARDS_LIMITS)
+            return DecisionMode.SINGLE if standing + 1 > self.budget_writes else mode
 
         def expected_band(self, record: str, amount: Decimal, *, exclude: str) -> str:
             """The demo rule's band for a raise of `amount` with the agent's earlier raises on `record` that the
@@ -203,7 +238,91 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
         @rule(target=proposals, record=st.sampled_from(ACCOUNTS))
         def propose_note(self, record):
             proposal = self._create("add_note", record, {"text": "Promised to pay on Friday."})
-            return multiple() if proposal is None else str(proposal.pk)
+            if proposal is None:
+                return multiple()
+            assert proposal.mode == self.within_budget(DecisionMode.AUTO, str(proposal.pk)), proposal.decision
+            return str(proposal.pk)
+
+        @rule(writes=st.one_of(st.none(), st.integers(min_value=1, max_value=6)))
+        def set_budget(self, writes):
+            """The agent's owner gives it a budget of writes a day on crm (or takes it away): once spent, what would run
+            on its own waits for the approver. Proposals already made keep their decision."""
+            owner = User.objects.get(username="owner")
+            if writes is None:
+                AgentBudget.objects.filter(agent=self.agent).delete()
+            else:
+                budget = AgentBudget.objects.filter(agent=self.agent).first() or AgentBudget(
+                    agent=self.agent, system=System.objects.get(slug="crm")
+                )
+                budget.max_writes = writes
+                agent_budget_save(budget=budget, user=owner, channel="admin")
+            self.budget_writes = writes
+
+        def _review_due(self, pk: str) -> bool:
+            expected = self.model[pk]
+            return expected.mode == DecisionMode.DUAL and expected.status == S.EXECUTED and not expected.reviewed
+
+        @rule(pk=proposals, flag=st.booleans(), then_approve=st.booleans())
+        def second_review(self, pk, flag, then_approve):
+            """The second reviewer reviews a dual write after its execution (the demo's dual band): fine, or flagged,
+            which plans the reversal of that one write, waiting for its approver (who may approve it at once)."""
+            expected = self.model[pk]
+            review = {"proposal_id": pk, "user": self.reviewer, "channel": "admin", "flag": flag, "comment": "machine"}
+            if not self._review_due(pk):
+                with pytest.raises(InvalidTransition):
+                    proposal_review(**review)
+                return
+            proposal_review(**review)
+            expected.reviewed = True
+            if not flag:
+                expected.verbs.update(["reviewed"])
+                return
+            expected.verbs.update(["flagged", "reversal_planned"])
+            expected.reversal_waits = True
+            if then_approve:
+                self.approve_flagged_reversal(pk)
+
+        def _due(self) -> list[str]:
+            return sorted(pk for pk in self.model if self._review_due(pk))
+
+        @precondition(lambda self: bool(self._due()))
+        @rule(data=st.data(), flag=st.booleans(), then_approve=st.booleans())
+        def second_review_of_a_due_write(self, data, flag, then_approve):
+            """As second_review, on a write whose review is due (drawn from the model, so the rule is not rare)."""
+            self.second_review(data.draw(st.sampled_from(self._due()), label="pk"), flag, then_approve)
+
+        @precondition(lambda self: bool(self._due()))
+        @rule(data=st.data())
+        def a_due_review_goes_overdue(self, data):
+            self.review_overdue(data.draw(st.sampled_from(self._due()), label="pk"))
+
+        @rule(pk=proposals)
+        def approve_flagged_reversal(self, pk):
+            """The write's approver approves the reversal a flag asked for; a worker runs it (here, in-process)."""
+            expected = self.model[pk]
+            waiting = reversal_awaiting(Proposal.objects.get(pk=pk))
+            assert (waiting is not None) == expected.reversal_waits
+            if waiting is None:
+                return
+            reversal = proposal_reversal_approve(reversal_id=waiting.pk, user=self.approver, channel="admin")
+            expected.reversal_waits = False
+            expected.verbs.update(["reversal_planned"])  # the approval, on the write's own trail
+            reversal = reversal_run_here(reversal_id=reversal.pk, timeout=20)
+            if expected.status == S.EXECUTED:
+                (step,) = reversal.steps.all()
+                assert step.status == ReversalStep.Status.DONE, (step.kind, step.explanation, step.last_error)
+                self._move(pk, S.REVERSED, "reversed")
+
+        @rule(pk=proposals)
+        def review_overdue(self, pk):
+            """The second review's time passes (database clock); the beat job runs: escalated once, status kept."""
+            Proposal.objects.filter(pk=pk, review_due_at__isnull=False).update(review_due_at="2000-01-01T00:00:00Z")
+            proposals_escalate_and_expire()
+            expected = self.model[pk]
+            if self._review_due(pk) and not expected.review_escalated:
+                expected.review_escalated = True
+                expected.verbs.update(["escalated"])
+            self._sweep()
 
         @rule(
             pk=proposals,
@@ -236,6 +355,13 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
                 self._move(pk, S.APPROVED, "approved")
                 if deliveries:
                     self.execute(pk, deliveries)
+
+        @precondition(lambda self: any(e.status in AWAITING_DECISION for e in self.model.values()))
+        @rule(data=st.data(), deliveries=st.integers(min_value=0, max_value=2))
+        def the_approver_decides_a_waiting_one(self, data, deliveries):
+            """As approve, by the approver, on a proposal that waits for a decision (drawn from the model)."""
+            waiting = sorted(pk for pk, e in self.model.items() if e.status in AWAITING_DECISION)
+            self.approve(data.draw(st.sampled_from(waiting), label="pk"), as_approver=True, deliveries=deliveries)
 
         @rule(pk=proposals)
         def reject(self, pk):
@@ -429,7 +555,7 @@ def test_the_proposal_lifecycle_keeps_its_invariants(crm_demo, stack_processes):
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=30,
+            max_examples=40,
             stateful_step_count=15,
             deadline=None,
             database=None,  # nothing written under the working tree; a failure prints its steps
