@@ -105,14 +105,11 @@ def delegation_create(
     delegation = Delegation.objects.create(
         who=who, delegate=delegate, starts_at=starts_at, ends_at=ends_at, reason=reason[:300], created_by=user
     )
-    audit_record(
-        verb=Verb.CONFIGURED,
-        actor=user,
+    _record(
+        delegation,
+        user=user,
         channel=channel,
-        resource="delegation",
-        record_id=str(delegation.pk),
-        state_before=None,
-        state_after=_terms(delegation),
+        before=None,
         summary=f"{user.get_username()} named {delegate.get_username()} to decide for {who.get_username()} from "
         f"{starts_at:%Y-%m-%d %H:%M} to {ends_at:%Y-%m-%d %H:%M} UTC: {reason}.",
     )
@@ -133,6 +130,21 @@ def delegation_end(*, delegation_id: int, user: User, channel: Channel | str) ->
         delegation.starts_at = now - timedelta(microseconds=1)
     delegation.ends_at = now
     delegation.save(update_fields=["starts_at", "ends_at"])
+    _record(
+        delegation,
+        user=user,
+        channel=channel,
+        before=before,
+        summary=f"{user.get_username()} ended {delegation.delegate.get_username()}'s delegation for "
+        f"{delegation.who.get_username()}.",
+    )
+    return delegation
+
+
+def _record(
+    delegation: Delegation, *, user: User, channel: Channel | str, before: dict[str, Any] | None, summary: str
+) -> None:
+    """A `configured` event for a delegation made or ended: its terms before and after."""
     audit_record(
         verb=Verb.CONFIGURED,
         actor=user,
@@ -141,10 +153,8 @@ def delegation_end(*, delegation_id: int, user: User, channel: Channel | str) ->
         record_id=str(delegation.pk),
         state_before=before,
         state_after=_terms(delegation),
-        summary=f"{user.get_username()} ended {delegation.delegate.get_username()}'s delegation for "
-        f"{delegation.who.get_username()}.",
+        summary=summary,
     )
-    return delegation
 
 
 def active_delegate(user: User | None, at: datetime | None = None) -> User | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -38,6 +38,21 @@ class NotYourReversal(Exception):
     """The person may not reverse this write, or approve its reversal."""
 
 
+def _record(proposal: Proposal, *, user: User | None, channel: Channel | str, **event: Any) -> None:
+    """A `reversal_planned` event on the write's own trail (its proposal, record, agent and system)."""
+    audit_record(
+        verb=Verb.REVERSAL_PLANNED,
+        actor=user,
+        channel=channel,
+        system=proposal.system,
+        agent=proposal.agent,
+        resource=proposal.action_type.resource.name,
+        record_id=proposal.record_id,
+        proposal_id=proposal.pk,
+        **event,
+    )
+
+
 def _plan(proposal: Proposal, *, user: User | None, channel: Channel | str, reason: str, waits: bool) -> Reversal:
     if proposal.status not in (ProposalStatus.EXECUTED, ProposalStatus.REVERSED):
         raise ReversalRefused(f"Only an executed write is reversed; this one is {proposal.get_status_display()}.")
@@ -56,15 +71,10 @@ def _plan(proposal: Proposal, *, user: User | None, channel: Channel | str, reas
         )
         (step,) = ReversalStep.objects.bulk_create(plan_steps(reversal, [proposal]))
         who = user.get_username() if user else "An operator (command line)"
-        audit_record(
-            verb=Verb.REVERSAL_PLANNED,
-            actor=user,
+        _record(
+            proposal,
+            user=user,
             channel=channel,
-            system=proposal.system,
-            agent=proposal.agent,
-            resource=proposal.action_type.resource.name,
-            record_id=proposal.record_id,
-            proposal_id=proposal.pk,
             input={"reversal": reversal.pk, "proposal": str(proposal.pk), "reason": reason, step.kind: 1},
             outcome="awaits_approval" if waits else "ok",
             summary=f"{who} planned reversal {reversal.pk} of {proposal.action_type.name} on {proposal.record_id} "
@@ -142,15 +152,10 @@ def proposal_reversal_approve(*, reversal_id: int, user: User, channel: Channel 
             raise NotYourReversal(f"You may not approve this reversal: {refusal}.")
         reversal.approved_by, reversal.approved_at = user, timezone.now()
         reversal.save(update_fields=["approved_by", "approved_at"])
-        audit_record(
-            verb=Verb.REVERSAL_PLANNED,
-            actor=user,
+        _record(
+            proposal,
+            user=user,
             channel=channel,
-            system=proposal.system,
-            agent=proposal.agent,
-            resource=proposal.action_type.resource.name,
-            record_id=proposal.record_id,
-            proposal_id=proposal.pk,
             input={"reversal": reversal.pk, "approved": True},
             outcome="approved",
             summary=f"{user.get_username()} approved reversal {reversal.pk} of {proposal.action_type.name} on "

@@ -167,7 +167,7 @@ class ProposalAdmin(admin.ModelAdmin):
         if not proposal.awaiting_review or proposal.review_due_at is None:
             return "—"
         if proposal.review_overdue:
-            return format_html('<strong class="review-overdue">overdue (escalated)</strong>')
+            return format_html('<strong class="review-overdue">{}</strong>', "overdue (escalated)")
         return f"due {timezone.localtime(proposal.review_due_at):%Y-%m-%d %H:%M}"
 
     # --- The proposal page --------------------------------------------------------------------------------------
