@@ -103,6 +103,7 @@ class Expected:
     reviewed: bool = False  # its second review was given (dual, after execution)
     review_escalated: bool = False  # its overdue review was escalated (once)
     reversal_waits: bool = False  # flagged after execution: its reversal waits for the approver
+    stood_when_flagged: bool = False  # the CRM still held what it wrote when it was flagged (else: left for a person)
 
 
 def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
@@ -279,6 +280,11 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
                 return
             expected.verbs.update(["flagged", "reversal_planned"])
             expected.reversal_waits = True
+            # A later write of ours on the record (or its reversal) changed it since: then the plan leaves it to a
+            # person rather than overwrite what came after.
+            expected.stood_when_flagged = self._stands(pk)
+            (step,) = reversal_awaiting(Proposal.objects.get(pk=pk)).steps.all()
+            assert (step.kind == ReversalStep.Kind.REVERSIBLE) == expected.stood_when_flagged, step.explanation
             if then_approve:
                 self.approve_flagged_reversal(pk)
 
@@ -304,14 +310,25 @@ def lifecycle_machine(stack) -> type[RuleBasedStateMachine]:
             assert (waiting is not None) == expected.reversal_waits
             if waiting is None:
                 return
+            stands = expected.status == S.EXECUTED and self._stands(pk)  # before the reversal runs
             reversal = proposal_reversal_approve(reversal_id=waiting.pk, user=self.approver, channel="admin")
             expected.reversal_waits = False
             expected.verbs.update(["reversal_planned"])  # the approval, on the write's own trail
             reversal = reversal_run_here(reversal_id=reversal.pk, timeout=20)
-            if expected.status == S.EXECUTED:
-                (step,) = reversal.steps.all()
+            (step,) = reversal.steps.all()
+            if not expected.stood_when_flagged:  # planned as left for a person: nothing runs, nothing is written
+                assert step.status == ReversalStep.Status.HELD, (step.kind, step.status, step.explanation)
+            elif stands:
                 assert step.status == ReversalStep.Status.DONE, (step.kind, step.explanation, step.last_error)
                 self._move(pk, S.REVERSED, "reversed")
+            else:  # changed between the flag and the approval: found so when it runs, and left for a person
+                assert step.status == ReversalStep.Status.HELD, (step.kind, step.status, step.explanation)
+                expected.verbs.update(["reversal_held"])
+
+        def _stands(self, pk: str) -> bool:
+            """Whether the CRM still holds the credit limit this executed write set."""
+            proposal = Proposal.objects.get(pk=pk)
+            return self._credit_limit(proposal.record_id) == Decimal(proposal.payload["credit_limit"])
 
         @rule(pk=proposals)
         def review_overdue(self, pk):
