@@ -173,7 +173,9 @@ def active_delegate(user: User | None, at: datetime | None = None) -> User | Non
 
 def stands_in(user: User, proposal: Proposal) -> str:
     """Why `user` may decide `proposal` though the rule did not name them ("" when they may not stand in)."""
-    if proposal.reassigned_to_id == user.pk:
+    if proposal.reassigned_to_id == user.pk and (
+        proposal.approver_id is None or active_delegate(proposal.approver) == user
+    ):  # handed to them as the approver's delegate: only while the delegation lasts
         return "reassigned to you when it escalated"
     if proposal.reassigned_group_id and user.groups.filter(pk=proposal.reassigned_group_id).exists():
         return f"reassigned to the {proposal.reassigned_group} group when it escalated"

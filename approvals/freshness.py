@@ -102,6 +102,8 @@ def apply_terms(proposal: Proposal, impact: Impact, decision: Decision, *, now: 
     proposal.review_within = decision.review_within
     proposal.sla_due_at = now + decision.sla if decision.sla and not auto else None
     proposal.expires_at = now + decision.max_age if not auto else None
+    # Whoever an escalation handed the old decision to does not inherit the new one (a higher band, say).
+    proposal.reassigned_to = proposal.reassigned_group = proposal.reassigned_at = None
 
 
 def terms_for_a_person(proposal: Proposal, again: Redecision, *, now: datetime) -> None:

@@ -28,6 +28,7 @@ from django.utils import timezone
 from approvals.choices import COUNTS_TOWARDS_LIMITS
 from approvals.models import Proposal
 from core.database import advisory_xact_lock
+from core.history import window_words
 from governance.choices import CumulativeScope
 from governance.models import ActionType, Agent, AgentBudget, System, ThresholdRule
 
@@ -59,16 +60,6 @@ class Counted:
             "window_seconds": int(self.window.total_seconds()),
             "scope": self.scope,
         }
-
-
-def window_words(window: timedelta) -> str:
-    """24 h, 7 days, 90 min: how a window reads in a reason."""
-    seconds = int(window.total_seconds())
-    if seconds % 86400 == 0 and seconds > 86400:
-        return f"{seconds // 86400} days"
-    if seconds % 3600 == 0:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 60} min"
 
 
 def serialise(scope: Scope, rule: ThresholdRule) -> list[AgentBudget]:

@@ -70,7 +70,7 @@ def _plan(proposal: Proposal, *, user: User | None, channel: Channel | str, reas
             reason=reason[:300],
         )
         (step,) = ReversalStep.objects.bulk_create(plan_steps(reversal, [proposal]))
-        who = user.get_username() if user else "An operator (command line)"
+        who = user.get_username() if user else "Gatehouse" if channel == Channel.TASK else "An operator (command line)"
         _record(
             proposal,
             user=user,
@@ -84,7 +84,7 @@ def _plan(proposal: Proposal, *, user: User | None, channel: Channel | str, reas
     return reversal
 
 
-def flagged_reversal_plan(*, proposal: Proposal, user: User, channel: Channel | str) -> Reversal:
+def flagged_reversal_plan(*, proposal: Proposal, user: User | None, channel: Channel | str) -> Reversal:
     """Plan the reversal a flag after execution asks for; it waits for the approver, who is e-mailed with the owner."""
     reason = f"flagged in the second review: {proposal.review_comment}"
     try:
@@ -117,7 +117,7 @@ def flagged_reversals_plan_missing(limit: int = 100) -> int:
     )
     planned = 0
     for proposal in missing[:limit]:
-        flagged_reversal_plan(proposal=proposal, user=proposal.reviewed_by, channel=Channel.TASK)
+        flagged_reversal_plan(proposal=proposal, user=None, channel=Channel.TASK)
         planned += 1
     return planned
 
@@ -130,6 +130,9 @@ def proposal_reverse(
     refusal = may_reverse(user, proposal)
     if refusal:
         raise NotYourReversal(f"You may not reverse this write: {refusal}.")
+    waiting = reversal_awaiting(proposal)
+    if waiting is not None:  # a flag asked for it: its approver decides, at every door (not the flagger, say)
+        raise NotYourReversal(f"Reversal {waiting.pk} of this write, flagged in review, waits for its approver.")
     reversal = _plan(proposal, user=user, channel=channel, reason=reason, waits=False)
     if start and reversal.steps.filter(kind=ReversalStep.Kind.REVERSIBLE).exists():
         return reversal_start(reversal_id=reversal.pk, user=user, channel=channel)

@@ -219,3 +219,14 @@ def record_lines(
         previous = record
     lines.reverse()
     return lines
+
+
+def window_words(window: timedelta) -> str:
+    """A counting window as decisions and rule pages say it: 24 h, 7 days, 90 min (a day reads "24 h", as rules
+    are written; `duration` says "1 day")."""
+    seconds = int(window.total_seconds())
+    if seconds % 86400 == 0 and seconds > 86400:
+        return f"{seconds // 86400} days"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 60} min"

@@ -378,8 +378,8 @@ _BUDGET_TERMS = ("system", "window", "max_amount", "currency", "max_writes")
 
 
 def may_set_budget(user: User | None, agent: Agent) -> bool:
-    """An agent's budgets are set by its owner or a superuser (None: the command line)."""
-    return user is None or (user.is_active and (user.is_superuser or agent.owner_id == user.pk))
+    """An agent's budgets are set by whoever speaks for it: its owner or a superuser (None: the command line)."""
+    return may_mint_tokens(user, agent)
 
 
 def _budget_terms(budget: AgentBudget | None) -> dict[str, Any]:
@@ -394,6 +394,8 @@ def agent_budget_save(*, budget: AgentBudget, user: User | None, channel: Channe
     if not may_set_budget(user, budget.agent):
         raise PermissionDenied(f"Only the owner of {budget.agent} or a superuser sets its budgets.")
     old = AgentBudget.objects.select_for_update().filter(pk=budget.pk).first() if budget.pk else None
+    if old is not None and not may_set_budget(user, old.agent):  # not someone else's budget moved to your agent
+        raise PermissionDenied(f"Only the owner of {old.agent} or a superuser changes its budgets.")
     budget.full_clean()
     budget.save()
     before, after = _budget_terms(old), _budget_terms(budget)

@@ -3,11 +3,13 @@ doors share are in agents.shapes."""
 
 from __future__ import annotations
 
+from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.shapes import ProposalSerializer, ReadGrants, impact_fields
 from approvals.limits import BudgetUse, budgets_of
+from approvals.models import Proposal
 from governance.choices import Access
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdRule
 
@@ -94,14 +96,16 @@ class MeSerializer(serializers.ModelSerializer):
 
 
 def _reads_every_impact(agent: Agent, system_id: int) -> bool:
-    """Whether the agent's read grants cover the fields every action it may propose on the system computes its impact
-    from: otherwise a budget's sum would tell it what it may not read (CONTRACT.md, as for a proposal's impact)."""
-    grants, reads = ScopeGrant.objects.for_agent(agent).filter(access=Access.WRITE, system_id=system_id), ReadGrants()
-    for grant in grants:
-        for action in ActionType.objects.filter(system_id=system_id, name__in=grant.actions):
-            if not impact_fields(action) <= reads.fields(agent.pk, action.resource_id):
-                return False
-    return True
+    """Whether the agent's read grants cover the fields every action whose impacts a budget's sum may hold computes
+    its impact from: those it may propose now and those it proposed before (a grant withdrawn since still leaves its
+    proposals in the sum). Otherwise the sum would tell it what it may not read (CONTRACT.md, as for an impact)."""
+    granted: set[str] = set()
+    for grant in ScopeGrant.objects.for_agent(agent).filter(access=Access.WRITE, system_id=system_id):
+        granted.update(grant.actions)
+    proposed = Proposal.objects.filter(agent=agent, system_id=system_id).values("action_type_id")
+    actions = ActionType.objects.filter(system_id=system_id).filter(Q(name__in=granted) | Q(pk__in=proposed))
+    reads = ReadGrants()
+    return all(impact_fields(action) <= reads.fields(agent.pk, action.resource_id) for action in actions)
 
 
 def _budget(use: BudgetUse, *, shows_amount: bool) -> dict:

@@ -390,7 +390,10 @@ class SoapConnector(Connector):
         if spec.idempotency_param:
             params[spec.idempotency_param] = idempotency_key
         restores = action.compensation == Compensation.RESTORE_FIELDS
-        current = self.read(action.resource.name, record_id) if restores else {}
+        # What the worker just read and judged (approvals/freshness.py), not a second read it never judged.
+        current: dict[str, Any] = {}
+        if restores:
+            current = expected if isinstance(expected, dict) else self.read(action.resource.name, record_id)
         answer = self._call(spec.operation, params)
         before = {name: current.get(name) for name in fields} if restores else {}
         after = {name: payload[name] for name in fields}

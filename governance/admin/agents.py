@@ -12,13 +12,14 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from approvals.limits import budgets_of, window_words
+from approvals.limits import budgets_of
 from approvals.readiness import (
     enables_production_writes,
     readiness,
 )
 from audit.choices import Channel
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
+from core.history import window_words
 from governance.admin.base import (
     REASON,
     AuditTrailLinkMixin,

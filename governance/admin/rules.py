@@ -13,7 +13,7 @@ from django.utils.html import format_html, format_html_join
 
 from audit.choices import Channel
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
-from core.history import HistoryLine
+from core.history import HistoryLine, window_words
 from governance.admin.base import ConfiguredAdminMixin
 from governance.choices import CumulativeScope
 from governance.history import threshold_rule_history
@@ -23,11 +23,6 @@ from governance.models import (
     validate_bands,
 )
 from governance.services import threshold_rule_sign_off
-
-
-def window_words(rule: ThresholdRule) -> str:
-    hours = rule.cumulative_window.total_seconds() / 3600
-    return f"{hours:g} h"
 
 
 class BandFormSet(BaseInlineFormSet):
@@ -104,12 +99,11 @@ class ThresholdRuleAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
     @admin.display(description="What a sign-off puts in force")
     def what_is_signed(self, rule: ThresholdRule) -> str:
         """The terms beyond the bands' amounts, in words, so the owner sees what they sign."""
+        window = window_words(rule.cumulative_window)
         if rule.cumulative_scope == CumulativeScope.RECORD:
-            counting = f"the agent's standing proposals on the same record in the last {window_words(rule)} count"
+            counting = f"the agent's standing proposals on the same record in the last {window} count"
         elif rule.cumulative_scope == CumulativeScope.SYSTEM:
-            counting = (
-                f"the agent's standing proposals on any record of the system in the last {window_words(rule)} count"
-            )
+            counting = f"the agent's standing proposals on any record of the system in the last {window} count"
         else:
             counting = "each proposal is judged alone"
         action = rule.action_type if rule.pk else None

@@ -160,6 +160,21 @@ def test_past_its_sla_a_proposal_is_reassigned_to_the_approvers_delegate_audited
     assert proposal_approve(proposal_id=proposal.pk, user=deputy, channel="admin").status == ProposalStatus.APPROVED
 
 
+def test_a_reassignment_to_a_delegate_lapses_with_the_delegation(crm_demo, deputy):
+    """Handed to the delegate at escalation; the approver is back and ends the delegation: the ex-delegate no longer
+    decides it (nor, through may_decide, reverses it)."""
+    delegation = away("approver", "deputy")
+    proposal = propose_limit("5000.00")
+    Proposal.objects.filter(pk=proposal.pk).update(sla_due_at=timezone.now() - timedelta(minutes=1))
+    proposals_escalate_and_expire()
+    assert Proposal.objects.get(pk=proposal.pk).reassigned_to == deputy
+
+    delegation_end(delegation_id=delegation.pk, user=user("approver"), channel="admin")
+
+    with pytest.raises(NotYourDecision):
+        proposal_approve(proposal_id=proposal.pk, user=deputy, channel="admin")
+
+
 def test_past_its_sla_without_a_delegate_the_on_call_group_may_decide_it_and_without_on_call_nothing_moves(
     crm_demo,
 ):

@@ -19,8 +19,8 @@ from approvals.models import Proposal
 from approvals.policy import Impact, decide
 from approvals.services import proposal_cancel
 from audit.choices import Channel
-from governance.choices import CumulativeScope
-from governance.models import ActionType, Agent, AgentBudget, System, ThresholdRule, validate_bands
+from governance.choices import Access, CumulativeScope
+from governance.models import ActionType, Agent, AgentBudget, ScopeGrant, System, ThresholdRule, validate_bands
 from governance.services import threshold_rule_sign_off
 from tests.factories import AgentFactory, ScopeGrantFactory, billing_world, propose, propose_credit_note
 
@@ -427,3 +427,24 @@ def test_the_agents_page_shows_each_budget_and_the_rules_page_what_a_sign_off_pu
     rule = ThresholdRule.objects.get(name="Credit limit changes on crm")
     page = client.get(f"/admin/governance/thresholdrule/{rule.pk}/change/").content.decode()
     assert "the agent&#x27;s standing proposals on the same record in the last 24 h count" in page
+
+
+def test_me_hides_a_budgets_sum_of_impacts_the_agent_no_longer_may_read_though_its_write_grant_is_gone(
+    crm_demo, agent_client
+):
+    """The sum holds the impacts of earlier proposals whatever grants stand now: a withdrawn write grant does not
+    make the amounts it was computed from readable."""
+    agent = Agent.objects.get(slug="collections-agent")
+    crm = System.objects.get(slug="crm")
+    AgentBudget.objects.create(agent=agent, system=crm, max_amount=Decimal("10000.00"))
+    propose("collections-agent", "update_credit_limit", {"credit_limit": "2300.00"}, "4471", reason="")
+    grants = ScopeGrant.objects.filter(agent=agent, system=crm)
+    grants.filter(access=Access.WRITE).delete()
+    for grant in grants.filter(access=Access.READ):
+        grant.fields = [name for name in grant.fields if name != "credit_limit"]
+        grant.save()
+
+    (crm_budget,) = [b for b in agent_client().get("/api/v1/me").json()["budgets"] if b["system"] == "crm"]
+
+    assert crm_budget["used_amount"] is None and crm_budget["left_amount"] is None
+    assert crm_budget["used_writes"] == 1

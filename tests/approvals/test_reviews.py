@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core import mail
 from django.core.management import CommandError, call_command
 from django.utils import timezone
@@ -228,6 +229,20 @@ def test_a_flag_whose_reversal_was_not_planned_gets_it_from_the_sweep_once(
     (reversal,) = Reversal.objects.filter(proposal=proposal)
     assert reversal.awaits_approval and reversal.status == Reversal.Status.PLANNED and reversal.approved_by is None
     assert len([m for m in mail.outbox if "awaits approval" in m.subject]) == 1
+
+
+def test_a_flagged_writes_reversal_is_the_approvers_at_every_door_not_a_fresh_one_by_the_flagger(crm_demo):
+    """The reviewer who flagged it may reverse writes in general (an operator, say): not this one, whose reversal
+    waits for the approver."""
+    proposal = executed_dual()
+    flagger = user("reviewer")
+    flagger.groups.add(Group.objects.get(name="Operators"))
+    proposal_review(proposal_id=proposal.pk, user=flagger, channel="admin", flag=True, comment="In arrears.")
+
+    with pytest.raises(NotYourReversal, match="waits for its approver"):
+        proposal_reverse(proposal_id=proposal.pk, user=flagger, channel="admin", reason="my own way")
+
+    assert Reversal.objects.filter(proposal=proposal).count() == 1
 
 
 def test_an_operator_reverses_one_write_from_its_page_with_a_confirmation(crm_demo, client):
