@@ -7,17 +7,20 @@ from (CONTRACT.md): an agent must not learn through a proposal what it may not r
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
 from approvals.choices import DecisionMode
 from approvals.models import Proposal
+from governance import policy_cache
 from governance.choices import Access, ImpactKind
 from governance.gate import granted_fields
 from governance.models import ActionType, ScopeGrant, System
@@ -133,6 +136,11 @@ def impact_fields(action: ActionType) -> frozenset[str]:
     return frozenset()
 
 
+def _read_grants(agent_id: int) -> list[ScopeGrant]:
+    """Every read grant of the agent, expired or not (cached per process under the policy generation)."""
+    return list(ScopeGrant.objects.filter(agent_id=agent_id, access=Access.READ).select_related("system", "resource"))
+
+
 class ReadGrants:
     """The fields an agent's current read grants show, per resource: read in one query per agent, when a proposal
     first needs them, and kept for one answer (one proposal, or a whole page of them)."""
@@ -143,8 +151,10 @@ class ReadGrants:
     def fields(self, agent_id: int, resource_id: int) -> frozenset[str]:
         if agent_id not in self._by_agent:
             by_resource: dict[int, list[ScopeGrant]] = {}
-            for grant in ScopeGrant.objects.for_agent(agent_id).filter(access=Access.READ):
-                by_resource.setdefault(grant.resource_id, []).append(grant)
+            now = timezone.now()
+            for grant in policy_cache.cached(("read_grants_of", agent_id), functools.partial(_read_grants, agent_id)):
+                if grant.expires_at is None or grant.expires_at > now:  # ScopeGrant.objects.current
+                    by_resource.setdefault(grant.resource_id, []).append(grant)
             self._by_agent[agent_id] = {
                 resource: frozenset(granted_fields(grants[0].resource, grants))
                 for resource, grants in by_resource.items()

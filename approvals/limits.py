@@ -29,6 +29,7 @@ from approvals.choices import COUNTS_TOWARDS_LIMITS
 from approvals.models import Proposal
 from core.database import advisory_xact_lock
 from core.history import window_words
+from governance import policy_cache
 from governance.choices import CumulativeScope
 from governance.models import ActionType, Agent, AgentBudget, System, ThresholdRule
 
@@ -68,7 +69,9 @@ def serialise(scope: Scope, rule: ThresholdRule) -> list[AgentBudget]:
     up), per record when only the rule's record scope does."""
     if scope.agent is None:
         return []
-    budgets = list(AgentBudget.objects.filter(agent=scope.agent, system=scope.system))
+    agent, system = scope.agent, scope.system
+    key = ("budgets", agent.pk, system.pk)
+    budgets = policy_cache.cached(key, lambda: list(AgentBudget.objects.filter(agent=agent, system=system)))
     if budgets or rule.cumulative_scope == CumulativeScope.SYSTEM:
         advisory_xact_lock("counting", scope.agent.pk, scope.system.pk)
     elif rule.cumulative_scope == CumulativeScope.RECORD:

@@ -6,6 +6,7 @@ propose_only mode all mean a human decides.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ from approvals import limits
 from approvals.choices import DecisionMode
 from core.compiled_query import CompiledQuery
 from core.numbers import finite_decimal
+from governance import policy_cache
 from governance.choices import ImpactKind, Role, WriteMode
 from governance.models import ActionType, Agent, System, ThresholdBand, ThresholdRule
 
@@ -90,7 +92,7 @@ def _human(reason: str, system: System, max_age: timedelta = FALLBACK_MAX_AGE) -
     return Decision(
         mode=DecisionMode.SINGLE,
         reason=f"{reason}: a human decides",
-        approver_group=Group.objects.filter(name=Role.APPROVERS).first(),
+        approver_group=policy_cache.cached(("group", Role.APPROVERS), Group.objects.filter(name=Role.APPROVERS).first),
         sla=settings.GATEHOUSE_FALLBACK_SLA,
         max_age=max_age,
     )
@@ -118,7 +120,12 @@ _BANDS = CompiledQuery(
 
 
 def find_rule(system: System, action: ActionType) -> ThresholdRule | None:
-    """The action's own rule, else the system's default rule, with its bands prefetched."""
+    """The action's own rule, else the system's default rule, with its bands prefetched (cached per process under the
+    policy generation within an agent's call: governance.policy_cache)."""
+    return policy_cache.cached(("rule", system.pk, action.pk), functools.partial(_find_rule, system, action))
+
+
+def _find_rule(system: System, action: ActionType) -> ThresholdRule | None:
     rules = {rule.action_type_id: rule for rule in _RULES.run(system_id=system.pk, action_id=action.pk)}
     rule = rules.get(action.pk) or rules.get(None)
     if rule is None:

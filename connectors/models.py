@@ -12,6 +12,7 @@ from simple_history.models import HistoricalRecords
 
 from connectors import credentials
 from connectors.choices import BatchFileStatus, CredentialKind
+from governance import policy_cache
 from governance.querysets import OwnedQuerySet
 
 # Owners hear of a rotation this long before it is due; the admin home lists it and the readiness checklist notes it
@@ -131,7 +132,8 @@ def credential_for(system, agent=None) -> Credential | AgentCredential | None:
     if not system.pk:
         return None
     if agent is not None:
-        own = AgentCredential.objects.filter(system=system, agent=agent).first()
+        key = ("agent_credential", system.pk, agent.pk)
+        own = policy_cache.cached(key, lambda: AgentCredential.objects.filter(system=system, agent=agent).first())
         if own is not None:
             return own
     return getattr(system, "credential", None)

@@ -360,6 +360,9 @@ GATEHOUSE_IDEMPOTENCY_TTL = env_seconds("GATEHOUSE_IDEMPOTENCY_TTL", timedelta(h
 GATEHOUSE_MAX_BODY_BYTES = env_int("GATEHOUSE_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 GATEHOUSE_MAX_JSON_DEPTH = env_int("GATEHOUSE_MAX_JSON_DEPTH", 20, minimum=2)
 GATEHOUSE_AGENT_RATE = env_str("GATEHOUSE_AGENT_RATE", "1200/min")
+# What agent calls are checked against (tokens, grants, systems, rules) is kept per process and asked of the database
+# once per call (governance/policy_cache.py). Off: every lookup asks the database (to measure, or to rule it out).
+GATEHOUSE_POLICY_CACHE = env_bool("GATEHOUSE_POLICY_CACHE", default=True)
 # Execution: bounded retries with exponential backoff and jitter; a claim older than the lease is taken over.
 GATEHOUSE_EXECUTION_MAX_ATTEMPTS = env_int("GATEHOUSE_EXECUTION_MAX_ATTEMPTS", 6, minimum=1)
 GATEHOUSE_EXECUTION_BACKOFF = env_seconds("GATEHOUSE_EXECUTION_BACKOFF", timedelta(seconds=2))

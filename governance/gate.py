@@ -10,9 +10,11 @@ survive the rollback that raising causes.
 
 from __future__ import annotations
 
+import functools
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from django.core.validators import slug_re
@@ -30,7 +32,9 @@ from core.errors import (
     SystemFrozen,
     UnknownAction,
 )
+from core.request_context import current_request_id
 from core.schema import null_character_paths, schema_errors
+from governance import policy_cache
 from governance.choices import Access, AgentStatus, IntegrationPattern, WriteMode
 from governance.models import ActionType, Agent, GlobalSwitch, Resource, ScopeGrant, System
 
@@ -93,15 +97,24 @@ def kill_switch_stop(
 _NOTED_STOP_TTL = 1.0  # seconds
 
 
+# Kept for the call in progress (its request id), not on the agent: a cached agent is shared by the calls of a process.
+_noted_stop: ContextVar[tuple[int, str, float, tuple[bool, str]] | None] = ContextVar(
+    "gatehouse_noted_stop", default=None
+)
+
+
 def note_global_stop(agent: Agent, state: tuple[bool, str]) -> None:
-    agent.__dict__["_noted_global_stop"] = (time.monotonic(), state)
+    _noted_stop.set((agent.pk, current_request_id(), time.monotonic(), state))
 
 
 def _global_stop(agent: Agent) -> tuple[bool, str]:
-    noted = agent.__dict__.pop("_noted_global_stop", None)
-    if noted is not None and time.monotonic() - noted[0] < _NOTED_STOP_TTL:
-        return noted[1]
-    return GlobalSwitch.is_engaged()
+    noted = _noted_stop.get()
+    _noted_stop.set(None)
+    if noted is not None:
+        agent_id, request_id, at, state = noted
+        if agent_id == agent.pk and request_id == current_request_id() and time.monotonic() - at < _NOTED_STOP_TTL:
+            return state
+    return policy_cache.cached(("global_stop",), GlobalSwitch.is_engaged)
 
 
 def ensure_may_act(agent: Agent, *, channel: Channel | str, target: Target = Target(), write: bool) -> None:
@@ -137,21 +150,20 @@ def _at(agent: Agent, channel: Channel | str, target: Target) -> dict[str, Any]:
 _ID = -7_447_104_471_001
 _NAME = "\x00gatehouse-sentinel-name"
 _SLUG = "\x00gatehouse-sentinel-slug"
-_NOW = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
 
 # `.first()` of each queryset: they are ordered (Meta.ordering), so first() is [:1].
 _SYSTEM = CompiledQuery(lambda slug: System.objects.select_related("credential").filter(slug=slug)[:1], slug=_SLUG)
+# Grants are looked up whatever their expiry, and compared with the clock at each use (`_current`): the answers are
+# cached per process under the policy generation (policy_cache), and time moves no generation.
 _READ_GRANTS = CompiledQuery(
-    lambda agent_id, slug, name, now: (
+    lambda agent_id, slug, name: (
         ScopeGrant.objects.filter(agent_id=agent_id, system__slug=slug, resource__name=name, access=Access.READ)
-        .current(now)
         .select_related("system__credential", "resource")
         .order_by("pk")
     ),  # the grants all tie on the default ordering (agent, system, resource, access)
     agent_id=_ID,
     slug=_SLUG,
     name=_NAME,
-    now=_NOW,
 )
 _ACTION = CompiledQuery(
     lambda system_id, name: ActionType.objects.select_related("resource").filter(system_id=system_id, name=name)[:1],
@@ -159,27 +171,39 @@ _ACTION = CompiledQuery(
     name=_NAME,
 )
 _WRITE_GRANTS = CompiledQuery(
-    lambda agent_id, system_id, resource_id, now: ScopeGrant.objects.filter(
+    lambda agent_id, system_id, resource_id: ScopeGrant.objects.filter(
         agent_id=agent_id, system_id=system_id, resource_id=resource_id, access=Access.WRITE
-    ).current(now),
+    ),
     agent_id=_ID,
     system_id=_ID - 1,
     resource_id=_ID - 2,
-    now=_NOW,
 )
+
+
+def _current(grants: list[ScopeGrant], now: datetime) -> list[ScopeGrant]:
+    """The grants not expired at `now` (ScopeGrant.objects.current, on grants already read)."""
+    return [grant for grant in grants if grant.expires_at is None or grant.expires_at > now]
 
 
 def write_granted(agent: Agent, action: ActionType, *, now: datetime | None = None) -> bool:
     """Whether `agent` holds a current write grant naming `action` (checked again just before a write is made)."""
-    grants = _WRITE_GRANTS.run(
-        agent_id=agent.pk, system_id=action.system_id, resource_id=action.resource_id, now=now or timezone.now()
+    key = ("write_grants", agent.pk, action.system_id, action.resource_id)
+    grants = policy_cache.cached(
+        key,
+        functools.partial(
+            _WRITE_GRANTS.run, agent_id=agent.pk, system_id=action.system_id, resource_id=action.resource_id
+        ),
     )
-    return any(action.name in grant.actions for grant in grants)
+    return any(action.name in grant.actions for grant in _current(grants, now or timezone.now()))
 
 
 def find_system(slug: str) -> System:
     # What cannot be a slug names no system, and must not reach the database: PostgreSQL refuses a NUL in a query.
-    found = _SYSTEM.run(slug=slug) if slug_re.match(slug) else None
+    found = (
+        policy_cache.cached(("system", slug), functools.partial(_SYSTEM.run, slug=slug), keep=bool)
+        if slug_re.match(slug)
+        else None
+    )
     system = found[0] if found else None
     if system is None:
         raise NotFound(f"No system {slug!r}.")
@@ -202,7 +226,11 @@ def check_read(
     agent: Agent, *, system_slug: str, resource_name: str, record_id: str, channel: Channel | str
 ) -> ReadScope:
     """The checks of a record read, in order (system → kill switch → scope), in one query on the happy path."""
-    grants = _READ_GRANTS.run(agent_id=agent.pk, slug=system_slug, name=resource_name, now=timezone.now())
+    key = ("read_grants", agent.pk, system_slug, resource_name)
+    found = policy_cache.cached(
+        key, functools.partial(_READ_GRANTS.run, agent_id=agent.pk, slug=system_slug, name=resource_name)
+    )
+    grants = _current(found, timezone.now())
     system = grants[0].system if grants else find_system(system_slug)
     target = Target(system=system, resource=resource_name, record_id=record_id)
     ensure_may_act(agent, channel=channel, target=target, write=False)
@@ -284,7 +312,8 @@ def check_proposal(
         raise refuse(exc, agent=agent, channel=channel, target=Target(detail={"system": system_slug})) from None
     target = Target(system=system, record_id=record_id, detail={"action": action_name})
     ensure_may_act(agent, channel=channel, target=target, write=True)
-    found = _ACTION.run(system_id=system.pk, name=action_name)
+    key = ("action", system.pk, action_name)
+    found = policy_cache.cached(key, functools.partial(_ACTION.run, system_id=system.pk, name=action_name), keep=bool)
     if not found:
         error: GatehouseError = UnknownAction(f"{system} has no action {action_name!r}.")
         raise refuse(error, agent=agent, channel=channel, target=target)

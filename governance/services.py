@@ -3,6 +3,7 @@ writes its audit event in the same transaction, whichever door calls it."""
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import secrets
@@ -20,6 +21,7 @@ from django.utils import timezone
 from audit.choices import Channel, Verb
 from audit.services import audit_record
 from core.compiled_query import CompiledQuery
+from governance import policy_cache
 from governance.gate import note_global_stop
 from governance.models import Agent, AgentBudget, AgentToken, GlobalSwitch, System, ThresholdRule, validate_bands
 from governance.querysets import sees_everything
@@ -164,8 +166,10 @@ def agent_authenticate(
     parts = raw.split("_", 2)
     if len(parts) != 3 or parts[0] != AgentToken.PREFIX or not parts[1] or len(raw) > 200:
         return None
-    # The global stop is read in the same query; the kill-switch check of this request uses it (see the gate).
-    found = _TOKEN.run(prefix=parts[1])
+    # The global stop is read in the same query; the kill-switch check of this request uses it (see the gate). Within
+    # a call's scope the answer comes from this process's cache under the current policy generation (policy_cache).
+    policy_cache.open_scope()
+    found = policy_cache.cached(("token", parts[1]), functools.partial(_TOKEN.run, prefix=parts[1]), keep=bool)
     token = found[0] if found else None
     if token is None or not hmac.compare_digest(token.token_hash, AgentToken.hash_token(raw)):
         return None
@@ -185,6 +189,7 @@ def agent_authenticate(
         return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         AgentToken.objects.filter(pk=token.pk).update(last_used_at=now)  # not history-tracked: see model
+        token.last_used_at = now  # the cached token too (a last use moves no generation): one update per resolution
     engaged, reason = getattr(token, "stop_engaged", None), getattr(token, "stop_reason", "")  # annotated by the query
     note_global_stop(token.agent, (bool(engaged), reason) if engaged is not None else (False, ""))  # None: never set
     return token.agent, token

@@ -4,6 +4,7 @@ expect (`from governance.models import System`)."""
 
 from governance.models.agents import Agent, AgentToken, ScopeGrant
 from governance.models.budgets import AgentBudget
+from governance.models.generation import PolicyGeneration
 from governance.models.rules import (
     BandSpec,
     ThresholdBand,
@@ -23,6 +24,7 @@ __all__ = [
     "AgentToken",
     "BandSpec",
     "GlobalSwitch",
+    "PolicyGeneration",
     "Resource",
     "ScopeGrant",
     "System",

@@ -94,9 +94,10 @@ def test_the_read_grants_are_read_once_per_answer_never_once_per_proposal(collec
     with CaptureQueriesContext(connection) as creating:
         created = propose(collections, "update_credit_limit", {"credit_limit": "2600.00"}, idempotency_key="k")
 
+    # Once per answer at most: the policy cache (governance/policy_cache.py) answers later calls without a query.
     assert len(page) == 4 and all(item["impact"]["amount"] is None for item in page)
-    assert len(read_grant_queries(listing.captured_queries)) == 1
-    assert len(read_grant_queries(detail.captured_queries)) == 1
+    assert len(read_grant_queries(listing.captured_queries)) <= 1
+    assert len(read_grant_queries(detail.captured_queries)) <= 1
     # The answer proposal_create stores for a replay is the 201's body: built once, grants read once.
     assert created.status_code == 201 and created.json()["impact"]["amount"] is None
-    assert len(read_grant_queries(creating.captured_queries)) == 1
+    assert len(read_grant_queries(creating.captured_queries)) <= 1
