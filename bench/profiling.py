@@ -1,4 +1,4 @@
-"""py-spy flame graphs of the stack's processes during a benchmark's measured phases (bench/README.md, Profiles).
+"""What the benchmarks' processes cost: py-spy flame graphs during a measured phase, CPU seconds per kind of process.
 
     profiler = Profiler(Path("profiles"))            # Profiler(None) does nothing: the benchmark's default
     profiler.start("proposal-post-16", gunicorn=master_pid)
@@ -11,6 +11,9 @@ still sampled. Each sample's stack starts with the process it came from (``proce
 first rows split by process: the gunicorn master sleeps in its arbiter loop and py-spy leaves idle samples out, so
 its graph is its workers'; Celery's main process (receiving and acknowledging tasks) stands beside its pool children
 (executing them). Stopped with SIGINT, as Ctrl-C stops it, py-spy writes the file.
+
+CpuMeter adds up the CPU time (user + system, from /proc) each kind of process used during a window: divided by the
+requests or executions of the window, it is their cost in core-milliseconds, whatever else shares the cores (Linux).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FORMATS = {"flamegraph": "svg", "speedscope": "speedscope.json", "raw": "txt"}
@@ -36,6 +41,86 @@ def children(pid: int) -> list[int]:
         except OSError:  # the thread ended while we looked
             continue
     return sorted(set(found))
+
+
+def descendants(pid: int) -> list[int]:
+    """The process and every process below it."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children(current)
+    return found
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds the process has used so far (None once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_backends(database: str) -> list[int]:
+    """The PostgreSQL server processes serving connections to this database (their title names it), on this machine."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("postgres: ") and f" {database} " in title:
+                found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per kind of process between start() and stop(), sampled every `every` seconds in a thread so that a
+    process that ends in between (a killed worker) still counts what it used until its last sample.
+
+    `kinds` returns the pids of each kind now (call descendants() in it: a process started later counts from zero).
+    """
+
+    kinds: Callable[[], dict[str, list[int]]]
+    every: float = 1.0
+    first: dict[int, float] = field(default_factory=dict)
+    last: dict[tuple[str, int], float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _sample(self, *, baseline: bool = False) -> None:
+        for kind, pids in self.kinds().items():
+            for pid in pids:
+                used = cpu_seconds(pid)
+                if used is None:
+                    continue
+                if baseline:
+                    self.first[pid] = used
+                self.last[(kind, pid)] = used
+
+    def start(self) -> None:
+        self._sample(baseline=True)
+
+        def loop() -> None:
+            while not self._stop.wait(self.every):
+                self._sample()
+
+        self._thread = threading.Thread(target=loop, name="cpu-meter", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds per kind since start()."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
+        used: dict[str, float] = {}
+        for (kind, pid), seconds in self.last.items():
+            used[kind] = used.get(kind, 0.0) + seconds - self.first.get(pid, 0.0)
+        return used
 
 
 def py_spy() -> str:
