@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench.profiling import Profiler, children
+from bench.profiling import CpuMeter, Profiler, children
 
 # A parent that forks two children, prints their pids and sleeps (idle) while they work in a function of known name.
 FORKING = """
@@ -74,3 +74,17 @@ def test_without_a_folder_nothing_is_started(forking_parent):
 
     assert profiler.recordings == []
     assert profiler.stop() == []
+
+
+def test_cpu_of_a_process_that_ends_mid_window_still_counts():
+    """A worker SIGKILLed during the load: what it used until then is part of the load's cost."""
+    spinning = subprocess.Popen([sys.executable, "-c", "while True: sum(range(1000))"])
+    meter = CpuMeter(lambda: {"spinning": [spinning.pid]}, every=0.1)
+    meter.start()
+    time.sleep(0.5)
+    spinning.kill()
+    spinning.wait()  # reaped: nothing of it is left to read at the end
+
+    used = meter.stop()
+
+    assert used["spinning"] > 0
