@@ -113,6 +113,15 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="Length of each rate measurement.")
     parser.add_argument("--auto-count", type=int, default=2000, help="Proposals in the auto-band run.")
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="Run py-spy on the gunicorn workers (and, in the auto band, the Celery worker) during the 16-client read, "
+        "the proposal POST and the auto band; one flame graph per phase and process kind in DIR (bench/README.md). "
+        "Sampling slows the processes: take the figures from a run without it.",
+    )
+    parser.add_argument("--profile-format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph")
     args = parser.parse_args()
 
     database = _prepare_environment()
@@ -125,6 +134,7 @@ def main() -> int:
 
     from approvals.models import Proposal
     from bench.load import get, load, post_json
+    from bench.profiling import Profiler
     from console.demo import seed_demo
     from governance.models import Agent
     from governance.services import agent_token_issue
@@ -138,6 +148,7 @@ def main() -> int:
     celery_app.conf.task_default_queue = stack.queue
     crm_token = secrets.token_urlsafe(24)
     figures: dict[str, float] = {}
+    profiler = Profiler(args.profile, fmt=args.profile_format)
     try:
         crm_url = stack.crm("crm", crm_token)
         token_file = Path(settings.VAR_DIR) / "sandbox" / "crm.token"
@@ -172,7 +183,9 @@ def main() -> int:
         direct1 = load(crm_url, get("/accounts/4471", crm_auth), count=1000)
         governed1 = load(web, get("/api/v1/systems/crm/accounts/4471", auth), count=1000)
         direct16 = load(crm_url, get("/accounts/4471", crm_auth), clients=16, seconds=args.seconds)
+        profiler.start("read-16", gunicorn=stack.processes["gunicorn"].popen.pid)
         governed16 = load(web, get("/api/v1/systems/crm/accounts/4471", auth), clients=16, seconds=args.seconds)
+        profiler.stop()
         print("Read of account 4471")
         print(f"  straight from the CRM, 1 client   {_fmt(direct1)}")
         print(f"  through Gatehouse,     1 client   {_fmt(governed1)}")
@@ -192,6 +205,7 @@ def main() -> int:
         empty_django = load(web, get("/bench/empty-django"), clients=16, seconds=args.seconds)
         empty_drf = load(web, get("/bench/empty-drf"), clients=16, seconds=args.seconds)
         counter = iter(range(10**9))
+        profiler.start("proposal-post-16", gunicorn=stack.processes["gunicorn"].popen.pid)
         proposals = load(
             web,
             post_json(
@@ -208,6 +222,7 @@ def main() -> int:
             clients=16,
             seconds=args.seconds,
         )
+        profiler.stop()
         inserts = bare_two_row_inserts(args.seconds)
         print("Proposal POST (auth, grant, schema, CRM read for the impact, decision, proposal, audit event, outbox)")
         print(f"  Django empty view, 16 clients     {_fmt(empty_django)}")
@@ -234,6 +249,9 @@ def main() -> int:
         crm_control(crm_url, "/_control/reset", {})
         stack.worker("worker", concurrency=2)
         note = {"system": "crm", "action": "add_note", "record_id": "4473", "payload": {"text": "benchmark note"}}
+        profiler.start(
+            "auto-band", gunicorn=stack.processes["gunicorn"].popen.pid, celery=stack.processes["worker"].popen.pid
+        )
         started = time.perf_counter()
         posted = load(
             web,
@@ -248,6 +266,7 @@ def main() -> int:
                 executed, last_change = now_executed, time.monotonic()
             time.sleep(0.05)
         elapsed = time.perf_counter() - started
+        profiler.stop()
         from django.db.models import Count
 
         by_status = dict(Proposal.objects.values_list("status").annotate(n=Count("id")))
@@ -261,7 +280,10 @@ def main() -> int:
         print(f"  {posted.count} posted, {executed} executed in {elapsed:.1f} s: {rate:.0f}/s (target ≥ 200)")
         print(f"  lost {figures['auto_lost']}, written twice {doubled}, CRM writes {writes['writes_total']}")
     finally:
+        profiler.stop()
         stack.stop_all()
+    for path in profiler.written:
+        print(f"profile: {path}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0

@@ -6,7 +6,9 @@ PostgreSQL and Redis only. It drops and recreates a database of its own (``--db-
 FLUSHES one Redis database of its own (``--redis-db``, default 12), migrates, seeds the demo inventory against a
 sample CRM it starts (with ``--accounts-per-agent`` generated accounts per agent) and runs what production runs
 (README, "Deploying to production"): gunicorn with uvicorn workers (``--web-workers``), two Celery workers and beat
-(whose outbox sweep republishes lost work). Then, for ``--seconds``:
+(whose outbox sweep republishes lost work); with ``--nodes N``, as N machines would run it: each node its own
+gunicorn and Celery worker, in process groups and var/ folders of their own, sharing only PostgreSQL and Redis, the
+agents spread over the nodes' web ports, beat once. Then, for ``--seconds``:
 
   - ``--agents`` service accounts with the collections agent's grants, each with a token of its own, closed loop:
     reads, auto-band proposals (small raises, notes) that the workers execute, one-approver and dual-band raises,
@@ -17,11 +19,15 @@ sample CRM it starts (with ``--accounts-per-agent`` generated accounts per agent
     rejected, with a reason), and a reviewer reviewing the dual-band ones after execution;
   - optionally a fault: SIGKILL one worker (its whole process group) mid-run and start it again.
 
+``--only`` narrows the load to some of these operations (``--only read``), to cost one kind on its own.
+
 It prints per operation the rate, p50/p99 latency and unexpected answers (the target is none), executions per second
-end to end, approval → executed latency, then waits (bounded) for the queue to drain, stops Gatehouse's processes
-and reconciles: every proposal terminal, none failed, CRM writes equal to executed proposals with no idempotency key
-applied twice, every 201 one proposal, no outbox message unpublished, the audit chain verifies, one audit event per
-transition. Exit status 1 when an item fails or an answer was unexpected. Processes and the database are removed at
+end to end, approval → executed latency, the CPU time each kind of process used during the load (web, workers,
+PostgreSQL's backends for the run's database…) per request and per execution, the most database connections seen at
+once. Then it waits (bounded) for the queue to drain, stops Gatehouse's processes and reconciles: every proposal
+terminal, none failed, CRM writes equal to executed proposals with no idempotency key applied twice, every 201 one
+proposal, no outbox message unpublished, the audit chain verifies, one audit event per transition. Exit status 1 when
+an item fails or an answer was unexpected. Processes and the database are removed at
 exit, Ctrl-C included (``--keep`` keeps the database and logs to look at).
 """
 
@@ -93,7 +99,7 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "admin: approve / reject POST": (302,),
     "admin: review POST": (302,),
 }
-NON_TERMINAL = ("pending_approval", "escalated", "approved", "executing", "on_hold", "manual_task")
+NON_TERMINAL = ("pending_approval", "escalated", "stale", "approved", "executing", "on_hold", "manual_task")
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -133,6 +139,12 @@ class Figures:
     @property
     def errors(self) -> int:
         return sum(sum(c.values()) for c in self.unexpected.values())
+
+    @property
+    def answers(self) -> int:
+        """Every request answered so far, as expected or not."""
+        with self.lock:
+            return sum(len(v) for v in self.latencies.values()) + self.errors
 
 
 class Http:
@@ -188,7 +200,9 @@ class Shared:
 class Agent(threading.Thread):
     """One service account, closed loop: each turn one operation drawn by weight, until the stop time."""
 
-    def __init__(self, number, *, web, token, readonly_token, accounts, figures, shared, stop_at, seed) -> None:
+    def __init__(
+        self, number, *, web, token, readonly_token, accounts, figures, shared, stop_at, seed, operations
+    ) -> None:
         super().__init__(name=f"agent-{number}", daemon=True)
         self.number, self.token, self.readonly_token = number, token, readonly_token
         self.accounts = accounts  # all but the last take auto raises and notes; the last takes the human bands
@@ -197,7 +211,7 @@ class Agent(threading.Thread):
         self.rng = random.Random(seed)
         self.mine: list[str] = []
         self.pending: list[str] = []
-        self.names, self.weights = list(OPERATIONS), list(OPERATIONS.values())
+        self.names, self.weights = list(operations), list(operations.values())
 
     def run(self) -> None:
         try:
@@ -378,7 +392,10 @@ class Person(threading.Thread):
         from approvals.models import Proposal
 
         if self.role == "approver":
-            queue = Proposal.objects.filter(status__in=("pending_approval", "escalated"), decided_by__isnull=True)
+            # Stale: the record changed before the write, so it waits for a person again (approvals/freshness.py).
+            queue = Proposal.objects.filter(
+                status__in=("pending_approval", "escalated", "stale"), decided_by__isnull=True
+            )
         else:
             queue = Proposal.objects.filter(
                 mode="dual", status="executed", decided_by__isnull=False, reviewed_by__isnull=True
@@ -508,43 +525,89 @@ def _seed(stack, args) -> dict:
     }
 
 
-def _start_gatehouse(stack, args) -> str:
+def _node_env(args, node: int) -> dict[str, str]:
+    """A node's processes: the run's settings; with --nodes, a var/ folder of the node's own (a machine's disk)."""
+    env = _gatehouse_env(args)
+    if args.nodes > 1:
+        env["GATEHOUSE_VAR_DIR"] = str(args.workdir / f"node-{node}" / "var")
+    return env
+
+
+def web_names(args) -> list[str]:
+    return ["web"] if args.nodes == 1 else [f"web-{node}" for node in range(1, args.nodes + 1)]
+
+
+def worker_nodes(args) -> dict[str, int]:
+    """Each Celery worker and its node: two on the one node, or one on each node of --nodes."""
+    if args.nodes == 1:
+        return {"worker-1": 1, "worker-2": 1}
+    return {f"worker-{node}": node for node in range(1, args.nodes + 1)}
+
+
+def start_worker(stack, args, name: str) -> None:
+    stack.worker(name, concurrency=args.worker_concurrency, **_node_env(args, worker_nodes(args)[name]))
+
+
+def _start_gatehouse(stack, args) -> list[str]:
+    """What production runs, per node: gunicorn (uvicorn workers) and Celery; beat once, on the first node.
+
+    Each process is a process group of its own (tests/stack.py); nodes share nothing but PostgreSQL and Redis.
+    Returns each node's web address.
+    """
     from tests.stack import BIN, free_port
 
-    port = free_port()
-    env = stack.env(**_gatehouse_env(args))
-    web_env = {**env, "GATEHOUSE_DB_POOL_SIZE": str(args.db_pool)}
-    web = stack.start(
-        "web",
-        [
-            str(BIN / "gunicorn"),
-            "gatehouse.asgi:application",
-            "-k",
-            "uvicorn.workers.UvicornWorker",
-            "-w",
-            str(args.web_workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "info",
-        ],
-        "Booting worker",
-        env=web_env,
-    )
-    deadline = time.monotonic() + 60
-    while web.output().count("Application startup complete") < args.web_workers:
-        if time.monotonic() > deadline or not web.alive():
-            raise RuntimeError(f"gunicorn did not start its workers:\n{web.output()[-3000:]}")
-        time.sleep(0.1)
-    for name in ("worker-1", "worker-2"):
-        stack.worker(name, concurrency=args.worker_concurrency, **_gatehouse_env(args))
+    webs = []
+    for node, name in enumerate(web_names(args), start=1):
+        port = free_port()
+        env = stack.env(**_node_env(args, node), GATEHOUSE_DB_POOL_SIZE=str(args.db_pool))
+        argv = [str(BIN / "gunicorn"), "gatehouse.asgi:application", "-k", "uvicorn.workers.UvicornWorker"]
+        argv += ["-w", str(args.web_workers), "-b", f"127.0.0.1:{port}", "--log-level", "info"]
+        web = stack.start(name, argv, "Booting worker", env=env)
+        deadline = time.monotonic() + 60
+        while web.output().count("Application startup complete") < args.web_workers:
+            if time.monotonic() > deadline or not web.alive():
+                raise RuntimeError(f"gunicorn did not start its workers:\n{web.output()[-3000:]}")
+            time.sleep(0.1)
+        webs.append(f"http://127.0.0.1:{port}")
+    for name in worker_nodes(args):
+        start_worker(stack, args, name)
     stack.start(
         "beat",
         [str(BIN / "celery"), "-A", "gatehouse", "beat", "--loglevel", "INFO"],
         "beat: Starting",
-        env=env,
+        env=stack.env(**_node_env(args, 1)),
     )
-    return f"http://127.0.0.1:{port}"
+    return webs
+
+
+def process_kinds(stack, args) -> dict[str, list[int]]:
+    """The pids of each kind of process now, for the CPU meter: each process started and everything below it."""
+    from bench.profiling import descendants, postgres_backends
+
+    def tree(names) -> list[int]:
+        roots = [stack.processes[name].popen.pid for name in names if name in stack.processes]
+        return [pid for root in roots for pid in descendants(root)]
+
+    return {
+        "web": tree(web_names(args)),
+        "workers": tree(worker_nodes(args)),
+        "beat": tree(["beat"]),
+        "CRM": tree(["crm"]),
+        "PostgreSQL": postgres_backends(args.db_name),
+        "load generator": [os.getpid()],
+    }
+
+
+def sample_connections(args, stop: threading.Event, peak: list[int]) -> None:
+    """The most connections to the run's database seen at once (each second, until stop), less the one asking."""
+    import psycopg
+
+    with psycopg.connect(args.pg, dbname=args.db_name, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [args.db_name]).fetchone()
+            peak[0] = max(peak[0], (row[0] if row else 1) - 1)
+            if stop.wait(1.0):
+                return
 
 
 # --- The run --------------------------------------------------------------------------------------------------------
@@ -565,7 +628,7 @@ def _fault(stack, args, at: float, log: list[str]) -> None:
     log.append(f"{at:.0f} s: SIGKILL worker-1 (pid {worker.popen.pid} and its pool; {in_flight} executing at the time)")
     time.sleep(args.restart_after)
     started = time.monotonic()
-    stack.worker("worker-1", concurrency=args.worker_concurrency, **_gatehouse_env(args))
+    start_worker(stack, args, "worker-1")
     log.append(f"{at + args.restart_after:.0f} s: worker-1 started again (ready in {time.monotonic() - started:.1f} s)")
 
 
@@ -618,6 +681,25 @@ def report_load(figures: Figures, seconds: float) -> None:
     )
     for what, body in list(figures.examples.items())[:8]:
         print(f"    e.g. {what}: {body}")
+
+
+def report_cost(cpu: dict[str, float], requests: int, executions: int, seconds: float, after: float) -> dict:
+    """CPU seconds per kind of process during the load, and per request or execution: the capacity model's inputs."""
+    print(
+        f"\nCPU used during the load's last {seconds:.0f} s (from {after:.0f} s in; user + system, from /proc; "
+        f"{os.cpu_count()} cores shared by everything)"
+    )
+    per = {"web": ("request", requests), "PostgreSQL": ("request", requests), "workers": ("execution", executions)}
+    costs: dict[str, float] = {}
+    for kind, used in cpu.items():
+        line = f"  {kind:<15} {used:7.1f} s = {used / seconds:4.2f} cores"
+        if kind in per and per[kind][1]:
+            what, n = per[kind]
+            costs[f"{kind}_cpu_ms_per_{what}"] = used * 1000 / n
+            line += f"; {used * 1000 / n:6.2f} ms per {what} ({n} {what}s) = {n / used:5.0f} {what}s per core-second"
+        print(line)
+        costs[f"{kind}_cpu_seconds"] = used
+    return costs
 
 
 def execution_figures(run_started, run_ended) -> dict[str, float]:
@@ -705,38 +787,69 @@ def reconcile(crm_url: str, figures: Figures, left: dict[str, int]) -> list[tupl
         )
     )
 
-    # One event per transition: each proposal proposed once; each executed one executing + one executed; each
-    # decided one decision event of the kind its mode and status say.
-    counts = Counter(
-        (proposal, verb)
-        for proposal, verb in AuditEvent.objects.filter(proposal_id__isnull=False).values_list("proposal_id", "verb")
-    )
-    expected: Counter = Counter()
-    for pk, status, mode, reviewed in Proposal.objects.values_list("pk", "status", "mode", "reviewed_by"):
-        expected[(pk, "proposed")] = 1
-        if mode == "auto":
-            expected[(pk, "auto_approved")] = 1
-        elif status in ("executed", "failed", "executing", "approved"):
-            expected[(pk, "approved")] = 1
-        if status == "rejected":
-            expected[(pk, "rejected")] = 1
-        if status == "cancelled":
-            expected[(pk, "cancelled")] = 1
-        if status in ("executed", "failed"):
-            expected[(pk, "executing")] = 1
-            expected[(pk, status)] = 1
-        if reviewed:
-            expected[(pk, "reviewed")] = 1
-    wrong = [(key, counts.get(key, 0), n) for key, n in expected.items() if counts.get(key, 0) != n]
-    wrong += [(key, n, 0) for key, n in counts.items() if key not in expected]
-    detail = f"{sum(counts.values())} proposal events for {total} proposals"
+    # One event per transition, read from each proposal's own events in order (transition_problem below).
+    events: dict = {}
+    for proposal_id, verb, actor_type in (
+        AuditEvent.objects.filter(proposal_id__isnull=False)
+        .order_by("id")
+        .values_list("proposal_id", "verb", "actor_type")
+    ):
+        events.setdefault(proposal_id, []).append((verb, actor_type))
+    wrong = []
+    for pk, status, reviewed in Proposal.objects.values_list("pk", "status", "reviewed_by"):
+        problem = transition_problem(events.get(pk, []), status, reviewed is not None)
+        if problem:
+            wrong.append(f"{pk} ({status}): {problem}")
+    detail = f"{sum(len(e) for e in events.values())} proposal events for {total} proposals"
     if wrong:
-        detail += "; " + "; ".join(f"{pk} {verb}: {got} (expected {want})" for (pk, verb), got, want in wrong[:5])
+        detail += f"; {len(wrong)} wrong: " + "; ".join(wrong[:5])
     items.append(("one audit event per proposal transition", not wrong, detail))
     items.append(("no unexpected answer during the load", figures.errors == 0, f"{figures.errors} unexpected"))
     if left:
         items.append(("queue drained within the bound", False, f"left: {left}"))
     return items
+
+
+def transition_problem(events: list[tuple[str, str]], status: str, reviewed: bool) -> str:
+    """What is wrong with one proposal's audit events (verb, actor type; in order) for where it ended ("" if nothing).
+
+    Each transition has one event: proposed once; each decision that counted (auto_approved, approved) starts one
+    execution (executing), which ends in executed or failed, or in stale when the record changed before the write
+    (back to a person, who decides again); rejected, cancelled, executed, failed once if that is where it ended; a
+    review once if reviewed. A `refreshed` event is a decision taken again on the record as it is: by the worker (auto
+    still auto, then written) or at a person's approval that therefore did not count. Nothing is written on a decision
+    that did not count: an executed proposal's last decision comes after its last stale or person's refreshed event.
+    """
+    verbs = Counter(verb for verb, _ in events)
+    decisions = verbs["auto_approved"] + verbs["approved"]
+    ends_in_execution = status in ("executing", "executed", "failed")
+    want = {
+        "proposed": 1,
+        "auto_approved": min(verbs["auto_approved"], 1),  # at most once, as the first decision
+        "executing": verbs["stale"] + ends_in_execution,
+        "rejected": int(status == "rejected"),
+        "cancelled": int(status == "cancelled"),
+        "executed": int(status == "executed"),
+        "failed": int(status == "failed"),
+        "reviewed": int(reviewed),
+    }
+    problems = [f"{verb} ×{verbs[verb]} (expected {n})" for verb, n in want.items() if verbs[verb] != n]
+    problems += [
+        f"{verb} ×{n} (not a transition of this run)"
+        for verb, n in verbs.items()
+        if verb not in (*want, "approved", "stale", "refreshed")
+    ]
+    if decisions != verbs["executing"] + (status == "approved"):
+        problems.append(f"{decisions} decisions that counted for {verbs['executing']} executions begun")
+    order = [verb if (verb, who) != ("refreshed", "human") else "refreshed by a person" for verb, who in events]
+    if "auto_approved" in order and "approved" in order and order.index("approved") < order.index("auto_approved"):
+        problems.append("auto_approved after a person's approval")
+    if status == "executed":
+        last_decision = max((i for i, verb in enumerate(order) if verb in ("auto_approved", "approved")), default=-1)
+        undone = [i for i, verb in enumerate(order) if verb in ("stale", "refreshed by a person")]
+        if undone and undone[-1] > last_decision:
+            problems.append("written on a decision that did not count")
+    return "; ".join(problems)
 
 
 def _versions() -> str:
@@ -759,9 +872,28 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=180.0, help="Length of the load (default 180).")
     parser.add_argument("--agents", type=int, default=40, help="Agents, one closed-loop client each (default 40).")
     parser.add_argument("--accounts-per-agent", type=int, default=5, help="CRM accounts each agent works on.")
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn (uvicorn) worker processes.")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="Run as this many machines would: each node its own gunicorn and Celery worker (own process groups and "
+        "var/ folder), the agents spread over the nodes' web ports, beat once (default 1: one gunicorn, two workers).",
+    )
+    parser.add_argument(
+        "--only",
+        help="Comma-separated operations to draw (of the load's list, e.g. 'read' or 'propose auto: note'): a load of "
+        "one kind, to cost it (the CPU figures) on its own.",
+    )
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn (uvicorn) worker processes per node.")
+    parser.add_argument(
+        "--cost-after",
+        type=float,
+        default=10.0,
+        help="Seconds into the load when the CPU figures start counting (the processes' first requests import and "
+        "warm up; default 10).",
+    )
     parser.add_argument("--db-pool", type=int, default=10, help="GATEHOUSE_DB_POOL_SIZE of each web process.")
-    parser.add_argument("--worker-concurrency", type=int, default=2, help="Pool size of each of the 2 Celery workers.")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="Pool size of each Celery worker.")
     parser.add_argument(
         "--kill-worker-at",
         type=float,
@@ -789,6 +921,20 @@ def main() -> int:
         parser.error("--agents must be at least 2")
     if args.task_time_limit < 7:
         parser.error("--task-time-limit must be at least 7")
+    if args.nodes < 1:
+        parser.error("--nodes must be at least 1")
+    if not 0 <= args.cost_after < args.seconds:
+        parser.error("--cost-after must be less than --seconds")
+    operations = OPERATIONS
+    if args.only:
+        names = [name.strip() for name in args.only.split(",")]
+        unknown = [name for name in names if name not in OPERATIONS]
+        if unknown:
+            parser.error(f"--only: unknown operation {unknown[0]!r}; one of: {', '.join(OPERATIONS)}")
+        operations = {name: OPERATIONS[name] for name in names}
+    # A load of some operations only has people in it when it proposes what waits for them: their polling of the
+    # admin would otherwise be much of the cost of, say, reads.
+    with_people = not args.only or bool({"propose one-approver", "propose dual"} & set(operations))
     kill_at = args.seconds / 3 if args.kill_worker_at is None else args.kill_worker_at
     args.workdir = Path(tempfile.mkdtemp(prefix="gatehouse-reliability-"))
     args.digest_key = secrets.token_hex(32)
@@ -813,6 +959,8 @@ def main() -> int:
         from django.db import connection
         from django.utils import timezone
 
+        from approvals.models import Proposal
+        from bench.profiling import CpuMeter
         from gatehouse.celery import app as celery_app
         from tests.stack import Stack
 
@@ -821,7 +969,7 @@ def main() -> int:
         stack.queue = "gatehouse-load"
         celery_app.conf.task_default_queue = stack.queue
         seeded = _seed(stack, args)
-        web = _start_gatehouse(stack, args)
+        webs = _start_gatehouse(stack, args)
         connection.close()  # the run's threads open their own
         lease = args.task_time_limit + 5
         print(f"Gatehouse reliability run — {_versions()}")
@@ -829,11 +977,17 @@ def main() -> int:
             f"  machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start; everything below "
             "runs on it, the load generator included"
         )
-        print(
-            f"  processes: sample CRM; gunicorn -k uvicorn.workers.UvicornWorker -w {args.web_workers}; 2 Celery "
-            f"workers (prefork, concurrency {args.worker_concurrency}); beat (outbox sweep every "
-            f"{settings.CELERY_BEAT_SCHEDULE['outbox-sweep']['schedule']:.0f} s)"
-        )
+        gunicorn = f"gunicorn -k uvicorn.workers.UvicornWorker -w {args.web_workers}"
+        celery = f"Celery worker (prefork, concurrency {args.worker_concurrency})"
+        beat = f"beat (outbox sweep every {settings.CELERY_BEAT_SCHEDULE['outbox-sweep']['schedule']:.0f} s)"
+        if args.nodes == 1:
+            print(f"  processes: sample CRM; {gunicorn}; 2 × {celery}; {beat}")
+        else:
+            print(
+                f"  processes: sample CRM; {args.nodes} nodes, each its own {gunicorn} and {celery}, in process groups "
+                f"and var/ folders of their own, sharing PostgreSQL and Redis; the agents spread over the nodes' web "
+                f"ports; {beat} on node 1"
+            )
         print(
             f"  settings: DEBUG off, {args.db_pool} database connections pooled per web process, agent rate "
             f"{settings.GATEHOUSE_AGENT_RATE} per agent, task time limit "
@@ -842,8 +996,10 @@ def main() -> int:
             f"{args.redis_db}"
         )
         print(
-            f"  load: {args.agents} agents × {args.accounts_per_agent} accounts, {args.seconds:.0f} s closed loop; "
-            f"an approver and a reviewer in the admin; fault: "
+            f"  load: {args.agents} agents × {args.accounts_per_agent} accounts, {args.seconds:.0f} s closed loop"
+            + (f" of {', '.join(operations)} only" if args.only else "")
+            + ("; an approver and a reviewer in the admin" if with_people else "")
+            + "; fault: "
             + (f"SIGKILL worker-1 at {kill_at:.0f} s, restart {args.restart_after:.0f} s later" if kill_at else "none")
         )
         print(flush=True)
@@ -851,7 +1007,7 @@ def main() -> int:
         stop_people = threading.Event()
         people = [
             Person(
-                web=web,
+                web=webs[n % len(webs)],
                 username=name,
                 password=seeded["passwords"][name],
                 role=name,
@@ -860,6 +1016,7 @@ def main() -> int:
                 seed=args.seed + n,
             )
             for n, name in enumerate(("approver", "reviewer"))
+            if with_people
         ]
         shared = Shared()
         run_started = timezone.now()
@@ -868,7 +1025,7 @@ def main() -> int:
         agents = [
             Agent(
                 n,
-                web=web,
+                web=webs[n % len(webs)],
                 token=seeded["tokens"][n],
                 readonly_token=seeded["readonly_token"],
                 accounts=seeded["accounts"][n],
@@ -876,10 +1033,22 @@ def main() -> int:
                 shared=shared,
                 stop_at=stop_at,
                 seed=args.seed * 1000 + n,
+                operations=operations,
             )
             for n in range(args.agents)
         ]
-        for thread in [*people, *agents]:
+        meter = CpuMeter(lambda: process_kinds(stack, args))
+        cost_from: dict = {}
+
+        def start_costing() -> None:
+            cost_from.update(at=timezone.now(), requests=figures.answers)
+            meter.start()
+
+        costing = threading.Timer(args.cost_after, start_costing)
+        peak_connections, sampling = [0], threading.Event()
+        sampler = threading.Thread(target=sample_connections, args=(args, sampling, peak_connections), daemon=True)
+        sampler.start()
+        for thread in [*people, *agents, costing]:
             thread.start()
         fault_log: list[str] = []
         if kill_at and kill_at < args.seconds:
@@ -894,8 +1063,16 @@ def main() -> int:
                 )
         load_seconds = time.monotonic() - started
         run_ended = timezone.now()
+        costing.join()
+        cpu = meter.stop()
+        cost_seconds = (run_ended - cost_from["at"]).total_seconds()
+        cost_requests = figures.answers - cost_from["requests"]
+        cost_executions = Proposal.objects.filter(executed_at__range=(cost_from["at"], run_ended)).count()
+        connection.close()
+        sampling.set()
+        sampler.join()
         drain_seconds, left = _drain(args, people, stop_people)
-        for name in ("web", "beat", "worker-1", "worker-2"):
+        for name in [*web_names(args), "beat", *worker_nodes(args)]:
             stack.stop(name)
 
         print(f"\nLoad: {load_seconds:.0f} s, {args.agents} agents; answers as expected, and unexpected (errors)")
@@ -922,6 +1099,14 @@ def main() -> int:
             f"{results['executed_on_a_later_attempt']}"
         )
         print(f"  drained in {drain_seconds:.1f} s after the load (bound {args.drain_timeout:.0f} s)")
+        requests = figures.answers
+        results.update(report_cost(cpu, cost_requests, cost_executions, cost_seconds, args.cost_after))
+        results["peak_database_connections"] = peak_connections[0]
+        print(
+            f"  database connections to {args.db_name}, at most {peak_connections[0]} (sampled each second): "
+            f"{len(web_names(args))} gunicorn × {args.web_workers} workers, each a pool of up to {args.db_pool}; "
+            f"{len(worker_nodes(args))} Celery workers × (1 + {args.worker_concurrency} pool processes); beat"
+        )
 
         print("\nReconciliation")
         items = reconcile(seeded["crm_url"], figures, left)
@@ -931,7 +1116,9 @@ def main() -> int:
         results.update(
             seconds=load_seconds,
             agents=args.agents,
-            requests=sum(len(v) for v in figures.latencies.values()) + figures.errors,
+            nodes=args.nodes,
+            operations=list(operations),
+            requests=requests,
             unexpected=figures.errors,
             reconciliation_passed=not failed,
             per_operation={
