@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
@@ -307,10 +308,67 @@ def as_json(data: Any) -> Any:
 
 
 def proposal_body(proposal: Proposal, grants: ReadGrants | None = None) -> dict[str, Any]:
-    """A proposal as GET /api/v1/proposals/{id} answers it, and as an idempotency record keeps it for both doors."""
-    return as_json(
-        ProposalSerializer(proposal, context={READ_GRANTS: grants if grants is not None else ReadGrants()}).data
-    )
+    """A proposal as GET /api/v1/proposals/{id} answers it, and as an idempotency record keeps it for both doors.
+
+    Built straight as JSON types, on every answer's path: ProposalSerializer (above) describes the same body for the
+    OpenAPI document, and a test holds the two equal (tests/agents/rest/test_proposal_body.py); building it through
+    the serializer cost more Python time than deciding the proposal."""
+    grants = grants if grants is not None else ReadGrants()
+    shown = grants.cover_impact(proposal)
+    decision = proposal.decision or {}
+    amount = proposal.impact_amount
+    review = None
+    if proposal.mode == DecisionMode.DUAL and proposal.decided_by_id:
+        review = {
+            "status": _text(proposal.review_outcome or "due"),
+            "due_at": _when(proposal.review_due_at),
+            "by": proposal.reviewed_by.get_username() if proposal.reviewed_by else None,
+            "escalated_at": _when(proposal.review_escalated_at),
+        }
+    return {
+        "id": str(proposal.pk),
+        "status": _text(proposal.status),
+        "system": proposal.system.slug,
+        "action": proposal.action_type.name,
+        "record_id": proposal.record_id,
+        "payload": proposal.payload,
+        "reason": proposal.reason,
+        "impact": {
+            "amount": f"{amount:.2f}" if amount is not None and shown else None,
+            "currency": _text(proposal.impact_currency),
+        },
+        "decision": {
+            "mode": _text(proposal.mode),
+            "reason": _text(decision.get("reason", "")) if shown else reason_without_amount(proposal),
+            "rule": _text(decision.get("rule")),
+            "band": _text(decision.get("band")) if shown else None,
+            "approver": _text(decision.get("approver")),
+            "approver_group": _text(decision.get("approver_group")),
+            "review_group": _text(decision.get("review_group")),
+            "sla_due_at": _when(proposal.sla_due_at),
+            "expires_at": _when(proposal.expires_at),
+        },
+        "rejection_reason": proposal.decision_comment if proposal.status == "rejected" else None,
+        "review": review,
+        "failure_reason": proposal.failure_reason,
+        "created_at": _when(proposal.created_at),
+        "decided_at": _when(proposal.decided_at),
+        "executed_at": _when(proposal.executed_at),
+        "links": {"self": f"/api/v1/proposals/{proposal.pk}"},
+    }
+
+
+def _text(value: Any) -> str | None:
+    """DRF's CharField output: the value as text, None kept."""
+    return None if value is None else str(value)
+
+
+def _when(value: datetime | None) -> str | None:
+    """DRF's DateTimeField output (ISO 8601 in the current time zone, UTC as "Z")."""
+    if value is None:
+        return None
+    text = value.astimezone(timezone.get_current_timezone()).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class ProposalAnswer:

@@ -343,7 +343,8 @@ class ProposalsView(APIView):
             queryset = queryset.filter(status=status)
         paginator = ProposalCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response(shapes.ProposalSerializer(page, many=True).data)
+        grants = shapes.ReadGrants()  # one per page: the grants are read once for all its proposals
+        return paginator.get_paginated_response([shapes.proposal_body(proposal, grants) for proposal in page])
 
 
 def _own_proposal(request: Request, proposal_id: str) -> Proposal:
@@ -360,7 +361,7 @@ class ProposalDetailView(APIView):
         summary="One of the agent's own proposals",
     )
     def get(self, request: Request, proposal_id: str) -> Response:
-        return Response(shapes.ProposalSerializer(_own_proposal(request, proposal_id)).data)
+        return Response(shapes.proposal_body(_own_proposal(request, proposal_id)))
 
 
 class ProposalCancelView(APIView):
@@ -371,7 +372,7 @@ class ProposalCancelView(APIView):
     )
     def post(self, request: Request, proposal_id: str) -> Response:
         proposal = proposal_cancel(proposal_id=proposal_id, agent=calling_agent(request), channel=CHANNEL)
-        return Response(shapes.ProposalSerializer(Proposal.objects.for_api().get(pk=proposal.pk)).data)
+        return Response(shapes.proposal_body(Proposal.objects.for_api().get(pk=proposal.pk)))
 
 
 class EventsView(APIView):
