@@ -183,7 +183,15 @@ def main() -> int:
         ledger_port = free_port()
         stack.start(
             "ledger",
-            [str(BIN / "python"), "-m", "sandbox.mcp_ledger", "--port", str(ledger_port), "--token-file", str(token_file)],
+            [
+                str(BIN / "python"),
+                "-m",
+                "sandbox.mcp_ledger",
+                "--port",
+                str(ledger_port),
+                "--token-file",
+                str(token_file),
+            ],
             "listening on",
             env=stack.env(),
         )
