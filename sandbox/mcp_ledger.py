@@ -9,13 +9,17 @@ session-pool tests make it an `mcp` system and count what reaches it.
 Tools:
 
 - ``get_account(account_id)``  read-only: one account, ``{"id", "name", "status", "credit_limit"}``
-- ``add_note(account_id, text)``  a write: appends a note, answers ``{"id", "notes"}``
+- ``add_note(account_id, text)``  a write: appends a note, answers ``{"id", "notes"}``; with ``LEDGER_NOTES_FILE`` in
+  its environment each note is also appended to that file, and with ``LEDGER_CRASH_AFTER_WRITE=1`` the server exits
+  right after writing, before it answers
 - ``whoami()``  the server's process id and the bearer token the request carried (over HTTP)
 
 Over HTTP, ``GET /_stats`` answers how many sessions were opened (``initialize`` or ``server/discover``), how many tool
-calls arrived and the bearer token of the last request. With ``--token-file`` every MCP request needs
+calls ran and the bearer token of the last request. With ``--token-file`` every MCP request needs
 ``Authorization: Bearer <the file's content>``, re-read per request, so a test can rotate the credential. Over stdio,
-``--pid-file`` gets one line per process started.
+``--pid-file`` gets one line per process started. ``--legacy`` makes the HTTP server one from before 2026: it refuses
+``server/discover``, so clients open a stateful session (an ``Mcp-Session-Id``) with ``initialize``, which a restart
+forgets.
 """
 
 from __future__ import annotations
@@ -48,11 +52,18 @@ def create_server(counts: Counts) -> MCPServer:
 
     @server.tool(name="get_account", description="One account by id.", annotations=read_only)
     def get_account(account_id: str) -> dict[str, Any]:
+        counts.calls += 1
         return {"id": account_id, "name": f"Account {account_id}", "status": "active", "credit_limit": "5000.00"}
 
     @server.tool(name="add_note", description="Append a note to an account.")
     def add_note(account_id: str, text: str) -> dict[str, Any]:
+        counts.calls += 1
         notes.setdefault(account_id, []).append(text)
+        if os.environ.get("LEDGER_NOTES_FILE"):  # what was written, for a test to count
+            with open(os.environ["LEDGER_NOTES_FILE"], "a") as out:
+                out.write(f"{account_id}: {text}\n")
+        if os.environ.get("LEDGER_CRASH_AFTER_WRITE") == "1":  # dies having written, before answering
+            os._exit(1)
         return {"id": account_id, "notes": notes[account_id]}
 
     @server.tool(name="whoami", description="This server's process id and the caller's token.", annotations=read_only)
@@ -62,8 +73,9 @@ def create_server(counts: Counts) -> MCPServer:
     return server
 
 
-def counting(app: Any, counts: Counts, token_file: Path | None) -> Any:
-    """ASGI middleware: count handshakes and tool calls, check the bearer token, answer GET /_stats."""
+def counting(app: Any, counts: Counts, token_file: Path | None, *, legacy: bool = False) -> Any:
+    """ASGI middleware: count handshakes and tool calls, check the bearer token, answer GET /_stats; with `legacy`,
+    refuse `server/discover` as a server from before 2026 does, so clients open a session with `initialize`."""
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -92,10 +104,12 @@ def counting(app: Any, counts: Counts, token_file: Path | None) -> Any:
                 method = json.loads(body).get("method")
             except (ValueError, AttributeError):
                 method = None
+            if method == "server/discover" and legacy:
+                error = {"jsonrpc": "2.0", "id": json.loads(body).get("id"), "error": {"code": -32601, "message": "?"}}
+                await _answer(send, 200, json.dumps(error).encode())
+                return
             if method in HANDSHAKES:
                 counts.handshakes += 1
-            elif method == "tools/call":
-                counts.calls += 1
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -122,6 +136,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8300)
     parser.add_argument("--token-file", type=Path, help="Require this bearer token (re-read per request).")
     parser.add_argument("--pid-file", type=Path, help="Append this process's id (stdio).")
+    parser.add_argument("--legacy", action="store_true", help="Stateful sessions opened by initialize (HTTP).")
     args = parser.parse_args()
     counts = Counts()
     server = create_server(counts)
@@ -140,7 +155,8 @@ def main() -> int:
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     print(f"mcp ledger listening on http://{args.host}:{args.port}/mcp", file=sys.stderr, flush=True)
-    uvicorn.run(counting(app, counts, args.token_file), host=args.host, port=args.port, log_level="warning")
+    app = counting(app, counts, args.token_file, legacy=args.legacy)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

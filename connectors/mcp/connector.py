@@ -267,12 +267,24 @@ def _http_transport(url: str, headers: dict[str, str], timeout: float):
     @asynccontextmanager
     async def transport():
         async with (
-            httpx2.AsyncClient(headers=headers, timeout=timeout, verify=_tls_context()) as client,
+            httpx2.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                verify=_tls_context(),
+                event_hooks={"response": [_refuse_unknown_session]},
+            ) as client,
             streamable_http_client(url, http_client=client) as streams,
         ):
             yield streams
 
     return transport()
+
+
+async def _refuse_unknown_session(response) -> None:
+    """A 404 to a request that carried a session id: the server forgot the session and ran nothing of the request,
+    so the pool may send it again on a new session (connectors.mcp.sessions.SessionUnknown)."""
+    if response.status_code == 404 and "mcp-session-id" in response.request.headers:
+        raise sessions.SessionUnknown("the MCP server does not know this session")
 
 
 def _base_env() -> dict[str, str]:

@@ -125,13 +125,13 @@ class SessionPool:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="gatehouse-mcp-sessions", daemon=True)
         self._thread.start()
-        self._stopped = False
+        self.stopped = False
 
     # --- From synchronous code ----------------------------------------------------------------------------------
 
     def run(self, coroutine: Coroutine[Any, Any, T], *, timeout: float) -> T:
         """Run `coroutine` on the pool's loop and wait for it; it bounds itself, `timeout` is the backstop."""
-        if self._stopped:
+        if self.stopped:
             coroutine.close()
             raise RuntimeError("the MCP session pool is closed")
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -143,13 +143,13 @@ class SessionPool:
 
     def close(self, timeout: float = 10.0) -> None:
         """Close every session (stdio servers are stopped) and the loop. Idempotent; at exit, and in tests."""
-        if self._stopped or os.getpid() != self.pid:
+        if self.stopped or os.getpid() != self.pid:
             return
         try:
             self.run(self._close_all(), timeout=timeout)
         except Exception:  # at exit: what could not be closed in time dies with the process
             logger.warning("mcp: closing the session pool failed", exc_info=True)
-        self._stopped = True
+        self.stopped = True
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
 
@@ -179,7 +179,7 @@ class SessionPool:
             except Exception as exc:
                 if not (reused and session.retired and (idempotent or await _nothing_sent(exc, session))):
                     raise
-                logger.info("mcp: a reused session failed before the call could do anything; opening a new one")
+                logger.info("mcp: a reused session failed (%s); sending once more on a new one", type(exc).__name__)
             session, _ = await self._take(key, open_client)
             return await self._attempt(session, work, answered)
 
@@ -338,17 +338,13 @@ def _answered(exc: BaseException, answered: tuple[type[BaseException], ...]) -> 
     leaves = _leaves(exc)
     if any(isinstance(leaf, answered) for leaf in leaves):
         return True
-    return all(
-        isinstance(leaf, MCPError) and leaf.code != CONNECTION_CLOSED and not _unknown_session(leaf) for leaf in leaves
-    )
+    return all(isinstance(leaf, MCPError) and leaf.code != CONNECTION_CLOSED for leaf in leaves)
 
 
-def _unknown_session(exc: BaseException) -> bool:
-    """The server answered 404 to a request carrying a session id: it does not know the session (it restarted)."""
-    from mcp.shared.exceptions import MCPError
-    from mcp_types import INVALID_REQUEST
-
-    return isinstance(exc, MCPError) and exc.code == INVALID_REQUEST and str(exc) == "Session terminated"
+class SessionUnknown(Exception):
+    """The server answered 404 to a request carrying our session id: it does not know the session (it restarted, or
+    ended it), and by the transport's rules it ran nothing of that request. Raised by the HTTP client's response
+    hook (connectors.mcp.connector), it ends the session's transport."""
 
 
 async def _nothing_sent(exc: BaseException, session: Session) -> bool:
@@ -367,7 +363,7 @@ async def _nothing_sent(exc: BaseException, session: Session) -> bool:
             return False
         leaves = [leaf for leaf in leaves if not isinstance(leaf, MCPError)] + _leaves(session.failure)
     return bool(leaves) and all(
-        isinstance(leaf, httpx2.ConnectError | ConnectionRefusedError) or _unknown_session(leaf) for leaf in leaves
+        isinstance(leaf, httpx2.ConnectError | ConnectionRefusedError | SessionUnknown) for leaf in leaves
     )
 
 
@@ -381,10 +377,10 @@ def pool() -> SessionPool:
     """This process's session pool, made on first use (so a forked child makes its own)."""
     global _pool
     current = _pool
-    if current is not None and current.pid == os.getpid():
+    if current is not None and current.pid == os.getpid() and not current.stopped:
         return current
     with _pool_lock:
-        if _pool is None or _pool.pid != os.getpid():
+        if _pool is None or _pool.pid != os.getpid() or _pool.stopped:
             _pool = SessionPool()
             atexit.register(_pool.close)
         return _pool
