@@ -22,7 +22,9 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +159,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=1000, help="Calls on each side.")
     parser.add_argument("--rounds", type=int, default=10, help="Alternations between the two sides.")
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    parser.add_argument(
+        "--profile", type=Path, help="Record the gunicorn workers with py-spy while measuring: collapsed stacks here."
+    )
     args = parser.parse_args()
 
     database = _prepare_environment()
@@ -219,6 +224,17 @@ def main() -> int:
             env=stack.env(DJANGO_SETTINGS_MODULE="bench.settings"),
         )
         time.sleep(1)  # the second worker's startup line may follow the first's
+        spy = None
+        if args.profile:
+            gunicorn = stack.processes["gunicorn"].popen.pid
+            spy = subprocess.Popen(
+                [
+                    *(str(BIN / "py-spy"), "record", "--pid", str(gunicorn), "--subprocesses", "--nonblocking"),
+                    *("--format", "raw", "--output", str(args.profile), "--rate", "100"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
 
         direct, governed = anyio.run(
             lambda: _measure(
@@ -230,6 +246,9 @@ def main() -> int:
                 rounds=args.rounds,
             )
         )
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
         print(f"Gatehouse MCP overhead — {database}, gunicorn 2 uvicorn workers, downstream MCP server on loopback\n")
         print("Read-only tool get_account of account 4471, one MCP session reused by the client")
         print(f"  straight on the downstream server   {_fmt(direct)}")

@@ -263,6 +263,9 @@ def test_a_stdio_server_stays_up_between_calls_and_is_restarted_when_it_died(f, 
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: not alive(first), "the server to die", timeout=10)
 
+    # A write, which is never sent twice: the dead session is seen before anything is sent, so it goes to a new one.
+    McpConnector(system, None).execute(note_action(system), "1", {"text": "after"}, "k1")
+    assert (tmp_path / "notes").read_text() == "1: after\n"
     assert McpConnector(system, None).read("accounts", "2")["id"] == "2"
     assert len(pids(tmp_path)) == 2 and alive(pids(tmp_path)[1])
 
