@@ -20,49 +20,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from bench.environment import prepare_environment
+from bench.load import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 DB_NAME = "gatehouse_bench_mcp"
 TARGET_P50_MS, TARGET_P99_MS = 3.0, 8.0
 
 
-def _prepare_environment() -> str:
-    """Point this process (and its children) at a fresh benchmark database of its own."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    os.environ.setdefault("GATEHOUSE_ENV", "development")  # a bench on this machine: generated secrets, loopback
-    os.environ.setdefault("GATEHOUSE_VAR_DIR", tempfile.mkdtemp(prefix="gatehouse-bench-mcp-"))
-    if os.environ.get("DATABASE_URL"):
-        import psycopg
-
-        with psycopg.connect(os.environ["DATABASE_URL"], dbname="postgres", autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {DB_NAME}")
-        os.environ["GATEHOUSE_DB_NAME"] = DB_NAME
-        return "PostgreSQL"
-    return "SQLite"
-
-
-def percentile(latencies: list[float], p: float) -> float:
-    ordered = sorted(latencies)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))] * 1000
-
-
-def _fmt(latencies: list[float]) -> str:
-    return (
-        f"p50 {statistics.median(latencies) * 1000:6.2f} ms  p99 {percentile(latencies, 99):6.2f} ms  "
-        f"(n={len(latencies)})"
-    )
+def _fmt(run: Run) -> str:
+    return f"p50 {run.p50:6.2f} ms  p99 {run.percentile(99):6.2f} ms  (n={run.count})"
 
 
 def _ledger_system(url: str, token: str, owner: Any) -> None:
@@ -107,7 +83,7 @@ def _ledger_system(url: str, token: str, owner: Any) -> None:
 
 async def _measure(
     direct_url: str, direct_token: str, gatehouse_url: str, agent_token: str, *, count: int, rounds: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[Run, Run]:
     """Both sides with one session each, alternating in rounds; the first calls of each session are warm-up."""
     from contextlib import AsyncExitStack
 
@@ -151,7 +127,7 @@ async def _measure(
         for _ in range(rounds):
             await timed(direct_call, per_round, direct_latencies)
             await timed(governed_call, per_round, governed_latencies)
-    return direct_latencies, governed_latencies
+    return Run(latencies=direct_latencies), Run(latencies=governed_latencies)
 
 
 def main() -> int:
@@ -164,7 +140,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    database = _prepare_environment()
+    database = prepare_environment(DB_NAME)
     sys.path.insert(0, str(ROOT))
     import django
 
@@ -254,10 +230,10 @@ def main() -> int:
         print(f"  straight on the downstream server   {_fmt(direct)}")
         print(f"  through Gatehouse's /mcp            {_fmt(governed)}")
         figures.update(
-            direct_p50_ms=statistics.median(direct) * 1000,
-            direct_p99_ms=percentile(direct, 99),
-            governed_p50_ms=statistics.median(governed) * 1000,
-            governed_p99_ms=percentile(governed, 99),
+            direct_p50_ms=direct.p50,
+            direct_p99_ms=direct.percentile(99),
+            governed_p50_ms=governed.p50,
+            governed_p99_ms=governed.percentile(99),
         )
         figures.update(
             added_p50_ms=figures["governed_p50_ms"] - figures["direct_p50_ms"],
