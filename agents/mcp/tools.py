@@ -132,19 +132,20 @@ def _propose_target(action: ActionType) -> ToolTarget:
 
 
 def resolve(name: str) -> ToolTarget | None:
-    """The target a tool name stands for in the whole inventory, granted to the caller or not (the services decide)."""
+    """The target a tool name stands for in the whole inventory, granted to the caller or not (the services decide).
+
+    One query: the resources (or actions) with their systems, matched by name here, since names are normalised."""
     if name in (GET_PROPOSAL, LIST_EVENTS):
         return ToolTarget(name)
-    for system in System.objects.all():
-        prefix = _name_part(system.slug)
-        if name.startswith(f"{prefix}_read_") and _readable_by_tool(system):
-            for resource in Resource.objects.filter(system=system).select_related("system"):
-                if read_tool_name(system, resource) == name:
-                    return ToolTarget(READ, system.slug, resource.name)
-        if name.startswith(f"{prefix}_propose_"):
-            for action in ActionType.objects.filter(system=system).select_related("system", "resource"):
-                if propose_tool_name(system, action) == name:
-                    return _propose_target(action)
+    if "_read_" in name:
+        for resource in Resource.objects.select_related("system"):
+            system = resource.system
+            if _readable_by_tool(system) and read_tool_name(system, resource) == name:
+                return ToolTarget(READ, system.slug, resource.name)
+    if "_propose_" in name:
+        for action in ActionType.objects.select_related("system", "resource"):
+            if propose_tool_name(action.system, action) == name:
+                return _propose_target(action)
     return None
 
 

@@ -1,9 +1,9 @@
 """A downstream MCP server as a Gatehouse system: its read-only tools serve reads, its other tools are actions.
 
-Each call opens a session with the server (a stdio subprocess, or streamable HTTP), makes one request and closes it,
-all under the system's timeout: a server that hangs or dies mid-call fails the call with a clear error and leaves the
-worker free. One session per call is the simple, robust choice for writes (a few a second at most per system);
-reads pay a process start for stdio servers (about 0.3 s for the Node reference servers).
+Each call is one request on a live session with the server (a stdio subprocess, or streamable HTTP) that this process
+keeps open between calls (connectors.mcp.sessions: per system and credential, reconnected when it died, never resending
+a write that may have reached the server), all under the system's timeout: a server that hangs or dies mid-call fails
+the call with a clear error and leaves the worker free.
 
 An action's `operation`:
 
@@ -23,9 +23,10 @@ the business owner (the reference memory server's writes are: a second create of
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import tempfile
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -38,7 +39,9 @@ from connectors.base import (
     TransientError,
 )
 from connectors.errors import downstream_error
+from connectors.mcp import sessions
 from connectors.mcp.config import McpConfig
+from connectors.mcp.sessions import SessionKey
 
 T = TypeVar("T")
 IDEMPOTENCY_META = "io.gatehouse/idempotency-key"
@@ -98,9 +101,18 @@ class McpConnector(Connector):
 
     # --- The session ------------------------------------------------------------------------------------------
 
-    def _server(self, errlog):
-        from mcp import StdioServerParameters
-        from mcp.client.stdio import stdio_client
+    def _session_key(self) -> SessionKey:
+        """For whom the session is (the system, whose credential) and with what (settings, secret: fingerprinted)."""
+        system, vaulted = self.system, self._vaulted
+        credential = (type(vaulted).__name__, vaulted.pk) if vaulted is not None else ("", None)
+        slot = (self.config.transport, system.pk or system.slug, *credential)
+        settings = {key: value for key, value in (system.connector_config or {}).items() if key != "reads"}
+        secret = [self._secret or "", *self.auth_headers().values()]
+        return SessionKey.of(slot, settings, secret)
+
+    def _client(self, errlog):
+        """An MCP client for this system, entered by the session pool on its event loop."""
+        from mcp import Client, StdioServerParameters
 
         config = self.config
         if config.transport == "stdio":
@@ -110,41 +122,37 @@ class McpConnector(Connector):
             params = StdioServerParameters(
                 command=config.command, args=list(config.args), env=env, cwd=config.cwd or None
             )
+            from mcp.client.stdio import stdio_client
+
             # The server's stderr goes to a file of ours: a Celery worker's sys.stderr is a logging proxy with no
             # file descriptor, and what the server says there explains a failure (logged with the error's reference).
-            return stdio_client(params, errlog=errlog)
-        import httpx2
-        from mcp.client.streamable_http import streamable_http_client
+            transport = stdio_client(params, errlog=errlog)
+        else:
+            transport = _http_transport(config.url, self.auth_headers(), config.timeout)
+        return Client(transport, read_timeout_seconds=config.timeout, cache=None)
 
-        client = httpx2.AsyncClient(headers=self.auth_headers(), timeout=config.timeout)
-        return streamable_http_client(config.url, http_client=client)
-
-    def _run(self, work: Callable[[Any], Awaitable[T]], attempted: str) -> T:
-        """Open a session, run `work(client)`, close it — all within the timeout, from synchronous code.
+    def _run(self, work: Callable[[Any], Awaitable[T]], attempted: str, *, idempotent: bool) -> T:
+        """Run `work(client)` on this system's live session (connectors.mcp.sessions), within the timeout, from
+        synchronous code. `idempotent`: a read-only call, which may be sent again on a new session after a transport
+        failure; a write never is unless nothing can have reached the server.
 
         A failure names the system, `attempted` and how it failed; what the server said (an exception's text, its
         last stderr line) is logged under the error's reference, never put in the message.
         """
-        import anyio
-        from mcp import Client
-
         timeout = self.config.timeout
-
-        errlog = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
-
-        async def main() -> T:
-            with anyio.fail_after(timeout):
-                async with Client(self._server(errlog), read_timeout_seconds=timeout, cache=None) as client:
-                    return await work(client)
-
+        pool = sessions.pool()
         try:
-            with errlog:
-                try:
-                    return anyio.run(main)
-                except BaseException as exc:
-                    if _ours(exc) is None:  # the server's stderr explains its failure; ours need no note
-                        exc.add_note(_tail(errlog))
-                    raise
+            return pool.run(
+                pool.call(
+                    self._session_key(),
+                    self._client,
+                    work,
+                    timeout=timeout,
+                    idempotent=idempotent,
+                    answered=(PermanentError, TransientError, _ToolRefused),
+                ),
+                timeout=timeout + 5,
+            )
         except (PermanentError, TransientError):
             raise
         except BaseException as exc:  # a dead process, a closed pipe, a refused connection, a protocol error
@@ -163,7 +171,7 @@ class McpConnector(Connector):
                 status = f"failed: the MCP server {_status(exc)}"
             raise downstream_error(self, TransientError, attempted, status, said=exc) from None
 
-    def _call(self, tool: str, arguments: dict[str, Any], *, key: str | None = None) -> Any:
+    def _call(self, tool: str, arguments: dict[str, Any], *, key: str | None = None, read: bool = False) -> Any:
         async def work(client) -> Any:
             meta = {IDEMPOTENCY_META: key} if key else None
             result = await client.call_tool(tool, arguments, meta=meta)
@@ -172,7 +180,7 @@ class McpConnector(Connector):
                 raise _ToolRefused(text or "no reason given")
             return _structured(result)
 
-        return self._run(work, f"tool {tool}")
+        return self._run(work, f"tool {tool}", idempotent=read)
 
     # --- The contract -----------------------------------------------------------------------------------------
 
@@ -180,13 +188,13 @@ class McpConnector(Connector):
         async def work(client) -> list[Any]:
             return list((await client.list_tools()).tools)
 
-        return self._run(work, "tool list")
+        return self._run(work, "tool list", idempotent=True)
 
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         mapping = self.config.reads.get(resource)
         if mapping is None:
             raise PermanentError(f"{self.system.slug}: no read tool is mapped for {resource!r} (connector settings)")
-        result = self._call(mapping.tool, render(mapping.arguments, record_id=record_id, payload={}))
+        result = self._call(mapping.tool, render(mapping.arguments, record_id=record_id, payload={}), read=True)
         record = _at_path(result, mapping.result) if mapping.result else result
         if record is None:
             raise RecordNotFound(f"{self.system.slug}: {resource} {record_id} not found")
@@ -241,6 +249,44 @@ class McpConnector(Connector):
             return {}
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context per process: loading the CA bundle costs milliseconds, and it never changes while we run."""
+    import httpx2
+
+    return httpx2.create_ssl_context()
+
+
+def _http_transport(url: str, headers: dict[str, str], timeout: float):
+    """The streamable HTTP transport with a client of its own (its headers carry the credential), closed with it."""
+    from contextlib import asynccontextmanager
+
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    @asynccontextmanager
+    async def transport():
+        async with (
+            httpx2.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                verify=_tls_context(),
+                event_hooks={"response": [_refuse_unknown_session]},
+            ) as client,
+            streamable_http_client(url, http_client=client) as streams,
+        ):
+            yield streams
+
+    return transport()
+
+
+async def _refuse_unknown_session(response) -> None:
+    """A 404 to a request that carried a session id: the server forgot the session and ran nothing of the request,
+    so the pool may send it again on a new session (connectors.mcp.sessions.SessionUnknown)."""
+    if response.status_code == 404 and "mcp-session-id" in response.request.headers:
+        raise sessions.SessionUnknown("the MCP server does not know this session")
+
+
 def _base_env() -> dict[str, str]:
     """What a stdio server inherits: the SDK's safe defaults (PATH, HOME…), never Gatehouse's own secrets."""
     from mcp.client.stdio import get_default_environment
@@ -271,16 +317,6 @@ def _contains_timeout(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError):
         return True
     return isinstance(exc, BaseExceptionGroup) and any(_contains_timeout(inner) for inner in exc.exceptions)
-
-
-def _tail(errlog) -> str:
-    """The last line the server wrote to stderr, for the log line of its failure (redacted there)."""
-    try:
-        errlog.seek(0)
-        lines = [line.strip() for line in errlog.read()[-4000:].splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return ""
-    return lines[-1][:300] if lines else ""
 
 
 def _status(exc: BaseException) -> str:
