@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -9,6 +10,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 _request_id: ContextVar[str] = ContextVar("gatehouse_request_id", default="")
+# A number drawn for each request (each block of work with a request id), never reused by this process: unlike the
+# request id, which a caller may choose (X-Request-ID), it tells one request from the next for certain.
+_request_serial: ContextVar[int] = ContextVar("gatehouse_request_serial", default=0)
+_serials = itertools.count(1)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -16,23 +21,30 @@ def current_request_id() -> str:
     return _request_id.get()
 
 
+def current_request_serial() -> int:
+    """This request's number in this process (0: no request), for what must last exactly one request."""
+    return _request_serial.get()
+
+
 @contextmanager
 def request_id_set(request_id: str) -> Iterator[None]:
     """The request id of one request, set by the middleware (gatehouse.middleware) for its duration."""
-    token = _request_id.set(request_id)
+    token, serial = _request_id.set(request_id), _request_serial.set(next(_serials))
     try:
         yield
     finally:
+        _request_serial.reset(serial)
         _request_id.reset(token)
 
 
 @contextmanager
 def bound_request_id(request_id: str) -> Iterator[str]:
     """Make `request_id` the current one for a block of work outside Django's middleware (the MCP endpoint)."""
-    token = _request_id.set(request_id)
+    token, serial = _request_id.set(request_id), _request_serial.set(next(_serials))
     try:
         yield request_id
     finally:
+        _request_serial.reset(serial)
         _request_id.reset(token)
 
 

@@ -32,7 +32,7 @@ from core.errors import (
     SystemFrozen,
     UnknownAction,
 )
-from core.request_context import current_request_id
+from core.request_context import current_request_serial
 from core.schema import null_character_paths, schema_errors
 from governance import policy_cache
 from governance.choices import Access, AgentStatus, IntegrationPattern, WriteMode
@@ -98,21 +98,21 @@ _NOTED_STOP_TTL = 1.0  # seconds
 
 
 # Kept for the call in progress (its request id), not on the agent: a cached agent is shared by the calls of a process.
-_noted_stop: ContextVar[tuple[int, str, float, tuple[bool, str]] | None] = ContextVar(
+_noted_stop: ContextVar[tuple[int, int, float, tuple[bool, str]] | None] = ContextVar(
     "gatehouse_noted_stop", default=None
 )
 
 
 def note_global_stop(agent: Agent, state: tuple[bool, str]) -> None:
-    _noted_stop.set((agent.pk, current_request_id(), time.monotonic(), state))
+    _noted_stop.set((agent.pk, current_request_serial(), time.monotonic(), state))
 
 
 def _global_stop(agent: Agent) -> tuple[bool, str]:
     noted = _noted_stop.get()
     _noted_stop.set(None)
     if noted is not None:
-        agent_id, request_id, at, state = noted
-        if agent_id == agent.pk and request_id == current_request_id() and time.monotonic() - at < _NOTED_STOP_TTL:
+        agent_id, serial, at, state = noted
+        if agent_id == agent.pk and serial == current_request_serial() and time.monotonic() - at < _NOTED_STOP_TTL:
             return state
     return policy_cache.cached(("global_stop",), GlobalSwitch.is_engaged)
 

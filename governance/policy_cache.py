@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.db import connection
 
-from core.request_context import current_request_id
+from core.request_context import current_request_serial
 
 T = TypeVar("T")
 
@@ -35,7 +35,7 @@ SCOPE_SECONDS = 2.0
 ENTRY_SECONDS = 60.0
 MAX_ENTRIES = 4096
 
-_scope: ContextVar[tuple[str, float, str] | None] = ContextVar("gatehouse_policy_scope", default=None)
+_scope: ContextVar[tuple[int, float, str] | None] = ContextVar("gatehouse_policy_scope", default=None)
 _entries: dict[tuple, tuple[str, float, Any]] = {}
 _lock = threading.Lock()
 _GENERATION_SQL = "SELECT value FROM governance_policygeneration WHERE id = 1"
@@ -46,16 +46,17 @@ def enabled() -> bool:
 
 
 def open_scope() -> None:
-    """Read the policy generation for the call in progress (the current request id); lookups of this call answer
-    from the cache under it. Without a request id, or with the cache off, nothing is opened."""
-    request_id = current_request_id()
-    if not request_id or not enabled():
+    """Read the policy generation for the call in progress (the current request, by its serial number: a request id
+    may be the caller's choice); lookups of this call answer from the cache under it. Outside a request, or with the
+    cache off, nothing is opened."""
+    serial = current_request_serial()
+    if not serial or not enabled():
         return
     with connection.cursor() as cursor:
         cursor.execute(_GENERATION_SQL)
         row = cursor.fetchone()
     # No row (a database flushed by a test run): no scope, so every lookup asks the database.
-    _scope.set((request_id, time.monotonic(), row[0]) if row else None)
+    _scope.set((serial, time.monotonic(), row[0]) if row else None)
 
 
 def generation() -> str | None:
@@ -63,8 +64,8 @@ def generation() -> str | None:
     scope = _scope.get()
     if scope is None:
         return None
-    request_id, opened, value = scope
-    if request_id != current_request_id() or time.monotonic() - opened > SCOPE_SECONDS:
+    serial, opened, value = scope
+    if serial != current_request_serial() or time.monotonic() - opened > SCOPE_SECONDS:
         return None
     return value
 

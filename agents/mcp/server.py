@@ -52,6 +52,7 @@ from agents.mcp import calls, results, tools
 from audit.choices import Channel
 from core.errors import GatehouseError
 from core.request_context import bound_request_id, new_request_id
+from governance import policy_cache
 from governance.models import Agent, AgentToken
 from governance.services import agent_authenticate
 
@@ -110,6 +111,9 @@ def _framed(fn: Callable[..., T]) -> Callable[..., T]:
 def _with_request_id(request_id: str, fn: Callable[..., T]) -> Callable[..., T]:
     def run(*args: Any) -> T:
         with bound_request_id(request_id):
+            # The call's lookups answer from this process's policy cache under the generation read now (the token
+            # was checked in another thread, before the request id existed).
+            policy_cache.open_scope()
             return fn(*args)
 
     return run

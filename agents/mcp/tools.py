@@ -7,6 +7,7 @@ agents.mcp.calls; what a call answers is agents.mcp.results.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -22,6 +23,7 @@ from approvals.choices import DecisionMode, ProposalStatus
 from approvals.policy import find_rule
 from audit.choices import Channel
 from core.errors import Throttled
+from governance import policy_cache
 from governance.choices import Access, ImpactKind, IntegrationPattern, WriteMode
 from governance.gate import ensure_may_act, granted_fields
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand
@@ -134,9 +136,15 @@ def _propose_target(action: ActionType) -> ToolTarget:
 def resolve(name: str) -> ToolTarget | None:
     """The target a tool name stands for in the whole inventory, granted to the caller or not (the services decide).
 
-    One query: the resources (or actions) with their systems, matched by name here, since names are normalised."""
+    One query: the resources (or actions) with their systems, matched by name here, since names are normalised. Within
+    a call's scope the answer is cached per process under the policy generation (names nobody has are not kept)."""
     if name in (GET_PROPOSAL, LIST_EVENTS):
         return ToolTarget(name)
+    found = functools.partial(_resolve, name)
+    return policy_cache.cached(("mcp_tool", name), found, keep=lambda target: target is not None)
+
+
+def _resolve(name: str) -> ToolTarget | None:
     if "_read_" in name:
         for resource in Resource.objects.select_related("system"):
             system = resource.system

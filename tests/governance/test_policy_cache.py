@@ -16,7 +16,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from core.errors import ScopeDenied
+from core.request_context import request_id_set
 from governance import policy_cache
+from governance.gate import check_read
 from governance.models import Agent, AgentToken, GlobalSwitch, PolicyGeneration, ScopeGrant, System
 from governance.services import agent_token_issue
 
@@ -120,6 +123,27 @@ def test_the_next_call_after_a_change_is_refused_however_it_was_made(collections
     assert collections.get(READ).status_code == 200  # answered from the cache
     change()
     assert collections.get(READ).status_code == status
+
+
+def test_a_request_id_chosen_by_the_caller_does_not_carry_a_call_s_policy_into_the_next(collections):
+    """X-Request-ID is the caller's to choose: sent the same on every call, it must not make one call's reading of the
+    policy last into the next (each request is told apart by a number of the process's own)."""
+    same = {"HTTP_X_REQUEST_ID": "always-the-same"}
+    assert collections.get(READ, **same).status_code == 200
+    GlobalSwitch.objects.update_or_create(pk=1, defaults={"engaged": True, "reason": "drill"})
+    assert collections.get(READ, **same).status_code == 503
+
+
+def test_a_request_that_opened_no_scope_never_answers_from_an_earlier_request_s(demo):
+    """A process serves agents and people: an admin request right after an agent's, in the same thread and even under
+    the same request id, must not read policy under the generation the agent's request read."""
+    agent = Agent.objects.get(slug="collections-agent")
+    with request_id_set("same"):
+        policy_cache.open_scope()
+        assert check_read(agent, system_slug="crm", resource_name="accounts", record_id="4471", channel="api")
+    ScopeGrant.objects.filter(agent=agent, access="read").delete()
+    with request_id_set("same"), pytest.raises(ScopeDenied):
+        check_read(agent, system_slug="crm", resource_name="accounts", record_id="4471", channel="api")
 
 
 def test_a_grant_that_expires_refuses_the_next_call_though_no_generation_moved(collections):
