@@ -344,7 +344,7 @@ class ProposalsView(APIView):
         paginator = ProposalCursor()
         page = paginator.paginate_queryset(queryset, request, view=self)
         grants = shapes.ReadGrants()  # one per page: the grants are read once for all its proposals
-        return paginator.get_paginated_response([shapes.proposal_body(proposal, grants) for proposal in page])
+        return paginator.get_paginated_response([shapes.proposal_body(proposal, grants) for proposal in page or []])
 
 
 def _own_proposal(request: Request, proposal_id: str) -> Proposal:
