@@ -108,6 +108,21 @@ def bare_two_row_inserts(seconds: float, clients: int = 8) -> float:
     return done[0] / (time.perf_counter() - started)
 
 
+def _gunicorn(port: int) -> list[str]:
+    """Gatehouse's WSGI application under gunicorn, 2 sync workers (PERFORMANCE.md: best on two cores)."""
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    return [
+        gunicorn,
+        "gatehouse.wsgi:application",
+        "--workers",
+        "2",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--log-level",
+        "info",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="Length of each rate measurement.")
@@ -158,21 +173,7 @@ def main() -> int:
         _, token = agent_token_issue(agent=Agent.objects.get(slug="collections-agent"), channel="command")
         port = free_port()
         env = stack.env(DJANGO_SETTINGS_MODULE="bench.settings")
-        stack.start(
-            "gunicorn",
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "gatehouse.wsgi:application",
-                "--workers",
-                "2",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--log-level",
-                "info",
-            ],
-            "Booting worker",
-            env=env,
-        )
+        stack.start("gunicorn", _gunicorn(port), "Booting worker", env=env)
         web = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {token}"}
         crm_auth = {"Authorization": f"Bearer {crm_token}"}
@@ -206,40 +207,55 @@ def main() -> int:
         empty_drf = load(web, get("/bench/empty-drf"), clients=16, seconds=args.seconds)
         counter = iter(range(10**9))
         profiler.start("proposal-post-16", gunicorn=stack.processes["gunicorn"].popen.pid)
-        proposals = load(
-            web,
-            post_json(
-                "/api/v1/proposals",
-                lambda c, n: {
-                    "system": "crm",
-                    "action": "update_credit_limit",
-                    "record_id": "4472",
-                    "payload": {"credit_limit": f"{1500 + (next(counter) % 400) + 1}.00"},
-                    "reason": "benchmark",
-                },
-                auth,
-            ),
-            clients=16,
-            seconds=args.seconds,
-        )
+
+        def proposal_body(client: int, n: int) -> dict:
+            return {
+                "system": "crm",
+                "action": "update_credit_limit",
+                "record_id": "4472",
+                "payload": {"credit_limit": f"{1500 + (next(counter) % 400) + 1}.00"},
+                "reason": "benchmark",
+            }
+
+        proposals = load(web, post_json("/api/v1/proposals", proposal_body, auth), clients=16, seconds=args.seconds)
         profiler.stop()
+        # The same POSTs to a second web process (the first one idle meanwhile) that appends audit events without the
+        # chain's lock (bench/chainless.py): what the chain costs.
+        unchained_port = free_port()
+        stack.start(
+            "gunicorn-unchained",
+            [*_gunicorn(unchained_port)],
+            "Booting worker",
+            env=stack.env(DJANGO_SETTINGS_MODULE="bench.settings", GATEHOUSE_BENCH_CHAIN="off"),
+        )
+        unchained_web = f"http://127.0.0.1:{unchained_port}"
+        unchained = load(
+            unchained_web, post_json("/api/v1/proposals", proposal_body, auth), clients=16, seconds=args.seconds
+        )
+        stack.stop("gunicorn-unchained")
+        # Chained again, after as many more proposals as the unchained run made: the two chained runs bracket it.
+        again = load(web, post_json("/api/v1/proposals", proposal_body, auth), clients=16, seconds=args.seconds)
         inserts = bare_two_row_inserts(args.seconds)
         print("Proposal POST (auth, grant, schema, CRM read for the impact, decision, proposal, audit event, outbox)")
         print(f"  Django empty view, 16 clients     {_fmt(empty_django)}")
         print(f"  DRF empty view, 16 clients        {_fmt(empty_drf)}")
         print(f"  proposal POST, 16 clients         {_fmt(proposals)}")
         print(f"  bare two-row insert, 8 clients    {inserts:8.0f}/s")
+        print(f"  proposal POST, audit unchained    {_fmt(unchained)}")
+        print(f"  proposal POST, chained again      {_fmt(again)}")
         figures.update(
             proposal_rate=proposals.rate,
             proposal_vs_drf_empty=proposals.rate / empty_drf.rate,
             proposal_vs_bare_insert=proposals.rate / inserts,
             proposal_p99_ms=proposals.percentile(99),
+            chain_cost=1 - (proposals.rate + again.rate) / 2 / unchained.rate,
         )
         print(
             f"  proposal POST = {figures['proposal_vs_drf_empty']:.2f}× the DRF empty view (target ≥ 0.2), "
             f"{figures['proposal_vs_bare_insert']:.2f}× the bare insert; p99 {figures['proposal_p99_ms']:.1f} ms "
-            "(target ≤ 50)\n"
+            "(target ≤ 50)"
         )
+        print(f"  the audit chain costs {figures['chain_cost']:.0%} of the unchained rate (target ≤ 10 %)\n")
 
         # The auto band end to end: start from an empty queue and a CRM with no writes.
         Proposal.objects.all().delete()

@@ -1,5 +1,7 @@
 """Gatehouse's routes plus the empty views that anchor the ratios (PERFORMANCE.md)."""
 
+import os
+
 from django.http import JsonResponse
 from django.urls import path
 from rest_framework.permissions import AllowAny
@@ -21,6 +23,11 @@ class EmptyDRF(APIView):
     def get(self, request):
         return Response({})
 
+
+if os.environ.get("GATEHOUSE_BENCH_CHAIN") == "off":  # what the audit chain's lock costs (bench/chainless.py)
+    from bench import chainless
+
+    chainless.install()
 
 urlpatterns = [
     path("bench/empty-django", empty_django),
