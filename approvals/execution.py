@@ -59,8 +59,16 @@ def execution_priority(proposal: Proposal) -> int:
 def queue_execution(proposal: Proposal) -> None:
     """In the caller's transaction (the approval's): the outbox row. After the commit: publish it. Nothing approved is
     lost if the broker is down, since the sweeper publishes what is left in the outbox."""
-    OutboxMessage.objects.filter(proposal=proposal).delete()  # an earlier approval's (before a hold, or stale)
-    message = OutboxMessage.objects.create(proposal=proposal)
+    # One statement: a new message, or an earlier approval's (before a hold, or stale) made new again in place.
+    fresh = OutboxMessage(proposal=proposal, created_at=timezone.now())
+    (message,) = OutboxMessage.objects.bulk_create(
+        [fresh],
+        update_conflicts=True,
+        unique_fields=["proposal"],
+        update_fields=["created_at", "published_at", "publish_attempts", "last_error"],
+    )
+    if message.pk is None:  # a database that does not return ids from an upsert: look it up
+        message.pk = OutboxMessage.objects.values_list("pk", flat=True).get(proposal=proposal)
     transaction.on_commit(lambda: _publish([message]))
 
 
