@@ -14,26 +14,30 @@ import logging
 import random
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, models, transaction
+from django.db.models import Count, F, OuterRef, Subquery
 from django.utils import timezone
 
 from approvals import notify
 from approvals.choices import TERMINAL_STATUSES, ProposalStatus
 from approvals.freshness import Recheck, proposal_recheck
-from approvals.models import OutboxMessage, Proposal
-from approvals.readiness import execution_pause
-from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move
+from approvals.models import Drill, OutboxMessage, Proposal
+from approvals.readiness import WriteFacts, execution_pause
+from approvals.transitions import RELATED, InvalidTransition, lock_rows, move
 from audit.choices import Channel, Verb
 from connectors.base import PermanentError, RecordChanged, Result, TransientError
 from connectors.limits import CallDeferred
+from connectors.models import AgentCredential, Credential
 from connectors.registry import connector_for
+from core.compiled_query import CompiledQuery
 from core.tasks import queue_task
+from governance.choices import Access
 from governance.gate import kill_switch_stop, write_granted
+from governance.models import GlobalSwitch, ScopeGrant
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +59,16 @@ def execution_priority(proposal: Proposal) -> int:
 def queue_execution(proposal: Proposal) -> None:
     """In the caller's transaction (the approval's): the outbox row. After the commit: publish it. Nothing approved is
     lost if the broker is down, since the sweeper publishes what is left in the outbox."""
-    OutboxMessage.objects.filter(proposal=proposal).delete()  # an earlier approval's (before a hold, or stale)
-    message = OutboxMessage.objects.create(proposal=proposal)
+    # One statement: a new message, or an earlier approval's (before a hold, or stale) made new again in place.
+    fresh = OutboxMessage(proposal=proposal, created_at=timezone.now())
+    (message,) = OutboxMessage.objects.bulk_create(
+        [fresh],
+        update_conflicts=True,
+        unique_fields=["proposal"],
+        update_fields=["created_at", "published_at", "publish_attempts", "last_error"],
+    )
+    if message.pk is None:  # a database that does not return ids from an upsert: look it up
+        message.pk = OutboxMessage.objects.values_list("pk", flat=True).get(proposal=proposal)
     transaction.on_commit(lambda: _publish([message]))
 
 
@@ -117,11 +129,125 @@ def execution_lease() -> timedelta:
     return timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 5)
 
 
-def _hold_reason(proposal: Proposal) -> str | None:
+# --- The claim's one statement ---------------------------------------------------------------------------------
+#
+# Everything the worker checks before it calls the system, read with the proposal under its row lock: the global
+# stop, the credential the write is made with, the staging twin's last passed drill, the rule that approved it and the
+# agent's current write grants on the resource. One round trip instead of seven (issue 18); the checks themselves are
+# the same functions as before (kill_switch_stop, execution_pause, the write grant's action list).
+
+_ID_SENTINEL = uuid.UUID("74471044-7100-4000-8000-000000000001")
+_NOW_SENTINEL = datetime(1901, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+def _claim_queryset(proposal_id: Any, now: datetime) -> models.QuerySet[Proposal]:
+    grants = ScopeGrant.objects.filter(
+        agent_id=OuterRef("agent_id"),
+        system_id=OuterRef("system_id"),
+        resource_id=OuterRef("action_type__resource_id"),
+        access=Access.WRITE,
+    ).current(now)
+    drills = Drill.objects.filter(system_id=OuterRef("system__staging_twin_id"), passed=True, finished_at__isnull=False)
+    own = AgentCredential.objects.filter(system_id=OuterRef("system_id"), agent_id=OuterRef("agent_id"))
+    switch = GlobalSwitch.objects.filter(pk=1)
+    return lock_rows(
+        Proposal.objects.select_related(*RELATED, "system__credential", "rule")
+        .filter(pk=proposal_id)
+        .annotate(
+            claim_stop_engaged=Subquery(switch.values("engaged")[:1]),
+            claim_stop_reason=Subquery(switch.values("reason")[:1]),
+            claim_own_credential=Subquery(own.values("pk")[:1]),
+            claim_last_drill=Subquery(drills.order_by("-finished_at").values("finished_at")[:1]),
+            claim_grants=Subquery(
+                grants.order_by().values("agent_id").annotate(n=Count("pk")).values("n"),
+                output_field=models.IntegerField(),
+            ),
+            claim_grant_actions=Subquery(grants.values("actions")[:1], output_field=models.JSONField()),
+        )
+    )
+
+
+# The id reaches the SQL as the backend stores it: a UUID (PostgreSQL), 32 hex digits (SQLite).
+_CLAIM = {
+    native: CompiledQuery(_claim_queryset, proposal_id=_ID_SENTINEL if native else _ID_SENTINEL.hex, now=_NOW_SENTINEL)
+    for native in (True, False)
+}
+
+
+# transitions.locked(), compiled once: the worker records every execution's result under it.
+_LOCKED = {
+    native: CompiledQuery(
+        lambda proposal_id: lock_rows(Proposal.objects.select_related(*RELATED)).filter(pk=proposal_id),
+        proposal_id=_ID_SENTINEL if native else _ID_SENTINEL.hex,
+    )
+    for native in (True, False)
+}
+
+
+def _db_id(proposal_id: uuid.UUID | str) -> tuple[bool, Any]:
+    pk = Proposal._meta.pk.to_python(proposal_id)  # a malformed id raises ValidationError, as a filter on it did
+    native = connection.features.has_native_uuid_field
+    return native, (pk if native else pk.hex)
+
+
+def _locked(proposal_id: uuid.UUID | str) -> Proposal:
+    """The proposal, its row locked until the caller's transaction ends, with what its events name."""
+    native, pk = _db_id(proposal_id)
+    found = _LOCKED[native].run(proposal_id=pk)
+    if not found:
+        raise Proposal.DoesNotExist(f"No proposal {proposal_id}.")
+    return found[0]
+
+
+def _claim_read(proposal_id: uuid.UUID | str, now: datetime) -> Proposal | None:
+    """The proposal, its row locked until the caller's transaction ends, with its `claim_*` facts; None if none."""
+    native, pk = _db_id(proposal_id)
+    found = _CLAIM[native].run(proposal_id=pk, now=now)
+    return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """The facts of the claim's statement, as the checks take them."""
+
+    global_stop: tuple[bool, str]
+    write: WriteFacts
+    grants: int  # current write grants of the agent on the resource
+    grant_actions: list[str] | None  # the actions of one of them (all that is needed when there is one)
+
+    @classmethod
+    def of(cls, proposal: Proposal) -> _Facts:
+        facts: dict[str, Any] = proposal.__dict__
+        engaged = facts.pop("claim_stop_engaged")
+        reason = facts.pop("claim_stop_reason")
+        own = facts.pop("claim_own_credential")
+        credential: Credential | AgentCredential | None
+        if own is not None:
+            credential = AgentCredential.objects.get(pk=own)
+        else:
+            credential = getattr(proposal.system, "credential", None)  # read with the system
+        return cls(
+            global_stop=(bool(engaged), reason) if engaged is not None else (False, ""),  # as GlobalSwitch.is_engaged
+            write=WriteFacts(credential=credential, last_drill=facts.pop("claim_last_drill")),
+            grants=facts.pop("claim_grants") or 0,
+            grant_actions=facts.pop("claim_grant_actions"),
+        )
+
+    def write_granted(self, proposal: Proposal) -> bool:
+        """governance.gate.write_granted, on what the claim read: one current grant is judged here; several are
+        left to the gate's own query."""
+        if self.grants == 0:
+            return False
+        if self.grants == 1:
+            return proposal.action_type.name in (self.grant_actions or [])
+        return write_granted(proposal.agent, proposal.action_type)
+
+
+def _hold_reason(proposal: Proposal, facts: _Facts) -> str | None:
     """The kill switch and the readiness of production writes, checked again just before calling the system."""
-    stop = kill_switch_stop(proposal.agent, proposal.system)
+    stop = kill_switch_stop(proposal.agent, proposal.system, global_stop=facts.global_stop)
     if stop is None:
-        return execution_pause(proposal)
+        return execution_pause(proposal, known=facts.write)
     if stop.switch == "agent":
         return f"agent {proposal.agent.slug} is disabled"
     if stop.switch == "global":
@@ -136,6 +262,7 @@ class Claim:
     proposal: Proposal | None
     why_not: str = ""
     duplicate: bool = False  # a second delivery of work already taken up or finished (counted on the proposal)
+    facts: _Facts | None = None  # what the claim read with the proposal (when it took it up)
 
 
 def proposal_claim(*, proposal_id: uuid.UUID | str) -> Proposal | None:
@@ -152,7 +279,7 @@ def _claim(proposal_id: uuid.UUID | str) -> Claim:
     with transaction.atomic():
         # Another transaction may hold the row (a concurrent delivery claiming it, the worker recording its result,
         # the kill switch): those are short, so wait for it and judge this delivery by what it left.
-        proposal = lock_rows(Proposal.objects.select_related(*RELATED)).filter(pk=proposal_id).first()
+        proposal = _claim_read(proposal_id, now)
         if proposal is None:
             logger.warning("execution of proposal %s suppressed: no such proposal", proposal_id)
             return Claim(None, why_not="no such proposal")
@@ -162,7 +289,8 @@ def _claim(proposal_id: uuid.UUID | str) -> Claim:
         )
         if not claimable:
             return _not_claimable(proposal, now)
-        hold = _hold_reason(proposal)
+        facts = _Facts.of(proposal)
+        hold = _hold_reason(proposal, facts)
         if hold:
             proposal.hold_reason = hold[:300]
             move(
@@ -190,7 +318,7 @@ def _claim(proposal_id: uuid.UUID | str) -> Claim:
             )
         else:  # a claim retaken after its lease ran out: the same move, already audited when it was first made
             proposal.save()
-    return Claim(proposal)
+    return Claim(proposal, facts=facts)
 
 
 def _not_claimable(proposal: Proposal, now: datetime) -> Claim:
@@ -221,7 +349,7 @@ def _not_claimable(proposal: Proposal, now: datetime) -> Claim:
 def proposal_record_executed(
     *, proposal_id: uuid.UUID | str, before: dict[str, Any], after: dict[str, Any], compensation: dict[str, Any]
 ) -> Proposal:
-    proposal = locked(proposal_id)
+    proposal = _locked(proposal_id)
     if proposal.status != ProposalStatus.EXECUTING:
         raise InvalidTransition(f"Cannot record an execution of a {proposal.status} proposal.")
     proposal.executed_at = timezone.now()
@@ -246,7 +374,7 @@ def proposal_record_executed(
 
 @transaction.atomic
 def proposal_record_failure(*, proposal_id: uuid.UUID | str, reason: str) -> Proposal:
-    proposal = locked(proposal_id)
+    proposal = _locked(proposal_id)
     if proposal.status != ProposalStatus.EXECUTING:
         raise InvalidTransition(f"Cannot record a failure of a {proposal.status} proposal.")
     proposal.claimed_at = None
@@ -300,11 +428,11 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
     given back and the task comes back when the limit says.
     """
     claim = _claim(proposal_id)
-    proposal = claim.proposal
-    if proposal is None:
+    proposal, facts = claim.proposal, claim.facts
+    if proposal is None or facts is None:
         return ExecutionOutcome("suppressed", detail=claim.why_not, duplicate=claim.duplicate)
     # A rollback drill's write is its own approval, on staging, by the built-in drill agent that holds no grants.
-    if not proposal.decision.get("drill") and not write_granted(proposal.agent, proposal.action_type):
+    if not proposal.decision.get("drill") and not facts.write_granted(proposal):
         reason = f"not written: {proposal.agent.slug}'s write grant for {proposal.action_type.name} was withdrawn"
         proposal_record_failure(proposal_id=proposal.pk, reason=reason)
         return ExecutionOutcome("failed", detail=reason)
@@ -313,7 +441,7 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
         proposal_record_failure(proposal_id=proposal.pk, reason=reason)
         return ExecutionOutcome("failed", detail=reason)
     try:
-        written = _write(proposal)
+        written = _write(proposal, facts.write.credential)
     except CallDeferred as exc:
         # Not called: the rate limit makes a queue, the open breaker a pause. Jitter spreads the waiting tasks out,
         # so they do not all come back for the same token.
@@ -345,13 +473,17 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
 RECHECKS = 3  # reads and writes a record that keeps changing under us gets, before the task retries later
 
 
-def _write(proposal: Proposal) -> Result | Recheck:
+def _write(proposal: Proposal, credential: Credential | AgentCredential | None) -> Result | Recheck:
     """The write, made only while the fields its decision rested on still hold (approvals/freshness.py).
 
     The record is read just before and judged under the row lock; the connector is handed what was read, so a system
     that versions its records refuses the write (RecordChanged) when it moved on in between, and the loop judges it
-    again. An action whose decision rested on no field of the record is written without reading it."""
-    connector = connector_for(proposal.system, agent=proposal.agent)
+    again. An action whose decision rested on no field of the record is written without reading it. `credential`: the
+    one the claim read (connectors.models.credential_for), so it is not looked up again."""
+    if credential is None:
+        connector = connector_for(proposal.system, agent=proposal.agent)
+    else:
+        connector = connector_for(proposal.system, agent=proposal.agent, secret=credential.reveal(), vaulted=credential)
     action = proposal.action_type
     for _ in range(RECHECKS):
         current = None

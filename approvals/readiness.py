@@ -20,7 +20,7 @@ from django.utils import timezone
 from approvals.models import Drill, Proposal
 from audit.choices import Channel, Verb
 from audit.services import audit_record
-from connectors.models import credential_for
+from connectors.models import AgentCredential, Credential, credential_for
 from governance.choices import Access, Environment, WriteMode
 from governance.models import ActionType, Agent, ScopeGrant, System, ThresholdRule
 
@@ -268,22 +268,38 @@ def _rule_for(system: System, action: ActionType | None) -> ThresholdRule | None
     return rules.filter(action_type__isnull=True).first()
 
 
-def production_writes_pause(system: System, *, agent: Agent | None = None, now: datetime | None = None) -> str | None:
+@dataclass(frozen=True)
+class WriteFacts:
+    """What the pause check reads about a write, already read by the caller in a statement of its own (the worker's
+    claim reads them with the proposal, under its row lock, rather than in four more round trips): the credential the
+    write would be made with (`credential_for`) and when the system's staging twin last passed a rollback drill."""
+
+    credential: Credential | AgentCredential | None
+    last_drill: datetime | None
+
+
+def production_writes_pause(
+    system: System, *, agent: Agent | None = None, now: datetime | None = None, known: WriteFacts | None = None
+) -> str | None:
     """Why a production system's writes (by `agent`) pause now although they were allowed when enabled, or None: the
     credential they are made with (the agent's own, else the system's shared one) is overdue for rotation, or the
     system's last passed rollback drill has grown older than DRILL_FRESH_FOR. Checked again just before every write
     (approvals/execution.py), so a checklist that stops holding stops the writes with it. A system never drilled is
-    the enabling gate's matter, not a pause (its checklist failed then, or was overridden by a superuser, audited)."""
+    the enabling gate's matter, not a pause (its checklist failed then, or was overridden by a superuser, audited).
+    `known`: those facts as the caller read them just now, instead of reading them here."""
     if not takes_production_writes(system.environment, system.write_mode):
         return None
     now = now or timezone.now()
-    credential = credential_for(system, agent)
+    credential = known.credential if known is not None else credential_for(system, agent)
     if credential is not None and credential.rotation_interval and credential.rotation_state(now) == "overdue":
         whose = f"the credential of {system}" if credential.holder is None else f"the credential of {agent} at {system}"
         return f"readiness: {whose} was due for rotation on {credential.rotation_due_at:%Y-%m-%d}"
     if system.staging_twin_id:
-        drills = Drill.objects.filter(system_id=system.staging_twin_id, passed=True, finished_at__isnull=False)
-        last = drills.order_by("-finished_at").values_list("finished_at", flat=True).first()
+        if known is not None:
+            last = known.last_drill
+        else:
+            drills = Drill.objects.filter(system_id=system.staging_twin_id, passed=True, finished_at__isnull=False)
+            last = drills.order_by("-finished_at").values_list("finished_at", flat=True).first()
         if last is not None and last < now - DRILL_FRESH_FOR:
             return (
                 f"readiness: the last passed rollback drill of {system} ran on {last:%Y-%m-%d}, more than "
@@ -292,17 +308,24 @@ def production_writes_pause(system: System, *, agent: Agent | None = None, now: 
     return None
 
 
-def execution_pause(proposal: Proposal) -> str | None:
+def execution_pause(proposal: Proposal, *, known: WriteFacts | None = None) -> str | None:
     """Why this approved write waits now although it was allowed when decided, or None: its system's production
     writes pause (`production_writes_pause`), or the rule that approved it automatically is no longer signed off
     (edited since): an automatic decision lasts only as long as the sign-off it rests on. A person's approval
-    stands on its own. Checked just before the write and by the job that resumes paused writes."""
+    stands on its own. Checked just before the write and by the job that resumes paused writes.
+
+    `known`: the caller (the worker's claim) read the pause's facts and the proposal's rule with the proposal, just
+    now; only the rule's bands are read here then."""
     system = proposal.system
-    pause = production_writes_pause(system, agent=proposal.agent)
+    pause = production_writes_pause(system, agent=proposal.agent, known=known)
     if pause or not takes_production_writes(system.environment, system.write_mode):
         return pause
     if proposal.decided_by_id is None and proposal.rule_id is not None:
-        rule = ThresholdRule.objects.prefetch_related("bands").get(pk=proposal.rule_id)
+        if known is not None:
+            rule = proposal.rule
+            assert rule is not None  # read with the proposal (rule_id is set)
+        else:
+            rule = ThresholdRule.objects.prefetch_related("bands").get(pk=proposal.rule_id)
         if not rule.is_signed_off:
             return f"readiness: rule “{rule.name}”, which approved it, is no longer signed off (edited since)"
     return None

@@ -229,6 +229,11 @@ else:
         "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
     }
+# Celery's Django fixup closes every database connection before and after each task unless told to reuse them; a new
+# PostgreSQL connection per task cost more than the task itself. Reused here for up to this many tasks, and dropped
+# sooner when broken or older than CONN_MAX_AGE (gatehouse/celery.py checks them around each task as Django does
+# around a request).
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
