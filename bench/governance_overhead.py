@@ -206,7 +206,6 @@ def main() -> int:
         empty_django = load(web, get("/bench/empty-django"), clients=16, seconds=args.seconds)
         empty_drf = load(web, get("/bench/empty-drf"), clients=16, seconds=args.seconds)
         counter = iter(range(10**9))
-        profiler.start("proposal-post-16", gunicorn=stack.processes["gunicorn"].popen.pid)
 
         def proposal_body(client: int, n: int) -> dict:
             return {
@@ -217,6 +216,8 @@ def main() -> int:
                 "reason": "benchmark",
             }
 
+        load(web, post_json("/api/v1/proposals", proposal_body, auth), clients=4, seconds=1)  # warm up
+        profiler.start("proposal-post-16", gunicorn=stack.processes["gunicorn"].popen.pid)
         proposals = load(web, post_json("/api/v1/proposals", proposal_body, auth), clients=16, seconds=args.seconds)
         profiler.stop()
         # The same POSTs to a second web process (the first one idle meanwhile) that appends audit events without the
@@ -229,6 +230,7 @@ def main() -> int:
             env=stack.env(DJANGO_SETTINGS_MODULE="bench.settings", GATEHOUSE_BENCH_CHAIN="off"),
         )
         unchained_web = f"http://127.0.0.1:{unchained_port}"
+        load(unchained_web, post_json("/api/v1/proposals", proposal_body, auth), clients=4, seconds=1)  # warm up
         unchained = load(
             unchained_web, post_json("/api/v1/proposals", proposal_body, auth), clients=16, seconds=args.seconds
         )
