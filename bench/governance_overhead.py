@@ -18,30 +18,14 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-
-def _prepare_environment() -> str:
-    """Point this process (and its children) at a fresh benchmark database."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    os.environ.setdefault(
-        "GATEHOUSE_ENV", "development"
-    )  # a bench on this machine: generated secrets, loopback systems
-    os.environ.setdefault("GATEHOUSE_VAR_DIR", tempfile.mkdtemp(prefix="gatehouse-bench-"))
-    if os.environ.get("DATABASE_URL"):
-        import psycopg
-
-        with psycopg.connect(os.environ["DATABASE_URL"], dbname="postgres", autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS gatehouse_bench WITH (FORCE)")
-            conn.execute("CREATE DATABASE gatehouse_bench")
-        os.environ["GATEHOUSE_DB_NAME"] = "gatehouse_bench"
-        return "PostgreSQL"
-    return "SQLite"
+from bench.environment import prepare_environment  # noqa: E402 - after the path
 
 
 def _fmt(run) -> str:
@@ -139,7 +123,7 @@ def main() -> int:
     parser.add_argument("--profile-format", choices=("flamegraph", "speedscope", "raw"), default="flamegraph")
     args = parser.parse_args()
 
-    database = _prepare_environment()
+    database = prepare_environment("gatehouse_bench")
     sys.path.insert(0, str(ROOT))
     import django
 
