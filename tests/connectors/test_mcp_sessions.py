@@ -262,6 +262,8 @@ def test_a_stdio_server_stays_up_between_calls_and_is_restarted_when_it_died(f, 
 
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: not alive(first), "the server to die", timeout=10)
+    # The pool learns of the death when its loop reads the server's closed stdout, a moment after the exit.
+    wait_until(lambda: all(s.dead for s in sessions.pool().sessions.values()), "the pool to see it", timeout=10)
 
     # A write, which is never sent twice: the dead session is seen before anything is sent, so it goes to a new one.
     McpConnector(system, None).execute(note_action(system), "1", {"text": "after"}, "k1")
