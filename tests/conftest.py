@@ -225,12 +225,13 @@ def browser():
 
 @pytest.fixture
 def sign_in(browser, live):
-    """`sign_in("approver")` → a Playwright page signed in to the admin of the running stack as that demo user."""
+    """`sign_in("approver")` → a Playwright page signed in to the admin of the running stack as that demo user, on the
+    admin's home; `sign_in("owner", viewport=tests.browser.SCREEN)` on a 1366 × 768 screen."""
     from django.contrib.auth import get_user_model
 
     pages = []
 
-    def make(username: str):
+    def make(username: str, viewport: dict[str, int] | None = None):
         from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
         user = get_user_model().objects.get(username=username)
@@ -238,7 +239,7 @@ def sign_in(browser, live):
         hasher = PBKDF2PasswordHasher()
         user.password = hasher.encode("browser-test-password", hasher.salt(), iterations=1000)
         user.save()
-        context = browser.new_context()
+        context = browser.new_context(viewport=viewport) if viewport else browser.new_context()
         page = context.new_page()
         page.set_default_timeout(15000)
         page.goto(f"{live.stack.web_url}/admin/login/")
