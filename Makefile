@@ -5,6 +5,8 @@ export VENV
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+# The suite runs on two pytest-xdist workers, each with its own test database and Redis database (tests/xdist_services.py).
+TEST_WORKERS ?= 2
 
 # These targets are for development (the demo, the suite, lint): production is Gatehouse's default otherwise.
 export GATEHOUSE_ENV ?= development
@@ -39,7 +41,7 @@ run: $(STAMP)
 	$(BIN)/honcho --procfile Procfile start
 
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # The demo agent's story (sandbox/demo_agent.py) against a running `make run`, on a token of its own, never printed.
 demo-agent: $(STAMP)

@@ -10,6 +10,9 @@ from django.conf import settings
 from django.db import connection
 
 from tests import factories
+from tests.xdist_services import isolate_redis
+
+isolate_redis()  # before anything connects: a pytest-xdist worker's Redis database is its own
 
 REQUIRE_SERVICES = os.environ.get("GATEHOUSE_REQUIRE_SERVICES", "") in ("1", "true", "yes")
 
