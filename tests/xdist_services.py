@@ -13,6 +13,7 @@ import os
 import re
 
 REDIS_DATABASES = 16  # Redis's default number of databases
+given_url: str | None = None  # REDIS_URL as the suite was started with, before isolate_redis()
 
 
 def worker_index() -> int | None:
@@ -32,6 +33,8 @@ def redis_url_for_worker(url: str, index: int) -> str:
 def isolate_redis() -> None:
     from django.conf import settings
 
+    global given_url
+    given_url = settings.REDIS_URL
     index = worker_index()
     if index is None or not settings.REDIS_URL:
         return

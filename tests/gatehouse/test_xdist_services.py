@@ -3,6 +3,7 @@
 import pytest
 from django.conf import settings
 
+from tests import xdist_services
 from tests.xdist_services import redis_url_for_worker, worker_index
 
 
@@ -28,6 +29,7 @@ def test_the_cache_the_broker_and_the_environment_use_this_workers_database():
     if index is None:
         pytest.skip("not under pytest-xdist")
     url = settings.REDIS_URL
+    assert url == redis_url_for_worker(xdist_services.given_url, index)
     assert os.environ["REDIS_URL"] == url
     assert app.conf.broker_url == url
     assert cache._cache._servers == [url]  # Django's RedisCache keeps its LOCATION list
