@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml $(MCP_SERVERS)/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
-	@# The official MCP reference servers from npm that the suite runs as downstream systems (needs Node.js).
+	@# The official MCP reference servers from npm that the suite runs as downstream systems (needs Node.js), and the
+	@# MCP Inspector's CLI with the Node.js 22 it needs, for the README's MCP examples (sandbox/mcp_servers/package.json).
 	@if command -v npm >/dev/null; then npm ci --silent --no-audit --no-fund --prefix $(MCP_SERVERS); \
 	else echo "npm not found: tests against the npm MCP servers will be skipped"; fi
 	touch $(STAMP)

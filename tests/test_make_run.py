@@ -1,4 +1,4 @@
-"""`make run` from a copy of the tree: the demo comes up and the token it prints answers GET /api/v1/me."""
+"""`make run` from a copy of the tree: the demo comes up, its token answers /api/v1/me, the README's examples run."""
 
 import os
 import re
@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.readme_blocks import link_installs, run_blocks
 from tests.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +90,11 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
         assert set(re.findall(r"gh_[\w-]+", text)) == {token}  # the demo agent's own token is never printed
         # Gatehouse called the CRM with the agent's own account there, so the CRM's own log names the agent.
         assert "sandbox-crm caller=collections-agent GET /accounts/4471" in text
+
+        # The README's examples, as written, in one shell against this demo on its moved ports (tests/readme_blocks.py).
+        link_installs(tmp_path, ROOT, Path(env["VENV"]))
+        failed = [outcome for outcome in run_blocks(tmp_path, env, tmp_path / "readme") if outcome.status != 0]
+        assert not failed, failed[0].report()
         assert process.poll() is None  # its ending did not stop the other processes
     finally:
         stop_group(process)
