@@ -368,8 +368,11 @@ def proposal_manual_complete(
     return proposal
 
 
-def proposal_current_record(*, proposal: Proposal, user: User) -> tuple[dict[str, Any] | None, str]:
-    """The record as it is now in the system, for the person deciding; the read is audited like an agent's.
+def proposal_current_record(
+    *, proposal: Proposal, user: User, purpose: str = "to decide a proposal"
+) -> tuple[dict[str, Any] | None, str]:
+    """The record as it is now in the system, for the person deciding (or comparing it with a write, `purpose`); the
+    read is audited like an agent's.
 
     Returns (record, "") or (None, why it could not be read).
     """
@@ -384,6 +387,6 @@ def proposal_current_record(*, proposal: Proposal, user: User) -> tuple[dict[str
         actor=user,
         channel=Channel.ADMIN,
         input={"fields": sorted(record)},
-        summary=f"{user.get_username()} looked at {resource.label} {proposal.record_id} to decide a proposal.",
+        summary=f"{user.get_username()} looked at {resource.label} {proposal.record_id} {purpose}.",
     )
     return record, ""

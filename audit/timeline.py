@@ -68,8 +68,10 @@ _VERBS = {
 }
 
 
-def _changes(before: Mapping[str, Any], after: Mapping[str, Any], *, thing: str, currency: str, past: bool) -> str:
-    """'raised the credit limit of account 4471 from 2,000.00 to 5,000.00 USD', one phrase per field that changes."""
+def change_phrase(before: Mapping[str, Any], after: Mapping[str, Any], *, thing: str, currency: str, past: bool) -> str:
+    """'raised the credit limit of account 4471 from 2,000.00 to 5,000.00 USD', one phrase per field that changes
+    (`past=False`: 'raise the …'). Public: a proposal's one sentence (approvals/wording.py) says it the same way.
+    With `currency=""` amounts keep their decimals ("2,000.00") and carry no unit."""
     phrases = []
     for position, (name, new) in enumerate(after.items()):
         old = before.get(name)
@@ -139,11 +141,11 @@ def _opening(
     payload = (proposed.input or {}).get("payload") if proposed else None
     # What changed: the system's own before/after once executed, else the proposal's snapshot and payload.
     if executed and executed.state_after and executed.state_before:
-        opening = f"{who} " + _changes(
+        opening = f"{who} " + change_phrase(
             executed.state_before, executed.state_after, thing=thing, currency=currency, past=True
         )
     elif executed is None and isinstance(payload, dict) and payload and proposed and proposed.state_before:
-        opening = f"{who} proposed to " + _changes(
+        opening = f"{who} proposed to " + change_phrase(
             proposed.state_before, payload, thing=thing, currency=currency, past=False
         )
     elif proposed is not None:

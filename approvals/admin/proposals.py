@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -15,7 +14,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from approvals.admin.single_reversal import reversal_context, reversal_step
+from approvals.admin.decision_page import decision_context
+from approvals.admin.single_reversal import reversal_step
 from approvals.autonomy import autonomy_report
 from approvals.autonomy_records import (
     DEFAULT_DAYS,
@@ -24,24 +24,51 @@ from approvals.autonomy_records import (
     TIGHTEN_MIN_DECIDED,
     TIGHTEN_REJECTION_RATE,
 )
-from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from approvals.choices import AWAITING_DECISION, DecisionMode
 from approvals.decisions import (
     NotYourDecision,
     proposal_approve,
-    proposal_current_record,
     proposal_manual_complete,
     proposal_reject,
     proposal_review,
 )
-from approvals.freshness import RecordMoved, moved, redecide
+from approvals.freshness import RecordMoved
 from approvals.models import Proposal
 from approvals.transitions import InvalidTransition
+from approvals.wording import amount_text, proposal_sentence
 from audit.choices import Channel
-from audit.models import AuditEvent
 from core.admin import admin_user
 from governance.models import Agent
 
 AUTONOMY_MAX_DAYS = 366
+
+
+@dataclass(frozen=True)
+class Queue:
+    """One view of the approval queue: its name in the filter, the page's title, and its columns."""
+
+    label: str
+    title: str
+    columns: tuple[str, ...]
+
+
+# Who, what, how much and the clock first, then band and status: what the approver picks a proposal by comes first,
+# and the list fits a 1366-px screen beside the admin's menu and the filters (the sentence wraps; figures do not).
+DECIDING = ("agent", "what", "impact", "sla_left", "band", "status")
+REVIEWING = ("agent", "what", "impact", "review", "band", "status")  # the second review's clock instead of the SLA's
+QUEUES = {
+    "mine": Queue("Awaiting my decision", "Waiting for you", DECIDING),
+    "review": Queue("Awaiting my review", "Waiting for your review", REVIEWING),
+    "review_overdue": Queue("Review overdue", "Reviews overdue", REVIEWING),
+    "all": Queue("All proposals", "All proposals", DECIDING),
+}
+DEFAULT_QUEUE = "mine"  # the signed-in person's own queue
+
+
+def queue_of(request: HttpRequest) -> str:
+    """The queue view asked for; anything unknown lists every proposal the person may see, as the filter does."""
+    value = request.GET.get(QueueFilter.parameter_name) or DEFAULT_QUEUE
+    return value if value in QUEUES else "all"
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -49,24 +76,19 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request, model_admin):
-        return [
-            ("mine", "Awaiting my decision"),
-            ("review", "Awaiting my review"),
-            ("review_overdue", "Review overdue"),
-            ("all", "All proposals"),
-        ]
+        return [(value, queue.label) for value, queue in QUEUES.items()]
 
     def choices(self, changelist):
         # No "All" entry of Django's own: the default view is the signed-in user's queue.
         for value, label in self.lookup_choices:
             yield {
-                "selected": (self.value() or "mine") == value,
+                "selected": (self.value() or DEFAULT_QUEUE) == value,
                 "query_string": changelist.get_query_string({self.parameter_name: value}),
                 "display": label,
             }
 
     def queryset(self, request, queryset):
-        value = self.value() or "mine"
+        value = self.value() or DEFAULT_QUEUE
         if value == "mine":
             return queryset.awaiting_decision_by(request.user)
         if value == "review":
@@ -76,30 +98,13 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _money(value) -> str:
-    try:
-        return f"{Decimal(str(value)):,.2f}"
-    except (InvalidOperation, ValueError, TypeError):
-        return str(value)
-
-
 @admin.register(Proposal)
 class ProposalAdmin(admin.ModelAdmin):
-    list_display = [
-        "created_at",
-        "agent",
-        "system",
-        "action",
-        "record_id",
-        "impact",
-        "mode",
-        "sla_left",
-        "review",
-        "status",
-    ]
+    list_display = DECIDING
+    list_display_links = ["what"]  # the sentence opens the proposal's page
     list_filter = [QueueFilter, "system", "agent", "status", "mode"]
     search_fields = ["=record_id"]
-    list_select_related = ["agent", "system", "action_type"]
+    list_select_related = ["agent", "system", "action_type__resource"]
     list_per_page = 50
     show_full_result_count = False
     actions = ["approve_selected"]
@@ -138,17 +143,27 @@ class ProposalAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False  # decisions are made with the buttons, through the services; nothing is edited
 
-    @admin.display(description="Action", ordering="action_type__name")
-    def action(self, proposal: Proposal) -> str:
-        return proposal.action_type.name
+    def get_list_display(self, request: HttpRequest):
+        return QUEUES[queue_of(request)].columns
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        return super().changelist_view(request, {"title": QUEUES[queue_of(request)].title, **(extra_context or {})})
+
+    @admin.display(description="Proposal", ordering="action_type__name")
+    def what(self, proposal: Proposal) -> str:
+        return proposal_sentence(proposal)
 
     @admin.display(description="Impact", ordering="impact_amount")
     def impact(self, proposal: Proposal) -> str:
         if proposal.impact_amount is None:
             return "unknown"
-        return f"{_money(proposal.impact_amount)} {proposal.impact_currency}"
+        return f"{amount_text(proposal.impact_amount)} {proposal.impact_currency}"
 
-    @admin.display(description="SLA left", ordering="sla_due_at")
+    @admin.display(description="Band", ordering="mode")
+    def band(self, proposal: Proposal) -> str:
+        return proposal.get_mode_display()
+
+    @admin.display(description="Time left", ordering="sla_due_at")
     def sla_left(self, proposal: Proposal) -> str:
         if proposal.sla_due_at is None or proposal.status not in AWAITING_DECISION:
             return "—"
@@ -176,53 +191,8 @@ class ProposalAdmin(admin.ModelAdmin):
         proposal = self.get_object(request, object_id)
         extra = {}
         if proposal is not None:
-            extra = self._decision_context(request, proposal)
+            extra = decision_context(proposal, user=admin_user(request), viewer=request.user)
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
-
-    def _decision_context(self, request: HttpRequest, proposal: Proposal) -> dict:
-        record, unreadable = (None, "")
-        if proposal.status in AWAITING_DECISION or proposal.status == ProposalStatus.MANUAL_TASK:
-            record, unreadable = proposal_current_record(proposal=proposal, user=admin_user(request))
-        diff = []
-        for field, proposed in (proposal.payload or {}).items():
-            now = (record or {}).get(field, (proposal.record_snapshot or {}).get(field))
-            money = field in ("credit_limit",) or proposal.action_type.impact_field == field
-            diff.append(
-                {
-                    "field": field,
-                    "current": _money(now) if money and now is not None else now,
-                    "proposed": _money(proposed) if money else proposed,
-                    "changes": now != proposed,
-                }
-            )
-        user = request.user
-        can_decide = (
-            proposal.awaiting_decision
-            and not proposal.decided_by_id
-            and Proposal.objects.awaiting_decision_by(user).filter(pk=proposal.pk).exists()
-        )
-        can_review = (
-            proposal.awaiting_review and Proposal.objects.awaiting_review_by(user).filter(pk=proposal.pk).exists()
-        )
-        history = AuditEvent.objects.filter(proposal_id=proposal.pk).select_related("person").order_by("id")
-        changes = moved(proposal, record) if record and proposal.status in AWAITING_DECISION else {}
-        again = redecide(proposal, record) if changes and record else None
-        return {
-            "moved_now": [(field, then, now) for field, (then, now) in changes.items()],
-            "new_impact": again.impact.amount if again else None,
-            "new_reason": again.decision.reason if again else "",
-            "proposal": proposal,
-            "record": record,
-            "unreadable": unreadable,
-            "diff": diff,
-            "payload_json": json.dumps(proposal.payload, indent=2, ensure_ascii=False),
-            "history": history,
-            "can_decide": can_decide,
-            "can_review": can_review,
-            "can_complete": proposal.status == ProposalStatus.MANUAL_TASK,
-            **reversal_context(proposal, admin_user(request)),
-            "title": f"{proposal.action_type.name} on {proposal.action_type.resource.label} {proposal.record_id}",
-        }
 
     def get_urls(self):
         urls = [

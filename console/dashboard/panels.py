@@ -15,6 +15,7 @@ from django.utils import timezone
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
 from approvals.readiness import CheckItem, readiness
+from approvals.wording import proposal_sentence
 from audit.choices import Verb
 from audit.links import audit_trail_url
 from audit.models import AuditEvent, AuditVerification
@@ -44,6 +45,7 @@ class ProposalRow:
     clock: str  # "due in 2 h 10 min", "overdue by 15 min", or when it failed
     overdue: bool
     url: str
+    what: str = ""  # the proposal in one sentence (approvals.wording), linked to its page
 
 
 @dataclass(frozen=True)
@@ -157,9 +159,10 @@ class AuditPanel:
 
 def _proposal_rows(queryset: QuerySet[Proposal], due_field: str, now: datetime) -> list[ProposalRow]:
     rows = []
-    for proposal in queryset.select_related("agent", "system", "action_type")[:LIST_LIMIT]:
+    for proposal in queryset.select_related("agent", "system", "action_type__resource")[:LIST_LIMIT]:
         clock, overdue = sla_clock(getattr(proposal, due_field), now)
-        rows.append(ProposalRow(proposal, clock, overdue, admin_url("approvals_proposal_change", proposal.pk)))
+        url = admin_url("approvals_proposal_change", proposal.pk)
+        rows.append(ProposalRow(proposal, clock, overdue, url, proposal_sentence(proposal)))
     return rows
 
 

@@ -172,8 +172,12 @@ def test_the_approvers_page_shows_the_live_value_and_the_new_impact_and_a_stale_
     page = reverse("admin:approvals_proposal_change", args=[raised.pk])
     crm.set("4471", credit_limit="2600.00")
     moved = client.get(page).content.decode()
-    assert 'id="record-moved"' in moved and "credit_limit: 2000.00 then, 2600.00 now" in moved
-    assert '<strong id="new-impact">2400.00 USD</strong>' in moved
+    assert 'id="record-moved"' in moved
+    assert (
+        "The record changed since the agent proposed this: the impact was computed on 2,000.00; it is 2,600.00 now."
+        in moved
+    )
+    assert '<strong id="new-impact">2,400.00 USD</strong>' in moved
 
     with pytest.raises(RecordMoved):
         proposal_approve(proposal_id=raised.pk, user=approver, channel="admin")
@@ -181,8 +185,9 @@ def test_the_approvers_page_shows_the_live_value_and_the_new_impact_and_a_stale_
     crm.set("4471", credit_limit="2700.00")
     assert proposal_execute(proposal_id=raised.pk).status == "stale"
     stale = client.get(page).content.decode()
-    assert "Not written: the record changed after the decision." in stale
-    assert "credit_limit: 2600.00 then, 2700.00 now" in stale and "Stale: the record changed" in stale
+    assert "Not written: the record changed after the decision" in stale
+    assert "(credit limit 2,600.00 → 2,700.00)" in stale and "Stale: the record changed" in stale
+    assert 'id="record-moved"' not in stale  # decided again on 2,700.00, which the CRM still holds
 
 
 @pytest.mark.slow
@@ -203,7 +208,7 @@ def test_end_to_end_a_raise_approved_before_the_crm_changed_goes_stale_and_its_r
     client = Client()
     client.force_login(approver)
     page = client.get(reverse("admin:approvals_proposal_change", args=[pk])).content.decode()
-    assert "credit_limit: 2000.00 then, 2500.00 now" in page
+    assert "Not written: the record changed after the decision" in page and "(credit limit 2,000.00 → 2,500.00)" in page
     assert private_stack.agent().get(f"/api/v1/proposals/{pk}").json()["status"] == "stale"
 
     proposal_approve(proposal_id=pk, user=approver, channel="admin")

@@ -719,9 +719,10 @@ def test_the_proposal_page_shows_the_live_diff_the_reason_the_band_and_the_histo
     response = client.get(reverse("admin:approvals_proposal_change", args=[proposal.pk]))
     assert response.status_code == 200
     page = unescape(response.content.decode())
-    diff = response.context["diff"]
-    assert diff == [{"field": "credit_limit", "current": "2,000.00", "proposed": "5,000.00", "changes": True}]
-    assert '<td class="current">2,000.00</td>' in page and '<td class="proposed">5,000.00</td>' in page
+    [row] = response.context["rows"]
+    assert row.field == "credit_limit" and row.changes
+    assert row.cells == [("then", "2,000.00"), ("live", "2,000.00"), ("proposed", "5,000.00")]
+    assert '<td class="then">2,000.00</td>' in page and '<td class="proposed">5,000.00</td>' in page
     assert "Paid every invoice on time since 2021." in page
     assert proposal.decision["reason"] in page and "falls in band" in page
     assert "One approver" in page and "named approver Dana Approver" in page

@@ -62,7 +62,7 @@ def test_the_approver_finds_the_3000_dollar_raise_with_its_sla_clock_and_decides
     row = queue.locator("tr.dash-proposal", has_text="4471")
     assert row.count() == 1
     text = row.inner_text()
-    assert "update_credit_limit on crm 4471" in text and "3,000.00 USD" in text
+    assert "Raise the credit limit of account 4471 from 2,000.00 to 5,000.00" in text and "3,000.00 USD" in text
     assert re.search(r"due in (3 h 5\d min|4 h 0 min)", text), text
     assert page.locator("#dash-switches").count() == 0 and page.locator("#dash-audit").count() == 0
     screenshot(page, "approver")
