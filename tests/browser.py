@@ -18,6 +18,13 @@ from typing import Any
 SCREEN = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 
+_SIDEWAYS_BOXES = """
+[...document.querySelectorAll("body *")]
+  .filter(e => ["auto", "scroll"].includes(getComputedStyle(e).overflowX) && e.scrollWidth > e.clientWidth + 1)
+  .map(e => `${e.tagName.toLowerCase()}${e.id ? "#" + e.id : ""}${e.className ? "." + e.className : ""}: `
+            + `${e.scrollWidth} px in ${e.clientWidth}`)
+"""
+
 
 class Journey:
     def __init__(self, page: Any) -> None:
@@ -37,9 +44,12 @@ class Journey:
         self.assert_fits()
 
     def assert_fits(self) -> None:
-        """No horizontal scroll: the document is no wider than the window."""
+        """No horizontal scroll: the document is no wider than the window, and no box on it (Django's changelist puts
+        its table in one) scrolls sideways."""
         scroll, window = self.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
         assert scroll <= window, f"{self.page.url} is {scroll} px wide on a {window} px screen"
+        boxes = self.page.evaluate(_SIDEWAYS_BOXES)
+        assert not boxes, f"{self.page.url} has boxes that scroll sideways: {boxes}"
 
     def screenshot(self, name: str) -> None:
         folder = os.environ.get("GATEHOUSE_SCREENSHOTS")

@@ -17,15 +17,6 @@ DAY_CLOCK = r"\d{4}-\d\d-\d\d \d\d:\d\d utc"
 LIVE = r"in sample crm now, read at \d\d:\d\d utc"
 
 
-def table_fits(page) -> None:
-    """The queue's table is no wider than its box: Django's changelist scrolls a wide table inside the page, which the
-    page's own width (Journey's check) does not show."""
-    scroll, box = page.evaluate(
-        "(() => {const r = document.querySelector('#changelist .results'); return [r.scrollWidth, r.clientWidth];})()"
-    )
-    assert scroll <= box, f"the queue's table is {scroll} px wide in a {box} px box"
-
-
 def heading(page, column: str) -> str:
     """A column heading of the decision page's table, as shown (the admin's CSS capitalises it), in lower case."""
     return page.locator(f"#diff thead th.{column}").inner_text().strip().casefold()
@@ -49,7 +40,6 @@ def test_the_approver_decides_the_3000_dollar_raise_from_the_queue_in_three_clic
 
     journey.click(page.locator("#dash-queue .dash-more a"))  # home → the queue
     assert page.locator("h1").inner_text() == "Waiting for you"
-    table_fits(page)
     headings = [text.strip().casefold() for text in page.locator("#result_list thead th").all_inner_texts()]
     assert headings[1:] == ["agent", "proposal", "impact", "time left", "band", "status"]
     row = page.locator("#result_list tbody tr", has_text="4471")
@@ -84,7 +74,6 @@ def test_the_approver_decides_the_3000_dollar_raise_from_the_queue_in_three_clic
     assert page.locator("h1").inner_text() == "Waiting for you" and page.locator("#result_list").count() == 0
     journey.click(page.locator("#changelist-filter a", has_text="All proposals"))
     assert page.locator("h1").inner_text() == "All proposals"
-    table_fits(page)
     journey.click(page.locator("#result_list").get_by_role("link", name=RAISE, exact=True))
     assert page.locator("#proposal-status").inner_text() == "Executed"
     assert page.locator("#decision h3", has_text="What was written").count() == 1
