@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -208,7 +209,9 @@ def validate_bands(bands: list[BandSpec], action: ActionType | None = None) -> N
         raise ValidationError(problems)
 
 
-def ladder_lower_bounds(bands: list[tuple[dict[str, Any] | None, Decimal | None, Decimal | None]]) -> list[Decimal]:
+def ladder_lower_bounds(
+    bands: Sequence[tuple[Mapping[str, Any] | None, Decimal | None, Decimal | None]],
+) -> list[Decimal]:
     """The lower bound of each band, given as (condition, upper bound, own lower bound or None), in the order given.
 
     A band starts where the band before it in its ladder (the bands with the same condition, placed by their upper
@@ -221,7 +224,7 @@ def ladder_lower_bounds(bands: list[tuple[dict[str, Any] | None, Decimal | None,
     lowers: list[Decimal] = [Decimal(0)] * len(bands)
     ladders: dict[str, list[int]] = {}
     for index, (condition, _, _) in enumerate(bands):
-        ladders.setdefault(condition_key(condition), []).append(index)
+        ladders.setdefault(condition_key(dict(condition or {})), []).append(index)
     for key, members in ladders.items():
         conditional = key != condition_key({})
         members.sort(key=lambda index: (bands[index][1] is None, bands[index][1] or 0))
