@@ -320,6 +320,8 @@ class ThresholdRuleAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
         rule = get_object_or_404(
             rules.prefetch_related("bands__approver", "bands__approver_group", "bands__review_group"), pk=object_id
         )
+        if not self.has_view_permission(request, rule):
+            raise PermissionDenied
         page = reverse("admin:governance_thresholdrule_sign_off", args=[rule.pk])
         user = admin_user(request)
         if request.method == "POST":

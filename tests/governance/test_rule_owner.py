@@ -440,7 +440,12 @@ def test_the_editor_sees_who_else_may_sign_off_instead_of_the_button(client, adm
     assert "someone else signs it off (four eyes). Ask Olivia Owner, the business owner of crm" in text(page)
 
 
-def test_a_sign_off_page_for_an_unknown_rule_is_not_found(client, admin_user, credit):
+def test_a_sign_off_page_for_an_unknown_rule_is_not_found_and_staff_without_rights_are_refused(
+    client, admin_user, credit
+):
     login(client, admin_user)
     assert client.get(url("governance_thresholdrule_sign_off", 999999)).status_code == 404
+    login(client, User.objects.create_user("intern", is_staff=True))
+    assert client.get(url("governance_thresholdrule_sign_off", credit.pk)).status_code == 403
+    assert client.post(url("governance_thresholdrule_sign_off", credit.pk)).status_code == 403
     assert ThresholdBand.objects.filter(rule=credit).count() == 3
