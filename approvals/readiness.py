@@ -218,8 +218,12 @@ def _rules(reach: _Reach) -> tuple[CheckItem, set[str]]:
                 fix = fix or _admin("governance_thresholdrule_add")
                 continue
             if not rule.is_signed_off:
-                problems.append(f"rule “{rule.name}” ({grant.system}.{name}) is not signed off by the business owner")
-                fix = fix or _admin("governance_thresholdrule_change", rule.pk)
+                void = " (edited after its sign-off, which that voided)" if rule.signed_off_by_id else ""
+                problems.append(
+                    f"rule “{rule.name}” ({grant.system}.{name}) is not signed off by the business owner{void}"
+                )
+                # The rule page's Sign off button, which leads to the page showing what is signed.
+                fix = fix or _admin("governance_thresholdrule_change", rule.pk) + "#sign-off"
             for band in rule.bands.all():
                 if band.approver_id:
                     approvers.add(f"user {band.approver_id}")

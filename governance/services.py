@@ -205,24 +205,48 @@ def may_hand_over(user: User | None) -> bool:
     return user is None or (user.is_active and user.is_superuser)
 
 
+def threshold_rule_sign_off_refusal(user: User, rule: ThresholdRule) -> str | None:
+    """Why `user` may not sign off `rule`, in words, or None when they may: what the service refuses, for a page to
+    say before anyone presses a button."""
+    if not may_sign_off(user, rule):
+        return f"Only the business owner of {rule.system} ({rule.system.owner}) can sign off its rules."
+    if rule.edited_by_id == user.pk:
+        return (
+            f"You made the last change to “{rule.name}”: someone else signs it off (four eyes). Ask "
+            f"{who_may_sign_off(rule, editor=user)}."
+        )
+    return None
+
+
+def who_may_sign_off(rule: ThresholdRule, *, editor: User | None) -> str:
+    """Who may put the rule in force now that `editor` changed it, in words: its system's business owner (unless they
+    are the editor) or a superuser other than the editor."""
+    owner = rule.system.owner
+    names = []
+    if owner is not None and owner.is_active and (editor is None or owner.pk != editor.pk):
+        names.append(f"{owner.get_full_name() or owner.get_username()}, the business owner of {rule.system}")
+    names.append("another superuser" if editor is not None and editor.is_superuser else "a superuser")
+    return " or ".join(names)
+
+
 @transaction.atomic
 def threshold_rule_sign_off(
-    *, rule: ThresholdRule, user: User, channel: Channel | str, reason: str = ""
+    *, rule: ThresholdRule, user: User, channel: Channel | str, reason: str = "", seen_digest: str = ""
 ) -> ThresholdRule:
     """Record the sign-off of the rule as it stands now; any later edit voids it.
 
     The system's business owner signs off (or a superuser), and never the person who last edited the rule or its
     bands: four eyes, so that nobody both writes the terms an agent is held to and puts them in force.
+    `seen_digest`: the `content_digest()` of the terms the person was shown; refused if the rule changed since, so
+    nobody signs terms they did not see (checked under the rule's lock).
     """
-    rule = ThresholdRule.objects.select_for_update(of=("self",)).select_related("system").get(pk=rule.pk)
-    if not may_sign_off(user, rule):
-        raise PermissionDenied(
-            f"Only the business owner of {rule.system} ({rule.system.owner}) can sign off its rules."
-        )
-    if rule.edited_by_id == user.pk:
-        raise PermissionDenied(
-            f"You made the last change to “{rule.name}”: someone else signs it off (four eyes). Ask the business "
-            f"owner of {rule.system} or an administrator."
+    rule = ThresholdRule.objects.select_for_update(of=("self",)).select_related("system__owner").get(pk=rule.pk)
+    refusal = threshold_rule_sign_off_refusal(user, rule)
+    if refusal:
+        raise PermissionDenied(refusal)
+    if seen_digest and seen_digest != rule.content_digest():
+        raise ValidationError(
+            f"“{rule.name}” was changed while you were reading it: nothing was signed off. Read its terms again."
         )
     validate_bands([band.spec() for band in rule.bands.all()], action=rule.action_type)
     before = {

@@ -10,6 +10,7 @@ from governance.models.rules import (
     ThresholdBand,
     ThresholdRule,
     condition_words,
+    ladder_lower_bounds,
     validate_bands,
     validate_condition,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "ThresholdRule",
     "condition_words",
     "currency_validator",
+    "ladder_lower_bounds",
     "slug_validator",
     "validate_bands",
     "validate_condition",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -208,6 +209,39 @@ def validate_bands(bands: list[BandSpec], action: ActionType | None = None) -> N
         raise ValidationError(problems)
 
 
+def ladder_lower_bounds(
+    bands: Sequence[tuple[Mapping[str, Any] | None, Decimal | None, Decimal | None]],
+) -> list[Decimal]:
+    """The lower bound of each band, given as (condition, upper bound, own lower bound or None), in the order given.
+
+    A band starts where the band before it in its ladder (the bands with the same condition, placed by their upper
+    bounds, an open-ended one last) ends; the first at 0. So one number moves a threshold between two bands: the
+    lower band's upper bound. Only a band with a condition may keep a lower bound of its own (its ladder may leave
+    gaps, which fall to the bands without one); the ladder without a condition may not, and its own lower bounds are
+    ignored here (the admin refuses one that differs). Two open-ended bands of one ladder get the same lower bound,
+    which `validate_bands` then refuses as an overlap.
+    """
+    lowers: list[Decimal] = [Decimal(0)] * len(bands)
+    ladders: dict[str, list[int]] = {}
+    for index, (condition, _, _) in enumerate(bands):
+        ladders.setdefault(condition_key(dict(condition or {})), []).append(index)
+    for key, members in ladders.items():
+        conditional = key != condition_key({})
+        members.sort(key=lambda index: (bands[index][1] is None, bands[index][1] or 0))
+        previous: tuple[Decimal, Decimal | None] | None = None
+        for index in members:
+            _, upper, own = bands[index]
+            if conditional and own is not None:
+                lower = own
+            elif previous is None:
+                lower = Decimal(0)
+            else:
+                lower = previous[1] if previous[1] is not None else previous[0]
+            lowers[index] = lower
+            previous = (lower, upper)
+    return lowers
+
+
 def _validate_group(bands: list[BandSpec], *, conditional: bool) -> list[str]:
     """The problems of one group of bands (the same condition), in the order of the bands."""
     problems: list[str] = []
@@ -326,3 +360,13 @@ class ThresholdBand(models.Model):
         problems = validate_condition(self.condition, self.rule.action_type if self.rule_id else None)
         if problems:
             raise ValidationError({"condition": problems})
+        # Terms a band of this mode never uses are refused, not kept: a sign-off shows and hashes them.
+        unused: dict[str, str] = {}
+        if self.mode == BandMode.AUTO:
+            message = "An auto band executes without a person: it has no approver and no SLA."
+            present = {"approver": self.approver_id, "approver_group": self.approver_group_id, "sla": self.sla}
+            unused |= {name: message for name, value in present.items() if value}
+        if self.mode != BandMode.DUAL and self.review_group_id:
+            unused["review_group"] = "Only a dual band has a second review."
+        if unused:
+            raise ValidationError(unused)

@@ -471,15 +471,34 @@ def test_overlapping_bands_are_refused_with_the_overlap_named_and_nothing_half_s
 
     response = client.post(
         url("governance_thresholdrule_change", rule.pk),
-        rule_change_post(rule, name="Overlapping", bands={1: {"min_amount": "400"}}),
+        rule_change_post(rule, name="Overlapping", bands={0: {"max_amount": ""}}),  # two open-ended bands
     )
 
     assert response.status_code == 200
-    assert "Bands 1 and 2 overlap" in response.content.decode()
+    assert "Band 1 has no upper bound but another band follows it (they overlap)" in response.content.decode()
     rule.refresh_from_db()
     assert rule.name == "Two bands"
     assert band_terms(rule) == before
     assert rule.history.count() == 1
+
+
+def test_a_posted_lower_bound_that_disagrees_with_the_band_before_is_refused_not_ignored(client, owner, two_band_rule):
+    """A script still posting both bounds of a threshold (the form before one number moved it) is told, not obeyed
+    halfway."""
+    rule = two_band_rule
+    before = band_terms(rule)
+    login(client, owner)
+
+    response = client.post(
+        url("governance_thresholdrule_change", rule.pk), rule_change_post(rule, bands={1: {"min_amount": "400"}})
+    )
+
+    assert response.status_code == 200
+    assert (
+        "Band 2 starts where the band before it ends, at 500.00, not at 400.00: to move that threshold, change the "
+        "“Up to” of the band before it." in response.content.decode()
+    )
+    assert band_terms(rule) == before
 
 
 def test_editing_a_band_after_sign_off_voids_the_sign_off(client, owner, rule):
@@ -498,4 +517,4 @@ def test_editing_a_band_after_sign_off_voids_the_sign_off(client, owner, rule):
     assert rule.bands.order_by("min_amount").first().max_amount == Decimal(400)
     assert not rule.is_signed_off
     page = client.get(url("governance_thresholdrule_change", rule.pk))
-    assert "void until the business owner signs off again" in page.content.decode()
+    assert "VOID: edited after olivia signed it off" in page.content.decode()
