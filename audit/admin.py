@@ -103,7 +103,7 @@ class EstimatedCountPaginator(Paginator):
 
 
 def _day_label(day: date, today: date) -> str:
-    """ "Today (2026-12-02)", "Yesterday (2026-12-01)", "Tuesday 2026-11-24": the day in the pages' one format."""
+    """The day in the pages' one format: "Today (2026-12-02)", "Yesterday (2026-12-01)", "Tuesday 2026-11-24"."""
     if day == today:
         return f"Today ({day_text(day)})"
     if day == today - timedelta(days=1):
@@ -237,7 +237,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="System and record")
     def record_link(self, event: AuditEvent) -> str:
-        """ "crm 4471", linked to that record's timeline: the same id on crm-staging is another record."""
+        """The system and the id ("crm 4471"), linked to that record's timeline: crm-staging 4471 is another record."""
         system = event.system.slug if event.system_id and event.system else ""
         url = timeline_url(event)
         if url is None:
