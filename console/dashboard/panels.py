@@ -21,6 +21,7 @@ from audit.models import AuditEvent, AuditVerification
 from connectors.limits import availability
 from connectors.models import AgentCredential, Credential
 from console.dashboard.wording import admin_url, proposals_url, sla_clock
+from console.find_record import FindRecordForm
 from governance.choices import AgentStatus
 from governance.models import Agent, GlobalSwitch, System, ThresholdRule
 
@@ -150,6 +151,7 @@ class AuditPanel:
     counts: list[VerbCount]
     last_check: AuditVerification | None
     links: list[tuple[str, str]]  # (label, url)
+    find: FindRecordForm  # "Find a record": a system and an id → that record's timeline
 
 
 # --- Building them ------------------------------------------------------------------------------------------------
@@ -316,7 +318,8 @@ def rules_panel(user: User, everything: bool) -> Listing:
 
 
 def audit_panel(user: User, now: datetime, start: datetime) -> AuditPanel:
-    """Recent denials and overrides, the counts since `start`, the last chain check, and links into the trail."""
+    """The "Find a record" form, recent denials and overrides, the counts since `start`, the last chain check, and
+    links into the trail."""
     recent = list(
         AuditEvent.objects.filter(verb__in=AUDIT_ATTENTION)
         .select_related("agent", "person", "system")
@@ -341,4 +344,4 @@ def audit_panel(user: User, now: datetime, start: datetime) -> AuditPanel:
     ]
     if user.has_perm("audit.view_auditverification"):
         links.append(("Chain checks", admin_url("audit_auditverification_changelist")))
-    return AuditPanel(recent, counts, AuditVerification.objects.order_by("-id").first(), links)
+    return AuditPanel(recent, counts, AuditVerification.objects.order_by("-id").first(), links, FindRecordForm())

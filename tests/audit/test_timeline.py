@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -414,3 +415,114 @@ def test_a_waiting_proposal_with_something_else_after_it_says_it_has_not_run():
     first, second = timeline_lines([later, proposed], currencies={a: "USD"})
     assert first.text.endswith("— not executed yet") and first.outcome == "pending"
     assert second.text == "reporting-agent read account 4471"
+
+
+@pytest.mark.django_db
+def test_the_timeline_page_writes_every_time_in_one_format_and_lists_lines_in_order(auditor, f):
+    system = f.SystemFactory(slug="crm")
+    agent = f.AgentFactory(slug="collections-agent")
+    write_story(system, agent, f.UserFactory(username="approver"))
+    audit_record(verb="read", actor=agent, channel="api", system=system, record_id="4471", summary="read 4471.")
+    today = timezone.localdate()
+
+    response = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]), {"day": today.isoformat()})
+
+    page = response.content.decode()
+    whens = re.findall(r'<td class="when">([^<]*)</td>', page)
+    assert len(whens) == 2 and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", when) for when in whens)
+    assert whens == sorted(whens)
+    assert f"Timeline of crm 4471 on {today:%A} {today.isoformat()}" in page
+    assert not re.search(r"\b(a\.m\.|p\.m\.)|\b\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\b", page)
+
+
+@pytest.mark.django_db
+def test_the_timeline_says_the_same_id_on_another_system_is_another_record(auditor, f):
+    crm, staging = f.SystemFactory(slug="crm"), f.SystemFactory(slug="crm-staging")
+    agent = f.AgentFactory(slug="collections-agent")
+    write_story(crm, agent, f.UserFactory(username="approver"))
+    audit_record(verb="read", actor=None, channel="task", system=staging, record_id="4471", summary="drill read.")
+
+    response = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]))
+
+    assert response.context["elsewhere"] == [
+        ("crm-staging", reverse("admin:audit_timeline", args=["crm-staging", "4471"]))
+    ]
+    assert "drill read" not in "".join(line.text for line in response.context["lines"])
+
+
+# --- Export -------------------------------------------------------------------------------------------------------
+
+
+def exported(response) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith("text/csv") and "attachment" in response["Content-Disposition"]
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+@pytest.mark.django_db
+def test_the_timelines_export_holds_that_record_on_that_system_only(auditor, f):
+    crm, staging = f.SystemFactory(slug="crm"), f.SystemFactory(slug="crm-staging")
+    agent = f.AgentFactory(slug="collections-agent")
+    approver = f.UserFactory(username="approver")
+    proposal_id = write_story(crm, agent, approver)
+    write_story(staging, agent, approver)  # the same id on crm-staging: another record
+    write_story(crm, agent, approver, record_id="4472")
+    today = timezone.localdate().isoformat()
+
+    page = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]), {"day": today})
+    export_url = page.context["export_url"]
+    assert export_url == reverse("admin:audit_timeline_export", args=["crm", "4471"]) + f"?day={today}"
+    assert f'href="{export_url}" id="export-timeline"' in page.content.decode().replace("&amp;", "&")
+    response = auditor.get(export_url)
+
+    rows = exported(response)
+    assert [(row["system"], row["record_id"], row["verb"]) for row in rows] == [
+        ("crm", "4471", verb) for verb in ("proposed", "approved", "executing", "executed")
+    ]
+    assert {row["proposal_id"] for row in rows} == {str(proposal_id)}
+    assert f'filename="crm-4471-{today}.csv"' in response["Content-Disposition"]
+    assert auditor.get(export_url.replace(today, "yesterday")).status_code == 400
+
+
+@pytest.mark.django_db
+def test_the_export_of_a_record_id_with_odd_characters_names_its_file_safely(auditor, f):
+    crm = f.SystemFactory(slug="crm")
+    audit_record(verb="read", actor=None, channel="api", system=crm, record_id='a/"b"; c', summary="odd")
+    response = auditor.get(reverse("admin:audit_timeline_export", args=["crm", 'a/"b"; c']))
+    assert [row["summary"] for row in exported(response)] == ["odd"]
+    assert response["Content-Disposition"] == 'attachment; filename="crm-a_b_c.csv"'
+
+
+@pytest.mark.django_db
+def test_an_agents_and_a_systems_timeline_export_their_own_events(auditor, f):
+    crm = f.SystemFactory(slug="crm")
+    agent, other = f.AgentFactory(slug="collections-agent"), f.AgentFactory(slug="reporting-agent")
+    write_story(crm, agent, f.UserFactory(username="approver"))
+    audit_record(verb="read", actor=other, channel="api", system=crm, record_id="4471", summary="other read")
+    audit_record(verb="configured", actor=None, channel="command", system=crm, summary="crm's own setting")
+
+    by_agent = exported(auditor.get(reverse("admin:audit_agent_timeline_export", args=["collections-agent"])))
+    assert [(row["agent"], row["verb"]) for row in by_agent] == [("collections-agent", "proposed")]
+    own = exported(auditor.get(reverse("admin:audit_system_timeline_export", args=["crm"])))
+    assert [row["summary"] for row in own] == ["crm's own setting"]
+
+
+@pytest.mark.django_db
+def test_an_approver_without_audit_rights_may_not_export_a_timeline(client, f):
+    """The same check as the changelist's exports: refused before anything is looked up (an unknown system too)."""
+    crm = f.SystemFactory(slug="crm")
+    f.AgentFactory(slug="collections-agent")
+    audit_record(verb="read", actor=None, channel="api", system=crm, record_id="4471", summary="read")
+    client.force_login(f.UserFactory(username="dana", roles=[Role.APPROVERS]))
+    for url in [
+        reverse("admin:audit_timeline_export", args=["crm", "4471"]),
+        reverse("admin:audit_timeline_export", args=["no-such-system", "4471"]),
+        reverse("admin:audit_agent_timeline_export", args=["collections-agent"]),
+        reverse("admin:audit_system_timeline_export", args=["crm"]),
+        reverse("admin:audit_export_csv"),
+    ]:
+        assert client.get(url).status_code == 403, url
