@@ -20,6 +20,7 @@ from audit.links import audit_trail_url
 from audit.models import AuditEvent, AuditVerification
 from connectors.limits import availability
 from connectors.models import AgentCredential, Credential
+from console.dashboard.drills import without_drills
 from console.dashboard.wording import admin_url, proposals_url, sla_clock
 from console.find_record import FindRecordForm
 from governance.choices import AgentStatus
@@ -196,7 +197,7 @@ def escalations_panel(now: datetime) -> Listing:
 
 def failures_panel(owner: User | None, start: datetime) -> Listing:
     """Executions that failed since `start`, newest first; only `owner`'s systems and agents when one is given."""
-    failed = Proposal.objects.filter(status=ProposalStatus.FAILED, updated_at__gte=start)
+    failed = without_drills(Proposal.objects.filter(status=ProposalStatus.FAILED, updated_at__gte=start))
     if owner is not None:
         failed = failed.filter(Q(system__owner=owner) | Q(agent__owner=owner))
     total = failed.count()
@@ -257,7 +258,7 @@ def availability_panel() -> AvailabilityPanel:
 
 def readiness_panel(owner: User | None, now: datetime) -> ReadinessPanel:
     """Each agent's readiness checklist (at most READINESS_AGENTS of them): passes, or its first failing item."""
-    agents = Agent.objects.order_by("slug")
+    agents = without_drills(Agent.objects.order_by("slug"), slug="slug")  # the drill agent never writes to production
     if owner is not None:  # their agents, and the agents that touch their systems
         agents = agents.filter(Q(owner=owner) | Q(grants__system__owner=owner)).distinct()
     total = agents.count()
