@@ -27,14 +27,42 @@ from django.utils.html import format_html, format_html_join
 
 from audit.changes import change_phrases
 from audit.choices import AGENT_ACTIVITY_VERBS, CONFIGURATION_VERBS, DECISION_VERBS, Verb
-from audit.exports import EXPORT_FORMATS, export_response
+from audit.exports import EXPORT_FORMATS, export_response, may_export
 from audit.links import subject_timeline_url, timeline_url
 from audit.models import AuditCheckpoint, AuditEvent, AuditVerification
 from audit.timeline import parse_day
 from core.admin import ReadOnlyAdminMixin
+from core.moments import day_text, moment
 
 # A search box value longer than any record id cannot match one: answer "nothing" without asking the database.
 _RECORD_ID_MAX = AuditEvent._meta.get_field("record_id").max_length
+_SYSTEMS_LISTED = 20  # systems named beside a search; more would not be read
+NBSP = "\u00a0"
+
+
+def _system_model() -> Any:
+    """governance.System, reached through the audit event's foreign key (audit imports no app above it)."""
+    return AuditEvent._meta.get_field("system").related_model
+
+
+def search_record(search_term: str) -> tuple[Any, str] | None:
+    """What the search box asks for: (a system or None, an exact record id), or None when it is empty.
+
+    "crm 4471" is (crm, "4471") when crm is a system's slug; anything else is one record id, spaces and all. Quotes
+    around the whole term are dropped.
+    """
+    term = search_term.strip()
+    if len(term) >= 2 and term[0] == term[-1] and term[0] in "\"'":
+        term = term[1:-1].strip()
+    if not term:
+        return None
+    term = term.replace("\x00", "\ufffd")
+    first, _, rest = term.partition(" ")
+    if rest.strip() and len(first) <= 50:
+        system = _system_model()._default_manager.filter(slug=first).first()
+        if system is not None:
+            return system, rest.strip()
+    return None, term
 
 
 class EstimatedCountPaginator(Paginator):
@@ -75,12 +103,12 @@ class EstimatedCountPaginator(Paginator):
 
 
 def _day_label(day: date, today: date) -> str:
+    """The day in the pages' one format: "Today (2026-12-02)", "Yesterday (2026-12-01)", "Tuesday 2026-11-24"."""
     if day == today:
-        return "Today"
+        return f"Today ({day_text(day)})"
     if day == today - timedelta(days=1):
-        return "Yesterday"
-    label = f"{day:%A} {day.day} {day:%b}"
-    return label if day.year == today.year else f"{label} {day.year}"
+        return f"Yesterday ({day_text(day)})"
+    return f"{day:%A} {day_text(day)}"
 
 
 class DayFilter(admin.SimpleListFilter):
@@ -167,18 +195,27 @@ class TimeOrderedChangeList(ChangeList):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["occurred_at", "verb", "actor", "system", "record_link", "proposal_link", "outcome", "summary"]
+    # Narrow columns and one wide one: the summary reads on a 1366-px screen beside the menu and the filters.
+    list_display = ["when", "what", "actor", "record_link", "summary_text", "proposal_link"]
     list_filter = [DayFilter, KindFilter, "verb", "agent", "system", "person", "channel", "actor_type", ProposalFilter]
     search_fields = ["record_id"]  # the search itself is `get_search_results`: one exact record id
-    search_help_text = "Find a record by its exact id, for example 4471."
+    search_help_text = "Find a record by its exact id, for example 4471, or with its system: crm 4471."
     list_select_related = ["system"]
     # Newest first by time, so every filter is served by its (…, occurred_at) index read backwards.
     ordering = ["-occurred_at", "-id"]
-    sortable_by = ["occurred_at"]  # sorting by any other column would sort millions of rows
+    sortable_by = ["when"]  # sorting by any other column would sort millions of rows
     paginator = EstimatedCountPaginator
     show_full_result_count = False  # the table grows to millions of rows: no count(*) per page view
     show_facets = admin.ShowFacets.NEVER  # "Show counts" would count every filter choice over the whole table
-    readonly_fields = ["changes"] + [field.name for field in AuditEvent._meta.fields] + ["timeline", "proposal"]
+    # The event's page: its time in the pages' one format first, in place of Django's own date format.
+    readonly_fields = [
+        "when",
+        "changes",
+        *(field.name for field in AuditEvent._meta.fields if field.name not in ("id", "occurred_at")),
+        "timeline",
+        "proposal",
+    ]
+    fields = (*readonly_fields,)
     change_list_template = "admin/audit/auditevent/change_list.html"
 
     def get_changelist(self, request: HttpRequest, **kwargs):
@@ -186,21 +223,50 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     # --- Columns ------------------------------------------------------------------------------------------------
 
-    @admin.display(description="Record")
+    @admin.display(description="When", ordering="occurred_at")
+    def when(self, event: AuditEvent) -> str:
+        """`2026-12-02 14:05:09 UTC`, breaking only between the day and the time in a narrow column."""
+        day, _, time_of_day = moment(event.occurred_at).partition(" ")
+        return f"{day} {time_of_day.replace(' ', NBSP)}"
+
+    @admin.display(description="What")
+    def what(self, event: AuditEvent) -> str:
+        """The verb, and the outcome when it is not simply "ok" ("rollback drill: failed")."""
+        label = event.get_verb_display()
+        return label if event.outcome in ("", "ok") else f"{label}: {event.outcome}"
+
+    @admin.display(description="System and record")
     def record_link(self, event: AuditEvent) -> str:
+        """The system and the id ("crm 4471"), linked to that record's timeline: crm-staging 4471 is another record."""
+        system = event.system.slug if event.system_id and event.system else ""
         url = timeline_url(event)
         if url is None:
-            return event.record_id or "—"
+            return " ".join(part for part in (system, event.record_id) if part) or "—"
         return format_html(
-            '<a href="{}" class="timeline-link" title="This record\'s timeline">{}</a>', url, event.record_id
+            '<a href="{}" class="timeline-link" title="The timeline of {} {}">'
+            '<span class="record-system">{}</span> {}</a>',
+            url,
+            system,
+            event.record_id,
+            system,
+            event.record_id,
         )
+
+    @admin.display(description="Summary")
+    def summary_text(self, event: AuditEvent) -> str:
+        return event.summary
 
     @admin.display(description="Proposal")
     def proposal_link(self, event: AuditEvent) -> str:
         if event.proposal_id is None:
             return "—"
         url = reverse("admin:approvals_proposal_change", args=[event.proposal_id])
-        return format_html('<a href="{}" class="proposal-link">{}</a>', url, str(event.proposal_id)[:8])
+        return format_html(
+            '<a href="{}" class="proposal-link" title="proposal {}">{}</a>',
+            url,
+            event.proposal_id,
+            str(event.proposal_id)[:8],
+        )
 
     @admin.display(description="Record timeline")
     def timeline(self, event: AuditEvent) -> str:
@@ -209,7 +275,8 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             url = subject_timeline_url(event)
             subject = f"agent {event.agent}" if event.agent_id else f"system {event.system}"
             return format_html('<a href="{}">The timeline of {}</a>', url, subject) if url else "—"
-        return format_html('<a href="{}">Everything that happened to {} {}</a>', url, event.resource, event.record_id)
+        system = event.system.slug if event.system else ""
+        return format_html('<a href="{}">Everything that happened to {} {}</a>', url, system, event.record_id)
 
     @admin.display(description="Changed (before → after)")
     def changes(self, event: AuditEvent) -> str:
@@ -226,23 +293,24 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def proposal(self, event: AuditEvent) -> str:
         return self.proposal_link(event)
 
-    # --- Search: one exact record id, whatever is typed -----------------------------------------------------------
+    # --- Search: one exact record id, whatever is typed; "crm 4471" names the system too --------------------------
 
     def get_search_results(self, request: HttpRequest, queryset, search_term: str):
         """An exact record id, as one value: quotes, `%`, SQL or unicode are just characters to compare.
 
-        Django's default would split on spaces and run case-insensitive `LIKE`/`UPPER()` comparisons, which no index
-        serves. NUL is stored as U+FFFD by `audit_record` (PostgreSQL refuses it), so it is searched as such.
+        "crm 4471" (a system's slug, a space, an id) is record 4471 of crm only. Django's default would split on spaces
+        and run case-insensitive `LIKE`/`UPPER()` comparisons, which no index serves. NUL is stored as U+FFFD by
+        `audit_record` (PostgreSQL refuses it), so it is searched as such.
         """
-        term = search_term.strip()
-        if len(term) >= 2 and term[0] == term[-1] and term[0] in "\"'":
-            term = term[1:-1].strip()
-        if not term:
+        found = search_record(search_term)
+        if found is None:
             return queryset, False
-        term = term.replace("\x00", "\ufffd")
-        if _RECORD_ID_MAX is not None and len(term) > _RECORD_ID_MAX:
+        system, record_id = found
+        if _RECORD_ID_MAX is not None and len(record_id) > _RECORD_ID_MAX:
             return queryset.none(), False
-        return queryset.filter(record_id=term), False
+        if system is not None:
+            return queryset.filter(system=system, record_id=record_id), False
+        return queryset.filter(record_id=record_id), False
 
     # --- Extra pages --------------------------------------------------------------------------------------------
 
@@ -262,12 +330,40 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         extra = {
             "export_csv_url": reverse("admin:audit_export_csv") + encoded,
             "export_jsonl_url": reverse("admin:audit_export_jsonl") + encoded,
+            **self._record_systems(request),
         }
         return super().changelist_view(request, {**(extra_context or {}), **extra})
 
+    def _record_systems(self, request: HttpRequest) -> dict[str, Any]:
+        """For a search by record id: the systems it is a record on, each with its events and its timeline, so crm
+        4471 and crm-staging 4471 are never taken for one record."""
+        found = search_record(request.GET.get("q", ""))
+        if found is None or (_RECORD_ID_MAX is not None and len(found[1]) > _RECORD_ID_MAX):
+            return {}
+        system, record_id = found
+        chosen = request.GET.get("system__id__exact", "")
+        if system is None and chosen.isdigit():  # the system filter narrows a bare id as "crm 4471" does
+            system = _system_model()._default_manager.filter(pk=int(chosen)).first()
+        query = request.GET.copy()
+        for name in ("p", "all", "o", "system__id__exact"):
+            query.pop(name, None)
+        systems = []
+        for holder in AuditEvent.objects.systems_with_record(record_id)[:_SYSTEMS_LISTED]:
+            query.setlist("q", [f"{holder.slug} {record_id}"])
+            systems.append(
+                {
+                    "slug": holder.slug,
+                    "label": f"{holder.slug} {record_id}",
+                    "events_url": "?" + query.urlencode(),
+                    "timeline_url": reverse("admin:audit_timeline", args=[holder.slug, record_id]),
+                    "chosen": system is not None and holder.pk == system.pk,
+                }
+            )
+        return {"record_search": {"record": record_id, "system": system, "systems": systems}}
+
     def export_view(self, request: HttpRequest, kind: str) -> HttpResponseBase:
         """The changelist's current filters and search, every matching row, streamed in id order."""
-        if not self.has_view_permission(request):
+        if not may_export(request.user):
             raise PermissionDenied
         if kind not in EXPORT_FORMATS:
             raise Http404
@@ -282,14 +378,35 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return export_response(changelist.queryset, kind=kind)
 
 
+def moment_column(field_name: str, description: str) -> Any:
+    """An admin column (and read-only field) showing a time as `2026-12-02 14:05:09 UTC`, sorted by the field."""
+
+    @admin.display(description=description, ordering=field_name)
+    def column(model_admin: admin.ModelAdmin, obj: Any) -> str:
+        return moment(getattr(obj, field_name)) or "—"
+
+    return column
+
+
+def _with_moments(model: Any, moments: dict[str, str]) -> list[str]:
+    """A read-only page's fields in model order, each time field replaced by its `moment_column` (named in
+    `moments`: field → column)."""
+    return [moments.get(field.name, field.name) for field in model._meta.fields if field.name != "id"]
+
+
 @admin.register(AuditVerification)
 class AuditVerificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["started_at", "ok", "full", "checked", "broken_at", "reason", "checkpoint"]
+    list_display = ["started", "ok", "full", "checked", "broken_at", "reason", "checkpoint"]
     list_filter = ["ok", "full"]
-    readonly_fields = [field.name for field in AuditVerification._meta.fields]
+    started = moment_column("started_at", "Started")
+    finished = moment_column("finished_at", "Finished")
+    readonly_fields = _with_moments(AuditVerification, {"started_at": "started", "finished_at": "finished"})
+    fields = (*readonly_fields,)
 
 
 @admin.register(AuditCheckpoint)
 class AuditCheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "last_event_id", "event_count", "last_hash", "version", "previous_id"]
-    readonly_fields = [field.name for field in AuditCheckpoint._meta.fields]
+    list_display = ["created", "last_event_id", "event_count", "last_hash", "version", "previous_id"]
+    created = moment_column("created_at", "Created")
+    readonly_fields = _with_moments(AuditCheckpoint, {"created_at": "created"})
+    fields = (*readonly_fields,)

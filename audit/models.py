@@ -29,6 +29,13 @@ class AuditEventQuerySet(models.QuerySet):
     def for_proposal(self, proposal_id) -> AuditEventQuerySet:
         return self.filter(proposal_id=proposal_id)
 
+    def systems_with_record(self, record_id: str) -> models.QuerySet:
+        """The systems (by slug) with at least one of these events about `record_id`: crm 4471 and crm-staging 4471
+        are two records. One probe of (system, record_id, occurred_at) per system, whatever the record's size."""
+        systems = self.model._meta.get_field("system").related_model  # governance.System, named by the foreign key
+        events = self.filter(system=models.OuterRef("pk"), record_id=record_id)
+        return systems._default_manager.filter(models.Exists(events)).order_by("slug")
+
     def chain_order(self) -> AuditEventQuerySet:
         return self.order_by("id")
 

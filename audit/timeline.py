@@ -1,4 +1,5 @@
-"""One record's story in plain language: audit events grouped by proposal into one readable line each."""
+"""One record's story in plain language: its audit events in the order they happened, a proposal's steps that
+follow one another told as one readable line."""
 
 from __future__ import annotations
 
@@ -14,31 +15,40 @@ from django.utils import timezone
 from audit.changes import configuration_text
 from audit.choices import Verb
 from audit.models import AuditEvent
+from core.moments import clock
 from core.numbers import finite_decimal
 
 # Events read for one page of a record's timeline; the next page continues after the last one (keyset paging).
 TIMELINE_PAGE = 500
 # Steps of a proposal that add nothing a reader needs once the outcome is known.
 _QUIET = {Verb.EXECUTING}
+# A proposal that reached one of these is over: no "not executed yet" at the end of its story.
+_ENDS = (Verb.EXECUTED, Verb.REJECTED, Verb.FAILED, Verb.EXPIRED, Verb.CANCELLED)
 
 
 @dataclass
 class TimelineLine:
-    """One line of a record's timeline: when it started, what it says, and the events it was built from."""
+    """One line of a timeline: when it happened, what it says, and the events it was built from.
+
+    A proposal's steps that came one after another make one line; when something else happened between two of its
+    steps, the proposal goes on in a later line (`continued`), linked to the same proposal.
+    """
 
     at: datetime
     text: str
     proposal_id: UUID | None = None
     event_ids: list[int] = field(default_factory=list)
     outcome: str = "ok"
+    continued: bool = False
+
+    @property
+    def proposal_ref(self) -> str:
+        """The proposal's short name on the page ("proposal 1a2b3c4d"), the same on each of its lines."""
+        return f"proposal {str(self.proposal_id)[:8]}" if self.proposal_id else ""
 
 
 def _humanise(name: str) -> str:
     return name.replace("_", " ").strip()
-
-
-def _clock(moment: datetime) -> str:
-    return timezone.localtime(moment).strftime("%H:%M")
 
 
 def _show(value: Any, currency: str) -> str:
@@ -98,71 +108,94 @@ def _join(phrases: list[str]) -> str:
     return ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
-def _proposal_line(events: list[AuditEvent], *, labels: Mapping[str, str], currency: str) -> TimelineLine:
-    first = events[0]
-    by_verb: dict[str, AuditEvent] = {}
-    for event in events:
-        by_verb.setdefault(event.verb, event)
-    opening = _opening(events, by_verb, labels=labels, currency=currency)
+def _proposal_line(
+    run: list[AuditEvent], *, whole: list[AuditEvent], labels: Mapping[str, str], currency: str
+) -> TimelineLine:
+    """The line of `run`, steps of one proposal that came one after another; `whole` is every event of the proposal
+    on the page, oldest first, which says whether the run opens the proposal's story and whether it goes on."""
+    here = {id(event) for event in run}
+    opens, goes_on = id(whole[0]) in here, id(whole[-1]) not in here
+    on = timezone.localtime(run[0].occurred_at).date()
+    opening = _opening(run, whole, labels=labels, currency=currency, continued=not opens)
     steps: list[str] = []
     outcome = "ok"
-    for event in events:
-        if event is by_verb.get(Verb.PROPOSED) or event.verb in _QUIET or event.verb == Verb.READ:
+    for event in run:
+        if event.verb == Verb.PROPOSED or event.verb in _QUIET or event.verb == Verb.READ:
             continue  # a read is a person looking at the record to decide: kept in the event list, not the story
-        text, ends = _step(event)
+        text, ends = _step(event, on=on)
         steps.append(text)
         outcome = ends or outcome
-    if not any(verb in by_verb for verb in (Verb.EXECUTED, Verb.REJECTED, Verb.FAILED, Verb.EXPIRED, Verb.CANCELLED)):
+    if goes_on:
+        steps.append("continued below")
+    elif not any(event.verb in _ENDS for event in whole):
         steps.append("not executed yet")
         if outcome == "ok":
             outcome = "pending"
     text = f"{opening} — {', '.join(steps)}" if steps else opening
     return TimelineLine(
-        at=first.occurred_at,
+        at=run[0].occurred_at,
         text=text,
-        proposal_id=first.proposal_id,
-        event_ids=[event.pk for event in events],
+        proposal_id=run[0].proposal_id,
+        event_ids=[event.pk for event in run],
         outcome=outcome,
+        continued=not opens,
     )
 
 
 def _opening(
-    events: list[AuditEvent], by_verb: dict[str, AuditEvent], *, labels: Mapping[str, str], currency: str
+    run: list[AuditEvent],
+    whole: list[AuditEvent],
+    *,
+    labels: Mapping[str, str],
+    currency: str,
+    continued: bool,
 ) -> str:
-    """Who did (or proposed) what to which record, with the reason given: the head of a proposal's line."""
-    first = events[0]
-    proposed = by_verb.get(Verb.PROPOSED)
-    executed = by_verb.get(Verb.EXECUTED)
-    resource = next((event.resource for event in events if event.resource), "")
+    """Who did (or proposed) what to which record: the head of a proposal's line.
+
+    The line that opens the proposal gives the reason; a later line of the same proposal names it again without it.
+    What changed is the system's own before/after when this line holds the execution, else the proposal's snapshot
+    and payload.
+    """
+    first = run[0]
+    proposed = next((event for event in whole if event.verb == Verb.PROPOSED), None)
+    executed = next((event for event in run if event.verb == Verb.EXECUTED), None)
+    resource = next((event.resource for event in whole if event.resource), "")
     thing = f"{labels.get(resource) or (resource[:-1] if resource.endswith('s') else resource) or 'record'}"
     thing = f"{thing} {first.record_id}".strip()
     who = proposed.actor if proposed else first.actor
     action = _humanise((proposed.input or {}).get("action", "")) if proposed else ""
     payload = (proposed.input or {}).get("payload") if proposed else None
-    # What changed: the system's own before/after once executed, else the proposal's snapshot and payload.
+    proposes = f"{who}'s proposal to" if continued else f"{who} proposed to"
     if executed and executed.state_after and executed.state_before:
         opening = f"{who} " + change_phrase(
             executed.state_before, executed.state_after, thing=thing, currency=currency, past=True
         )
     elif executed is None and isinstance(payload, dict) and payload and proposed and proposed.state_before:
-        opening = f"{who} proposed to " + change_phrase(
+        opening = f"{proposes} " + change_phrase(
             proposed.state_before, payload, thing=thing, currency=currency, past=False
         )
     elif proposed is not None:
         details = ""
         if isinstance(payload, dict) and payload:
             details = " (" + ", ".join(f"{_humanise(k)}: {_show(v, currency)}" for k, v in payload.items()) + ")"
-        opening = f"{who} {'ran' if executed else 'proposed'} {action or 'an action'} on {thing}{details}"
+        if executed:
+            opening = f"{who} ran {action or 'an action'} on {thing}{details}"
+        elif continued:
+            opening = f"{who}'s proposal of {action or 'an action'} on {thing}{details}"
+        else:
+            opening = f"{who} proposed {action or 'an action'} on {thing}{details}"
     else:
         opening = first.summary.rstrip(".")
-    if proposed and (proposed.input or {}).get("reason"):
+    if not continued and proposed and (proposed.input or {}).get("reason"):
         opening += f" (reason: “{proposed.input['reason']}”)"
     return opening
 
 
-def _step(event: AuditEvent) -> tuple[str, str]:
-    """One step of a proposal's line in words, and the outcome it ends the proposal in ("" when it does not)."""
-    at = _clock(event.occurred_at)
+def _step(event: AuditEvent, *, on: date) -> tuple[str, str]:
+    """One step of a proposal's line in words, and the outcome it ends the proposal in ("" when it does not).
+
+    Its time is the clock time when it happened on the line's day (`on`), else the whole moment."""
+    at = clock(event.occurred_at, on=on)
     comment = (event.input or {}).get("comment") or (event.input or {}).get("reason") or ""
     quoted = f" (“{comment}”)" if comment else ""
     said = f": “{comment}”" if comment else ""
@@ -211,30 +244,66 @@ def _single_line(event: AuditEvent) -> TimelineLine:
     return TimelineLine(at=event.occurred_at, text=text, event_ids=[event.pk], outcome=event.outcome)
 
 
+def _quiet(event: AuditEvent) -> bool:
+    """A step of a proposal that never makes or splits a line of its own: `executing`, a person reading the record."""
+    return event.proposal_id is not None and (event.verb in _QUIET or event.verb == Verb.READ)
+
+
 def timeline_lines(
     events: Iterable[AuditEvent],
     *,
     labels: Mapping[str, str] | None = None,
     currencies: Mapping[UUID, str] | None = None,
 ) -> list[TimelineLine]:
-    """Turn one record's events into lines, oldest first: one line per proposal, one per other event.
+    """Turn a scope's events into lines in the order they happened, oldest first.
+
+    An event outside any proposal is a line. A proposal's steps that follow one another with nothing else between
+    them make one line ("raised … — auto-approved by rule at 14:02:05, executed 14:02:06"); when something else
+    happened in between (another proposal, a read), the proposal's later steps make a later line that names it again,
+    so a raise executed after another one is never shown above it. Quiet steps (`executing`, a person's read) join
+    the line of their proposal's step before them and never split a line.
 
     `labels` names resources for people ("accounts" → "account"); `currencies` gives each proposal's currency so
-    amounts read "2,000.00 to 5,000.00 USD". Events of a proposal that began before the period shown still make a
-    line, starting at the first event present.
+    amounts read "2,000.00 to 5,000.00 USD". A proposal that began before the period shown starts at its first event
+    present.
     """
     labels = labels or {}
     currencies = currencies or {}
-    grouped: dict[UUID, list[AuditEvent]] = {}
-    lines: list[TimelineLine] = []
-    for event in sorted(events, key=lambda e: (e.occurred_at, e.pk or 0)):
-        if event.proposal_id is None:
-            lines.append(_single_line(event))
+    ordered = sorted(events, key=lambda e: (e.occurred_at, e.pk or 0))
+    whole: dict[UUID, list[AuditEvent]] = {}
+    for event in ordered:
+        if event.proposal_id is not None:
+            whole.setdefault(event.proposal_id, []).append(event)
+    # A proposal whose only events here are quiet ones is still told (from its first event's summary).
+    telling = {pid for pid, its in whole.items() if not all(_quiet(event) for event in its)}
+    runs: list[list[AuditEvent]] = []
+    last_run: dict[UUID, list[AuditEvent]] = {}
+    for event in ordered:
+        pid = event.proposal_id
+        if pid is not None and pid in telling and _quiet(event) and pid in last_run:
+            last_run[pid].append(event)  # joins the line of its proposal's last step, wherever that line is
+            continue
+        if pid is not None and runs and runs[-1][0].proposal_id == pid:
+            runs[-1].append(event)
         else:
-            grouped.setdefault(event.proposal_id, []).append(event)
-    for proposal_id, proposal_events in grouped.items():
-        lines.append(_proposal_line(proposal_events, labels=labels, currency=currencies.get(proposal_id, "")))
-    lines.sort(key=lambda line: (line.at, line.event_ids[0] if line.event_ids else 0))
+            runs.append([event])
+        if pid is not None:
+            last_run[pid] = runs[-1]
+    quiet_first: dict[UUID, list[AuditEvent]] = {}  # quiet steps before any other step: told with the first line
+    lines: list[TimelineLine] = []
+    for run in runs:
+        pid = run[0].proposal_id
+        if pid is None:
+            lines.append(_single_line(run[0]))
+            continue
+        if pid in telling and all(_quiet(event) for event in run):
+            quiet_first.setdefault(pid, []).extend(run)
+            continue
+        own = [event for event in whole[pid] if pid not in telling or not _quiet(event)]
+        line = _proposal_line(run, whole=own, labels=labels, currency=currencies.get(pid, ""))
+        if quiet_first.get(pid):
+            line.event_ids = sorted([*line.event_ids, *(event.pk for event in quiet_first.pop(pid))])
+        lines.append(line)
     return lines
 
 

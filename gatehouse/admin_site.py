@@ -25,6 +25,22 @@ class GatehouseAdminSite(AdminSite):
         radius) come first, so the model admin's own `<object_id>/` patterns never swallow them."""
         view = self.admin_view
         pages: list[URLPattern | URLResolver] = [
+            path("audit/auditevent/find/", view(timeline.find_record_view), name="audit_find_record"),
+            path(
+                "audit/auditevent/timeline-export/<slug:system_slug>/<path:record_id>/",
+                view(timeline.timeline_export_view),
+                name="audit_timeline_export",
+            ),
+            path(
+                "audit/auditevent/agent-timeline/<slug:agent_slug>/export/",
+                view(timeline.agent_timeline_export_view),
+                name="audit_agent_timeline_export",
+            ),
+            path(
+                "audit/auditevent/system-timeline/<slug:system_slug>/export/",
+                view(timeline.system_timeline_export_view),
+                name="audit_system_timeline_export",
+            ),
             path(
                 "audit/auditevent/timeline/<slug:system_slug>/<path:record_id>/",
                 view(timeline.timeline_view),

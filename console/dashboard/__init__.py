@@ -18,6 +18,9 @@ Sections and who sees them (a superuser sees all of them):
 
 Business owners who are not also operators, auditors or superusers see their own systems (and agents) only.
 
+Rollback drills are not activity: the built-in agent `gatehouse-drill`'s writes and reversals are left out of the
+charts, the failures list and the readiness list, and counted on one "drill" line under the charts (drills.py).
+
 Read-only and bounded: every list is a LIMIT with a count and a link to the filtered changelist, every chart one
 aggregate query; the readiness checklists run for at most READINESS_AGENTS agents. Nothing is cached: a decision made
 a second ago is gone from the queue on the next page load.

@@ -1,5 +1,7 @@
 """The dashboard's charts over the last WINDOW_DAYS days: proposals by band and outcome, the time people took to
 decide, and failed executions and reversals per day. Each chart is one aggregate query.
+
+Rollback drills are left out of every chart (console/dashboard/drills.py) and counted on their own line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
 from approvals.models import Proposal
 from audit.choices import Verb
 from audit.models import AuditEvent
+from console.dashboard.drills import DrillSummary, drill_summary, without_drills
 from console.dashboard.wording import admin_url, proposals_url
 
 if TYPE_CHECKING:
@@ -113,6 +116,7 @@ class Charts:
     bar_width: int = BAR_WIDTH
     failures_url: str = ""
     reversals_url: str = ""
+    drills: DrillSummary | None = None  # rollback drills in the window, not counted in the charts above
 
 
 # --- Building them ------------------------------------------------------------------------------------------------
@@ -121,8 +125,8 @@ class Charts:
 def charts_panel(user: User, owner: User | None, now: datetime) -> Charts:
     """The last WINDOW_DAYS days in charts: all systems, or only `owner`'s when one is given."""
     start = now - timedelta(days=WINDOW_DAYS)
-    proposals = Proposal.objects.filter(created_at__gte=start, created_at__lte=now)
-    events = AuditEvent.objects.all()
+    proposals = without_drills(Proposal.objects.filter(created_at__gte=start, created_at__lte=now))
+    events = without_drills(AuditEvent.objects.all())
     if owner is not None:
         proposals = proposals.filter(system__owner=owner)
         events = events.filter(system__owner=owner)
@@ -145,6 +149,7 @@ def charts_panel(user: User, owner: User | None, now: datetime) -> Charts:
         reversals=reversals,
         failures_url=admin_url("audit_auditevent_changelist", verb__exact=Verb.FAILED) if reads_audit else "",
         reversals_url=admin_url("audit_auditevent_changelist", verb__exact=Verb.REVERSED) if reads_audit else "",
+        drills=drill_summary(user, owner, start),
     )
 
 

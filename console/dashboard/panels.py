@@ -21,7 +21,9 @@ from audit.links import audit_trail_url
 from audit.models import AuditEvent, AuditVerification
 from connectors.limits import availability
 from connectors.models import AgentCredential, Credential
+from console.dashboard.drills import without_drills
 from console.dashboard.wording import admin_url, proposals_url, sla_clock
+from console.find_record import FindRecordForm
 from governance.choices import AgentStatus
 from governance.models import Agent, GlobalSwitch, System, ThresholdRule
 
@@ -152,6 +154,7 @@ class AuditPanel:
     counts: list[VerbCount]
     last_check: AuditVerification | None
     links: list[tuple[str, str]]  # (label, url)
+    find: FindRecordForm  # "Find a record": a system and an id → that record's timeline
 
 
 # --- Building them ------------------------------------------------------------------------------------------------
@@ -197,7 +200,7 @@ def escalations_panel(now: datetime) -> Listing:
 
 def failures_panel(owner: User | None, start: datetime) -> Listing:
     """Executions that failed since `start`, newest first; only `owner`'s systems and agents when one is given."""
-    failed = Proposal.objects.filter(status=ProposalStatus.FAILED, updated_at__gte=start)
+    failed = without_drills(Proposal.objects.filter(status=ProposalStatus.FAILED, updated_at__gte=start))
     if owner is not None:
         failed = failed.filter(Q(system__owner=owner) | Q(agent__owner=owner))
     total = failed.count()
@@ -258,7 +261,7 @@ def availability_panel() -> AvailabilityPanel:
 
 def readiness_panel(owner: User | None, now: datetime) -> ReadinessPanel:
     """Each agent's readiness checklist (at most READINESS_AGENTS of them): passes, or its first failing item."""
-    agents = Agent.objects.order_by("slug")
+    agents = without_drills(Agent.objects.order_by("slug"), slug="slug")  # the drill agent never writes to production
     if owner is not None:  # their agents, and the agents that touch their systems
         agents = agents.filter(Q(owner=owner) | Q(grants__system__owner=owner)).distinct()
     total = agents.count()
@@ -319,7 +322,8 @@ def rules_panel(user: User, everything: bool) -> Listing:
 
 
 def audit_panel(user: User, now: datetime, start: datetime) -> AuditPanel:
-    """Recent denials and overrides, the counts since `start`, the last chain check, and links into the trail."""
+    """The "Find a record" form, recent denials and overrides, the counts since `start`, the last chain check, and
+    links into the trail."""
     recent = list(
         AuditEvent.objects.filter(verb__in=AUDIT_ATTENTION)
         .select_related("agent", "person", "system")
@@ -344,4 +348,4 @@ def audit_panel(user: User, now: datetime, start: datetime) -> AuditPanel:
     ]
     if user.has_perm("audit.view_auditverification"):
         links.append(("Chain checks", admin_url("audit_auditverification_changelist")))
-    return AuditPanel(recent, counts, AuditVerification.objects.order_by("-id").first(), links)
+    return AuditPanel(recent, counts, AuditVerification.objects.order_by("-id").first(), links, FindRecordForm())

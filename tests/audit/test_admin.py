@@ -85,10 +85,10 @@ def test_the_day_filter_offers_last_tuesday_by_name_and_keeps_only_that_day(audi
     today = timezone.localdate()
     response = auditor.get(reverse(CHANGELIST))
     page = response.content.decode()
-    assert "Today" in page and "Yesterday" in page
+    assert f"Today ({today.isoformat()})" in page and f"Yesterday ({today - timedelta(days=1)})" in page
     for back in range(2, 8):
         day = today - timedelta(days=back)
-        assert f"{day:%A} {day.day} {day:%b}" in page  # e.g. "Tuesday 17 Nov"
+        assert f"{day:%A} {day.isoformat()}" in page  # e.g. "Tuesday 2026-11-17": the pages' one date format
     old = AuditEvent.objects.get(summary="s read billing 9")
     # An event from eight days ago cannot be written with an old date (append-only): filter a day with none.
     assert summaries(auditor.get(reverse(CHANGELIST), {"day": (today - timedelta(days=7)).isoformat()})) == set()
@@ -313,3 +313,65 @@ def test_postgresqls_copy_and_pythons_csv_writer_give_the_same_cells(trail):
     assert from_copy == from_python
     summaries = [row[13] for row in from_copy[1:]]
     assert "'=1+2" in summaries and "'-5" in summaries and "'\t@x" in summaries and "ünïcødé 😀" in summaries
+
+
+# --- Systems kept apart, one time format --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staging_4471(trail, f):
+    """crm-staging 4471, as a rollback drill leaves it: the same id as crm 4471, another record."""
+    staging = f.SystemFactory(slug="crm-staging")
+    audit_record(verb="read", actor=None, channel="task", system=staging, record_id="4471", summary="drill 4471")
+    return staging
+
+
+@pytest.mark.django_db
+def test_a_search_for_4471_says_which_system_each_hit_is_on(auditor, trail, staging_4471):
+    response = auditor.get(reverse(CHANGELIST), {"q": "4471"})
+
+    assert summaries(response) == {"c read 4471", "c proposed on 4471", "dana approved 4471", "drill 4471"}
+    search = response.context["record_search"]
+    assert [holder["label"] for holder in search["systems"]] == ["crm 4471", "crm-staging 4471"]
+    page = response.content.decode()
+    assert "4471 is a record id on 2 systems: 2 different records." in page
+    # Each row names its system beside the id, and links that record's own timeline.
+    rows = re.findall(r'<td class="field-record_link">(.*?)</td>', page)
+    texts = {re.sub(r"<[^>]+>", "", row).strip() for row in rows}
+    assert texts == {"crm 4471", "crm-staging 4471"}
+    assert reverse("admin:audit_timeline", args=["crm-staging", "4471"]) in page
+
+
+@pytest.mark.django_db
+def test_the_search_takes_crm_4471_and_keeps_to_that_system(auditor, trail, staging_4471):
+    response = auditor.get(reverse(CHANGELIST), {"q": "crm 4471"})
+    assert summaries(response) == {"c read 4471", "c proposed on 4471", "dana approved 4471"}
+    assert summaries(auditor.get(reverse(CHANGELIST), {"q": "crm-staging 4471"})) == {"drill 4471"}
+    page = response.content.decode()
+    assert "Only <strong>crm 4471</strong> is listed" in page and "The id is another record on" in page
+    # The system filter with a bare id narrows the same way, and says so.
+    narrowed = auditor.get(reverse(CHANGELIST), {"q": "4471", "system__id__exact": staging_4471.pk})
+    assert summaries(narrowed) == {"drill 4471"} and narrowed.context["record_search"]["system"] == staging_4471
+    # A word that is no system's slug is part of the id, as before.
+    assert summaries(auditor.get(reverse(CHANGELIST), {"q": "nosuch 4471"})) == set()
+
+
+@pytest.mark.django_db
+def test_the_audit_pages_write_times_in_one_format(auditor, trail):
+    from audit.models import AuditVerification
+
+    AuditVerification.objects.create(ok=True, checked=5, finished_at=timezone.now())
+    moment = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\s|&nbsp;|\u00a0)UTC"
+    django_default = r"\b(a\.m\.|p\.m\.|midnight|noon)|\b(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\.? \d"
+    event = AuditEvent.objects.get(summary="dana approved 4471")
+    for url in [
+        reverse(CHANGELIST),
+        reverse("admin:audit_auditevent_change", args=[event.pk]),
+        reverse("admin:audit_auditverification_changelist"),
+    ]:
+        page = auditor.get(url).content.decode()
+        assert re.search(moment, page), url
+        assert not re.search(django_default, page), (url, re.search(django_default, page))
+    changelist = auditor.get(reverse(CHANGELIST)).content.decode()
+    whens = re.findall(r'<th class="field-when"><a [^>]*>([^<]*)</a>', changelist)
+    assert len(whens) == 5 and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\u00a0UTC", when) for when in whens)

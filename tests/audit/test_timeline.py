@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from audit.models import AuditEvent
 from audit.services import audit_record
@@ -70,7 +71,7 @@ def test_an_approved_and_executed_raise_reads_as_one_sentence():
     assert len(lines) == 1
     assert lines[0].text == (
         "collections-agent raised the credit limit of account 4471 from 2,000.00 to 5,000.00 USD "
-        "(reason: “Pays on time”) — approved by Dana Approver at 14:02, executed 14:03"
+        "(reason: “Pays on time”) — approved by Dana Approver at 14:02:00, executed 14:03:00"
     )
     assert lines[0].proposal_id == proposal_id and lines[0].event_ids == [1, 2, 3, 4]
     assert lines[0].outcome == "ok"
@@ -93,7 +94,7 @@ def test_a_rejected_proposal_says_what_was_proposed_who_rejected_and_why():
     lines = timeline_lines([proposed, rejected], labels={"accounts": "account"}, currencies={proposal_id: "USD"})
     assert lines[0].text == (
         "collections-agent proposed to raise the credit limit of account 4471 from 2,000.00 to 5,000.00 USD "
-        "(reason: “Pays on time”) — rejected by approver at 14:04: “Overdue”"
+        "(reason: “Pays on time”) — rejected by approver at 14:04:00: “Overdue”"
     )
     assert lines[0].outcome == "rejected"
 
@@ -135,10 +136,10 @@ def test_an_auto_approved_note_and_a_failure_and_plain_reads_each_get_a_line():
     lines = timeline_lines(events, labels={"accounts": "account"})
     assert [line.text for line in lines] == [
         "collections-agent read account 4471 (fields returned: name, credit_limit)",
-        "collections-agent ran add note on account 4471 (text: Called the customer) — auto-approved by rule at 14:02, "
-        "executed 14:03",
+        "collections-agent ran add note on account 4471 (text: Called the customer) — auto-approved by rule at "
+        "14:02:00, executed 14:03:00",
         "collections-agent proposed to change the status of account 4471 from active to on_hold — approved by "
-        "approver at 14:07, failed at 14:08: set_status on 4471 failed after 5 attempt(s): 503",
+        "approver at 14:07:00, failed at 14:08:00: set_status on 4471 failed after 5 attempt(s): 503",
     ]
     assert [line.outcome for line in lines] == ["ok", "ok", "failed"]
 
@@ -269,7 +270,7 @@ def test_the_governed_path_writes_a_timeline_the_auditor_can_read(crm_demo, audi
     assert len(texts) == 1, texts
     assert re.fullmatch(
         r"collections-agent raised the credit limit of account 4471 from 2,000\.00 to 5,000\.00 USD"
-        r" — approved by Dana Approver at \d\d:\d\d, executed \d\d:\d\d",
+        r" — approved by Dana Approver at \d\d:\d\d:\d\d, executed \d\d:\d\d:\d\d",
         texts[0],
     ), texts[0]
 
@@ -293,7 +294,7 @@ def test_a_long_timeline_pages_by_keyset_and_tells_each_proposal_once(auditor, f
         pages += 1
         assert response.status_code == 200
         for line in response.context["lines"]:
-            assert line.text.endswith(", executed " + line.text[-5:]), line.text  # told whole, with its outcome
+            assert re.search(r", executed \d\d:\d\d:\d\d$", line.text), line.text  # told whole, with its outcome
             told.append(line.proposal_id)
         if response.context["next_page_url"] is None:
             break
@@ -331,5 +332,197 @@ def test_hold_release_and_reversal_read_as_steps_of_the_proposals_line():
         event(7, 20, "reversed", proposal_id=proposal_id),
     ]
     (line,) = timeline_lines(events, labels={"accounts": "account"}, currencies={proposal_id: "USD"})
-    assert "put on hold by the kill switch at 14:11, released from hold at 14:12" in line.text
-    assert line.text.endswith("reversed at 14:21") and line.outcome == "reversed"
+    assert "put on hold by the kill switch at 14:11:00, released from hold at 14:12:00" in line.text
+    assert line.text.endswith("reversed at 14:21:00") and line.outcome == "reversed"
+
+
+# --- In the order it happened -------------------------------------------------------------------------------------
+
+
+def raise_events(proposal_id: uuid.UUID, *, pk: int, proposed: float, decided: float, old: str, new: str):
+    """A raise proposed at `proposed` minutes and approved and executed at `decided` minutes (after T0)."""
+    approved = event(pk + 1, decided, "approved", actor="approver", actor_type="human", proposal_id=proposal_id)
+    approved.person_id = 7
+    approved._state.fields_cache["person"] = Person("Dana Approver", "approver")
+    return [
+        event(pk, proposed, "proposed", actor="collections-agent", resource="accounts", proposal_id=proposal_id,
+              input={"action": "update_credit_limit", "payload": {"credit_limit": new}, "reason": "Pays on time"},
+              state_before={"credit_limit": old}),
+        approved,
+        event(pk + 2, decided + 0.1, "executing", proposal_id=proposal_id),
+        event(pk + 3, decided + 0.2, "executed", proposal_id=proposal_id, resource="accounts",
+              state_before={"credit_limit": old}, state_after={"credit_limit": new}),
+    ]  # fmt: skip
+
+
+def test_a_raise_executed_later_is_never_shown_above_an_earlier_one():
+    """A proposed at 14:01 and executed at 15:01; B proposed and executed at 14:11. The lines go as it happened: A's
+    proposal, B's raise, then A's raise, which names A again and links the same proposal."""
+    a, b = uuid.uuid4(), uuid.uuid4()
+    events = [
+        *raise_events(a, pk=1, proposed=0, decided=60, old="2000.00", new="5000.00"),
+        *raise_events(b, pk=10, proposed=10, decided=10, old="2000.00", new="2400.00"),
+    ]
+    lines = timeline_lines(events, labels={"accounts": "account"}, currencies={a: "USD", b: "USD"})
+    assert [line.text for line in lines] == [
+        "collections-agent proposed to raise the credit limit of account 4471 from 2,000.00 to 5,000.00 USD "
+        "(reason: “Pays on time”) — continued below",
+        "collections-agent raised the credit limit of account 4471 from 2,000.00 to 2,400.00 USD "
+        "(reason: “Pays on time”) — approved by Dana Approver at 14:11:00, executed 14:11:12",
+        "collections-agent raised the credit limit of account 4471 from 2,000.00 to 5,000.00 USD "
+        "— approved by Dana Approver at 15:01:00, executed 15:01:12",
+    ]
+    assert [line.at for line in lines] == sorted(line.at for line in lines)
+    assert [line.proposal_id for line in lines] == [a, b, a]  # each line still links its proposal
+    assert [line.continued for line in lines] == [False, False, True]
+    assert lines[0].proposal_ref == lines[2].proposal_ref == f"proposal {str(a)[:8]}"
+    assert lines[2].event_ids == [2, 3, 4] and lines[0].event_ids == [1]
+
+
+def test_quiet_steps_join_their_proposals_line_and_never_make_one_of_their_own():
+    """The approver reading the record and the worker's `executing` are steps of the proposal's line before them:
+    with other events between, they make no empty line of their own."""
+    a = uuid.uuid4()
+    proposed, approved, executing, executed = raise_events(a, pk=1, proposed=0, decided=5, old="2000.00", new="2400.00")
+    events = [
+        proposed,
+        event(20, 1, "read", actor="reporting-agent", summary="reporting-agent read account 4471."),
+        event(21, 2, "read", actor="approver", actor_type="human", proposal_id=a, summary="approver looked"),
+        event(22, 3, "read", actor="reporting-agent", summary="reporting-agent read account 4471 again."),
+        approved,
+        executing,
+        event(23, 5.15, "read", actor="reporting-agent", summary="reporting-agent read account 4471 a third time."),
+        executed,
+    ]
+    lines = timeline_lines(events, labels={"accounts": "account"}, currencies={a: "USD"})
+    assert [line.text for line in lines] == [
+        "collections-agent proposed to raise the credit limit of account 4471 from 2,000.00 to 2,400.00 USD "
+        "(reason: “Pays on time”) — continued below",
+        "reporting-agent read account 4471",
+        "reporting-agent read account 4471 again",
+        "collections-agent's proposal to raise the credit limit of account 4471 from 2,000.00 to 2,400.00 USD "
+        "— approved by Dana Approver at 14:06:00, continued below",
+        "reporting-agent read account 4471 a third time",
+        "collections-agent raised the credit limit of account 4471 from 2,000.00 to 2,400.00 USD — executed 14:06:12",
+    ]
+    assert lines[0].event_ids == [1, 21] and lines[3].event_ids == [2, 3] and lines[5].event_ids == [4]
+
+
+def test_a_waiting_proposal_with_something_else_after_it_says_it_has_not_run():
+    a = uuid.uuid4()
+    proposed = raise_events(a, pk=1, proposed=0, decided=5, old="2000.00", new="5000.00")[0]
+    later = event(9, 3, "read", actor="reporting-agent", summary="reporting-agent read account 4471.")
+    first, second = timeline_lines([later, proposed], currencies={a: "USD"})
+    assert first.text.endswith("— not executed yet") and first.outcome == "pending"
+    assert second.text == "reporting-agent read account 4471"
+
+
+@pytest.mark.django_db
+def test_the_timeline_page_writes_every_time_in_one_format_and_lists_lines_in_order(auditor, f):
+    system = f.SystemFactory(slug="crm")
+    agent = f.AgentFactory(slug="collections-agent")
+    write_story(system, agent, f.UserFactory(username="approver"))
+    audit_record(verb="read", actor=agent, channel="api", system=system, record_id="4471", summary="read 4471.")
+    today = timezone.localdate()
+
+    response = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]), {"day": today.isoformat()})
+
+    page = response.content.decode()
+    whens = re.findall(r'<td class="when">([^<]*)</td>', page)
+    assert len(whens) == 2 and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", when) for when in whens)
+    assert whens == sorted(whens)
+    assert f"Timeline of crm 4471 on {today:%A} {today.isoformat()}" in page
+    assert not re.search(r"\b(a\.m\.|p\.m\.)|\b\d{1,2} (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\b", page)
+
+
+@pytest.mark.django_db
+def test_the_timeline_says_the_same_id_on_another_system_is_another_record(auditor, f):
+    crm, staging = f.SystemFactory(slug="crm"), f.SystemFactory(slug="crm-staging")
+    agent = f.AgentFactory(slug="collections-agent")
+    write_story(crm, agent, f.UserFactory(username="approver"))
+    audit_record(verb="read", actor=None, channel="task", system=staging, record_id="4471", summary="drill read.")
+
+    response = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]))
+
+    assert response.context["elsewhere"] == [
+        ("crm-staging", reverse("admin:audit_timeline", args=["crm-staging", "4471"]))
+    ]
+    assert "drill read" not in "".join(line.text for line in response.context["lines"])
+
+
+# --- Export -------------------------------------------------------------------------------------------------------
+
+
+def exported(response) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    assert response.status_code == 200, response.content[:300]
+    assert response["Content-Type"].startswith("text/csv") and "attachment" in response["Content-Disposition"]
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+
+
+@pytest.mark.django_db
+def test_the_timelines_export_holds_that_record_on_that_system_only(auditor, f):
+    crm, staging = f.SystemFactory(slug="crm"), f.SystemFactory(slug="crm-staging")
+    agent = f.AgentFactory(slug="collections-agent")
+    approver = f.UserFactory(username="approver")
+    proposal_id = write_story(crm, agent, approver)
+    write_story(staging, agent, approver)  # the same id on crm-staging: another record
+    write_story(crm, agent, approver, record_id="4472")
+    today = timezone.localdate().isoformat()
+
+    page = auditor.get(reverse("admin:audit_timeline", args=["crm", "4471"]), {"day": today})
+    export_url = page.context["export_url"]
+    assert export_url == reverse("admin:audit_timeline_export", args=["crm", "4471"]) + f"?day={today}"
+    assert f'href="{export_url}" id="export-timeline"' in page.content.decode().replace("&amp;", "&")
+    response = auditor.get(export_url)
+
+    rows = exported(response)
+    assert [(row["system"], row["record_id"], row["verb"]) for row in rows] == [
+        ("crm", "4471", verb) for verb in ("proposed", "approved", "executing", "executed")
+    ]
+    assert {row["proposal_id"] for row in rows} == {str(proposal_id)}
+    assert f'filename="crm-4471-{today}.csv"' in response["Content-Disposition"]
+    assert auditor.get(export_url.replace(today, "yesterday")).status_code == 400
+
+
+@pytest.mark.django_db
+def test_the_export_of_a_record_id_with_odd_characters_names_its_file_safely(auditor, f):
+    crm = f.SystemFactory(slug="crm")
+    audit_record(verb="read", actor=None, channel="api", system=crm, record_id='a/"b"; c', summary="odd")
+    response = auditor.get(reverse("admin:audit_timeline_export", args=["crm", 'a/"b"; c']))
+    assert [row["summary"] for row in exported(response)] == ["odd"]
+    assert response["Content-Disposition"] == 'attachment; filename="crm-a_b_c.csv"'
+
+
+@pytest.mark.django_db
+def test_an_agents_and_a_systems_timeline_export_their_own_events(auditor, f):
+    crm = f.SystemFactory(slug="crm")
+    agent, other = f.AgentFactory(slug="collections-agent"), f.AgentFactory(slug="reporting-agent")
+    write_story(crm, agent, f.UserFactory(username="approver"))
+    audit_record(verb="read", actor=other, channel="api", system=crm, record_id="4471", summary="other read")
+    audit_record(verb="configured", actor=None, channel="command", system=crm, summary="crm's own setting")
+
+    by_agent = exported(auditor.get(reverse("admin:audit_agent_timeline_export", args=["collections-agent"])))
+    assert [(row["agent"], row["verb"]) for row in by_agent] == [("collections-agent", "proposed")]
+    own = exported(auditor.get(reverse("admin:audit_system_timeline_export", args=["crm"])))
+    assert [row["summary"] for row in own] == ["crm's own setting"]
+
+
+@pytest.mark.django_db
+def test_an_approver_without_audit_rights_may_not_export_a_timeline(client, f):
+    """The same check as the changelist's exports: refused before anything is looked up (an unknown system too)."""
+    crm = f.SystemFactory(slug="crm")
+    f.AgentFactory(slug="collections-agent")
+    audit_record(verb="read", actor=None, channel="api", system=crm, record_id="4471", summary="read")
+    client.force_login(f.UserFactory(username="dana", roles=[Role.APPROVERS]))
+    for url in [
+        reverse("admin:audit_timeline_export", args=["crm", "4471"]),
+        reverse("admin:audit_timeline_export", args=["no-such-system", "4471"]),
+        reverse("admin:audit_agent_timeline_export", args=["collections-agent"]),
+        reverse("admin:audit_system_timeline_export", args=["crm"]),
+        reverse("admin:audit_export_csv"),
+    ]:
+        assert client.get(url).status_code == 403, url
