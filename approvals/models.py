@@ -360,3 +360,31 @@ class Delegation(models.Model):
     @property
     def active(self) -> bool:
         return self.starts_at <= timezone.now() < self.ends_at
+
+
+class DecisionLink(models.Model):
+    """One e-mailed link to one proposal's page, for one person and one purpose (deciding it).
+
+    The signed token in the e-mail (approvals/decision_links.py) names this row, and the row is what makes the link
+    single-use: it is spent the first time its recipient opens it signed in, and refused after that, after it lapses,
+    and once the proposal is decided (by anyone, through any door). It grants nothing: the decision still needs the
+    signed-in session and the click on Approve or Reject, through approvals/decisions.py.
+    """
+
+    class Purpose(models.TextChoices):
+        DECIDE = "decide", "decide"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="decision_links")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    purpose = models.CharField(max_length=20, choices=Purpose.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(help_text="The SLA, or the link's maximum age, whichever comes first.")
+    opened_at = models.DateTimeField(null=True, blank=True, help_text="Spent: when its recipient opened it.")
+    decided_at = models.DateTimeField(null=True, blank=True, help_text="When a decision was made through it.")
+
+    class Meta:
+        indexes = [models.Index(fields=["proposal", "user"], name="decision_link_recipient_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} link to {self.proposal_id} for {self.user_id}"

@@ -303,6 +303,9 @@ EMAIL_HOST_PASSWORD = env_str("GATEHOUSE_EMAIL_PASSWORD")
 EMAIL_USE_TLS = env_bool("GATEHOUSE_EMAIL_STARTTLS")
 EMAIL_USE_SSL = env_bool("GATEHOUSE_EMAIL_SSL")
 EMAIL_TIMEOUT = env_int("GATEHOUSE_EMAIL_TIMEOUT", 10, minimum=1)
+# With GATEHOUSE_EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend: the folder each message is written to
+# as a file (the end-to-end tests read the running stack's mail there).
+EMAIL_FILE_PATH = env_str("GATEHOUSE_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("Set GATEHOUSE_EMAIL_STARTTLS or GATEHOUSE_EMAIL_SSL, not both.")
 
@@ -380,6 +383,14 @@ GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(sec
 # reviewers and on-call are reminded this often until someone reviews it.
 GATEHOUSE_ONCALL_GROUP = env_str("GATEHOUSE_ONCALL_GROUP", "Operators")
 GATEHOUSE_REVIEW_REMINDER_EVERY = env_seconds("GATEHOUSE_REVIEW_REMINDER_EVERY", timedelta(hours=24))
+
+# --- Approvals from e-mail (approvals/decision_links.py) --------------------------------------------------------------
+# The approver's e-mail links to the proposal's page with a signed link of their own: it opens the page once, for
+# them, and lapses when the time to decide does or after this long, whichever comes first. It never decides.
+GATEHOUSE_APPROVAL_LINK_MAX_AGE = env_seconds("GATEHOUSE_APPROVAL_LINK_MAX_AGE", timedelta(hours=24))
+# Where a person who is not signed in is sent, with `?next=` back to the link (the admin's sign-in page unless a
+# sign-in method of its own, such as single sign-on, names another).
+LOGIN_URL = "admin:login"
 
 # Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
 # nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
