@@ -1,43 +1,63 @@
 """E-mail notifications about proposals: who must decide, what escalated, what needs a second review, what failed.
 
-Sent after commit (core.mail): a mail server that is down never undoes or repeats the change a notice reports.
+Sent after commit (core.mail): a mail server that is down never undoes or repeats the change a notice reports. The
+notices that ask someone to decide (new, escalated, reassigned, stale) show the change as the proposal's page does and
+give each person a link of their own to it (approvals/decision_mail.py).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from approvals.decision_mail import send_decision_request
 from approvals.models import Proposal
 from core.mail import admin_link, send_notice
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+
+def decider_users(proposal: Proposal) -> list[User]:
+    """Whoever may decide: the named approver, or every active member of the approver group."""
+    if proposal.approver is not None:
+        return [proposal.approver]
+    if proposal.approver_group_id:
+        return list(get_user_model().objects.filter(groups=proposal.approver_group_id, is_active=True))
+    return []
+
 
 def deciders(proposal: Proposal) -> list[str]:
-    """The addresses of whoever may decide: the named approver, or every active member of the approver group."""
-    if proposal.approver is not None:
-        users = [proposal.approver]
-    elif proposal.approver_group_id:
-        users = list(get_user_model().objects.filter(groups=proposal.approver_group_id, is_active=True))
-    else:
-        users = []
-    return [user.email for user in users if user.email]
+    """The addresses of whoever may decide (decider_users)."""
+    return [user.email for user in decider_users(proposal) if user.email]
 
 
-def _members(group_id: int | None, *, but: int | None = None) -> list[str]:
+def _member_users(group_id: int | None, *, but: int | None = None) -> list[User]:
     if not group_id:
         return []
     users = get_user_model().objects.filter(groups=group_id, is_active=True).order_by("username")
     if but is not None:
         users = users.exclude(pk=but)
-    return [user.email for user in users if user.email]
+    return list(users)
+
+
+def _members(group_id: int | None, *, but: int | None = None) -> list[str]:
+    return [user.email for user in _member_users(group_id, but=but) if user.email]
+
+
+def reassigned_users(proposal: Proposal) -> list[User]:
+    """Whoever escalation reassigned it to: the delegate, or the on-call group's members."""
+    if proposal.reassigned_to is not None:
+        return [proposal.reassigned_to]
+    return _member_users(proposal.reassigned_group_id)
 
 
 def reassigned(proposal: Proposal) -> list[str]:
-    """The addresses of whoever escalation reassigned it to: the delegate, or the on-call group's members."""
-    if proposal.reassigned_to is not None:
-        return [proposal.reassigned_to.email] if proposal.reassigned_to.email else []
-    return _members(proposal.reassigned_group_id)
+    """The addresses of whoever escalation reassigned it to (reassigned_users)."""
+    return [user.email for user in reassigned_users(proposal) if user.email]
 
 
 def _describe(proposal: Proposal) -> str:
@@ -48,11 +68,12 @@ def _describe(proposal: Proposal) -> str:
 
 
 def notify_awaiting(proposal: Proposal) -> None:
-    due = f"\nDecide by {proposal.sla_due_at:%Y-%m-%d %H:%M} UTC." if proposal.sla_due_at else ""
-    send_notice(
-        f"Awaiting your decision: {proposal.action_type.name} on {proposal.record_id}",
-        f"{_describe(proposal)}.\nReason given: {proposal.reason or '(none)'}{due}\n\n{admin_link(proposal)}",
-        deciders(proposal),
+    """Whoever may decide a new proposal is asked to, each with a link of their own to its page."""
+    send_decision_request(
+        proposal,
+        subject=f"Awaiting your decision: {proposal.action_type.name} on {proposal.record_id}",
+        lead=f"{proposal.agent.slug} asks for a decision that is yours to make.",
+        users=decider_users(proposal),
     )
 
 
@@ -61,32 +82,34 @@ def notify_stale(proposal: Proposal) -> None:
     changed = "; ".join(
         f"{name}: {then} then, {now} now" for name, (then, now) in (proposal.stale_changes or {}).items()
     )
-    due = f"\nDecide by {proposal.sla_due_at:%Y-%m-%d %H:%M} UTC." if proposal.sla_due_at else ""
-    send_notice(
-        f"Stale, not written: {proposal.action_type.name} on {proposal.record_id}",
-        f"{_describe(proposal)}.\nThe record changed after the decision, so nothing was written: {changed}.\n"
-        f"Decide again on the record as it is now.{due}\n\n{admin_link(proposal)}",
-        [*deciders(proposal), *reassigned(proposal)],
+    send_decision_request(
+        proposal,
+        subject=f"Stale, not written: {proposal.action_type.name} on {proposal.record_id}",
+        lead=f"The record changed after the decision, so nothing was written: {changed}. Decide again on the record "
+        "as it is now.",
+        users=[*decider_users(proposal), *reassigned_users(proposal)],
     )
 
 
 def notify_escalated(proposal: Proposal) -> None:
-    send_notice(
-        f"Escalated: {proposal.action_type.name} on {proposal.record_id} is past its SLA",
-        f"{_describe(proposal)}.\nNo decision by {proposal.sla_due_at:%Y-%m-%d %H:%M} UTC. It is never approved "
-        f"automatically; it expires at {proposal.expires_at:%Y-%m-%d %H:%M} UTC.\n\n{admin_link(proposal)}",
-        [*deciders(proposal), proposal.system.oncall_contact],
+    """Past its SLA: whoever may decide is asked again, and the system's on-call contact is told."""
+    send_decision_request(
+        proposal,
+        subject=f"Escalated: {proposal.action_type.name} on {proposal.record_id} is past its SLA",
+        lead=f"Escalated: nobody decided this by {proposal.sla_due_at:%Y-%m-%d %H:%M} UTC.",
+        users=decider_users(proposal),
+        addresses=[proposal.system.oncall_contact],
     )
 
 
 def notify_reassigned(proposal: Proposal) -> None:
     """The delegate (or the on-call group) hears that a proposal past its SLA is now theirs to decide too."""
-    send_notice(
-        f"Reassigned to you: {proposal.action_type.name} on {proposal.record_id} is past its SLA",
-        f"{_describe(proposal)}.\nIts approver ({proposal.approver or proposal.approver_group}) did not decide by "
-        f"{proposal.sla_due_at:%Y-%m-%d %H:%M} UTC, so you may decide it now. It is never approved automatically; it "
-        f"expires at {proposal.expires_at:%Y-%m-%d %H:%M} UTC.\n\n{admin_link(proposal)}",
-        reassigned(proposal),
+    send_decision_request(
+        proposal,
+        subject=f"Reassigned to you: {proposal.action_type.name} on {proposal.record_id} is past its SLA",
+        lead=f"Its approver ({proposal.approver or proposal.approver_group}) did not decide by "
+        f"{proposal.sla_due_at:%Y-%m-%d %H:%M} UTC, so you may decide it now.",
+        users=reassigned_users(proposal),
     )
 
 
