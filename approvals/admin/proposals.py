@@ -13,7 +13,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.views.decorators.cache import never_cache
 
+from approvals.admin.decision_links import arrived_by_link, led_to_decision, link_view, posted_link
 from approvals.admin.decision_page import decision_context
 from approvals.admin.single_reversal import reversal_step
 from approvals.autonomy import autonomy_report
@@ -25,6 +27,7 @@ from approvals.autonomy_records import (
     TIGHTEN_REJECTION_RATE,
 )
 from approvals.choices import AWAITING_DECISION, DecisionMode
+from approvals.decision_links import LinkRefused
 from approvals.decisions import (
     NotYourDecision,
     proposal_approve,
@@ -192,11 +195,18 @@ class ProposalAdmin(admin.ModelAdmin):
         extra = {}
         if proposal is not None:
             extra = decision_context(proposal, user=admin_user(request), viewer=request.user)
+            extra["decision_link"] = arrived_by_link(request, proposal)  # opened from the e-mail: the form says so
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 
     def get_urls(self):
         urls = [
             path("<uuid:proposal_id>/decide/", self.admin_site.admin_view(self.decide_view), name="approvals_decide"),
+            # The e-mailed link: not admin_view, whose sign-in is the admin's own; this one sends people to LOGIN_URL.
+            path(
+                "<uuid:proposal_id>/link/<str:token>/",
+                never_cache(self.decision_link_view),
+                name="approvals_decision_link",
+            ),
             path(
                 "autonomy/<slug:agent_slug>/",
                 self.admin_site.admin_view(self.autonomy_view),
@@ -228,6 +238,10 @@ class ProposalAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/approvals/autonomy.html", context)
 
+    def decision_link_view(self, request: HttpRequest, proposal_id, token: str):
+        """The link in the approver's e-mail: sign in, then the proposal's page (approvals/admin/decision_links.py)."""
+        return link_view(self, request, proposal_id, token)
+
     def decide_view(self, request: HttpRequest, proposal_id):
         """Every button posts here; the service decides whether this person may, and audits the attempt."""
         if request.method != "POST":
@@ -237,8 +251,14 @@ class ProposalAdmin(admin.ModelAdmin):
         note = request.POST.get("reason", "").strip()
         page = reverse("admin:approvals_proposal_change", args=[proposal.pk])
         try:
+            link = posted_link(request, proposal, step=step)  # from the e-mail's link: only for that link's proposal
+        except LinkRefused as exc:
+            self.message_user(request, f"{exc.refusal.title} Nothing was decided. {exc.refusal.detail}", messages.ERROR)
+            return HttpResponseRedirect(page)
+        try:
             if step == "approve":
                 proposal_approve(proposal_id=proposal.pk, user=admin_user(request), channel=Channel.ADMIN, comment=note)
+                led_to_decision(request, link)
                 self.message_user(request, "Approved.", messages.SUCCESS)
             elif step == "reject":
                 if not note:
@@ -247,6 +267,7 @@ class ProposalAdmin(admin.ModelAdmin):
                     )
                     return HttpResponseRedirect(page)
                 proposal_reject(proposal_id=proposal.pk, user=admin_user(request), channel=Channel.ADMIN, reason=note)
+                led_to_decision(request, link)
                 self.message_user(request, "Rejected.", messages.SUCCESS)
             elif step in ("review", "flag"):
                 if step == "flag" and not note:
