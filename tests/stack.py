@@ -3,6 +3,7 @@ process on loopback, sharing the test database and a broker queue of their own."
 
 from __future__ import annotations
 
+import email.policy
 import itertools
 import os
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
 from pathlib import Path
 
 from django.conf import settings
@@ -58,6 +61,9 @@ class Stack:
                 "GATEHOUSE_SECRET_KEY": settings.SECRET_KEY,
                 "GATEHOUSE_CELERY_QUEUE": self.queue,
                 "GATEHOUSE_LOG_LEVEL": "INFO",
+                # Mail is written to files the tests read (Stack.mails), not printed among the logs.
+                "GATEHOUSE_EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                "GATEHOUSE_EMAIL_FILE_PATH": str(self.dir / "mail"),
             }
         )
         if settings.DATABASE_URL:
@@ -123,7 +129,7 @@ class Stack:
                 "--no-access-log",
             ],
             "Uvicorn running",
-            env=self.env(**env),
+            env=self.env(**{"GATEHOUSE_BASE_URL": f"http://127.0.0.1:{port}", **env}),  # the links in its mail
         )
         return f"http://127.0.0.1:{port}"
 
@@ -148,6 +154,16 @@ class Stack:
             " ready.",
             env=self.env(**env),
         )
+
+    def mails(self) -> list[EmailMessage]:
+        """Every message the stack's processes sent so far, oldest first (Django's file backend: a file per
+        connection, each message followed by a line of 79 dashes)."""
+        found = []
+        for path in sorted((self.dir / "mail").glob("*.log"), key=lambda path: path.stat().st_mtime_ns):
+            for chunk in path.read_bytes().split(b"\n" + b"-" * 79 + b"\n"):
+                if chunk.strip():
+                    found.append(message_from_bytes(chunk, policy=email.policy.default))
+        return found
 
     def stop(self, name: str, sig: int | None = None, timeout: float = 15) -> None:
         process = self.processes.pop(name, None)

@@ -218,17 +218,22 @@ def test_past_its_sla_a_proposal_escalates_once_and_emails_the_approver_and_on_c
     assert trail.new() == [("escalated", "gatehouse", None), ("reassigned", "gatehouse", None)]
     assert escalated.reassigned_group == Group.objects.get(name=Role.OPERATORS)
     assert escalated.approver == user("approver")  # whom the rule named still decides too
-    assert len(mail.outbox) == 2
-    assert mail.outbox[0].to == ["approver@gatehouse.example", "crm-oncall@gatehouse.example"]
-    assert "past its SLA" in mail.outbox[0].subject
-    assert f"/admin/approvals/proposal/{proposal.pk}/change/" in mail.outbox[0].body
-    assert mail.outbox[1].to == ["operator@gatehouse.example"] and "Reassigned to you" in mail.outbox[1].subject
+    # One message each: a person who may decide gets a link of their own (tests/approvals/test_email_links.py).
+    assert [message.to for message in mail.outbox] == [
+        ["approver@gatehouse.example"],
+        ["crm-oncall@gatehouse.example"],
+        ["operator@gatehouse.example"],
+    ]
+    assert all("past its SLA" in message.subject for message in mail.outbox)
+    assert f"/admin/approvals/proposal/{proposal.pk}/link/" in mail.outbox[0].body
+    assert f"/admin/approvals/proposal/{proposal.pk}/change/" in mail.outbox[1].body
+    assert "Reassigned to you" in mail.outbox[2].subject
 
     with django_capture_on_commit_callbacks(execute=True):
         assert proposals_escalate_and_expire() == (0, 0)  # a second run changes nothing
     assert refreshed(proposal).status == ProposalStatus.ESCALATED
     assert trail.new() == []
-    assert len(mail.outbox) == 2
+    assert len(mail.outbox) == 3
 
     Proposal.objects.filter(pk=proposal.pk).update(expires_at=past(minutes=1))
     assert proposals_escalate_and_expire() == (0, 1)
@@ -643,8 +648,8 @@ def test_a_new_pending_proposal_emails_its_named_approver_a_link_to_decide(
     message = mail.outbox[0]
     assert message.to == ["approver@gatehouse.example"]
     assert "Awaiting your decision: update_credit_limit on 4471" in message.subject
-    assert f"/admin/approvals/proposal/{proposal.pk}/change/" in message.body
-    assert "impact 3000.00 USD" in message.body
+    assert f"/admin/approvals/proposal/{proposal.pk}/link/" in message.body
+    assert "Impact: 3,000.00 USD" in message.body
     assert "Paid on time for a year." in message.body
 
 
