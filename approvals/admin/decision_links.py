@@ -36,11 +36,12 @@ DECIDING_STEPS = frozenset({"approve", "reject"})
 
 
 def link_view(model_admin: ModelAdmin, request: HttpRequest, proposal_id: uuid.UUID, token: str) -> HttpResponse:
-    """GET only. Not signed in: sign in first, then back here. Signed in: the link is checked and spent, and the
-    person lands on the proposal's page; a refused link gets a page that says why and what to do (403, audited)."""
+    """GET only. Not signed in (or not as someone the admin lets in, as its own pages decide): sign in first, then
+    back here; nothing is spent. Signed in: the link is checked and spent, and the person lands on the proposal's page;
+    a refused link gets a page that says why and what to do (403, audited)."""
     if request.method != "GET":
         return HttpResponseNotAllowed(["GET"])
-    if not request.user.is_authenticated:
+    if not model_admin.admin_site.has_permission(request):  # not signed in, or not someone the admin lets in
         return redirect_to_login(request.get_full_path())  # settings.LOGIN_URL, ?next= back to this link
     try:
         link = decision_link_open(token=token, proposal_id=proposal_id, user=admin_user(request))

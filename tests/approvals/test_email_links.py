@@ -246,7 +246,15 @@ def test_a_person_who_is_not_signed_in_signs_in_and_comes_back_to_the_link_then_
 
     approver = User.objects.get(username="approver")
     approver.set_password(PASSWORD)
+    approver.is_staff = False  # signed in, but not someone the admin lets in: sent to sign in, nothing spent
     approver.save()
+    client.force_login(approver)
+    response = client.get(path)
+    assert (response.status_code, response["Location"]) == (302, f"/admin/login/?next={path.replace(':', '%3A')}")
+    assert DecisionLink.objects.get(proposal=proposal).opened_at is None
+    approver.is_staff = True
+    approver.save()
+    client.logout()
     response = client.post("/admin/login/", {"username": "approver", "password": PASSWORD, "next": path})
     assert (response.status_code, response["Location"]) == (302, path)
     response = client.get(path)
@@ -460,7 +468,10 @@ def _wait_for_mail(live, proposal_id: str, timeout: float = 15):
     deadline = time.monotonic() + timeout
     while True:
         for message in live.stack.mails():
-            if message["To"] == "approver@gatehouse.example" and proposal_id in message.get_body(("plain",)).get_content():
+            if (
+                message["To"] == "approver@gatehouse.example"
+                and proposal_id in message.get_body(("plain",)).get_content()
+            ):
                 return message
         if time.monotonic() > deadline:
             raise AssertionError(f"no mail about {proposal_id}: {[m['Subject'] for m in live.stack.mails()]}")
