@@ -149,7 +149,7 @@ def _decided(proposal: Proposal) -> Refusal | None:
     )
 
 
-def _check_open(token: str, *, proposal_id: uuid.UUID, user: User) -> tuple[DecisionLink, Proposal]:
+def _check_open(token: str, *, proposal_id: uuid.UUID, user: User) -> DecisionLink:
     """The link, locked, after every check an opening must pass; LinkRefused otherwise."""
     claims = _claims(token)
     link = _locked(claims.get("link"))  # two tabs opening it at once: one spends it, the other is refused
@@ -167,7 +167,7 @@ def _check_open(token: str, *, proposal_id: uuid.UUID, user: User) -> tuple[Deci
     decided = _decided(proposal)  # by anyone, through any door: every link to it is done with
     if decided is not None:
         raise LinkRefused(decided)
-    return link, proposal
+    return link
 
 
 def decision_link_open(*, token: str, proposal_id: uuid.UUID, user: User) -> DecisionLink:
@@ -176,7 +176,7 @@ def decision_link_open(*, token: str, proposal_id: uuid.UUID, user: User) -> Dec
     refusal = None
     with transaction.atomic():
         try:
-            link, _proposal = _check_open(token, proposal_id=proposal_id, user=user)
+            link = _check_open(token, proposal_id=proposal_id, user=user)
         except LinkRefused as exc:
             refusal = exc
             _audit_refusal(exc.refusal, user=user, proposal_id=proposal_id, step="opened")
@@ -207,7 +207,7 @@ def decision_link_check(*, link_id: str, arrived_by: str, proposal_id: uuid.UUID
         elif link.decided_at is not None:
             refusal = LinkRefused(USED)
         if refusal is not None:
-            _audit_refusal(refusal.refusal, user=user, proposal_id=proposal_id, step="used to decide")
+            _audit_refusal(refusal.refusal, user=user, proposal_id=proposal_id, step="tried to decide through")
     if refusal is not None:
         raise refusal
     assert link is not None

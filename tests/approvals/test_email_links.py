@@ -400,7 +400,9 @@ def test_a_link_cannot_be_carried_into_a_decision_on_another_proposal(
     assert (
         AuditEvent.objects.filter(verb="denied", outcome="link_other_proposal")
         .latest("id")
-        .summary.startswith("approver used to decide an e-mailed decision link")
+        .summary.startswith(
+            "approver tried to decide through an e-mailed decision link for update_credit_limit on 4472"
+        )
     )
 
     # Nor posted from a session that never opened it (another browser, a crafted form).
