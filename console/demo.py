@@ -1,4 +1,16 @@
-"""The demo inventory of CONTRACT.md, built idempotently: running it twice leaves one copy of everything."""
+"""The demo inventory of CONTRACT.md, built idempotently: running it twice leaves one copy of everything.
+
+Seeding makes what is missing and leaves what exists as it finds it, with one exception: where a sample system's
+connector points. `make run` starts the sample CRMs on the port settings (GATEHOUSE_CRM_PORT,
+GATEHOUSE_CRM_STAGING_PORT), and the systems must follow them when they move, yet a system that someone pointed
+elsewhere must stay where they pointed it. So each system's connector settings are
+- set when seeding makes the system: from the port setting, else the default port;
+- moved to the port setting when it is set and seeding itself put the current settings there (the system's history
+  says so: `origin=seed_demo`); left, and reported, when a person or another command did;
+- left where they are when the port setting is not set: a plain `manage.py seed_demo` in another shell must not
+  point the CRM back at 8100 while `make run` serves it elsewhere;
+- replaced when asked for by name (`seed_demo --crm-url URL`), whoever set them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +19,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +47,23 @@ from governance.choices import (
 )
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand, ThresholdRule
 from governance.roles import ensure_roles
-from governance.services import threshold_rule_sign_off
+from governance.services import system_connection_set, threshold_rule_sign_off
 
 DEMO_USERS = [
-    # username, full name, role, superuser
-    ("owner", "Olivia Owner", Role.BUSINESS_OWNERS, False),
-    ("approver", "Dana Approver", Role.APPROVERS, False),
-    ("reviewer", "Riley Reviewer", Role.REVIEWERS, False),
-    ("auditor", "Casey Auditor", Role.AUDITORS, False),
-    ("operator", "Omar Operator", Role.OPERATORS, False),
-    ("admin", "Ada Admin", None, True),
+    # username, full name, role, superuser, their job in the demo (the banner shows it beside the password)
+    ("owner", "Olivia Owner", Role.BUSINESS_OWNERS, False, "signs off the CRM's threshold rules"),
+    ("approver", "Dana Approver", Role.APPROVERS, False, "decides proposals in the approval queue"),
+    ("reviewer", "Riley Reviewer", Role.REVIEWERS, False, "second look at raises above 5,000 USD"),
+    ("auditor", "Casey Auditor", Role.AUDITORS, False, "reads the audit trail; changes nothing"),
+    ("operator", "Omar Operator", Role.OPERATORS, False, "kill switches, reversals, rollback drills"),
+    ("admin", "Ada Admin", None, True, "superuser: can do everything"),
 ]
+DEMO_JOBS = {username: job for username, *_, job in DEMO_USERS}
 
 ACCOUNT_FIELDS = ["name", "email", "status", "credit_limit", "notes"]
 # The sample CRM versions each account and refuses a PATCH whose expected_version is stale: reversals use it.
 CRM_VERSIONS = {"version_field": "version", "expected_version_field": "expected_version"}
+CRM_CONNECTOR = {"timeout": 5, **CRM_VERSIONS}  # a sample CRM's connector settings besides its base_url
 DECIMAL_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
 
 CRM_ACTIONS = {
@@ -115,6 +130,8 @@ CRM_ACTIONS = {
 class SeedReport:
     created: list[str] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
+    # Where seeding pointed a sample system, moved it, or left it as someone set it: one line each (module docstring).
+    connections: list[str] = field(default_factory=list)
 
 
 def _passwords_file() -> Path:
@@ -156,7 +173,7 @@ def _users(report: SeedReport, reset_passwords: bool) -> dict[str, User]:
     if _passwords_file().exists():
         stored = json.loads(_passwords_file().read_text())
     users = {}
-    for username, full_name, role, superuser in DEMO_USERS:
+    for username, full_name, role, superuser, _ in DEMO_USERS:
         first, last = full_name.split(" ", 1)
         user, created = User.objects.get_or_create(
             username=username,
@@ -198,11 +215,106 @@ def _legacy_drop_folder() -> Path:
     return folder
 
 
-def _system(report: SeedReport, slug: str, **fields) -> System:
-    system, created = System.objects.update_or_create(slug=slug, defaults=fields)
-    if created:
-        report.created.append(f"system {slug}")
+# --- Where the sample systems' connectors point (module docstring) ---------------------------------------------------
+
+SEED_ORIGIN = "seed_demo"  # in the history's change reason as origin=seed_demo, on the connector settings seeding set
+DEFAULT_PORTS = {"crm": 8100, "crm-staging": 8101}  # as in the Makefile and the Procfile
+PORT_SETTINGS = {"crm": "GATEHOUSE_CRM_PORT", "crm-staging": "GATEHOUSE_CRM_STAGING_PORT"}
+
+
+class Say(IntEnum):
+    """On whose word seeding points a system's connector, from weakest to strongest."""
+
+    DEFAULT = 0  # no port set: a new system gets the default port; an existing one stays where it is
+    SETTING = 1  # the port setting: moves settings seeding put there itself, leaves those someone set
+    ASKED = 2  # named in the call (seed_demo --crm-url): replaces whatever is set
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where seeding would point a system's connector, and on whose word (`because` is said in the report)."""
+
+    kind: str
+    config: dict[str, Any]
+    because: str
+    say: Say
+
+
+def _where(config: dict[str, Any]) -> str:
+    return str(config.get("base_url") or config.get("drop_folder") or config)
+
+
+def crm_target(slug: str, url: str | None) -> Target:
+    """Where a sample CRM system should point: the URL asked for, else its port setting, else its default port."""
+    setting = PORT_SETTINGS[slug]
+    port = getattr(settings, setting)
+    if url:
+        return Target(ConnectorKind.HTTP, {"base_url": url, **CRM_CONNECTOR}, "as asked", Say.ASKED)
+    if port:
+        config = {"base_url": f"http://127.0.0.1:{port}", **CRM_CONNECTOR}
+        return Target(ConnectorKind.HTTP, config, f"{setting}={port}", Say.SETTING)
+    config = {"base_url": f"http://127.0.0.1:{DEFAULT_PORTS[slug]}", **CRM_CONNECTOR}
+    return Target(ConnectorKind.HTTP, config, f"{setting} is not set: the default port", Say.DEFAULT)
+
+
+def seeded(system: System) -> bool:
+    """Whether seeding put the system's current connector settings there: the row of the system's history that
+    introduced them (the oldest of the newest rows that hold them) carries origin=seed_demo. A person's change in the
+    admin, or another command's, does not."""
+    now = (system.connector_kind, system.connector_config)
+    introduced = None
+    for row in system.history.order_by("-history_date", "-history_id").only(
+        "connector_kind", "connector_config", "history_change_reason"
+    ):
+        if (row.connector_kind, row.connector_config) != now:
+            break
+        introduced = row
+    reason = (introduced.history_change_reason or "") if introduced else ""
+    return f"origin={SEED_ORIGIN}" in reason.replace(";", " ").split()
+
+
+def _system(report: SeedReport, slug: str, target: Target, **fields: Any) -> System:
+    """The system as it is, or made with `fields` and pointed at `target`; only its connector may move (`_point`)."""
+    system = System.objects.filter(slug=slug).first()
+    if system is not None:
+        _point(report, system, target)
+        return system
+    system = System(slug=slug, connector_kind=target.kind, connector_config=target.config, **fields)
+    system._change_reason = f"origin={SEED_ORIGIN}"  # type: ignore[attr-defined]
+    system.save()
+    report.created.append(f"system {slug}")
+    report.connections.append(f"{slug} points at {_where(target.config)} ({target.because}).")
     return system
+
+
+def _point(report: SeedReport, system: System, target: Target) -> None:
+    """Move an existing system's connector to `target` when its word is strong enough (module docstring), through
+    the service a person's change goes through (checked and audited); report what moved and what was left."""
+    if (system.connector_kind, system.connector_config) == (target.kind, target.config):
+        return
+    here, there, mine = _where(system.connector_config), _where(target.config), seeded(system)
+    replace = f"seed_demo --{system.slug}-url URL" if system.slug in PORT_SETTINGS else "its connector settings page"
+    if target.say is Say.ASKED or (target.say is Say.SETTING and mine):
+        system_connection_set(
+            system=system,
+            kind=target.kind,
+            config=target.config,
+            user=None,
+            channel=Channel.COMMAND,
+            reason=f"seed_demo: {target.because}",
+            origin=SEED_ORIGIN,
+        )
+        report.connections.append(f"{system.slug} moved from {here} to {there} ({target.because}).")
+    elif not mine:
+        report.connections.append(
+            f"{system.slug} left at {here}, as someone set it ({target.because} would point it at {there}; "
+            f"{replace} changes it)."
+        )
+    else:
+        setting = PORT_SETTINGS[system.slug]  # only a CRM's target is a default
+        report.connections.append(
+            f"{system.slug} left at {here} ({setting} is not set; to move it, set it or use {replace})."
+        )
 
 
 def _crm_like(report: SeedReport, system: System, owner, approver, reviewers: Group) -> Resource:
@@ -298,14 +410,21 @@ def _grant(agent: Agent, resource: Resource, access: str, granted_by, **terms) -
 
 
 @transaction.atomic
-def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = False) -> SeedReport:
+def seed_demo(
+    *, crm_url: str | None = None, crm_staging_url: str | None = None, reset_passwords: bool = False
+) -> SeedReport:
     """Build (or bring back) the demo inventory: users, the sample CRM and its staging twin, the legacy inventory,
-    their rules and credentials, two agents and their grants. Idempotent: a second run creates nothing new."""
+    their rules and credentials, two agents and their grants. Idempotent: a second run creates nothing new.
+
+    The CRMs' URLs, when given, replace whatever their systems point at; when not, the port settings decide, and
+    connector settings someone changed stay (module docstring). `report.connections` says what moved or stayed."""
     report = SeedReport()
     users = _users(report, reset_passwords)
     owner, approver, admin = users["owner"], users["approver"], users["admin"]
     reviewers = Group.objects.get(name=Role.REVIEWERS)
-    crm, staging = _crm_systems(report, owner, crm_url=crm_url, crm_staging_url=crm_staging_url)
+    crm, staging = _crm_systems(
+        report, owner, crm=crm_target("crm", crm_url), staging=crm_target("crm-staging", crm_staging_url)
+    )
     legacy = _legacy_inventory(report, owner)
     accounts = _crm_like(report, crm, owner, approver, reviewers)
     _crm_like(report, staging, owner, approver, reviewers)
@@ -321,12 +440,11 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
     return report
 
 
-def _crm_systems(report: SeedReport, owner, *, crm_url: str, crm_staging_url: str) -> tuple[System, System]:
+def _crm_systems(report: SeedReport, owner, *, crm: Target, staging: Target) -> tuple[System, System]:
     """The sample CRM and its staging twin, which is made first: the CRM names it as its twin."""
     common = {
         "category": SystemCategory.RECORD,
         "integration_pattern": IntegrationPattern.DIRECT_API,
-        "connector_kind": ConnectorKind.HTTP,
         "record_of": "customer accounts and credit limits",
         "conflict_winner": "The CRM wins: a value changed in the CRM is never overwritten by Gatehouse.",
         "owner": owner,
@@ -334,41 +452,41 @@ def _crm_systems(report: SeedReport, owner, *, crm_url: str, crm_staging_url: st
         "oncall_contact": "crm-oncall@gatehouse.example",
         "write_mode": WriteMode.ENABLED,
     }
-    staging = _system(
+    twin = _system(
         report,
         "crm-staging",
+        staging,
         name="Sample CRM (staging)",
         description="Staging twin of the sample CRM, for rollback drills.",
         environment=Environment.STAGING,
-        connector_config={"base_url": crm_staging_url, "timeout": 5, **CRM_VERSIONS},
         drill_record_id="4471",
         **common,
     )
-    crm = _system(
+    system = _system(
         report,
         "crm",
+        crm,
         name="Sample CRM",
         description="The sample CRM (sandbox/crm.py): system of record for customer accounts.",
         environment=Environment.PRODUCTION,
-        connector_config={"base_url": crm_url, "timeout": 5, **CRM_VERSIONS},
-        staging_twin=staging,
+        staging_twin=twin,
         **common,
     )
-    return crm, staging
+    return system, twin
 
 
 def _legacy_inventory(report: SeedReport, owner) -> System:
     """The nightly batch system: read-only, its data arrives as events from files dropped in a folder."""
+    config = LEGACY_INVENTORY_CONFIG | {"drop_folder": str(_legacy_drop_folder())}
     return _system(
         report,
         "legacy-inventory",
+        Target(ConnectorKind.LEGACY_BATCH, config, "its drop folder under var/", Say.SETTING),
         name="Legacy inventory (batch)",
         description="A nightly batch system: CSV files dropped in a folder, polled into the event queue.",
         category=SystemCategory.RECORD,
         environment=Environment.PRODUCTION,
         integration_pattern=IntegrationPattern.EVENT_QUEUE,
-        connector_kind=ConnectorKind.LEGACY_BATCH,
-        connector_config=LEGACY_INVENTORY_CONFIG | {"drop_folder": str(_legacy_drop_folder())},
         record_of="stock levels per warehouse",
         conflict_winner="The batch system wins.",
         owner=owner,

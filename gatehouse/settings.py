@@ -79,7 +79,24 @@ GATEHOUSE_AUDIT_DIGEST_KEY = env_str("GATEHOUSE_AUDIT_DIGEST_KEY") or (
 
 ALLOWED_HOSTS = env_list("GATEHOUSE_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
-BASE_URL = env_str("GATEHOUSE_BASE_URL", "http://127.0.0.1:8000")
+
+
+def _port(name: str) -> int | None:
+    """A TCP port from the environment; None when it is not set."""
+    port = env_int(name, 0, minimum=1) or None
+    if port is not None and port > 65535:
+        raise ImproperlyConfigured(f"{name}={port} is not valid: expected a port number from 1 to 65535.")
+    return port
+
+
+# Where the demo serves: `make run` starts the web process and the sample CRMs on these ports (the Makefile sets them
+# to 8000, 8100 and 8101 unless told otherwise). seed_demo points the sample systems at the CRM ports; when a port is
+# not set, it uses the default for a system it creates and leaves one that exists where it is (console/demo.py).
+GATEHOUSE_WEB_PORT = _port("GATEHOUSE_WEB_PORT")
+GATEHOUSE_CRM_PORT = _port("GATEHOUSE_CRM_PORT")
+GATEHOUSE_CRM_STAGING_PORT = _port("GATEHOUSE_CRM_STAGING_PORT")
+# Links in e-mails and the MCP issuer: where people and agents reach Gatehouse (the demo's web port by default).
+BASE_URL = env_str("GATEHOUSE_BASE_URL", f"http://127.0.0.1:{GATEHOUSE_WEB_PORT or 8000}")
 
 INSTALLED_APPS = [
     "gatehouse.apps.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
