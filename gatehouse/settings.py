@@ -215,7 +215,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("GATEHOUSE_TASK_SOFT_TIME_LIMIT", 60, mini
 CELERY_TASK_TIME_LIMIT = env_int("GATEHOUSE_TASK_TIME_LIMIT", 90, minimum=2)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GATEHOUSE_TASK_TIME_LIMIT must be larger than GATEHOUSE_TASK_SOFT_TIME_LIMIT.")
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# The filesystem broker's URL names its (unused) host: without one, kombu warns "No hostname was supplied" in every
+# process that connects.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"
 _BROKER_DIR = Path(env_str("GATEHOUSE_BROKER_DIR", str(VAR_DIR / "broker")))
 CELERY_TASK_DEFAULT_QUEUE = env_str("GATEHOUSE_CELERY_QUEUE", "celery")
 # Redis only: a task not acknowledged this many seconds after its delivery is delivered again (acks_late), even while
@@ -430,12 +432,22 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "core.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
+    "filters": {"agent_api_answers": {"()": "core.logs.AgentApiAnswers"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": GATEHOUSE_LOG_FORMAT,
+            # For a person at a terminal an agent's 4xx is an answer, not a fault: no WARNING line for each
+            # (core/logs.py). A log pipeline (json) keeps them, beside the access log's line for every request.
+            "filters": ["agent_api_answers"] if GATEHOUSE_LOG_FORMAT == "plain" else [],
+        }
+    },
     "loggers": {
         "axes.apps": {"level": "WARNING"},  # its start-up banner on every process and management command
         "gatehouse.access": {"level": "INFO" if GATEHOUSE_LOG_FORMAT == "json" else "WARNING"},
-        # Django's own console handler (DEBUG only) would repeat django.* lines unformatted beside the JSON ones.
-        **({"django": {"handlers": [], "level": "INFO"}} if GATEHOUSE_LOG_FORMAT == "json" else {}),
+        # Django's own console handler (DEBUG only) would repeat each django.* line, unformatted, beside ours (and
+        # its mail_admins handler has no ADMINS to mail): django.* lines go through the root handler only.
+        "django": {"handlers": [], "level": "INFO"},
     },
     "root": {"handlers": ["console"], "level": env_str("GATEHOUSE_LOG_LEVEL", "INFO")},
 }
