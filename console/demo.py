@@ -1,15 +1,7 @@
 """The demo inventory of CONTRACT.md, built idempotently: running it twice leaves one copy of everything.
 
-Seeding makes what is missing and leaves what exists as it finds it, with one exception: where a sample system's
-connector points. `make run` starts the sample CRMs on the port settings (GATEHOUSE_CRM_PORT,
-GATEHOUSE_CRM_STAGING_PORT), and the systems must follow them when they move, yet a system that someone pointed
-elsewhere must stay where they pointed it. So each system's connector settings are
-- set when seeding makes the system: from the port setting, else the default port;
-- moved to the port setting when it is set and seeding itself put the current settings there (the system's history
-  says so: `origin=seed_demo`); left, and reported, when a person or another command did;
-- left where they are when the port setting is not set: a plain `manage.py seed_demo` in another shell must not
-  point the CRM back at 8100 while `make run` serves it elsewhere;
-- replaced when asked for by name (`seed_demo --crm-url URL`), whoever set them.
+Seeding makes what is missing and leaves what exists as it finds it, except where a sample system's connector points
+(console/demo_connections.py: it follows the port settings, unless someone pointed it elsewhere).
 """
 
 from __future__ import annotations
@@ -19,7 +11,6 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
-from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +22,7 @@ from django.db import transaction
 from audit.choices import Channel
 from connectors.models import Credential
 from connectors.services import credential_set
+from console.demo_connections import SEED_ORIGIN, Say, Target, connection_point, crm_target, where
 from governance.choices import (
     Access,
     BandMode,
@@ -47,7 +39,7 @@ from governance.choices import (
 )
 from governance.models import ActionType, Agent, Resource, ScopeGrant, System, ThresholdBand, ThresholdRule
 from governance.roles import ensure_roles
-from governance.services import system_connection_set, threshold_rule_sign_off
+from governance.services import threshold_rule_sign_off
 
 DEMO_USERS = [
     # username, full name, role, superuser, their job in the demo (the banner shows it beside the password)
@@ -61,9 +53,6 @@ DEMO_USERS = [
 DEMO_JOBS = {username: job for username, *_, job in DEMO_USERS}
 
 ACCOUNT_FIELDS = ["name", "email", "status", "credit_limit", "notes"]
-# The sample CRM versions each account and refuses a PATCH whose expected_version is stale: reversals use it.
-CRM_VERSIONS = {"version_field": "version", "expected_version_field": "expected_version"}
-CRM_CONNECTOR = {"timeout": 5, **CRM_VERSIONS}  # a sample CRM's connector settings besides its base_url
 DECIMAL_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
 
 CRM_ACTIONS = {
@@ -130,7 +119,7 @@ CRM_ACTIONS = {
 class SeedReport:
     created: list[str] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
-    # Where seeding pointed a sample system, moved it, or left it as someone set it: one line each (module docstring).
+    # Where seeding pointed a sample system, moved it, or left it as someone set it: one line each.
     connections: list[str] = field(default_factory=list)
 
 
@@ -215,106 +204,20 @@ def _legacy_drop_folder() -> Path:
     return folder
 
 
-# --- Where the sample systems' connectors point (module docstring) ---------------------------------------------------
-
-SEED_ORIGIN = "seed_demo"  # in the history's change reason as origin=seed_demo, on the connector settings seeding set
-DEFAULT_PORTS = {"crm": 8100, "crm-staging": 8101}  # as in the Makefile and the Procfile
-PORT_SETTINGS = {"crm": "GATEHOUSE_CRM_PORT", "crm-staging": "GATEHOUSE_CRM_STAGING_PORT"}
-
-
-class Say(IntEnum):
-    """On whose word seeding points a system's connector, from weakest to strongest."""
-
-    DEFAULT = 0  # no port set: a new system gets the default port; an existing one stays where it is
-    SETTING = 1  # the port setting: moves settings seeding put there itself, leaves those someone set
-    ASKED = 2  # named in the call (seed_demo --crm-url): replaces whatever is set
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where seeding would point a system's connector, and on whose word (`because` is said in the report)."""
-
-    kind: str
-    config: dict[str, Any]
-    because: str
-    say: Say
-
-
-def _where(config: dict[str, Any]) -> str:
-    return str(config.get("base_url") or config.get("drop_folder") or config)
-
-
-def crm_target(slug: str, url: str | None) -> Target:
-    """Where a sample CRM system should point: the URL asked for, else its port setting, else its default port."""
-    setting = PORT_SETTINGS[slug]
-    port = getattr(settings, setting)
-    if url:
-        return Target(ConnectorKind.HTTP, {"base_url": url, **CRM_CONNECTOR}, "as asked", Say.ASKED)
-    if port:
-        config = {"base_url": f"http://127.0.0.1:{port}", **CRM_CONNECTOR}
-        return Target(ConnectorKind.HTTP, config, f"{setting}={port}", Say.SETTING)
-    config = {"base_url": f"http://127.0.0.1:{DEFAULT_PORTS[slug]}", **CRM_CONNECTOR}
-    return Target(ConnectorKind.HTTP, config, f"{setting} is not set: the default port", Say.DEFAULT)
-
-
-def seeded(system: System) -> bool:
-    """Whether seeding put the system's current connector settings there: the row of the system's history that
-    introduced them (the oldest of the newest rows that hold them) carries origin=seed_demo. A person's change in the
-    admin, or another command's, does not."""
-    now = (system.connector_kind, system.connector_config)
-    introduced = None
-    for row in system.history.order_by("-history_date", "-history_id").only(
-        "connector_kind", "connector_config", "history_change_reason"
-    ):
-        if (row.connector_kind, row.connector_config) != now:
-            break
-        introduced = row
-    reason = (introduced.history_change_reason or "") if introduced else ""
-    return f"origin={SEED_ORIGIN}" in reason.replace(";", " ").split()
-
-
 def _system(report: SeedReport, slug: str, target: Target, **fields: Any) -> System:
-    """The system as it is, or made with `fields` and pointed at `target`; only its connector may move (`_point`)."""
+    """The system as it is, or made with `fields` and pointed at `target`; only its connector may move."""
     system = System.objects.filter(slug=slug).first()
     if system is not None:
-        _point(report, system, target)
+        said = connection_point(system, target)
+        if said:
+            report.connections.append(said)
         return system
     system = System(slug=slug, connector_kind=target.kind, connector_config=target.config, **fields)
     system._change_reason = f"origin={SEED_ORIGIN}"  # type: ignore[attr-defined]
     system.save()
     report.created.append(f"system {slug}")
-    report.connections.append(f"{slug} points at {_where(target.config)} ({target.because}).")
+    report.connections.append(f"{slug} points at {where(target.config)} ({target.because}).")
     return system
-
-
-def _point(report: SeedReport, system: System, target: Target) -> None:
-    """Move an existing system's connector to `target` when its word is strong enough (module docstring), through
-    the service a person's change goes through (checked and audited); report what moved and what was left."""
-    if (system.connector_kind, system.connector_config) == (target.kind, target.config):
-        return
-    here, there, mine = _where(system.connector_config), _where(target.config), seeded(system)
-    replace = f"seed_demo --{system.slug}-url URL" if system.slug in PORT_SETTINGS else "its connector settings page"
-    if target.say is Say.ASKED or (target.say is Say.SETTING and mine):
-        system_connection_set(
-            system=system,
-            kind=target.kind,
-            config=target.config,
-            user=None,
-            channel=Channel.COMMAND,
-            reason=f"seed_demo: {target.because}",
-            origin=SEED_ORIGIN,
-        )
-        report.connections.append(f"{system.slug} moved from {here} to {there} ({target.because}).")
-    elif not mine:
-        report.connections.append(
-            f"{system.slug} left at {here}, as someone set it ({target.because} would point it at {there}; "
-            f"{replace} changes it)."
-        )
-    else:
-        setting = PORT_SETTINGS[system.slug]  # only a CRM's target is a default
-        report.connections.append(
-            f"{system.slug} left at {here} ({setting} is not set; to move it, set it or use {replace})."
-        )
 
 
 def _crm_like(report: SeedReport, system: System, owner, approver, reviewers: Group) -> Resource:
@@ -417,7 +320,8 @@ def seed_demo(
     their rules and credentials, two agents and their grants. Idempotent: a second run creates nothing new.
 
     The CRMs' URLs, when given, replace whatever their systems point at; when not, the port settings decide, and
-    connector settings someone changed stay (module docstring). `report.connections` says what moved or stayed."""
+    connector settings someone changed stay (console/demo_connections.py). `report.connections` says what moved or
+    stayed."""
     report = SeedReport()
     users = _users(report, reset_passwords)
     owner, approver, admin = users["owner"], users["approver"], users["admin"]

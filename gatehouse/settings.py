@@ -91,7 +91,8 @@ def _port(name: str) -> int | None:
 
 # Where the demo serves: `make run` starts the web process and the sample CRMs on these ports (the Makefile sets them
 # to 8000, 8100 and 8101 unless told otherwise). seed_demo points the sample systems at the CRM ports; when a port is
-# not set, it uses the default for a system it creates and leaves one that exists where it is (console/demo.py).
+# not set, it uses the default for a system it creates and leaves one that exists where it is
+# (console/demo_connections.py).
 GATEHOUSE_WEB_PORT = _port("GATEHOUSE_WEB_PORT")
 GATEHOUSE_CRM_PORT = _port("GATEHOUSE_CRM_PORT")
 GATEHOUSE_CRM_STAGING_PORT = _port("GATEHOUSE_CRM_STAGING_PORT")

@@ -17,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--crm-url",
             help="Point the sample CRM here, whoever set it before (default: http://127.0.0.1:$GATEHOUSE_CRM_PORT "
-            "for a new system; an existing one moves only as the module docstring of console/demo.py says).",
+            "for a new system; an existing one moves only as console/demo_connections.py says).",
         )
         parser.add_argument("--crm-staging-url", help="The same for its staging twin (GATEHOUSE_CRM_STAGING_PORT).")
         parser.add_argument("--reset-passwords", action="store_true", help="Give every demo user a new password.")
