@@ -79,7 +79,25 @@ GATEHOUSE_AUDIT_DIGEST_KEY = env_str("GATEHOUSE_AUDIT_DIGEST_KEY") or (
 
 ALLOWED_HOSTS = env_list("GATEHOUSE_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
-BASE_URL = env_str("GATEHOUSE_BASE_URL", "http://127.0.0.1:8000")
+
+
+def _port(name: str) -> int | None:
+    """A TCP port from the environment; None when it is not set."""
+    port = env_int(name, 0, minimum=1) or None
+    if port is not None and port > 65535:
+        raise ImproperlyConfigured(f"{name}={port} is not valid: expected a port number from 1 to 65535.")
+    return port
+
+
+# Where the demo serves: `make run` starts the web process and the sample CRMs on these ports (the Makefile sets them
+# to 8000, 8100 and 8101 unless told otherwise). seed_demo points the sample systems at the CRM ports; when a port is
+# not set, it uses the default for a system it creates and leaves one that exists where it is
+# (console/demo_connections.py).
+GATEHOUSE_WEB_PORT = _port("GATEHOUSE_WEB_PORT")
+GATEHOUSE_CRM_PORT = _port("GATEHOUSE_CRM_PORT")
+GATEHOUSE_CRM_STAGING_PORT = _port("GATEHOUSE_CRM_STAGING_PORT")
+# Links in e-mails and the MCP issuer: where people and agents reach Gatehouse (the demo's web port by default).
+BASE_URL = env_str("GATEHOUSE_BASE_URL", f"http://127.0.0.1:{GATEHOUSE_WEB_PORT or 8000}")
 
 INSTALLED_APPS = [
     "gatehouse.apps.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
@@ -91,6 +109,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: the API docs work offline
     "simple_history",
     "axes",  # admin sign-in lockout after repeated wrong passwords
     "governance",
@@ -197,7 +216,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("GATEHOUSE_TASK_SOFT_TIME_LIMIT", 60, mini
 CELERY_TASK_TIME_LIMIT = env_int("GATEHOUSE_TASK_TIME_LIMIT", 90, minimum=2)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GATEHOUSE_TASK_TIME_LIMIT must be larger than GATEHOUSE_TASK_SOFT_TIME_LIMIT.")
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# The filesystem broker's URL names its (unused) host: without one, kombu warns "No hostname was supplied" in every
+# process that connects.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"
 _BROKER_DIR = Path(env_str("GATEHOUSE_BROKER_DIR", str(VAR_DIR / "broker")))
 CELERY_TASK_DEFAULT_QUEUE = env_str("GATEHOUSE_CELERY_QUEUE", "celery")
 # Redis only: a task not acknowledged this many seconds after its delivery is delivered again (acks_late), even while
@@ -349,6 +370,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI from drf-spectacular-sidecar's static files, not a CDN: /api/v1/docs/ works offline and loads
+    # nothing from another origin (agents/rest/urls.py serves it without inline script, for a strict CSP).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Gatehouse --------------------------------------------------------------------------------------------------
@@ -407,12 +433,22 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "core.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
+    "filters": {"agent_api_answers": {"()": "core.logs.AgentApiAnswers"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": GATEHOUSE_LOG_FORMAT,
+            # For a person at a terminal an agent's 4xx is an answer, not a fault: no WARNING line for each
+            # (core/logs.py). A log pipeline (json) keeps them, beside the access log's line for every request.
+            "filters": ["agent_api_answers"] if GATEHOUSE_LOG_FORMAT == "plain" else [],
+        }
+    },
     "loggers": {
         "axes.apps": {"level": "WARNING"},  # its start-up banner on every process and management command
         "gatehouse.access": {"level": "INFO" if GATEHOUSE_LOG_FORMAT == "json" else "WARNING"},
-        # Django's own console handler (DEBUG only) would repeat django.* lines unformatted beside the JSON ones.
-        **({"django": {"handlers": [], "level": "INFO"}} if GATEHOUSE_LOG_FORMAT == "json" else {}),
+        # Django's own console handler (DEBUG only) would repeat each django.* line, unformatted, beside ours (and
+        # its mail_admins handler has no ADMINS to mail): django.* lines go through the root handler only.
+        "django": {"handlers": [], "level": "INFO"},
     },
     "root": {"handlers": ["console"], "level": env_str("GATEHOUSE_LOG_LEVEL", "INFO")},
 }
