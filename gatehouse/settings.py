@@ -9,6 +9,7 @@ secrets kept under var/, DEBUG on, loopback systems reachable.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sys
 import tempfile
@@ -130,6 +131,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "gatehouse.middleware.SignInMiddleware",  # how the session's person signed in, named in their audit events
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
@@ -301,6 +303,94 @@ AXES_RESET_ON_SUCCESS = True
 AXES_HTTP_RESPONSE_CODE = 429
 # The address is REMOTE_ADDR (django-ipware is not installed); behind the TLS proxy, uvicorn sets it from the proxy's
 # X-Forwarded-For (trusted from --forwarded-allow-ips only, see README "Deploying to production").
+
+# --- Single sign-on (OIDC) --------------------------------------------------------------------------------------
+# People sign in through the company's identity provider when GATEHOUSE_OIDC_ISSUER is set (gatehouse/oidc.py, on
+# mozilla-django-oidc; accounts and roles in governance/sign_in.py). The endpoints come from the issuer's discovery
+# document (`<issuer>/.well-known/openid-configuration`, read once per process) unless named here one by one. An
+# account is bound to the provider's `sub` for that issuer, never matched by e-mail. Its roles are the role groups
+# GATEHOUSE_OIDC_ROLE_MAP maps its provider groups to (a JSON object: provider group → role name, or a list of role
+# names), set again at every sign-in; someone whose groups map to no role is refused.
+GATEHOUSE_OIDC_ISSUER = env_str("GATEHOUSE_OIDC_ISSUER")
+GATEHOUSE_OIDC = bool(GATEHOUSE_OIDC_ISSUER)
+GATEHOUSE_OIDC_CLIENT_ID = env_str("GATEHOUSE_OIDC_CLIENT_ID")
+GATEHOUSE_OIDC_CLIENT_SECRET = env_str("GATEHOUSE_OIDC_CLIENT_SECRET")
+GATEHOUSE_OIDC_SCOPES = env_str("GATEHOUSE_OIDC_SCOPES", "openid email profile groups")
+GATEHOUSE_OIDC_GROUPS_CLAIM = env_str("GATEHOUSE_OIDC_GROUPS_CLAIM", "groups") or "groups"
+# The sign-in button's words: "Sign in with <name>".
+GATEHOUSE_OIDC_PROVIDER_NAME = env_str("GATEHOUSE_OIDC_PROVIDER_NAME", "your company account")
+GATEHOUSE_OIDC_AUTHORIZATION_ENDPOINT = env_str("GATEHOUSE_OIDC_AUTHORIZATION_ENDPOINT")
+GATEHOUSE_OIDC_TOKEN_ENDPOINT = env_str("GATEHOUSE_OIDC_TOKEN_ENDPOINT")
+GATEHOUSE_OIDC_USERINFO_ENDPOINT = env_str("GATEHOUSE_OIDC_USERINFO_ENDPOINT")
+GATEHOUSE_OIDC_JWKS_URI = env_str("GATEHOUSE_OIDC_JWKS_URI")
+GATEHOUSE_OIDC_TIMEOUT = env_int("GATEHOUSE_OIDC_TIMEOUT", 10, minimum=1)
+
+
+def _oidc_role_map() -> dict[str, list[str]]:
+    """GATEHOUSE_OIDC_ROLE_MAP as provider group → role names. The names are checked against the roles when the
+    apps are loaded (gatehouse/checks.py) and at every sign-in (governance/sign_in.py)."""
+    raw = env_str("GATEHOUSE_OIDC_ROLE_MAP").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"GATEHOUSE_OIDC_ROLE_MAP is not JSON: {exc}.") from exc
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured('GATEHOUSE_OIDC_ROLE_MAP must be a JSON object: {"provider group": "Approvers"}.')
+    roles: dict[str, list[str]] = {}
+    for group, names in parsed.items():
+        listed = [names] if isinstance(names, str) else names
+        if not isinstance(listed, list) or not listed or not all(isinstance(n, str) and n for n in listed):
+            raise ImproperlyConfigured(
+                f"GATEHOUSE_OIDC_ROLE_MAP: {group!r} must map to a role name or a list of role names."
+            )
+        roles[group] = listed
+    return roles
+
+
+GATEHOUSE_OIDC_ROLE_MAP = _oidc_role_map()
+if GATEHOUSE_OIDC:
+    if not (GATEHOUSE_OIDC_CLIENT_ID and GATEHOUSE_OIDC_CLIENT_SECRET):
+        raise ImproperlyConfigured(
+            "GATEHOUSE_OIDC_ISSUER is set: GATEHOUSE_OIDC_CLIENT_ID and GATEHOUSE_OIDC_CLIENT_SECRET must be set too."
+        )
+    if PRODUCTION and not GATEHOUSE_OIDC_ISSUER.startswith("https://"):
+        raise ImproperlyConfigured("GATEHOUSE_OIDC_ISSUER must be an https:// URL in production.")
+    if "openid" not in GATEHOUSE_OIDC_SCOPES.split():
+        raise ImproperlyConfigured("GATEHOUSE_OIDC_SCOPES must include openid.")
+# Local passwords: on in development (the demo's users); in production off once single sign-on is configured, and on
+# while it is not (there would be no way in). Off: the sign-in page offers only the provider's button and a password
+# POST is refused. Switching them off with no provider configured stops the process: nobody could sign in.
+GATEHOUSE_LOCAL_PASSWORDS = env_bool("GATEHOUSE_LOCAL_PASSWORDS", default=not (PRODUCTION and GATEHOUSE_OIDC))
+if not (GATEHOUSE_LOCAL_PASSWORDS or GATEHOUSE_OIDC):
+    raise ImproperlyConfigured(
+        "GATEHOUSE_LOCAL_PASSWORDS is off and no GATEHOUSE_OIDC_ISSUER is set: nobody could sign in."
+    )
+if GATEHOUSE_OIDC:
+    # The provider's backend before the password one; without local passwords there is no password backend at all,
+    # so no door can check one. (The OIDC backend also answers permission questions, as ModelBackend does.)
+    AUTHENTICATION_BACKENDS = [
+        "axes.backends.AxesStandaloneBackend",
+        "gatehouse.oidc.GatehouseOIDCBackend",
+        *(["django.contrib.auth.backends.ModelBackend"] if GATEHOUSE_LOCAL_PASSWORDS else []),
+    ]
+# mozilla-django-oidc's own settings, from the ones above (the endpoints are resolved per process: gatehouse/oidc.py).
+OIDC_RP_CLIENT_ID = GATEHOUSE_OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = GATEHOUSE_OIDC_CLIENT_SECRET
+OIDC_RP_SCOPES = GATEHOUSE_OIDC_SCOPES
+OIDC_RP_SIGN_ALGO = env_choice(
+    "GATEHOUSE_OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
+)
+OIDC_USE_PKCE = True  # the code is useless to whoever intercepts it without the verifier (RFC 7636)
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = GATEHOUSE_OIDC_TIMEOUT
+OIDC_VERIFY_SSL = True
+OIDC_STORE_ACCESS_TOKEN = OIDC_STORE_ID_TOKEN = False  # Gatehouse calls nothing on the person's behalf
+# Where the admin sends a person who is not signed in, with `?next=` (kept through the provider's round trip).
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/oidc/refused/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("GATEHOUSE_TIME_ZONE", "UTC")
