@@ -221,9 +221,9 @@ def _refuse(
     else:
         reason = "their groups at the identity provider give no Gatehouse role"
         told = (
-            "You signed in, but none of your groups at the identity provider gives you a role in Gatehouse, so there "
-            "is nothing here for you yet. Ask an administrator to add you to an approvers', reviewers', auditors' or "
-            "owners' group."
+            "You signed in at the identity provider, but none of your groups there gives you a role in Gatehouse, so "
+            "there is nothing here for you yet. Ask an administrator to add you to an approvers', reviewers', "
+            "auditors' or owners' group."
         )
     audit_record(
         verb=Verb.DENIED,

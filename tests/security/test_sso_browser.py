@@ -110,6 +110,7 @@ def test_an_approver_signs_in_through_the_provider_approves_the_raise_and_the_tr
     assert page.locator("#login-form").count() == 0, "local passwords are off: the provider's button only"
     assert page.locator("#sso-sign-in").inner_text() == f"Sign in with {PROVIDER}"
     journey = Journey(page)
+    journey.screenshot("sso-sign-in")
 
     sign_in_at_provider(journey, "dana")
     assert page.url == f"{web}/admin/approvals/proposal/{proposal_id}/change/", "next= kept through the round trip"
@@ -143,9 +144,8 @@ def test_someone_whose_groups_map_to_no_role_is_turned_away_with_a_clear_page(ss
 
     sign_in_at_provider(journey, "sam")
     assert page.url == f"{web}/oidc/refused/"
-    assert (
-        "none of your groups at the identity provider gives you a role" in page.locator("#sign-in-refused").inner_text()
-    )
+    journey.screenshot("sso-refused")
+    assert "none of your groups there gives you a role in Gatehouse" in page.locator("#sign-in-refused").inner_text()
     page.goto(f"{web}/admin/")
     assert "/admin/login/" in page.url  # not signed in
     assert not get_user_model().objects.filter(email="sam@example.com").exists()  # no account for no role
