@@ -60,9 +60,12 @@ JSON_METHODS = frozenset({"chat.postMessage", "chat.update", "chat.postEphemeral
 
 def slack_call(method: str, **params: Any) -> dict[str, Any]:
     """Call Web API `method` (e.g. "chat.postMessage") with `params`; Slack's answer when it says ok."""
-    body = {"json": params} if method in JSON_METHODS else {"data": params}
+    client = web_client()
     try:
-        response = web_client().api_call(method, **body)
+        if method in JSON_METHODS:
+            response = client.api_call(method, json=params)
+        else:
+            response = client.api_call(method, data=params)
     except SlackApiError as exc:
         raise _sorted(exc) from None
     except (SlackClientError, OSError, ValueError) as exc:  # refused connection, timeout, a body that is not JSON
