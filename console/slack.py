@@ -68,6 +68,8 @@ def signature_problem(*, body: bytes, timestamp: str, signature: str, now: float
     now = time.time() if now is None else now
     if abs(now - sent) > MAX_AGE:
         return "stale_timestamp"
+    if not settings.GATEHOUSE_SLACK_SIGNING_SECRET:
+        return "bad_signature"  # no secret, no proof: nothing verifies
     verifier = SignatureVerifier(settings.GATEHOUSE_SLACK_SIGNING_SECRET, clock=_At(now))
     try:
         valid = verifier.is_valid(body=body, timestamp=timestamp, signature=signature)
