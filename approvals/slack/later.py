@@ -41,6 +41,8 @@ SHOWN = frozenset(
         Verb.HELD,
         Verb.RELEASED,
         Verb.STALE,
+        Verb.REFRESHED,  # decided again on new figures: the message shows them
+        Verb.REASSIGNED,
     }
 )
 
