@@ -101,8 +101,13 @@ def interactions(request: HttpRequest) -> HttpResponse:
     return HttpResponse(status=200)  # anything else Slack sends this app: nothing to do
 
 
+def unverified_counter(at: float) -> str:
+    """The cache key counting the unverified requests audited in the minute of `at` (every web process shares it)."""
+    return f"slack:unverified:{int(at // 60)}"
+
+
 def _audit_unverified(request: HttpRequest, *, body: bytes, timestamp: str, problem: str) -> None:
-    minute = f"slack:unverified:{int(time.time() // 60)}"
+    minute = unverified_counter(time.time())
     try:
         cache.add(minute, 0, timeout=120)
         count = cache.incr(minute)
