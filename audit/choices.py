@@ -54,6 +54,7 @@ class Channel(models.TextChoices):
     ADMIN = "admin", "Admin"
     COMMAND = "command", "Management command"
     TASK = "task", "Background task"
+    SLACK = "slack", "Slack"  # a person's decision (or its refusal) from a button in a Slack message
 
 
 # Kinds of events, for the auditor's "kind of event" filter. Configuration: a person changed what governs an agent or a

@@ -497,6 +497,22 @@ GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(sec
 GATEHOUSE_ONCALL_GROUP = env_str("GATEHOUSE_ONCALL_GROUP", "Operators")
 GATEHOUSE_REVIEW_REMINDER_EVERY = env_seconds("GATEHOUSE_REVIEW_REMINDER_EVERY", timedelta(hours=24))
 
+# --- Approvals from Slack (approvals/slack/, console/slack.py) --------------------------------------------------
+# Off unless both secrets are set: the bot token posts and updates the messages (Slack's Web API at
+# GATEHOUSE_SLACK_API_URL, a setting so tests can run a stand-in), the signing secret verifies the button clicks that
+# Slack sends to /integrations/slack/interactions. GATEHOUSE_SLACK_CHANNEL: post to that channel (its id, C…);
+# empty: a direct message to each person who may decide, found by their e-mail address in Slack.
+GATEHOUSE_SLACK_API_URL = env_str("GATEHOUSE_SLACK_API_URL", "https://slack.com/api/")
+GATEHOUSE_SLACK_BOT_TOKEN = env_str("GATEHOUSE_SLACK_BOT_TOKEN")
+GATEHOUSE_SLACK_SIGNING_SECRET = env_str("GATEHOUSE_SLACK_SIGNING_SECRET")
+GATEHOUSE_SLACK_CHANNEL = env_str("GATEHOUSE_SLACK_CHANNEL")
+if bool(GATEHOUSE_SLACK_BOT_TOKEN) != bool(GATEHOUSE_SLACK_SIGNING_SECRET):
+    raise ImproperlyConfigured(
+        "Slack approvals need both GATEHOUSE_SLACK_BOT_TOKEN and GATEHOUSE_SLACK_SIGNING_SECRET (or neither)."
+    )
+if not GATEHOUSE_SLACK_API_URL.startswith(("https://", "http://127.", "http://localhost")):
+    raise ImproperlyConfigured("GATEHOUSE_SLACK_API_URL must be an https:// URL (or http:// on loopback, for tests).")
+
 # Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
 # nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
 # the loopback range and the sample MCP servers, where the demo's systems run.

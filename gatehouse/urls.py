@@ -6,7 +6,7 @@ from django.urls import include, path
 from django.views.defaults import page_not_found, server_error
 from django.views.generic import RedirectView
 
-from console import health, metrics
+from console import health, metrics, slack
 from core.problems import problem_response
 from gatehouse import oidc
 
@@ -27,6 +27,8 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
+    # Approvals from Slack: Slack's interaction payloads, verified by their signature (console/slack.py).
+    path("integrations/slack/interactions", slack.interactions, name="slack_interactions"),
 ]
 
 

@@ -136,6 +136,17 @@ class Stack:
         line = next(line for line in process.output().splitlines() if "sandbox-idp listening on" in line)
         return line.rsplit(" issuer ", 1)[1].strip()
 
+    def slack(self, name: str, token: str, signing_secret: str) -> str:
+        """The Slack stand-in (sandbox/slack_standin.py) on loopback; its base URL (the Web API is under /api/)."""
+        token_file, secret_file = self.dir / f"{name}.token", self.dir / f"{name}.secret"
+        token_file.write_text(token)
+        secret_file.write_text(signing_secret)
+        port = free_port()
+        argv = [str(BIN / "python"), "-m", "sandbox.slack_standin", "--port", str(port)]
+        argv += ["--token-file", str(token_file), "--signing-secret-file", str(secret_file)]
+        self.start(name, argv, "listening on", env=self.env())
+        return f"http://127.0.0.1:{port}"
+
     def web(self, name: str = "web", **env: str) -> str:
         port = free_port()
         self.start(
