@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group
 
 from approvals.decision_mail import send_decision_request
 from approvals.models import Proposal
+from approvals.slack.later import slack_post_later
 from core.mail import admin_link, send_notice
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def notify_awaiting(proposal: Proposal) -> None:
         lead=f"{proposal.agent.slug} asks for a decision that is yours to make.",
         users=decider_users(proposal),
     )
+    slack_post_later(proposal, deciders(proposal))
 
 
 def notify_stale(proposal: Proposal) -> None:
@@ -89,6 +91,7 @@ def notify_stale(proposal: Proposal) -> None:
         "as it is now.",
         users=[*decider_users(proposal), *reassigned_users(proposal)],
     )
+    slack_post_later(proposal, [*deciders(proposal), *reassigned(proposal)])  # who has no message yet gets one
 
 
 def notify_escalated(proposal: Proposal) -> None:
@@ -111,6 +114,7 @@ def notify_reassigned(proposal: Proposal) -> None:
         f"{proposal.sla_due_at:%Y-%m-%d %H:%M} UTC, so you may decide it now.",
         users=reassigned_users(proposal),
     )
+    slack_post_later(proposal, reassigned(proposal))
 
 
 def reviewers(proposal: Proposal) -> list[str]:

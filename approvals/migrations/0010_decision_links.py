@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("approvals", "0008_one_flagged_reversal_per_write"),
+        ("approvals", "0009_slackmessage"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
