@@ -1,13 +1,16 @@
 """Approvals from e-mail: the approver's mail shows the change as the proposal's page does and carries a signed link of
 their own; the link opens that page once, for them, after they sign in, and never decides anything by itself.
 
-Django's test client and mail outbox against the session's sample CRM (`crm_demo`); one journey in a real browser
-against the running stack, reading the link from the stack's own outbox (tests/stack.py: the file mail backend).
+Django's test client and mail outbox against the session's sample CRM (`crm_demo`); two journeys in a real browser
+against the running stack: one reads the link from the stack's own outbox (tests/stack.py: the file mail backend) and
+signs in with a password, the other signs in through single sign-on at the sample provider (sandbox/idp).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 import time
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -16,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core import mail, signing
 from django.utils import timezone
@@ -25,10 +29,12 @@ from approvals.choices import ProposalStatus
 from approvals.decisions import proposal_approve
 from approvals.models import DecisionLink, Proposal
 from audit.models import AuditEvent
+from governance.choices import Role
 from governance.models import ActionType, Agent, System
 from tests.browser import SCREEN, Journey
 from tests.factories import propose_limit as propose_raise_here
 from tests.factories import propose_raise
+from tests.security.test_sso_browser import PEOPLE, PROVIDER, ROLE_MAP, sign_in_at_provider
 
 User = get_user_model()
 RAISE = "Raise the credit limit of account 4471 from 2,000.00 to 5,000.00"
@@ -478,3 +484,66 @@ def _wait_for_mail(live, proposal_id: str, timeout: float = 15):
         if time.monotonic() > deadline:
             raise AssertionError(f"no mail about {proposal_id}: {[m['Subject'] for m in live.stack.mails()]}")
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def sso_web(stack_processes):
+    """The sample identity provider and a web process that signs people in through it only (no local passwords),
+    beside the session's CRM and worker (as tests/security/test_sso_browser.py runs them, under names of their own)."""
+    stack = stack_processes
+    people = stack.dir / "mail-idp-people.json"
+    people.write_text(json.dumps(PEOPLE))
+    client_secret = secrets.token_urlsafe(32)
+    issuer = stack.idp("mail-idp", people, "gatehouse", client_secret)
+    web_url = stack.web(
+        "mail-web-sso",
+        GATEHOUSE_OIDC_ISSUER=issuer,
+        GATEHOUSE_OIDC_CLIENT_ID="gatehouse",
+        GATEHOUSE_OIDC_CLIENT_SECRET=client_secret,
+        GATEHOUSE_OIDC_ROLE_MAP=json.dumps(ROLE_MAP),
+        GATEHOUSE_OIDC_PROVIDER_NAME=PROVIDER,
+        GATEHOUSE_LOCAL_PASSWORDS="false",
+    )
+    return {"issuer": issuer, "web_url": web_url}
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_mails_link_opens_the_right_page_after_single_sign_on_and_the_decision_names_how_she_signed_in(
+    sso_web, live, browser
+):
+    web = sso_web["web_url"]
+    contexts = [browser.new_context(viewport=SCREEN) for _ in range(2)]
+    first, page = (context.new_page() for context in contexts)
+    # Dana's first sign-in through the provider makes her account, in the Approvers group her provider group maps to.
+    first.goto(f"{web}/admin/")
+    sign_in_at_provider(Journey(first), "dana")
+    dana = User.objects.get(identities__issuer=sso_web["issuer"])
+    contexts[0].close()
+
+    proposal_id = propose_raise(live, "5000.00")
+    Proposal.objects.filter(pk=proposal_id).update(approver=None, approver_group=Group.objects.get(name=Role.APPROVERS))
+    mail.outbox.clear()
+    notify.notify_awaiting(Proposal.objects.get(pk=proposal_id))  # as the web process sent it, now to the group
+    path = link_in(mail_to(dana.username, Proposal.objects.get(pk=proposal_id)))
+
+    page.set_default_timeout(20000)
+    page.goto(web + path)  # the click in her mail program, in a browser signed in nowhere
+    assert "/admin/login/?next=" in page.url and page.locator("#login-form").count() == 0
+    journey = Journey(page)
+    sign_in_at_provider(journey, "dana")  # Gatehouse's button, then the provider's own form
+    assert page.url == f"{web}/admin/approvals/proposal/{proposal_id}/change/", "the link, after the round trip"
+    assert page.locator("h1").inner_text() == RAISE
+    assert page.locator("#from-link").count() == 1
+    journey.click("#approve-button")
+    assert "Approved." in page.locator(".messagelist").inner_text()
+    print(f"\nsso: from the e-mail's link to approved in {journey.clicks} clicks (provider's button, sign-in, Approve)")
+    assert journey.clicks == 3
+    live.wait_for(proposal_id, "executed")
+    assert live.crm_account("4471")["credit_limit"] == "5000.00"
+    approved = AuditEvent.objects.get(verb="approved", proposal_id=proposal_id)
+    assert (approved.person, approved.input["sign_in"]["method"]) == (dana, "oidc")
+
+    page.goto(web + path)
+    assert "This link was already used." in page.locator("#link-refused").inner_text()
+    contexts[1].close()
