@@ -195,7 +195,9 @@ def test_after_the_write_the_page_shows_before_and_written_and_the_live_value_an
 
     set_crm("5300.00")  # someone in the CRM, after the write
     page = page_of(approver_client, url)
-    assert re.search(r'<td class="written" data-label="Written, [^"]+">5,000\.00</td><td class="live"[^>]*>5,300\.00</td>', page)
+    assert re.search(
+        r'<td class="written" data-label="Written, [^"]+">5,000\.00</td><td class="live"[^>]*>5,300\.00</td>', page
+    )
     assert (
         "What Sample CRM holds now is not what was written: the credit limit was written as 5,000.00; "
         "it is 5,300.00 now." in page
