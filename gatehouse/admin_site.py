@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path
 
-from console import blast_radius, timeline
+from console import blast_radius, mine, timeline
 from console.dashboard import dashboard_for
 
 
@@ -22,7 +22,8 @@ class GatehouseAdminSite(AdminSite):
 
     def get_urls(self) -> list[URLPattern | URLResolver]:
         """The console's pages that live under a model's admin address (a record's timeline, a credential's blast
-        radius) come first, so the model admin's own `<object_id>/` patterns never swallow them."""
+        radius, the approver's own page) come first, so the model admin's own `<object_id>/` patterns never swallow
+        them."""
         view = self.admin_view
         pages: list[URLPattern | URLResolver] = [
             path("audit/auditevent/find/", view(timeline.find_record_view), name="audit_find_record"),
@@ -56,6 +57,7 @@ class GatehouseAdminSite(AdminSite):
                 view(timeline.system_timeline_view),
                 name="audit_system_timeline",
             ),
+            path("approvals/mine/", view(mine.mine_view), name="approvals_mine"),  # the approver's own page
             path(
                 "connectors/credential/blast-radius/<slug:system>/",
                 view(blast_radius.blast_radius_view),
