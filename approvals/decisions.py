@@ -24,6 +24,7 @@ from approvals.reversal_single import flagged_reversal_plan
 from approvals.review_clock import reviews_overdue_escalate
 from approvals.transitions import RELATED, InvalidTransition, lock_rows, locked, move, record_event
 from audit.choices import Channel, Verb
+from audit.services import audit_record
 from connectors.base import PermanentError, TransientError
 from connectors.registry import connector_for
 from governance.choices import WriteMode
@@ -48,6 +49,35 @@ def _audit_refused_decision(proposal: Proposal, *, user: User, channel: Channel 
         outcome="not_your_decision",
         summary=f"{user.get_username()} may not {step} this proposal: {refusal}.",
     )
+
+
+def decision_refused(
+    *,
+    proposal_id: uuid.UUID | str,
+    user: User | None,
+    channel: Channel | str,
+    outcome: str,
+    summary: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """A door's refusal of a decision that never reached the services above: a person it could not identify (`user`
+    None; `detail` says what it knows of them), or a proposal already decided. Audited as `denied` on the proposal,
+    beside the services' own refusals; a proposal id that names nothing is audited without one."""
+    try:
+        proposal = Proposal.objects.select_related(*RELATED).filter(pk=uuid.UUID(str(proposal_id))).first()
+    except ValueError:
+        proposal = None
+    event: dict[str, Any] = {
+        "verb": Verb.DENIED,
+        "actor": user,
+        "channel": channel,
+        "outcome": outcome,
+        "summary": summary,
+    }
+    if proposal is None:
+        audit_record(**event, input={"proposal": str(proposal_id)[:100], **(detail or {})})
+    else:
+        record_event(proposal, **event, input=detail or None)
 
 
 def proposal_approve(

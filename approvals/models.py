@@ -362,3 +362,28 @@ class Delegation(models.Model):
     @property
     def active(self) -> bool:
         return self.starts_at <= timezone.now() < self.ends_at
+
+
+class SlackMessage(models.Model):
+    """One Slack message asking for a decision on a proposal: in the configured channel, or a direct message to one
+    person who may decide (approvals/slack/). Kept so the message can be updated with the outcome, and so a task that
+    runs twice (a retry after an outage, a second delivery) posts it once."""
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="slack_messages")
+    target = models.CharField(
+        max_length=200, help_text="Where it goes: channel:<id>, or email:<address> for a person's direct message."
+    )
+    channel = models.CharField(max_length=40, blank=True, help_text="The Slack conversation it was posted in.")
+    ts = models.CharField(max_length=40, blank=True, help_text="Slack's id of the message (empty until posted).")
+    posted_at = models.DateTimeField(null=True, blank=True)
+    shown_at = models.DateTimeField(null=True, blank=True, help_text="When it was last updated to show the outcome.")
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True, help_text="Slack's error code, never its whole answer.")
+    gave_up = models.BooleanField(default=False, help_text="Slack refused it for good (no such person, say).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["proposal", "target"], name="slack_message_one_per_target")]
+
+    def __str__(self) -> str:
+        return f"Slack message for {self.proposal_id} to {self.target}"

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from approvals.models import Proposal
+from approvals.slack.later import slack_post_later
 from core.mail import admin_link, send_notice
 
 
@@ -54,6 +55,7 @@ def notify_awaiting(proposal: Proposal) -> None:
         f"{_describe(proposal)}.\nReason given: {proposal.reason or '(none)'}{due}\n\n{admin_link(proposal)}",
         deciders(proposal),
     )
+    slack_post_later(proposal, deciders(proposal))
 
 
 def notify_stale(proposal: Proposal) -> None:
@@ -68,6 +70,7 @@ def notify_stale(proposal: Proposal) -> None:
         f"Decide again on the record as it is now.{due}\n\n{admin_link(proposal)}",
         [*deciders(proposal), *reassigned(proposal)],
     )
+    slack_post_later(proposal, [*deciders(proposal), *reassigned(proposal)])  # who has no message yet gets one
 
 
 def notify_escalated(proposal: Proposal) -> None:
@@ -88,6 +91,7 @@ def notify_reassigned(proposal: Proposal) -> None:
         f"expires at {proposal.expires_at:%Y-%m-%d %H:%M} UTC.\n\n{admin_link(proposal)}",
         reassigned(proposal),
     )
+    slack_post_later(proposal, reassigned(proposal))
 
 
 def reviewers(proposal: Proposal) -> list[str]:

@@ -11,6 +11,8 @@ from approvals.execution import outbox_sweep, paused_executions_resume, proposal
 from approvals.reversal_rounds import reversal_run, reversals_resume
 from approvals.reversal_single import flagged_reversals_plan_missing
 from approvals.services import idempotency_records_purge
+from approvals.slack.client import SlackUnavailable
+from approvals.slack.messages import slack_messages_post, slack_messages_update
 
 
 @shared_task(name="approvals.execute_proposal", bind=True, acks_late=True, max_retries=None, ignore_result=True)
@@ -81,3 +83,29 @@ def run_drill(system_id: int, user_id: int | None = None) -> int:
 def resume_paused_executions() -> int:
     """Production writes paused because a system's checklist stopped holding go ahead once it holds again."""
     return paused_executions_resume()
+
+
+SLACK_MAX_RETRIES = 8  # with the execution backoff (2 s doubling, capped at 5 min): about ten minutes, then logged
+
+
+@shared_task(name="approvals.slack_post", bind=True, acks_late=True, max_retries=SLACK_MAX_RETRIES, ignore_result=True)
+def slack_post(self, proposal_id: str, addresses: list[str]) -> int:
+    """Post a proposal's Slack message where it is not posted yet; an outage is retried with backoff, bounded, and a
+    retry never posts twice (approvals/slack/messages.py)."""
+    try:
+        return slack_messages_post(proposal_id=proposal_id, addresses=addresses)
+    except SlackUnavailable as exc:
+        countdown = within_visibility(retry_delay(self.request.retries + 1, exc.retry_after))
+        raise self.retry(exc=exc, countdown=countdown) from None
+
+
+@shared_task(
+    name="approvals.slack_update", bind=True, acks_late=True, max_retries=SLACK_MAX_RETRIES, ignore_result=True
+)
+def slack_update(self, proposal_id: str) -> int:
+    """Show what happened to a proposal in its Slack messages; an outage is retried with backoff, bounded."""
+    try:
+        return slack_messages_update(proposal_id=proposal_id)
+    except SlackUnavailable as exc:
+        countdown = within_visibility(retry_delay(self.request.retries + 1, exc.retry_after))
+        raise self.retry(exc=exc, countdown=countdown) from None

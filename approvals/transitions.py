@@ -17,6 +17,7 @@ from django.db.models import QuerySet
 
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
+from approvals.slack.later import slack_update_later
 from audit.models import AuditEvent
 from audit.services import audit_record
 
@@ -82,8 +83,9 @@ def move(proposal: Proposal, status: str, **event: Any) -> AuditEvent:
 
 
 def record_event(proposal: Proposal, **event: Any) -> AuditEvent:
-    """An audit event about `proposal`, with its system, resource, record, id and agent filled in."""
-    return audit_record(
+    """An audit event about `proposal`, with its system, resource, record, id and agent filled in. Its Slack messages,
+    if any, show what happened once the caller commits (approvals/slack/later.py), whichever door acted."""
+    recorded = audit_record(
         system=proposal.system,
         resource=proposal.action_type.resource.name,
         record_id=proposal.record_id,
@@ -91,3 +93,5 @@ def record_event(proposal: Proposal, **event: Any) -> AuditEvent:
         agent=proposal.agent,
         **event,
     )
+    slack_update_later(proposal, recorded.verb)
+    return recorded

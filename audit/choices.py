@@ -39,6 +39,7 @@ class Verb(models.TextChoices):
     STALE = "stale", "went stale"  # the record changed after the decision: back to a person, nothing written
     REFRESHED = "refreshed", "re-decided"  # the impact and decision computed again on the record as it is now
     REASSIGNED = "reassigned", "reassigned"  # a decision handed to a delegate or the on-call group
+    SIGNED_IN = "signed_in", "signed in"  # a person signed in (how, and the roles single sign-on gave them)
 
 
 class ActorType(models.TextChoices):
@@ -53,6 +54,7 @@ class Channel(models.TextChoices):
     ADMIN = "admin", "Admin"
     COMMAND = "command", "Management command"
     TASK = "task", "Background task"
+    SLACK = "slack", "Slack"  # a person's decision (or its refusal) from a button in a Slack message
 
 
 # Kinds of events, for the auditor's "kind of event" filter. Configuration: a person changed what governs an agent or a

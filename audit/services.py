@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from audit.choices import ActorType, Channel, Verb
 from audit.models import GENESIS_HASH, AuditEvent
-from core.request_context import current_request_id
+from core.request_context import current_request_id, current_sign_in
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
 _CHAIN_LOCK_KEY = 7_447_104_471
@@ -121,7 +121,14 @@ def audit_record(
     about when a person or Gatehouse acted (a proposal's execution, a kill switch), so the agent's trail shows it.
     The trail sits below the inventory and does not import it: any actor that is not a user is taken as the agent,
     and the `agent` foreign key refuses anything that is not one.
+
+    A person acting in a request of their own signed-in session has the way they signed in added to the input
+    (`"sign_in": {"method": "oidc", "issuer": …}` or `{"method": "password"}`): hashed with the rest, like any input.
     """
+    if isinstance(actor, AbstractBaseUser):
+        sign_in = current_sign_in(actor.pk)
+        if sign_in and "sign_in" not in (input or {}):
+            input = {**(input or {}), "sign_in": sign_in}
     event = AuditEvent(
         occurred_at=timezone.now(),
         verb=str(verb),

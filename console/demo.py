@@ -1,4 +1,8 @@
-"""The demo inventory of CONTRACT.md, built idempotently: running it twice leaves one copy of everything."""
+"""The demo inventory of CONTRACT.md, built idempotently: running it twice leaves one copy of everything.
+
+Seeding makes what is missing and leaves what exists as it finds it, except where a sample system's connector points
+(console/demo_connections.py: it follows the port settings, unless someone pointed it elsewhere).
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from django.db import transaction
 from audit.choices import Channel
 from connectors.models import Credential
 from connectors.services import credential_set
+from console.demo_connections import SEED_ORIGIN, Say, Target, connection_point, crm_target, where
 from governance.choices import (
     Access,
     BandMode,
@@ -37,18 +42,17 @@ from governance.roles import ensure_roles
 from governance.services import threshold_rule_sign_off
 
 DEMO_USERS = [
-    # username, full name, role, superuser
-    ("owner", "Olivia Owner", Role.BUSINESS_OWNERS, False),
-    ("approver", "Dana Approver", Role.APPROVERS, False),
-    ("reviewer", "Riley Reviewer", Role.REVIEWERS, False),
-    ("auditor", "Casey Auditor", Role.AUDITORS, False),
-    ("operator", "Omar Operator", Role.OPERATORS, False),
-    ("admin", "Ada Admin", None, True),
+    # username, full name, role, superuser, their job in the demo (the banner shows it beside the password)
+    ("owner", "Olivia Owner", Role.BUSINESS_OWNERS, False, "signs off the CRM's threshold rules"),
+    ("approver", "Dana Approver", Role.APPROVERS, False, "decides proposals in the approval queue"),
+    ("reviewer", "Riley Reviewer", Role.REVIEWERS, False, "second look at raises above 5,000 USD"),
+    ("auditor", "Casey Auditor", Role.AUDITORS, False, "reads the audit trail; changes nothing"),
+    ("operator", "Omar Operator", Role.OPERATORS, False, "kill switches, reversals, rollback drills"),
+    ("admin", "Ada Admin", None, True, "superuser: can do everything"),
 ]
+DEMO_JOBS = {username: job for username, *_, job in DEMO_USERS}
 
 ACCOUNT_FIELDS = ["name", "email", "status", "credit_limit", "notes"]
-# The sample CRM versions each account and refuses a PATCH whose expected_version is stale: reversals use it.
-CRM_VERSIONS = {"version_field": "version", "expected_version_field": "expected_version"}
 DECIMAL_PATTERN = r"^\d{1,12}(\.\d{1,2})?$"
 
 CRM_ACTIONS = {
@@ -115,6 +119,8 @@ CRM_ACTIONS = {
 class SeedReport:
     created: list[str] = field(default_factory=list)
     passwords: dict[str, str] = field(default_factory=dict)
+    # Where seeding pointed a sample system, moved it, or left it as someone set it: one line each.
+    connections: list[str] = field(default_factory=list)
 
 
 def _passwords_file() -> Path:
@@ -156,7 +162,7 @@ def _users(report: SeedReport, reset_passwords: bool) -> dict[str, User]:
     if _passwords_file().exists():
         stored = json.loads(_passwords_file().read_text())
     users = {}
-    for username, full_name, role, superuser in DEMO_USERS:
+    for username, full_name, role, superuser, _ in DEMO_USERS:
         first, last = full_name.split(" ", 1)
         user, created = User.objects.get_or_create(
             username=username,
@@ -198,10 +204,19 @@ def _legacy_drop_folder() -> Path:
     return folder
 
 
-def _system(report: SeedReport, slug: str, **fields) -> System:
-    system, created = System.objects.update_or_create(slug=slug, defaults=fields)
-    if created:
-        report.created.append(f"system {slug}")
+def _system(report: SeedReport, slug: str, target: Target, **fields: Any) -> System:
+    """The system as it is, or made with `fields` and pointed at `target`; only its connector may move."""
+    system = System.objects.filter(slug=slug).first()
+    if system is not None:
+        said = connection_point(system, target)
+        if said:
+            report.connections.append(said)
+        return system
+    system = System(slug=slug, connector_kind=target.kind, connector_config=target.config, **fields)
+    system._change_reason = f"origin={SEED_ORIGIN}"  # type: ignore[attr-defined]
+    system.save()
+    report.created.append(f"system {slug}")
+    report.connections.append(f"{slug} points at {where(target.config)} ({target.because}).")
     return system
 
 
@@ -298,14 +313,22 @@ def _grant(agent: Agent, resource: Resource, access: str, granted_by, **terms) -
 
 
 @transaction.atomic
-def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = False) -> SeedReport:
+def seed_demo(
+    *, crm_url: str | None = None, crm_staging_url: str | None = None, reset_passwords: bool = False
+) -> SeedReport:
     """Build (or bring back) the demo inventory: users, the sample CRM and its staging twin, the legacy inventory,
-    their rules and credentials, two agents and their grants. Idempotent: a second run creates nothing new."""
+    their rules and credentials, two agents and their grants. Idempotent: a second run creates nothing new.
+
+    The CRMs' URLs, when given, replace whatever their systems point at; when not, the port settings decide, and
+    connector settings someone changed stay (console/demo_connections.py). `report.connections` says what moved or
+    stayed."""
     report = SeedReport()
     users = _users(report, reset_passwords)
     owner, approver, admin = users["owner"], users["approver"], users["admin"]
     reviewers = Group.objects.get(name=Role.REVIEWERS)
-    crm, staging = _crm_systems(report, owner, crm_url=crm_url, crm_staging_url=crm_staging_url)
+    crm, staging = _crm_systems(
+        report, owner, crm=crm_target("crm", crm_url), staging=crm_target("crm-staging", crm_staging_url)
+    )
     legacy = _legacy_inventory(report, owner)
     accounts = _crm_like(report, crm, owner, approver, reviewers)
     _crm_like(report, staging, owner, approver, reviewers)
@@ -321,12 +344,11 @@ def seed_demo(*, crm_url: str, crm_staging_url: str, reset_passwords: bool = Fal
     return report
 
 
-def _crm_systems(report: SeedReport, owner, *, crm_url: str, crm_staging_url: str) -> tuple[System, System]:
+def _crm_systems(report: SeedReport, owner, *, crm: Target, staging: Target) -> tuple[System, System]:
     """The sample CRM and its staging twin, which is made first: the CRM names it as its twin."""
     common = {
         "category": SystemCategory.RECORD,
         "integration_pattern": IntegrationPattern.DIRECT_API,
-        "connector_kind": ConnectorKind.HTTP,
         "record_of": "customer accounts and credit limits",
         "conflict_winner": "The CRM wins: a value changed in the CRM is never overwritten by Gatehouse.",
         "owner": owner,
@@ -334,41 +356,41 @@ def _crm_systems(report: SeedReport, owner, *, crm_url: str, crm_staging_url: st
         "oncall_contact": "crm-oncall@gatehouse.example",
         "write_mode": WriteMode.ENABLED,
     }
-    staging = _system(
+    twin = _system(
         report,
         "crm-staging",
+        staging,
         name="Sample CRM (staging)",
         description="Staging twin of the sample CRM, for rollback drills.",
         environment=Environment.STAGING,
-        connector_config={"base_url": crm_staging_url, "timeout": 5, **CRM_VERSIONS},
         drill_record_id="4471",
         **common,
     )
-    crm = _system(
+    system = _system(
         report,
         "crm",
+        crm,
         name="Sample CRM",
         description="The sample CRM (sandbox/crm.py): system of record for customer accounts.",
         environment=Environment.PRODUCTION,
-        connector_config={"base_url": crm_url, "timeout": 5, **CRM_VERSIONS},
-        staging_twin=staging,
+        staging_twin=twin,
         **common,
     )
-    return crm, staging
+    return system, twin
 
 
 def _legacy_inventory(report: SeedReport, owner) -> System:
     """The nightly batch system: read-only, its data arrives as events from files dropped in a folder."""
+    config = LEGACY_INVENTORY_CONFIG | {"drop_folder": str(_legacy_drop_folder())}
     return _system(
         report,
         "legacy-inventory",
+        Target(ConnectorKind.LEGACY_BATCH, config, "its drop folder under var/", Say.SETTING),
         name="Legacy inventory (batch)",
         description="A nightly batch system: CSV files dropped in a folder, polled into the event queue.",
         category=SystemCategory.RECORD,
         environment=Environment.PRODUCTION,
         integration_pattern=IntegrationPattern.EVENT_QUEUE,
-        connector_kind=ConnectorKind.LEGACY_BATCH,
-        connector_config=LEGACY_INVENTORY_CONFIG | {"drop_folder": str(_legacy_drop_folder())},
         record_of="stock levels per warehouse",
         conflict_winner="The batch system wins.",
         owner=owner,

@@ -62,3 +62,19 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+class AgentApiAnswers(logging.Filter):
+    """Drops django.request's line for a 4xx answer of the agent API (/api/), on the plain (terminal) log.
+
+    Such an answer is the API working: a refusal with a stable code that the agent reads (problem+json), counted in
+    /metrics by status, and for a refused proposal an audit event. A WARNING line for each would only repeat it, and
+    let one agent that keeps getting a call wrong fill the terminal. The admin's 4xx and every 5xx are still logged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "django.request":
+            return True
+        status = getattr(record, "status_code", None) or 0
+        path = getattr(getattr(record, "request", None), "path", "")
+        return not (400 <= status < 500 and path.startswith("/api/"))

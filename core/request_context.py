@@ -53,3 +53,27 @@ def new_request_id(incoming: str | None = None) -> str:
     if incoming and _SAFE_ID.match(incoming):
         return incoming
     return uuid.uuid4().hex
+
+
+# How the person behind this request signed in ({"method": "oidc", "issuer": …} or {"method": "password"}) and who
+# they are (the user id the session holds): audit_record names the method in the events that person's own actions
+# write, so an approval says it was made in a session opened through the company's identity provider.
+_sign_in: ContextVar[tuple[int, dict[str, str]] | None] = ContextVar("gatehouse_sign_in", default=None)
+
+
+def current_sign_in(user_id: int | None) -> dict[str, str] | None:
+    """How `user_id` signed in for this request, when the request is theirs and the session says; else None."""
+    held = _sign_in.get()
+    if held is None or user_id is None or held[0] != user_id:
+        return None
+    return dict(held[1])
+
+
+@contextmanager
+def sign_in_set(user_id: int, sign_in: dict[str, str]) -> Iterator[None]:
+    """The session's sign-in for the duration of one request (gatehouse.middleware.SignInMiddleware)."""
+    token = _sign_in.set((user_id, dict(sign_in)))
+    try:
+        yield
+    finally:
+        _sign_in.reset(token)

@@ -9,6 +9,7 @@ secrets kept under var/, DEBUG on, loopback systems reachable.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sys
 import tempfile
@@ -79,7 +80,25 @@ GATEHOUSE_AUDIT_DIGEST_KEY = env_str("GATEHOUSE_AUDIT_DIGEST_KEY") or (
 
 ALLOWED_HOSTS = env_list("GATEHOUSE_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("GATEHOUSE_CSRF_TRUSTED_ORIGINS")
-BASE_URL = env_str("GATEHOUSE_BASE_URL", "http://127.0.0.1:8000")
+
+
+def _port(name: str) -> int | None:
+    """A TCP port from the environment; None when it is not set."""
+    port = env_int(name, 0, minimum=1) or None
+    if port is not None and port > 65535:
+        raise ImproperlyConfigured(f"{name}={port} is not valid: expected a port number from 1 to 65535.")
+    return port
+
+
+# Where the demo serves: `make run` starts the web process and the sample CRMs on these ports (the Makefile sets them
+# to 8000, 8100 and 8101 unless told otherwise). seed_demo points the sample systems at the CRM ports; when a port is
+# not set, it uses the default for a system it creates and leaves one that exists where it is
+# (console/demo_connections.py).
+GATEHOUSE_WEB_PORT = _port("GATEHOUSE_WEB_PORT")
+GATEHOUSE_CRM_PORT = _port("GATEHOUSE_CRM_PORT")
+GATEHOUSE_CRM_STAGING_PORT = _port("GATEHOUSE_CRM_STAGING_PORT")
+# Links in e-mails and the MCP issuer: where people and agents reach Gatehouse (the demo's web port by default).
+BASE_URL = env_str("GATEHOUSE_BASE_URL", f"http://127.0.0.1:{GATEHOUSE_WEB_PORT or 8000}")
 
 INSTALLED_APPS = [
     "gatehouse.apps.GatehouseAdminConfig",  # django.contrib.admin, with the role dashboard as its home page
@@ -91,6 +110,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: the API docs work offline
     "simple_history",
     "axes",  # admin sign-in lockout after repeated wrong passwords
     "governance",
@@ -111,6 +131,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "gatehouse.middleware.SignInMiddleware",  # how the session's person signed in, named in their audit events
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "simple_history.middleware.HistoryRequestMiddleware",
@@ -197,7 +218,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("GATEHOUSE_TASK_SOFT_TIME_LIMIT", 60, mini
 CELERY_TASK_TIME_LIMIT = env_int("GATEHOUSE_TASK_TIME_LIMIT", 90, minimum=2)
 if CELERY_TASK_TIME_LIMIT <= CELERY_TASK_SOFT_TIME_LIMIT:
     raise ImproperlyConfigured("GATEHOUSE_TASK_TIME_LIMIT must be larger than GATEHOUSE_TASK_SOFT_TIME_LIMIT.")
-CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+# The filesystem broker's URL names its (unused) host: without one, kombu warns "No hostname was supplied" in every
+# process that connects.
+CELERY_BROKER_URL = REDIS_URL or "filesystem://localhost//"
 _BROKER_DIR = Path(env_str("GATEHOUSE_BROKER_DIR", str(VAR_DIR / "broker")))
 CELERY_TASK_DEFAULT_QUEUE = env_str("GATEHOUSE_CELERY_QUEUE", "celery")
 # Redis only: a task not acknowledged this many seconds after its delivery is delivered again (acks_late), even while
@@ -281,6 +304,94 @@ AXES_HTTP_RESPONSE_CODE = 429
 # The address is REMOTE_ADDR (django-ipware is not installed); behind the TLS proxy, uvicorn sets it from the proxy's
 # X-Forwarded-For (trusted from --forwarded-allow-ips only, see README "Deploying to production").
 
+# --- Single sign-on (OIDC) --------------------------------------------------------------------------------------
+# People sign in through the company's identity provider when GATEHOUSE_OIDC_ISSUER is set (gatehouse/oidc.py, on
+# mozilla-django-oidc; accounts and roles in governance/sign_in.py). The endpoints come from the issuer's discovery
+# document (`<issuer>/.well-known/openid-configuration`, read once per process) unless named here one by one. An
+# account is bound to the provider's `sub` for that issuer, never matched by e-mail. Its roles are the role groups
+# GATEHOUSE_OIDC_ROLE_MAP maps its provider groups to (a JSON object: provider group → role name, or a list of role
+# names), set again at every sign-in; someone whose groups map to no role is refused.
+GATEHOUSE_OIDC_ISSUER = env_str("GATEHOUSE_OIDC_ISSUER")
+GATEHOUSE_OIDC = bool(GATEHOUSE_OIDC_ISSUER)
+GATEHOUSE_OIDC_CLIENT_ID = env_str("GATEHOUSE_OIDC_CLIENT_ID")
+GATEHOUSE_OIDC_CLIENT_SECRET = env_str("GATEHOUSE_OIDC_CLIENT_SECRET")
+GATEHOUSE_OIDC_SCOPES = env_str("GATEHOUSE_OIDC_SCOPES", "openid email profile groups")
+GATEHOUSE_OIDC_GROUPS_CLAIM = env_str("GATEHOUSE_OIDC_GROUPS_CLAIM", "groups") or "groups"
+# The sign-in button's words: "Sign in with <name>".
+GATEHOUSE_OIDC_PROVIDER_NAME = env_str("GATEHOUSE_OIDC_PROVIDER_NAME", "your company account")
+GATEHOUSE_OIDC_AUTHORIZATION_ENDPOINT = env_str("GATEHOUSE_OIDC_AUTHORIZATION_ENDPOINT")
+GATEHOUSE_OIDC_TOKEN_ENDPOINT = env_str("GATEHOUSE_OIDC_TOKEN_ENDPOINT")
+GATEHOUSE_OIDC_USERINFO_ENDPOINT = env_str("GATEHOUSE_OIDC_USERINFO_ENDPOINT")
+GATEHOUSE_OIDC_JWKS_URI = env_str("GATEHOUSE_OIDC_JWKS_URI")
+GATEHOUSE_OIDC_TIMEOUT = env_int("GATEHOUSE_OIDC_TIMEOUT", 10, minimum=1)
+
+
+def _oidc_role_map() -> dict[str, list[str]]:
+    """GATEHOUSE_OIDC_ROLE_MAP as provider group → role names. The names are checked against the roles when the
+    apps are loaded (gatehouse/checks.py) and at every sign-in (governance/sign_in.py)."""
+    raw = env_str("GATEHOUSE_OIDC_ROLE_MAP").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"GATEHOUSE_OIDC_ROLE_MAP is not JSON: {exc}.") from exc
+    if not isinstance(parsed, dict):
+        raise ImproperlyConfigured('GATEHOUSE_OIDC_ROLE_MAP must be a JSON object: {"provider group": "Approvers"}.')
+    roles: dict[str, list[str]] = {}
+    for group, names in parsed.items():
+        listed = [names] if isinstance(names, str) else names
+        if not isinstance(listed, list) or not listed or not all(isinstance(n, str) and n for n in listed):
+            raise ImproperlyConfigured(
+                f"GATEHOUSE_OIDC_ROLE_MAP: {group!r} must map to a role name or a list of role names."
+            )
+        roles[group] = listed
+    return roles
+
+
+GATEHOUSE_OIDC_ROLE_MAP = _oidc_role_map()
+if GATEHOUSE_OIDC:
+    if not (GATEHOUSE_OIDC_CLIENT_ID and GATEHOUSE_OIDC_CLIENT_SECRET):
+        raise ImproperlyConfigured(
+            "GATEHOUSE_OIDC_ISSUER is set: GATEHOUSE_OIDC_CLIENT_ID and GATEHOUSE_OIDC_CLIENT_SECRET must be set too."
+        )
+    if PRODUCTION and not GATEHOUSE_OIDC_ISSUER.startswith("https://"):
+        raise ImproperlyConfigured("GATEHOUSE_OIDC_ISSUER must be an https:// URL in production.")
+    if "openid" not in GATEHOUSE_OIDC_SCOPES.split():
+        raise ImproperlyConfigured("GATEHOUSE_OIDC_SCOPES must include openid.")
+# Local passwords: on in development (the demo's users); in production off once single sign-on is configured, and on
+# while it is not (there would be no way in). Off: the sign-in page offers only the provider's button and a password
+# POST is refused. Switching them off with no provider configured stops the process: nobody could sign in.
+GATEHOUSE_LOCAL_PASSWORDS = env_bool("GATEHOUSE_LOCAL_PASSWORDS", default=not (PRODUCTION and GATEHOUSE_OIDC))
+if not (GATEHOUSE_LOCAL_PASSWORDS or GATEHOUSE_OIDC):
+    raise ImproperlyConfigured(
+        "GATEHOUSE_LOCAL_PASSWORDS is off and no GATEHOUSE_OIDC_ISSUER is set: nobody could sign in."
+    )
+if GATEHOUSE_OIDC:
+    # The provider's backend before the password one; without local passwords there is no password backend at all,
+    # so no door can check one. (The OIDC backend also answers permission questions, as ModelBackend does.)
+    AUTHENTICATION_BACKENDS = [
+        "axes.backends.AxesStandaloneBackend",
+        "gatehouse.oidc.GatehouseOIDCBackend",
+        *(["django.contrib.auth.backends.ModelBackend"] if GATEHOUSE_LOCAL_PASSWORDS else []),
+    ]
+# mozilla-django-oidc's own settings, from the ones above (the endpoints are resolved per process: gatehouse/oidc.py).
+OIDC_RP_CLIENT_ID = GATEHOUSE_OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = GATEHOUSE_OIDC_CLIENT_SECRET
+OIDC_RP_SCOPES = GATEHOUSE_OIDC_SCOPES
+OIDC_RP_SIGN_ALGO = env_choice(
+    "GATEHOUSE_OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
+)
+OIDC_USE_PKCE = True  # the code is useless to whoever intercepts it without the verifier (RFC 7636)
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = GATEHOUSE_OIDC_TIMEOUT
+OIDC_VERIFY_SSL = True
+OIDC_STORE_ACCESS_TOKEN = OIDC_STORE_ID_TOKEN = False  # Gatehouse calls nothing on the person's behalf
+# Where the admin sends a person who is not signed in, with `?next=` (kept through the provider's round trip).
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/oidc/refused/"
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("GATEHOUSE_TIME_ZONE", "UTC")
 USE_I18N = True
@@ -349,6 +460,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI from drf-spectacular-sidecar's static files, not a CDN: /api/v1/docs/ works offline and loads
+    # nothing from another origin (agents/rest/urls.py serves it without inline script, for a strict CSP).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Gatehouse --------------------------------------------------------------------------------------------------
@@ -381,6 +497,22 @@ GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(sec
 GATEHOUSE_ONCALL_GROUP = env_str("GATEHOUSE_ONCALL_GROUP", "Operators")
 GATEHOUSE_REVIEW_REMINDER_EVERY = env_seconds("GATEHOUSE_REVIEW_REMINDER_EVERY", timedelta(hours=24))
 
+# --- Approvals from Slack (approvals/slack/, console/slack.py) --------------------------------------------------
+# Off unless both secrets are set: the bot token posts and updates the messages (Slack's Web API at
+# GATEHOUSE_SLACK_API_URL, a setting so tests can run a stand-in), the signing secret verifies the button clicks that
+# Slack sends to /integrations/slack/interactions. GATEHOUSE_SLACK_CHANNEL: post to that channel (its id, C…);
+# empty: a direct message to each person who may decide, found by their e-mail address in Slack.
+GATEHOUSE_SLACK_API_URL = env_str("GATEHOUSE_SLACK_API_URL", "https://slack.com/api/")
+GATEHOUSE_SLACK_BOT_TOKEN = env_str("GATEHOUSE_SLACK_BOT_TOKEN")
+GATEHOUSE_SLACK_SIGNING_SECRET = env_str("GATEHOUSE_SLACK_SIGNING_SECRET")
+GATEHOUSE_SLACK_CHANNEL = env_str("GATEHOUSE_SLACK_CHANNEL")
+if bool(GATEHOUSE_SLACK_BOT_TOKEN) != bool(GATEHOUSE_SLACK_SIGNING_SECRET):
+    raise ImproperlyConfigured(
+        "Slack approvals need both GATEHOUSE_SLACK_BOT_TOKEN and GATEHOUSE_SLACK_SIGNING_SECRET (or neither)."
+    )
+if not GATEHOUSE_SLACK_API_URL.startswith(("https://", "http://127.", "http://localhost")):
+    raise ImproperlyConfigured("GATEHOUSE_SLACK_API_URL must be an https:// URL (or http:// on loopback, for tests).")
+
 # Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
 # nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
 # the loopback range and the sample MCP servers, where the demo's systems run.
@@ -407,12 +539,22 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "core.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": GATEHOUSE_LOG_FORMAT}},
+    "filters": {"agent_api_answers": {"()": "core.logs.AgentApiAnswers"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": GATEHOUSE_LOG_FORMAT,
+            # For a person at a terminal an agent's 4xx is an answer, not a fault: no WARNING line for each
+            # (core/logs.py). A log pipeline (json) keeps them, beside the access log's line for every request.
+            "filters": ["agent_api_answers"] if GATEHOUSE_LOG_FORMAT == "plain" else [],
+        }
+    },
     "loggers": {
         "axes.apps": {"level": "WARNING"},  # its start-up banner on every process and management command
         "gatehouse.access": {"level": "INFO" if GATEHOUSE_LOG_FORMAT == "json" else "WARNING"},
-        # Django's own console handler (DEBUG only) would repeat django.* lines unformatted beside the JSON ones.
-        **({"django": {"handlers": [], "level": "INFO"}} if GATEHOUSE_LOG_FORMAT == "json" else {}),
+        # Django's own console handler (DEBUG only) would repeat each django.* line, unformatted, beside ours (and
+        # its mail_admins handler has no ADMINS to mail): django.* lines go through the root handler only.
+        "django": {"handlers": [], "level": "INFO"},
     },
     "root": {"handlers": ["console"], "level": env_str("GATEHOUSE_LOG_LEVEL", "INFO")},
 }

@@ -6,8 +6,9 @@ from django.urls import include, path
 from django.views.defaults import page_not_found, server_error
 from django.views.generic import RedirectView
 
-from console import health, metrics
+from console import health, metrics, slack
 from core.problems import problem_response
+from gatehouse import oidc
 
 admin.site.site_header = "Gatehouse"
 admin.site.site_title = "Gatehouse"
@@ -16,11 +17,18 @@ admin.site.index_title = "Governance"
 urlpatterns = [
     path("", RedirectView.as_view(url="/admin/", permanent=False)),
     path("admin/", admin.site.urls),
+    # Single sign-on (gatehouse/oidc.py): 404 unless GATEHOUSE_OIDC_ISSUER is set. The provider knows the callback as
+    # <GATEHOUSE_BASE_URL>/oidc/callback/.
+    path("oidc/authenticate/", oidc.SignInView.as_view(), name="oidc_authentication_init"),
+    path("oidc/callback/", oidc.CallbackView.as_view(), name="oidc_authentication_callback"),
+    path("oidc/refused/", oidc.refused_view, name="oidc_refused"),
     path("api/v1/", include("agents.rest.urls")),
     # Operations: no login, no agent token, no throttle (governance/health.py, governance/metrics.py).
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
+    # Approvals from Slack: Slack's interaction payloads, verified by their signature (console/slack.py).
+    path("integrations/slack/interactions", slack.interactions, name="slack_interactions"),
 ]
 
 

@@ -181,7 +181,8 @@ class GatehouseClient:
             try:
                 response = self._http.request(method, path, params=params, json=json, headers=headers)
             except httpx.TransportError as exc:
-                error = ConnectionFailed("connection_failed", 0, f"{method} {self.base_url}/api/v1/{path}: {exc!r}")
+                url = f"{self.base_url}/api/v1/{path}"
+                error = ConnectionFailed("connection_failed", 0, repr(exc), url=url)
                 wait = None
                 cause: BaseException | None = exc
             else:

@@ -14,7 +14,8 @@ class GatehouseError(Exception):
     """Gatehouse refused the call, or could not be reached.
 
     `code` is one of CONTRACT.md's codes (`scope_denied`, `invalid_payload`, …); `status` the HTTP status (0 when
-    no answer came back); `detail` the sentence for a person; `errors` maps field paths to messages, when given.
+    no answer came back); `detail` the sentence for a person; `errors` maps field paths to messages, when given;
+    `url` the URL that was called, which the message names ("http://…/api/v1/me answered 401: …").
     Catch a subclass for a kind of refusal, or compare `code` for one in particular.
     """
 
@@ -27,14 +28,22 @@ class GatehouseError(Exception):
         *,
         title: str = "",
         retry_after: float | None = None,
+        url: str = "",
     ) -> None:
-        super().__init__(f"{status} {code}: {detail}")
+        if not url:
+            message = f"{status} {code}: {detail}"
+        elif status:
+            message = f"{url} answered {status}: {detail} ({code})"
+        else:
+            message = f"{url} did not answer: {detail}"
+        super().__init__(message)
         self.code = code
         self.status = status
         self.detail = detail
         self.errors = errors or {}
         self.title = title
         self.retry_after = retry_after  # seconds, from the Retry-After header when there was one
+        self.url = url
 
 
 class Unauthenticated(GatehouseError):
@@ -136,6 +145,9 @@ def error_from_response(response: httpx.Response) -> GatehouseError:
         code, title, errors = f"http_{status}", response.reason_phrase, {}
         detail = response.text[:300].strip() or response.reason_phrase
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status, GatehouseError)
-    return cls(
-        code, status, detail, errors, title=title, retry_after=retry_after_seconds(response.headers.get("Retry-After"))
-    )
+    try:
+        url = str(response.request.url)
+    except RuntimeError:  # a response made by hand, without the request it answers
+        url = ""
+    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+    return cls(code, status, detail, errors, title=title, retry_after=retry_after, url=url)

@@ -331,9 +331,13 @@ def system_connection_set(
     user: User | None,
     channel: Channel | str,
     reason: str = "",
+    origin: str = "",
 ) -> System:
     """Change what a system's connector is and where it connects, checked against the environment's allow-lists
-    (connectors/hosts.py, through the model's validation) and audited with before and after."""
+    (connectors/hosts.py, through the model's validation) and audited with before and after.
+
+    `origin` names the command that made the change in the history (as `origin=…`, which the history pages show when
+    no person did it): seed_demo uses it to recognise the settings it put there itself."""
     if not may_configure_connections(user):
         raise PermissionDenied("Only an integrator or a superuser changes a system's connector settings.")
     system = System.objects.select_for_update().get(pk=system.pk)
@@ -347,7 +351,8 @@ def system_connection_set(
     }
     if not changes:
         return system
-    system._change_reason = "connector settings"  # type: ignore[attr-defined]
+    change = f"connector settings; origin={origin}" if origin else "connector settings"
+    system._change_reason = change  # type: ignore[attr-defined]
     system.save(update_fields=["connector_kind", "connector_config"])
     who = user.get_username() if user else "an operator (command line)"
     configuration_record(

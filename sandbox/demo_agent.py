@@ -8,14 +8,18 @@ back as events through the API once Gatehouse has polled the folder.
     python manage.py issue_token collections-agent --expires-days 1 | python -m sandbox.demo_agent --token-stdin
 
 `make demo-agent` runs it against a running `make run`; `make run` runs it once at start-up (the Procfile's
-`demo-agent`, which then idles: honcho stops every process when one exits). Run again, it tells the same story
-from where the CRM stands: the small raise is computed from the current limit, and a raise still waiting for a
-person is reported rather than proposed a second time.
+`demo`, which then prints the banner and idles: honcho stops every process when one exits). Run again, it tells the
+same story from where the CRM stands: the small raise is computed from the current limit, and a raise still waiting
+for a person is reported rather than proposed a second time.
+
+Without --base-url it calls GATEHOUSE_WEB_PORT when set, else where `make run` recorded that it serves
+(var/demo-run.json), else port 8000; whatever fails is told with the URL it called.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -130,10 +134,10 @@ def main(
                 wait_until_answering(gatehouse, wait_for_web, say)
             _story(gatehouse, admin, drop_folder, say, decision_timeout, events_timeout, poll_now)
         except ConnectionFailed as exc:
-            say(f"Demo agent: stopped: Gatehouse does not answer at {base_url} (is `make run` running?): {exc.detail}")
+            say(f"Demo agent: stopped: {exc} (is `make run` running there?)")
             return 1
         except GatehouseError as exc:
-            say(f"Demo agent: stopped: Gatehouse answered {exc.status} {exc.code}: {exc.detail}")
+            say(f"Demo agent: stopped: {exc}")
             return 1
     say("Demo agent: finished. Where to look in the admin (sign in as approver to decide, as auditor to read):")
     say(f"  approval queue         {admin}/approvals/proposal/")
@@ -178,10 +182,11 @@ def _story(
     payload = {"credit_limit": f"{before + SMALL:.2f}"}
     reason = "Paid on time for 12 months."
     proposal = gatehouse.propose("crm", "update_credit_limit", ACCOUNT, payload, reason, idempotency_key=key)
-    try:
-        proposal = gatehouse.wait_for_decision(proposal.id, timeout=decision_timeout, poll=0.5)
-    except TimeoutError:
-        proposal = gatehouse.proposal(proposal.id)
+    if not proposal.awaiting_decision:  # executed by rule, or on its way there; a person's decision is not waited for
+        try:
+            proposal = gatehouse.wait_for_decision(proposal.id, timeout=decision_timeout, poll=0.5)
+        except TimeoutError:
+            proposal = gatehouse.proposal(proposal.id)
     after = _limit(gatehouse.read("crm", "accounts", ACCOUNT).data)
     if proposal.status == "executed":
         outcome = f"executed by rule (auto band); the CRM now says {_money(after)}"
@@ -277,15 +282,31 @@ def _read_export(
         time.sleep(2)
 
 
+def default_base_url(var_dir: Path) -> str:
+    """GATEHOUSE_WEB_PORT when set; else what `make run` recorded in var/demo-run.json (the Makefile writes it: this
+    checkout's demo, on whatever ports it was started); else the default port."""
+    port = os.environ.get("GATEHOUSE_WEB_PORT")
+    if port:
+        return f"http://127.0.0.1:{port}"
+    try:
+        return str(json.loads((var_dir / "demo-run.json").read_text())["web_url"])
+    except (OSError, ValueError, KeyError, TypeError):  # no demo recorded (or a broken record): the default
+        return "http://127.0.0.1:8000"
+
+
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    port = os.environ.get("GATEHOUSE_WEB_PORT", "8000")
-    parser.add_argument("--base-url", default=f"http://127.0.0.1:{port}")
+    var_dir = Path(os.environ.get("GATEHOUSE_VAR_DIR", "var"))
+    parser.add_argument(
+        "--base-url",
+        default=default_base_url(var_dir),
+        help="Where Gatehouse serves (default: GATEHOUSE_WEB_PORT, else what `make run` recorded, else port 8000).",
+    )
     parser.add_argument("--token-stdin", action="store_true", help="Read the agent's token from stdin (one line).")
     parser.add_argument(
         "--drop-folder",
         type=Path,
-        default=Path(os.environ.get("GATEHOUSE_VAR_DIR", "var")) / "legacy-inventory" / "drop",
+        default=var_dir / "legacy-inventory" / "drop",
         help="The legacy-inventory drop folder (seed_demo's, under var/).",
     )
     parser.add_argument("--wait-for-web", type=float, default=60, help="Seconds to wait for Gatehouse to answer.")
@@ -300,7 +321,7 @@ def run(argv: list[str] | None = None) -> int:
         try:
             code = main(args.base_url, token, drop_folder=args.drop_folder, wait_for_web=args.wait_for_web)
         except Exception as exc:  # a bug here is told in one line, not a traceback in the middle of `make run`
-            _say(f"Demo agent: stopped: {exc!r}")
+            _say(f"Demo agent: stopped while calling Gatehouse at {args.base_url}: {exc!r}")
             code = 1
     return code
 

@@ -109,6 +109,44 @@ class Stack:
         )
         return f"http://127.0.0.1:{port}"
 
+    def idp(self, name: str, people: Path, client_id: str, client_secret: str) -> str:
+        """The sample identity provider (sandbox/idp): its people from `people` (JSON, read at each sign-in), one
+        confidential client; returns its issuer URL."""
+        secret_file = self.dir / f"{name}.client-secret"
+        secret_file.write_text(client_secret)
+        process = self.start(
+            name,
+            [
+                str(BIN / "python"),
+                "-m",
+                "sandbox.idp",
+                "--people",
+                str(people),
+                "--data-dir",
+                str(self.dir / name),
+                "--client-id",
+                client_id,
+                "--client-secret-file",
+                str(secret_file),
+            ],
+            "sandbox-idp listening on",
+            env=self.env(),
+            timeout=90,
+        )
+        line = next(line for line in process.output().splitlines() if "sandbox-idp listening on" in line)
+        return line.rsplit(" issuer ", 1)[1].strip()
+
+    def slack(self, name: str, token: str, signing_secret: str) -> str:
+        """The Slack stand-in (sandbox/slack_standin.py) on loopback; its base URL (the Web API is under /api/)."""
+        token_file, secret_file = self.dir / f"{name}.token", self.dir / f"{name}.secret"
+        token_file.write_text(token)
+        secret_file.write_text(signing_secret)
+        port = free_port()
+        argv = [str(BIN / "python"), "-m", "sandbox.slack_standin", "--port", str(port)]
+        argv += ["--token-file", str(token_file), "--signing-secret-file", str(secret_file)]
+        self.start(name, argv, "listening on", env=self.env())
+        return f"http://127.0.0.1:{port}"
+
     def web(self, name: str = "web", **env: str) -> str:
         port = free_port()
         self.start(

@@ -1,4 +1,5 @@
-"""`make run` from a copy of the tree: the demo comes up, its token answers /api/v1/me, the README's examples run."""
+"""`make run` from a copy of the tree: the demo comes up, the banner it prints last answers GET /api/v1/me with its
+token, the README's examples run as written, and `make demo-agent` finds that demo without being told its ports."""
 
 import os
 import re
@@ -12,10 +13,17 @@ from pathlib import Path
 import httpx
 import pytest
 
+from console.demo import DEMO_JOBS
 from tests.readme_blocks import link_installs, run_blocks
 from tests.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_LINE = re.compile(r"^\S+ demo\.1\s+\| ?(.*)$", re.MULTILINE)  # honcho's prefix on the `demo` process's lines
+
+
+def said_by_demo(text: str) -> str:
+    """What the Procfile's `demo` process printed (the demo agent's story, then the banner), without honcho's prefix."""
+    return "\n".join(DEMO_LINE.findall(text))
 
 
 def copy_tracked_tree(target: Path) -> None:
@@ -50,17 +58,30 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
             ["make", "run"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + 120
+        # The banner comes last: after the demo agent's story (whose export waits for the legacy poll: every 60 s,
+        # checked every 10 s) and once web, worker and both CRMs answer.
+        deadline = time.monotonic() + 240
         token = None
         while time.monotonic() < deadline:
             text = log.read_text()
-            match = re.search(r"shown once\):\s+(gh_\S+)", text)
-            if match and "Uvicorn running" in text and "listening on" in text and " ready." in text:
+            match = re.search(r"shown once\):\s+(gh_\S+)\s+Try it:\s+curl .*\n=+", said_by_demo(text))
+            if match:
                 token = match.group(1)
                 break
             assert process.poll() is None, f"make run stopped early:\n{text[-3000:]}"
             time.sleep(0.5)
         assert token, f"make run did not come up:\n{log.read_text()[-3000:]}"
+        banner_at = text.index("Gatehouse demo: web, worker and the sample CRMs answer.")
+        before = {"Uvicorn running on": 1, "celery@": 1, "beat v": 1, "sandbox-crm listening on": 2}
+        for started, times in {**before, "Demo agent: finished": 1}.items():  # each process's start-up, the story
+            assert text.count(started, 0, banner_at) == times, f"{started!r} not before the banner:\n{text[-3000:]}"
+        assert text.count("shown once):") == 1
+        warned = re.findall(r".*(?:WARNING[ /]|\w+Warning:).*", text[:banner_at])  # a logged one, a Python warning
+        assert warned == []  # each one's cause fixed, or silenced on purpose (Procfile, settings LOGGING)
+        banner = said_by_demo(text[banner_at:])
+        for username, job in DEMO_JOBS.items():
+            assert re.search(rf"^ +{username} +\S{{12,}} +{re.escape(job)}$", banner, re.MULTILINE), banner
+        assert f"crm points at http://127.0.0.1:{ports['CRM']} (GATEHOUSE_CRM_PORT={ports['CRM']})." in text
         base = f"http://127.0.0.1:{ports['WEB']}"
         me = httpx.get(f"{base}/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert me.status_code == 200 and me.json()["slug"] == "collections-agent"
@@ -72,12 +93,8 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
         )
         assert account.json()["id"] == "4471"
 
-        # The demo agent (Procfile `demo-agent`) tells its story once the web process answers, then idles.
-        deadline = time.monotonic() + 150  # its export waits for the legacy poll: every 60 s, checked every 10 s
-        while "Demo agent: finished" not in (text := log.read_text()) and time.monotonic() < deadline:
-            assert process.poll() is None, f"make run stopped during the demo agent's story:\n{text[-3000:]}"
-            time.sleep(0.5)
-        story = "\n".join(line for line in text.splitlines() if "demo-agent" in line)
+        # The demo agent (Procfile `demo`) told its story before the banner, and idles since.
+        story = said_by_demo(text[:banner_at])
         assert "Demo agent: finished" in story, f"the demo agent did not finish:\n{text[-3000:]}"
         for beat in (
             "executed by rule",
@@ -96,6 +113,16 @@ def test_make_run_serves_the_demo_and_its_token_answers_me(tmp_path):
         failed = [outcome for outcome in run_blocks(tmp_path, env, tmp_path / "readme") if outcome.status != 0]
         assert not failed, failed[0].report()
         assert process.poll() is None  # its ending did not stop the other processes
+
+        # `make demo-agent` without the ports `make run` was given: it finds the demo where `make run` recorded it.
+        without_ports = {k: v for k, v in env.items() if not k.endswith("_PORT")}
+        again = subprocess.run(
+            ["make", "demo-agent"], cwd=tmp_path, env=without_ports, capture_output=True, text=True, timeout=180
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert f"works through Gatehouse at {base};" in again.stdout
+        assert "Demo agent: finished" in again.stdout, again.stdout
+        assert "gh_" not in again.stdout  # its token is not printed either
     finally:
         stop_group(process)
         time.sleep(0.5)

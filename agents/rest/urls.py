@@ -1,7 +1,7 @@
 """Routes of the agent API, mounted at /api/v1/."""
 
 from django.urls import path, register_converter
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from agents.rest import schema, views  # noqa: F401 - schema registers the OpenAPI auth extension
 
@@ -35,5 +35,5 @@ urlpatterns = [
     path("proposals/<uuid:proposal_id>/cancel", views.ProposalCancelView.as_view(), name="api-proposal-cancel"),
     path("events", views.EventsView.as_view(), name="api-events"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", views.ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),  # offline, strict CSP
 ]

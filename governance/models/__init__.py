@@ -5,6 +5,7 @@ expect (`from governance.models import System`)."""
 from governance.models.agents import Agent, AgentToken, ScopeGrant
 from governance.models.budgets import AgentBudget
 from governance.models.generation import PolicyGeneration
+from governance.models.people import PersonIdentity
 from governance.models.rules import (
     BandSpec,
     ThresholdBand,
@@ -25,6 +26,7 @@ __all__ = [
     "AgentToken",
     "BandSpec",
     "GlobalSwitch",
+    "PersonIdentity",
     "PolicyGeneration",
     "Resource",
     "ScopeGrant",

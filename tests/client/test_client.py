@@ -25,6 +25,7 @@ from gatehouse_client import (
     InvalidRequest,
     NotFound,
     Proposal,
+    Unauthenticated,
     Unavailable,
     WaitTimeout,
 )
@@ -266,12 +267,23 @@ def test_a_frozen_system_is_not_retried(gatehouse, live):
     assert len(proxy.keys) == 1
 
 
-def test_nothing_listening_raises_connection_failed():
-    client = GatehouseClient(f"http://127.0.0.1:{free_port()}", "gh_nothing", retries=2, backoff=0.01)
+def test_nothing_listening_raises_connection_failed_naming_the_url():
+    base = f"http://127.0.0.1:{free_port()}"
+    client = GatehouseClient(base, "gh_nothing", retries=2, backoff=0.01)
     with client, pytest.raises(ConnectionFailed) as failed:
         client.me()
 
     assert (failed.value.code, failed.value.status) == ("connection_failed", 0)
+    assert str(failed.value).startswith(f"{base}/api/v1/me did not answer: ")
+
+
+def test_a_refusal_names_the_url_that_answered(live):
+    with GatehouseClient(live.stack.web_url, "gh_not_a_token") as client, pytest.raises(Unauthenticated) as refused:
+        client.me()
+
+    assert refused.value.url == f"{live.stack.web_url}/api/v1/me"
+    assert str(refused.value).startswith(f"{live.stack.web_url}/api/v1/me answered 401: ")
+    assert str(refused.value).endswith("(unauthenticated)")
 
 
 def test_proposal_keeps_fields_added_to_the_contract_later():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,24 @@ def test_a_second_run_builds_on_the_first(live):
     assert lines[-5].startswith("Demo agent: finished.")
     assert Proposal.objects.filter(status="pending_approval").count() == 3  # the two large ones and this small one
     assert live.crm_account("4471")["credit_limit"] == "2300.00"
+
+
+def test_a_refused_token_is_told_with_the_url_that_refused_it(live):
+    lines: list[str] = []
+
+    code = demo_agent.main(live.stack.web_url, "gh_not_a_token", say=lines.append)
+
+    assert code == 1 and len(lines) == 1
+    assert lines[0].startswith(f"Demo agent: stopped: {live.stack.web_url}/api/v1/me answered 401: ")
+    assert lines[0].endswith("(unauthenticated)")
+
+
+def test_without_a_base_url_it_calls_the_port_set_else_where_make_run_said_it_serves(tmp_path, monkeypatch):
+    monkeypatch.delenv("GATEHOUSE_WEB_PORT", raising=False)
+    assert demo_agent.default_base_url(tmp_path) == "http://127.0.0.1:8000"  # no demo recorded
+
+    (tmp_path / "demo-run.json").write_text(json.dumps({"web_url": "http://127.0.0.1:18000"}))
+    assert demo_agent.default_base_url(tmp_path) == "http://127.0.0.1:18000"
+
+    monkeypatch.setenv("GATEHOUSE_WEB_PORT", "19000")
+    assert demo_agent.default_base_url(tmp_path) == "http://127.0.0.1:19000"

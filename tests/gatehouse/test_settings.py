@@ -68,6 +68,8 @@ def start(tmp_path, *argv: str, **env: str) -> subprocess.CompletedProcess:
         ({"GATEHOUSE_ENV": "production"}, "GATEHOUSE_SECRET_KEY must be set"),
         ({"GATEHOUSE_TASK_TIME_LIMIT": "10", "GATEHOUSE_TASK_SOFT_TIME_LIMIT": "20"}, "must be larger"),
         ({"GATEHOUSE_DEBUG": "perhaps"}, "GATEHOUSE_DEBUG='perhaps' is not valid"),
+        ({"GATEHOUSE_CRM_PORT": "0"}, "GATEHOUSE_CRM_PORT='0' is not valid"),
+        ({"GATEHOUSE_WEB_PORT": "70000"}, "GATEHOUSE_WEB_PORT=70000 is not valid: expected a port number"),
         (
             {"GATEHOUSE_EMAIL_STARTTLS": "1", "GATEHOUSE_EMAIL_SSL": "1"},
             "GATEHOUSE_EMAIL_STARTTLS or GATEHOUSE_EMAIL_SSL, not both",

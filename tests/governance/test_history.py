@@ -108,7 +108,7 @@ def test_operator_changing_the_write_mode_of_a_system_shows_the_choice_labels_an
     rows = history_rows(client.get(url("governance_system_history", system.pk)))
 
     assert rows[0].endswith("Omar Operator Changed Write mode: Enabled → Read only origin=admin")
-    assert rows[1].startswith(f"{shown(system.history.earliest().history_date)} system Created Name: Sample CRM")
+    assert rows[1].startswith(f"{shown(system.history.earliest().history_date)} seed_demo Created Name: Sample CRM")
     assert "Write mode: Enabled Staging twin: crm-staging Writes frozen: no" in rows[1]
     assert len(rows) == 2
 
@@ -125,7 +125,7 @@ def test_each_page_of_a_long_history_diffs_its_oldest_version_against_the_previo
 
     assert newest == [f"{shown(system.history.latest().history_date)} system Changed Write mode: Enabled → Read only"]
     assert len(oldest) == 1
-    assert " system Created Name: Sample CRM " in oldest[0]
+    assert " seed_demo Created Name: Sample CRM " in oldest[0]
 
 
 # --- the lines themselves -------------------------------------------------------------------------------------------
