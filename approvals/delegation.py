@@ -59,12 +59,18 @@ def delegation_check(
     *, who: User, delegate: User, starts_at: datetime, ends_at: datetime, exclude: int | None = None
 ) -> None:
     """Raise ValidationError when the delegation cannot be: to oneself, backwards, in the past, to an inactive
-    account, overlapping another of the same person's, or in a chain (the delegate is away then too, having named a
-    delegate of their own, or `who` is standing in for someone else then)."""
+    account or one that cannot sign in to decide (not staff), overlapping another of the same person's, or in a chain
+    (the delegate is away then too, having named a delegate of their own, or `who` is standing in for someone else
+    then). Whether the delegate may decide a given proposal (separation of duties: not the agent's owner where the
+    rule forbids it) is judged per proposal when they decide (approvals/deciders.py)."""
     if who.pk == delegate.pk:
         raise ValidationError({"delegate": "Name someone else: you cannot delegate to yourself."})
     if not delegate.is_active:
         raise ValidationError({"delegate": f"{delegate.get_username()}'s account is inactive."})
+    if not delegate.is_staff:  # the admin's form offers staff only; a crafted POST or another door meets this
+        raise ValidationError(
+            {"delegate": f"{delegate.get_username()} cannot sign in to Gatehouse, so could not decide anything."}
+        )
     if ends_at <= starts_at:
         raise ValidationError({"ends_at": "The end must come after the start."})
     if ends_at <= timezone.now():

@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus, ReviewOutcome
-from approvals.querysets import ProposalQuerySet
+from approvals.querysets import DelegationQuerySet, ProposalQuerySet
 
 
 class Proposal(models.Model):
@@ -345,6 +345,8 @@ class Delegation(models.Model):
     reason = models.CharField(max_length=300, help_text="Why, e.g. out of office.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DelegationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-starts_at"]

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, URLResolver, path
 
-from console import blast_radius, timeline
+from console import blast_radius, mine, timeline
 from console.dashboard import dashboard_for
 from gatehouse.middleware import SIGN_IN_SESSION_KEY
 from governance.sign_in import PASSWORD, person_sign_in_password
@@ -54,7 +54,8 @@ class GatehouseAdminSite(AdminSite):
 
     def get_urls(self) -> list[URLPattern | URLResolver]:
         """The console's pages that live under a model's admin address (a record's timeline, a credential's blast
-        radius) come first, so the model admin's own `<object_id>/` patterns never swallow them."""
+        radius, the approver's own page) come first, so the model admin's own `<object_id>/` patterns never swallow
+        them."""
         view = self.admin_view
         pages: list[URLPattern | URLResolver] = [
             path("audit/auditevent/find/", view(timeline.find_record_view), name="audit_find_record"),
@@ -88,6 +89,7 @@ class GatehouseAdminSite(AdminSite):
                 view(timeline.system_timeline_view),
                 name="audit_system_timeline",
             ),
+            path("approvals/mine/", view(mine.mine_view), name="approvals_mine"),  # the approver's own page
             path(
                 "connectors/credential/blast-radius/<slug:system>/",
                 view(blast_radius.blast_radius_view),

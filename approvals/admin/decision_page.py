@@ -14,7 +14,7 @@ with it (decide again on the new figures); it changes nothing itself.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -42,12 +42,22 @@ class Column:
     label: str
     when: str = ""  # "read at 14:05 UTC", "2026-12-02 14:02 UTC"
 
+    @property
+    def heading(self) -> str:
+        return f"{self.label}, {self.when}" if self.when else self.label
+
 
 @dataclass(frozen=True)
 class Row:
     field: str
     cells: list[tuple[str, str]]  # (column key, text), in the columns' order
     changes: bool
+    headings: tuple[str, ...] = ()  # the columns' headings, in the same order
+
+    @property
+    def labelled(self) -> list[tuple[str, str, str]]:
+        """(key, heading, text) per cell: on a phone each value is shown under its heading, not in a column."""
+        return [(key, heading, text) for (key, text), heading in zip(self.cells, self.headings, strict=False)]
 
 
 def _clock(moment: datetime) -> str:
@@ -190,6 +200,8 @@ def decision_context(proposal: Proposal, *, user: Any, viewer: Any) -> dict[str,
         columns, rows, live_differs = _values_after_write(proposal, record, live=live)
     else:
         columns, rows = _values_before_decision(proposal, record, basis=basis, basis_at=basis_at, live=live)
+    headings = tuple(column.heading for column in columns)
+    rows = [replace(row, headings=headings) for row in rows]
     amount = proposal.impact_amount
     return {
         "proposal": proposal,

@@ -74,6 +74,17 @@ def queue_of(request: HttpRequest) -> str:
     return value if value in QUEUES else "all"
 
 
+def time_left(proposal: Proposal) -> tuple[str, bool]:
+    """("3 h 59 min", False) before the SLA, ("overdue by 1 h 2 min", True) after it; ("", False) when the proposal
+    has no SLA or waits for no decision."""
+    if proposal.sla_due_at is None or proposal.status not in AWAITING_DECISION:
+        return "", False
+    minutes = int((proposal.sla_due_at - timezone.now()).total_seconds() // 60)
+    if minutes < 0:
+        return f"overdue by {-minutes // 60} h {-minutes % 60} min", True
+    return f"{minutes // 60} h {minutes % 60} min", False
+
+
 class QueueFilter(admin.SimpleListFilter):
     title = "queue"
     parameter_name = "queue"
@@ -168,15 +179,10 @@ class ProposalAdmin(admin.ModelAdmin):
 
     @admin.display(description="Time left", ordering="sla_due_at")
     def sla_left(self, proposal: Proposal) -> str:
-        if proposal.sla_due_at is None or proposal.status not in AWAITING_DECISION:
+        left, overdue = time_left(proposal)
+        if not left:
             return "—"
-        left = proposal.sla_due_at - timezone.now()
-        minutes = int(left.total_seconds() // 60)
-        if minutes < 0:
-            return format_html(
-                '<strong class="sla-overdue">overdue by {} h {} min</strong>', -minutes // 60, -minutes % 60
-            )
-        return f"{minutes // 60} h {minutes % 60} min"
+        return format_html('<strong class="sla-overdue">{}</strong>', left) if overdue else left
 
     @admin.display(description="Second review", ordering="review_due_at")
     def review(self, proposal: Proposal) -> str:
@@ -195,6 +201,7 @@ class ProposalAdmin(admin.ModelAdmin):
         extra = {}
         if proposal is not None:
             extra = decision_context(proposal, user=admin_user(request), viewer=request.user)
+            extra["time_left"], extra["overdue"] = time_left(proposal)
             extra["decision_link"] = arrived_by_link(request, proposal)  # opened from the e-mail: the form says so
         return super().change_view(request, object_id, form_url, {**(extra_context or {}), **extra})
 

@@ -165,7 +165,12 @@ def test_before_the_decision_the_page_labels_the_proposal_time_value_and_the_liv
 
     set_crm("5000.00")  # someone already gave it the limit the agent asks for: no change for freshness.py
     page = page_of(approver_client, url)
-    assert '<td class="then">2,000.00</td><td class="live">5,000.00</td>' in page
+    # Each value carries its column's heading, which a phone shows above it (data-label).
+    assert re.search(
+        r'<td class="then" data-label="When proposed, \d{4}-\d\d-\d\d \d\d:\d\d UTC">2,000\.00</td>'
+        r'<td class="live" data-label="In Sample CRM now, read at \d\d:\d\d UTC">5,000\.00</td>',
+        page,
+    )
     assert 'id="record-moved"' not in page
     assert "Sample CRM already holds the proposed value (credit limit 5,000.00)" in page
 
@@ -190,7 +195,9 @@ def test_after_the_write_the_page_shows_before_and_written_and_the_live_value_an
 
     set_crm("5300.00")  # someone in the CRM, after the write
     page = page_of(approver_client, url)
-    assert '<td class="written">5,000.00</td><td class="live">5,300.00</td>' in page
+    assert re.search(
+        r'<td class="written" data-label="Written, [^"]+">5,000\.00</td><td class="live"[^>]*>5,300\.00</td>', page
+    )
     assert (
         "What Sample CRM holds now is not what was written: the credit limit was written as 5,000.00; "
         "it is 5,300.00 now." in page

@@ -80,6 +80,15 @@ def test_a_delegation_is_refused_for_someone_else_to_oneself_overlapping_or_in_a
     assert Delegation.objects.count() == 1
 
 
+@pytest.mark.django_db
+def test_a_delegation_to_someone_who_cannot_sign_in_is_refused_by_the_service_whatever_the_door(demo, f):
+    """The admin's form offers staff only; the service refuses the rest itself (a crafted POST, the own page)."""
+    f.UserFactory(username="customer", is_staff=False)
+    with pytest.raises(ValidationError, match="customer cannot sign in to Gatehouse"):
+        away("approver", "customer")
+    assert not Delegation.objects.exists()
+
+
 # --- The delegate decides, bound like anyone --------------------------------------------------------------------
 
 
