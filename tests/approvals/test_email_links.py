@@ -31,7 +31,8 @@ from approvals.models import DecisionLink, Proposal
 from audit.models import AuditEvent
 from governance.choices import Role
 from governance.models import ActionType, Agent, System
-from tests.browser import SCREEN, Journey
+from tests.approvals.test_phone_browser import within_the_screen
+from tests.browser import PHONE, SCREEN, Journey
 from tests.factories import propose_limit as propose_raise_here
 from tests.factories import propose_raise
 from tests.security.test_sso_browser import PEOPLE, PROVIDER, ROLE_MAP, sign_in_at_provider
@@ -469,6 +470,27 @@ def test_the_approver_opens_the_mails_link_signs_in_approves_on_the_page_and_the
     journey.click("#open-queue")
     assert page.locator("h1").inner_text() == "Waiting for you"
     assert AuditEvent.objects.filter(proposal_id=proposal_id, verb="denied", outcome="link_used").count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_on_a_phone_the_mails_link_opens_a_page_that_fits_with_approve_in_reach_and_so_does_its_refusal(live, sign_in):
+    proposal_id = propose_raise(live, "5000.00")
+    message = _wait_for_mail(live, proposal_id)
+    [link] = {match.group(0) for match in LINK.finditer(message.get_body(("plain",)).get_content())}
+    page = sign_in("approver", viewport=PHONE)  # signed in on the phone already: the link opens the page at once
+    page.goto(link)
+    journey = Journey(page)  # the decision page fits 390 px
+    assert page.url.endswith(f"/admin/approvals/proposal/{proposal_id}/change/")
+    assert page.locator("#from-link").is_visible()
+    within_the_screen(page, page.locator("#approve-button"))
+    journey.click("#approve-button")
+    assert "Approved." in page.locator(".messagelist").inner_text()
+    live.wait_for(proposal_id, "executed")
+    page.goto(link)
+    assert "This link was already used." in page.locator("#link-refused").inner_text()
+    journey.assert_fits()
+    within_the_screen(page, page.locator("#open-queue"))
 
 
 def _wait_for_mail(live, proposal_id: str, timeout: float = 15):
