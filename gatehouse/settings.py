@@ -8,8 +8,10 @@ secrets kept under var/, DEBUG on, loopback systems reachable.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import secrets
 import sys
 import tempfile
@@ -43,8 +45,16 @@ def _local_secret(name: str, make: Callable[[], str]) -> str:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     path = VAR_DIR / f"{name.lower()}.txt"
     if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
+        # Written aside, then linked into place, which fails if another process got there first: processes starting
+        # together (the demo's, the suite's parallel workers) all read one whole secret, never an empty or second one.
+        fd, draft = tempfile.mkstemp(dir=VAR_DIR, prefix=f".{name.lower()}.")
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(make())
+            with contextlib.suppress(FileExistsError):
+                os.link(draft, path)
+        finally:
+            os.unlink(draft)
     return path.read_text().strip()
 
 
