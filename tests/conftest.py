@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import connection
 
 from tests import factories
+from tests.sso import sso_stack  # noqa: F401 (a session fixture: the sample identity provider and its web process)
 from tests.xdist_services import isolate_redis
 
 isolate_redis()  # before anything connects: a pytest-xdist worker's Redis database is its own

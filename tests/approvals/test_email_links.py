@@ -8,9 +8,7 @@ signs in with a password, the other signs in through single sign-on at the sampl
 
 from __future__ import annotations
 
-import json
 import re
-import secrets
 import time
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -35,7 +33,7 @@ from tests.approvals.test_phone_browser import within_the_screen
 from tests.browser import PHONE, SCREEN, Journey
 from tests.factories import propose_limit as propose_raise_here
 from tests.factories import propose_raise
-from tests.security.test_sso_browser import PEOPLE, PROVIDER, ROLE_MAP, sign_in_at_provider
+from tests.sso import reset_people, sign_in_at_provider
 
 User = get_user_model()
 RAISE = "Raise the credit limit of account 4471 from 2,000.00 to 5,000.00"
@@ -508,39 +506,19 @@ def _wait_for_mail(live, proposal_id: str, timeout: float = 15):
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def sso_web(stack_processes):
-    """The sample identity provider and a web process that signs people in through it only (no local passwords),
-    beside the session's CRM and worker (as tests/security/test_sso_browser.py runs them, under names of their own)."""
-    stack = stack_processes
-    people = stack.dir / "mail-idp-people.json"
-    people.write_text(json.dumps(PEOPLE))
-    client_secret = secrets.token_urlsafe(32)
-    issuer = stack.idp("mail-idp", people, "gatehouse", client_secret)
-    web_url = stack.web(
-        "mail-web-sso",
-        GATEHOUSE_OIDC_ISSUER=issuer,
-        GATEHOUSE_OIDC_CLIENT_ID="gatehouse",
-        GATEHOUSE_OIDC_CLIENT_SECRET=client_secret,
-        GATEHOUSE_OIDC_ROLE_MAP=json.dumps(ROLE_MAP),
-        GATEHOUSE_OIDC_PROVIDER_NAME=PROVIDER,
-        GATEHOUSE_LOCAL_PASSWORDS="false",
-    )
-    return {"issuer": issuer, "web_url": web_url}
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_the_mails_link_opens_the_right_page_after_single_sign_on_and_the_decision_names_how_she_signed_in(
-    sso_web, live, browser
+    sso_stack, live, browser
 ):
-    web = sso_web["web_url"]
+    reset_people(sso_stack)  # as the provider started: another test may have changed a group
+    web = sso_stack["web_url"]
     contexts = [browser.new_context(viewport=SCREEN) for _ in range(2)]
     first, page = (context.new_page() for context in contexts)
     # Dana's first sign-in through the provider makes her account, in the Approvers group her provider group maps to.
     first.goto(f"{web}/admin/")
     sign_in_at_provider(Journey(first), "dana")
-    dana = User.objects.get(identities__issuer=sso_web["issuer"])
+    dana = User.objects.get(identities__issuer=sso_stack["issuer"])
     contexts[0].close()
 
     proposal_id = propose_raise(live, "5000.00")

@@ -9,7 +9,6 @@ passwords off, as production would."""
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -21,52 +20,17 @@ from governance.choices import Role
 from governance.models import PersonIdentity
 from tests.browser import SCREEN, Journey
 from tests.factories import propose_raise
+from tests.sso import PROVIDER, reset_people, sign_in_at_provider
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ROLE_MAP = {"finance-approvers": "Approvers", "audit-readers": "Auditors"}
-PEOPLE = {
-    "dana": {
-        "password": "dana-at-the-provider",
-        "email": "dana@example.com",
-        "name": "Dana Finance",
-        "groups": ["finance-approvers", "audit-readers", "all-staff"],
-    },
-    "sam": {
-        "password": "sam-at-the-provider",
-        "email": "sam@example.com",
-        "name": "Sam Marketing",
-        "groups": ["all-staff"],
-    },
-}
-PROVIDER = "Sample IdP"
 MAX_CLICKS = 3  # the e-mail's link → Sign in with Sample IdP → the provider's Sign in → Approve
-
-
-@pytest.fixture(scope="session")
-def sso_stack(stack_processes):
-    """The provider and a web process configured for it, beside the session's CRM and worker."""
-    stack = stack_processes
-    people = stack.dir / "idp-people.json"
-    people.write_text(json.dumps(PEOPLE))
-    client_secret = secrets.token_urlsafe(32)
-    issuer = stack.idp("idp", people, "gatehouse", client_secret)
-    web_url = stack.web(
-        "web-sso",
-        GATEHOUSE_OIDC_ISSUER=issuer,
-        GATEHOUSE_OIDC_CLIENT_ID="gatehouse",
-        GATEHOUSE_OIDC_CLIENT_SECRET=client_secret,
-        GATEHOUSE_OIDC_ROLE_MAP=json.dumps(ROLE_MAP),
-        GATEHOUSE_OIDC_PROVIDER_NAME=PROVIDER,
-        GATEHOUSE_LOCAL_PASSWORDS="false",
-    )
-    return {"issuer": issuer, "web_url": web_url, "people": people, "stack": stack}
 
 
 @pytest.fixture
 def sso(sso_stack, live, browser):
     """The provider's people as at the start (a test may change their groups), and fresh browser contexts."""
-    sso_stack["people"].write_text(json.dumps(PEOPLE))
+    reset_people(sso_stack)
     contexts = []
 
     def new_page():
@@ -86,16 +50,6 @@ def set_groups(sso, username: str, groups: list[str]) -> None:
     people = json.loads(sso["people"].read_text())
     people[username]["groups"] = groups
     sso["people"].write_text(json.dumps(people))
-
-
-def sign_in_at_provider(journey: Journey, username: str) -> None:
-    """From Gatehouse's sign-in page: the button, then the provider's own form."""
-    page = journey.page
-    journey.click("#sso-sign-in")
-    assert "Sample identity provider" in page.content()
-    page.fill("#id_username", username)
-    page.fill("#id_password", PEOPLE[username]["password"])
-    journey.click("#idp-submit")
 
 
 def test_an_approver_signs_in_through_the_provider_approves_the_raise_and_the_trail_names_her_and_how(sso):
