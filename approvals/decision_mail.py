@@ -13,7 +13,6 @@ Gatehouse. The only links in the message are Gatehouse's own.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -25,7 +24,7 @@ from django.utils import timezone
 
 from approvals.decision_links import decision_link_issue
 from approvals.models import Proposal
-from approvals.wording import EMPTY, amount_text, field_label, field_text, proposal_sentence
+from approvals.wording import EMPTY, amount_text, field_label, field_text, inert, proposal_sentence
 from audit.choices import Verb
 from audit.models import AuditEvent
 from core.durations import duration_words
@@ -38,16 +37,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 # A scheme and its "//" ("https://", "javascript://"), or "www." at a word's start: what mail programs make links of.
-_ADDRESS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)|\b(www)\.")
-
-
-def inert(text: str) -> str:
-    """`text` with every web address in it made inert: "https://x.example" → "https[:]//x.example", "www.x" →
-    "www[.]x". For what an agent wrote, shown in an approver's mail."""
-    return _ADDRESS.sub(lambda m: f"{m[1]}[:]" if m[1] else f"{m[2]}[.]", text)
-
-
 def _line(text: str) -> str:
     """What an agent wrote, for a place that is one line (a value, the sentence): inert, its line breaks made spaces,
     so it cannot lay out lines of its own that read as the mail's."""
@@ -187,7 +178,7 @@ def send_decision_request(
     """Ask each of `users` to decide `proposal`, each with a link of their own; tell `addresses` (not a person's
     account) the same without one. A link that cannot be made (the database is away) leaves that person the page's
     plain address: being told matters more than the shortcut."""
-    facts, lead, subject = decision_facts(proposal), inert(lead), inert(subject)
+    facts, lead, subject = decision_facts(proposal), _line(lead), inert(subject)
     page, queue = admin_link(proposal), site_link(reverse("admin:approvals_proposal_changelist"))
     seen: set[int] = set()
     for user in users:

@@ -189,7 +189,9 @@ def _away(request: HttpRequest, user: Any) -> AwayForm | HttpResponse:
 def _end(request: HttpRequest, user: Any) -> HttpResponse:
     asked = request.POST.get("delegation") or ""
     delegation = (
-        Delegation.objects.filter(pk=int(asked)).select_related("delegate").first() if asked.isdigit() else None
+        Delegation.objects.filter(pk=int(asked)).select_related("delegate").first()
+        if asked.isascii() and asked.isdigit() and len(asked) < 19
+        else None
     )
     if delegation is None:
         messages.error(request, "No such delegation.")

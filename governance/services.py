@@ -231,20 +231,21 @@ def who_may_sign_off(rule: ThresholdRule, *, editor: User | None) -> str:
 
 @transaction.atomic
 def threshold_rule_sign_off(
-    *, rule: ThresholdRule, user: User, channel: Channel | str, reason: str = "", seen_digest: str = ""
+    *, rule: ThresholdRule, user: User, channel: Channel | str, reason: str = "", seen_digest: str | None = None
 ) -> ThresholdRule:
     """Record the sign-off of the rule as it stands now; any later edit voids it.
 
     The system's business owner signs off (or a superuser), and never the person who last edited the rule or its
     bands: four eyes, so that nobody both writes the terms an agent is held to and puts them in force.
     `seen_digest`: the `content_digest()` of the terms the person was shown; refused if the rule changed since, so
-    nobody signs terms they did not see (checked under the rule's lock).
+    nobody signs terms they did not see (checked under the rule's lock). A page always passes it (an empty one, from a
+    crafted POST, is refused); None is for a door that shows nothing first (seed_demo).
     """
     rule = ThresholdRule.objects.select_for_update(of=("self",)).select_related("system__owner").get(pk=rule.pk)
     refusal = threshold_rule_sign_off_refusal(user, rule)
     if refusal:
         raise PermissionDenied(refusal)
-    if seen_digest and seen_digest != rule.content_digest():
+    if seen_digest is not None and seen_digest != rule.content_digest():
         raise ValidationError(
             f"“{rule.name}” was changed while you were reading it: nothing was signed off. Read its terms again."
         )

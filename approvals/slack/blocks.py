@@ -13,7 +13,7 @@ from typing import Any
 
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
-from approvals.wording import EMPTY, amount_text, field_label, field_text, proposal_sentence
+from approvals.wording import EMPTY, amount_text, field_label, field_text, inert, proposal_sentence
 from audit.choices import Verb
 from audit.models import AuditEvent
 from core.mail import admin_link
@@ -27,7 +27,9 @@ TEXT_CHARS = 2900  # a section's text 3,000
 
 
 def escape(text: str, limit: int = FIELD_CHARS) -> str:
-    """`text` as plain words in mrkdwn: Slack reads only &, < and > as control characters (its formatting docs)."""
+    """`text` as plain words in mrkdwn: Slack reads only &, < and > as control characters (its formatting docs), and
+    links a bare web address by itself, which is made inert as in the approver's mail."""
+    text = inert(text)
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -164,7 +166,7 @@ def message(proposal: Proposal) -> tuple[str, list[dict[str, Any]]]:
             }
         )
     text = f"{now} {sentence}" if now else f"Awaiting your decision: {sentence}"
-    return text[:3000], blocks
+    return escape(text, 3000), blocks  # the notification's text: the sentence holds values the agent chose
 
 
 def _button(label: str, action_id: str, proposal: Proposal, *, style: str) -> dict[str, Any]:

@@ -274,6 +274,12 @@ def _validate_group(bands: list[BandSpec], *, conditional: bool) -> list[str]:
                 problems.append(f"Band {number}{where} ({band.mode}) needs an SLA longer than zero.")
         if band.mode == BandMode.DUAL and not band.has_review_group:
             problems.append(f"Band {number}{where} (dual) needs a second-review group.")
+        # Terms a band's mode never uses would be shown and hashed by a sign-off: refused from every door, as the
+        # band's own clean() refuses them field by field in a form.
+        if band.mode == BandMode.AUTO and (band.has_approver or band.sla is not None):
+            problems.append(f"Band {number}{where} (auto) executes without a person: it has no approver and no SLA.")
+        if band.mode != BandMode.DUAL and band.has_review_group:
+            problems.append(f"Band {number}{where} ({band.mode}): only a dual band has a second review.")
     return problems
 
 

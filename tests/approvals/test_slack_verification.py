@@ -256,11 +256,14 @@ def test_an_agents_words_cannot_become_a_link_or_a_mention(demo):
         status="pending_approval",
         mode="single",
     )
-    _text, blocks = message(proposal)
+    proposal.record_id = "<!channel>"
+    text, blocks = message(proposal)
     shown = json.dumps(blocks)
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text  # the notification's own text too
     assert "<!channel>" not in shown and "<https://evil.example" not in shown
     assert escape("<!channel> & <x|y>") == "&lt;!channel&gt; &amp; &lt;x|y&gt;"
     assert "&lt;!channel&gt; approve now" in shown
+    assert "https://evil" not in shown and "https[:]//evil" in shown  # a bare address is not linked by Slack either
 
 
 def test_a_channel_setting_posts_one_message_there_instead_of_direct_messages(settings):

@@ -11,14 +11,15 @@ from governance.services import threshold_rule_sign_off
 from tests.factories import standard_bands
 
 
-def band(low, high, mode="auto", approver=True, review=True, sla=timedelta(hours=4)) -> BandSpec:
+def band(low, high, mode="auto", approver=None, review=None, sla=timedelta(hours=4)) -> BandSpec:
+    """A band with the terms its mode uses, unless told otherwise (an auto band has no approver, SLA or review)."""
     return BandSpec(
         min_amount=Decimal(low),
         max_amount=None if high is None else Decimal(high),
         mode=mode,
-        has_approver=approver,
-        has_review_group=review,
-        sla=sla,
+        has_approver=mode != "auto" if approver is None else approver,
+        has_review_group=mode == "dual" if review is None else review,
+        sla=None if mode == "auto" else sla,
     )
 
 
@@ -175,3 +176,13 @@ def test_only_the_business_owner_signs_off_and_only_valid_bands(f):
         threshold_rule_sign_off(rule=rule, user=rule.system.owner, channel="admin")
     rule.refresh_from_db()
     assert not rule.is_signed_off
+
+
+def test_terms_a_band_never_uses_are_refused_by_the_bands_check_every_door_runs():
+    # The sign-off runs validate_bands, not the band's own clean(): a band made by a command or the shell is held too.
+    assert "(auto) executes without a person" in messages_of([band(0, None, "auto", approver=True)])
+    auto_with_sla = BandSpec(
+        Decimal(0), None, "auto", has_approver=False, has_review_group=False, sla=timedelta(hours=1)
+    )
+    assert "(auto) executes without a person" in messages_of([auto_with_sla])
+    assert "only a dual band has a second review" in messages_of([band(0, None, "single", review=True)])

@@ -383,6 +383,16 @@ def test_terms_changed_after_the_page_was_read_are_not_signed(client, admin_user
     assert not ThresholdRule.objects.prefetch_related("bands").get(pk=credit.pk).is_signed_off
 
 
+def test_a_sign_off_posted_without_the_terms_it_was_shown_signs_nothing(client, admin_user, owner, credit):
+    edit_as_admin(client, admin_user, credit, {0: {"max_amount": "800"}})
+    login(client, owner)
+
+    response = client.post(url("governance_thresholdrule_sign_off", credit.pk), {"reason": "crafted"})
+
+    assert any("nothing was signed off" in message for message in messages_of(response))
+    assert not ThresholdRule.objects.prefetch_related("bands").get(pk=credit.pk).is_signed_off
+
+
 def test_someone_who_is_not_the_owner_is_told_so_on_the_page(client, admin_user, credit):
     edit_as_admin(client, admin_user, credit, {0: {"max_amount": "800"}})
     login(client, User.objects.get(username="approver"))
