@@ -5,9 +5,12 @@ import os
 from django.core.asgi import get_asgi_application
 from django.db import connections
 
+from gatehouse.tracing import tracing_start
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatehouse.settings")
 # Every ASGI request runs its sync code in a thread of its own: pooled connections, not persistent ones (settings).
 os.environ.setdefault("GATEHOUSE_DB_POOL_SIZE", "10")
+tracing_start("web")  # before Django loads its middleware (OTEL_* variables; off by default)
 django_application = get_asgi_application()
 
 from agents.mcp.server import with_mcp  # noqa: E402 - needs the apps loaded

@@ -1,0 +1,112 @@
+"""OpenTelemetry traces of a governed write, exported by the real web and worker processes to a real OTLP/HTTP receiver
+on loopback (sandbox/otlp_receiver.py): one trace from the agent's request to the CRM's answer."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+
+from audit.models import AuditEvent
+from tests.factories import post_proposal
+from tests.faults import verbs
+
+pytestmark = [pytest.mark.slow]
+
+Span = dict[str, Any]
+
+
+@pytest.fixture
+def traced(private_stack):
+    """The private stack's web and worker exporting their traces to a receiver of the test's own, every 100 ms."""
+    receiver = private_stack.stack.otlp_receiver()
+    tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    private_stack.web(**tracing)
+    private_stack.worker(**tracing)
+    private_stack.receiver = receiver
+    return private_stack
+
+
+def spans_until(receiver: str, trace_id: str, ready, what: str, timeout: float = 20) -> list[Span]:
+    """The trace's spans as the receiver has them, once `ready(spans)` holds (the exporters send in batches)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = httpx.get(f"{receiver}/spans", params={"trace_id": trace_id}).json()
+        if ready(spans):
+            return spans
+        if time.monotonic() > deadline:
+            listed = "\n".join(f"{s['service']} {s['kind']} {s['name']} {s['attributes']}" for s in spans)
+            raise AssertionError(f"waited {timeout} s for {what}; the trace has:\n{listed}")
+        time.sleep(0.1)
+
+
+def named(spans: list[Span], name: str) -> Span:
+    (found,) = [span for span in spans if span["name"] == name]
+    return found
+
+
+def ancestors(spans: list[Span], span: Span) -> list[str]:
+    """The span ids from `span`'s parent up to the trace's root."""
+    by_id = {each["span_id"]: each for each in spans}
+    chain, parent = [], span["parent_span_id"]
+    while parent:
+        chain.append(parent)
+        parent = by_id[parent]["parent_span_id"] if parent in by_id else ""
+    return chain
+
+
+def crm_write(spans: list[Span]) -> Span | None:
+    """The worker's HTTP call that writes account 4471 in the CRM (httpx's client span)."""
+    for span in spans:
+        attributes = span["attributes"]
+        url = str(attributes.get("url.full") or attributes.get("http.url") or "")
+        method = attributes.get("http.request.method") or attributes.get("http.method")
+        if span["kind"] == "CLIENT" and url.endswith("/accounts/4471") and method in ("PATCH", "PUT", "POST"):
+            return span
+    return None
+
+
+def test_one_auto_approved_write_is_one_trace_from_the_agents_request_to_the_crm(traced):
+    response = post_proposal(traced.agent(), "update_credit_limit", {"credit_limit": "2100.00"})
+    assert response.status_code == 201, response.text
+    proposal = traced.wait_for(response.json()["id"], "executed")
+    trace_id = proposal.trace_parent.split("-")[1]
+
+    spans = spans_until(traced.receiver, trace_id, crm_write, "the worker's write to the CRM")
+
+    (request,) = [s for s in spans if s["kind"] == "SERVER" and s["service"] == "gatehouse-web"]
+    assert request["name"] == "POST api/v1/proposals" and not request["parent_span_id"]
+    decide = named(spans, "gatehouse.proposal.decide")
+    assert request["span_id"] in ancestors(spans, decide)
+    assert decide["attributes"] == {
+        "gatehouse.agent": "collections-agent",
+        "gatehouse.system": "crm",
+        "gatehouse.action": "update_credit_limit",
+        "gatehouse.decision": "auto",
+        "gatehouse.band": decide["attributes"]["gatehouse.band"],
+        "gatehouse.proposal_id": str(proposal.pk),
+    }
+    publish = named(spans, "gatehouse.outbox.publish")
+    assert decide["span_id"] in ancestors(spans, publish) and not publish["links"]
+
+    execute = named(spans, "gatehouse.proposal.execute")
+    assert execute["service"] == "gatehouse-worker"
+    assert publish["span_id"] in ancestors(spans, execute)  # through Celery's publish and run spans
+    assert request["span_id"] in ancestors(spans, execute)
+    assert execute["attributes"] == {
+        "gatehouse.proposal_id": str(proposal.pk),
+        "gatehouse.agent": "collections-agent",
+        "gatehouse.system": "crm",
+        "gatehouse.action": "update_credit_limit",
+        "gatehouse.outcome": "executed",
+    }
+    assert execute["span_id"] in ancestors(spans, named(spans, "gatehouse.proposal.claim"))
+    assert execute["span_id"] in ancestors(spans, crm_write(spans))
+
+    assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "executed"]
+    assert set(AuditEvent.objects.filter(proposal_id=proposal.pk).values_list("trace_id", flat=True)) == {trace_id}
