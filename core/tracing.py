@@ -16,8 +16,9 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _tracer: trace.Tracer | None = None
 
 
-def tracing_enable(tracer: trace.Tracer) -> None:
-    """Called once by the shell when the environment asks for traces; from then on `span()` records."""
+def tracing_enable(tracer: trace.Tracer | None) -> None:
+    """Called once by the shell when the environment asks for traces; from then on `span()` records (None: off
+    again, for tests)."""
     global _tracer
     _tracer = tracer
 
@@ -72,9 +73,7 @@ def span(name: str, *, parent: str = "", **attributes: Any) -> Step:
     if _tracer is None:
         return _OFF
     context, links = _continued(parent) if parent else (None, None)
-    return _Recorded(
-        _tracer.start_as_current_span(name, context=context, links=links, attributes=_named(attributes))
-    )
+    return _Recorded(_tracer.start_as_current_span(name, context=context, links=links, attributes=_named(attributes)))
 
 
 def _continued(traceparent: str) -> tuple[Any, list[trace.Link] | None]:

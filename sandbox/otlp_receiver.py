@@ -74,7 +74,9 @@ def spans_of(request: ExportTraceServiceRequest) -> list[JSON]:
                         "name": span.name,
                         "kind": Span.SpanKind.Name(span.kind).removeprefix("SPAN_KIND_"),
                         "attributes": {item.key: _value(item.value) for item in span.attributes},
-                        "links": [{"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex()} for link in span.links],
+                        "links": [
+                            {"trace_id": link.trace_id.hex(), "span_id": link.span_id.hex()} for link in span.links
+                        ],
                         "status": Status.StatusCode.Name(span.status.code).removeprefix("STATUS_CODE_"),
                         "start": span.start_time_unix_nano,
                         "end": span.end_time_unix_nano,

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('approvals', '0010_decision_links'),
+        ("approvals", "0010_decision_links"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='proposal',
-            name='trace_parent',
-            field=models.CharField(blank=True, db_default='', default='', editable=False, max_length=55),
+            model_name="proposal",
+            name="trace_parent",
+            field=models.CharField(blank=True, db_default="", default="", editable=False, max_length=55),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0013_alter_auditevent_channel'),
+        ("audit", "0013_alter_auditevent_channel"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='auditevent',
-            name='trace_id',
-            field=models.CharField(blank=True, db_default='', default='', max_length=32),
+            model_name="auditevent",
+            name="trace_id",
+            field=models.CharField(blank=True, db_default="", default="", max_length=32),
         ),
     ]

@@ -32,7 +32,7 @@ def traced(private_stack):
     return private_stack
 
 
-def spans_until(receiver: str, trace_id: str, ready, what: str, timeout: float = 20) -> list[Span]:
+def spans_until(receiver: str, trace_id: str, ready, what: str, timeout: float = 30) -> list[Span]:
     """The trace's spans as the receiver has them, once `ready(spans)` holds (the exporters send in batches)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -74,7 +74,7 @@ def crm_write(spans: list[Span]) -> Span | None:
 def test_one_auto_approved_write_is_one_trace_from_the_agents_request_to_the_crm(traced):
     response = post_proposal(traced.agent(), "update_credit_limit", {"credit_limit": "2100.00"})
     assert response.status_code == 201, response.text
-    proposal = traced.wait_for(response.json()["id"], "executed")
+    proposal = traced.wait_for(response.json()["id"], "executed", timeout=60)
     trace_id = proposal.trace_parent.split("-")[1]
 
     spans = spans_until(traced.receiver, trace_id, crm_write, "the worker's write to the CRM")
@@ -110,3 +110,56 @@ def test_one_auto_approved_write_is_one_trace_from_the_agents_request_to_the_crm
 
     assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "executed"]
     assert set(AuditEvent.objects.filter(proposal_id=proposal.pk).values_list("trace_id", flat=True)) == {trace_id}
+
+
+def signed_in(web_url: str, username: str) -> httpx.Client:
+    """A person's browser session on the web process: the admin's login form, as they would fill it in."""
+    user = get_user_model().objects.get(username=username)
+    hasher = PBKDF2PasswordHasher()  # the web process verifies with the production hasher, not the suite's fast one
+    user.password = hasher.encode("tracing-test-password", hasher.salt(), iterations=1000)
+    user.save()
+    browser = httpx.Client(base_url=web_url, timeout=30, follow_redirects=True)
+    form = browser.get("/admin/login/").text
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+    signed = browser.post(
+        "/admin/login/?next=/admin/",
+        data={"csrfmiddlewaretoken": token, "username": username, "password": "tracing-test-password"},
+    )
+    assert "/login/" not in str(signed.url), signed.text[:2000]
+    return browser
+
+
+def test_a_write_a_person_approves_later_continues_the_agents_trace_and_links_to_the_approval(traced):
+    response = post_proposal(traced.agent(), "update_credit_limit", {"credit_limit": "5000.00"})
+    assert response.status_code == 201 and response.json()["status"] == "pending_approval", response.text
+    pk = response.json()["id"]
+
+    approver = signed_in(traced.stack.web_url, "approver")
+    page = approver.get(f"/admin/approvals/proposal/{pk}/change/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    decided = approver.post(
+        f"/admin/approvals/proposal/{pk}/decide/", data={"csrfmiddlewaretoken": token, "step": "approve"}
+    )
+    assert decided.status_code == 200 and "Approved." in decided.text
+    proposal = traced.wait_for(pk, "executed", timeout=60)
+
+    agents_trace = proposal.trace_parent.split("-")[1]
+    events = dict(AuditEvent.objects.filter(proposal_id=pk).values_list("verb", "trace_id"))
+    approval_trace = events["approved"]
+    assert approval_trace and approval_trace != agents_trace  # the approval is the approver's request, its own trace
+    assert events["proposed"] == events["executing"] == events["executed"] == agents_trace
+
+    spans = spans_until(traced.receiver, agents_trace, crm_write, "the worker's write to the CRM")
+    publish = named(spans, "gatehouse.outbox.publish")
+    assert publish["service"] == "gatehouse-web"
+    assert [link["trace_id"] for link in publish["links"]] == [approval_trace]
+    execute = named(spans, "gatehouse.proposal.execute")
+    assert publish["span_id"] in ancestors(spans, execute)
+    assert named(spans, "gatehouse.proposal.decide")["span_id"] in ancestors(spans, execute)
+    assert execute["span_id"] in ancestors(spans, crm_write(spans))
+
+    approval = spans_until(
+        traced.receiver, approval_trace, lambda found: any(s["kind"] == "SERVER" for s in found), "the approval"
+    )
+    (request,) = [s for s in approval if s["kind"] == "SERVER"]
+    assert request["name"].startswith("POST ") and publish["links"][0]["span_id"] in {s["span_id"] for s in approval}
