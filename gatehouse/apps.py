@@ -11,6 +11,7 @@ class GatehouseConfig(AppConfig):
 
     def ready(self) -> None:
         from gatehouse import checks  # noqa: F401 - registers the system checks (Django's documented place for this)
+
         tracing_apps_ready()  # with tracing on, the task modules known here too (gatehouse/tracing.py)
 
 

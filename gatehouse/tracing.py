@@ -101,6 +101,6 @@ def _know_tasks() -> None:
 
     if not apps.models_ready:
         return  # before Django's setup: GatehouseConfig.ready() calls again
-    from gatehouse.celery import app
+    from celery import current_app  # Gatehouse's app (gatehouse/celery.py, which imports this module)
 
-    app.autodiscover_tasks(force=True)
+    current_app.autodiscover_tasks(force=True)

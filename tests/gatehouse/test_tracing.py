@@ -150,9 +150,8 @@ def test_work_published_from_another_trace_continues_the_stored_one_and_links_ba
         stored = tracing.current_traceparent()
         with tracing.span("publish at once", parent=stored):  # the same trace: an ordinary child, no link
             pass
-    with tracing.span("approver request"):
-        with tracing.span("publish later", parent=stored):
-            pass
+    with tracing.span("approver request"), tracing.span("publish later", parent=stored):
+        pass
     with tracing.span("publish with nothing stored", parent=""):
         pass
     spans = {span.name: span for span in recorded.get_finished_spans()}
