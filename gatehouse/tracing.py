@@ -94,9 +94,10 @@ def tracing_apps_ready() -> None:
 
 
 def _know_tasks() -> None:
-    """Celery's instrumentation ends its publish span only for a task this process knows by name. The web and the
-    commands queue tasks by name (core.tasks.queue_task) without importing the modules that define them, so the span
-    would stay open and current for the rest of the thread: with tracing on, every process imports them."""
+    """Celery's instrumentation closes its publish span (`apply_async/<task>`) properly only for a task this process
+    knows by name. The web and the commands queue tasks by name (core.tasks.queue_task) without importing the modules
+    that define them; the span is then left to the garbage collector, which ends it at once, before the message is
+    even sent. With tracing on, every process imports the task modules, so the span covers the publish."""
     from django.apps import apps
 
     if not apps.models_ready:
