@@ -79,7 +79,14 @@ class AuditEvent(models.Model):
     # The OpenTelemetry trace the event was written in (32 hex digits), when tracing is on: the way from an event to
     # the request, the worker's execution and the system's answer around it. A database default for a process of the
     # previous release still inserting during a rolling deploy.
-    trace_id = models.CharField(max_length=32, blank=True, default="", db_default="")
+    trace_id = models.CharField(
+        "trace ID",
+        max_length=32,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The OpenTelemetry trace this happened in: search for it in the tracing backend.",
+    )
     summary = models.CharField(max_length=500)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.urls import reverse
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,6 +25,7 @@ from audit.services import audit_record
 from core import tracing
 from core.logs import JsonFormatter
 from gatehouse.tracing import tracing_wanted
+from governance.choices import Role
 from tests.stack import ROOT
 
 ENDPOINT = "http://127.0.0.1:4318"
@@ -134,6 +136,15 @@ def test_on_the_event_holds_the_trace_id_and_the_chain_covers_it(recorded, f):
     stored.trace_id = "0" * 32
     assert stored.compute_hash() != stored.hash  # a trace id changed afterwards breaks the chain
     assert verify_chain().ok
+
+
+@pytest.mark.django_db
+def test_the_auditors_event_page_shows_the_trace_id(recorded, client, f):
+    with tracing.span("gatehouse.test"):
+        event = audit_record(verb="read", actor=f.AgentFactory(), channel="api", summary="Read 4471.")
+    client.force_login(f.UserFactory(username="casey", roles=[Role.AUDITORS]))
+    page = client.get(reverse("admin:audit_auditevent_change", args=[event.pk])).content.decode()
+    assert "Trace ID" in page and event.trace_id and event.trace_id in page
 
 
 def test_on_a_json_log_line_carries_the_trace_and_span_ids(recorded):
