@@ -12,7 +12,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
+from approvals.models import Proposal
 from audit.models import AuditEvent
+from governance.models import Agent
+from governance.services import agent_token_issue
 from tests.factories import post_proposal
 from tests.faults import verbs
 
@@ -61,12 +64,12 @@ def ancestors(spans: list[Span], span: Span) -> list[str]:
 
 
 def crm_write(spans: list[Span]) -> Span | None:
-    """The worker's HTTP call that writes account 4471 in the CRM (httpx's client span)."""
+    """The worker's HTTP call that writes account 4471 in the CRM (httpx's client span): a change or a note."""
     for span in spans:
         attributes = span["attributes"]
         url = str(attributes.get("url.full") or attributes.get("http.url") or "")
         method = attributes.get("http.request.method") or attributes.get("http.method")
-        if span["kind"] == "CLIENT" and url.endswith("/accounts/4471") and method in ("PATCH", "PUT", "POST"):
+        if span["kind"] == "CLIENT" and re.search(r"/accounts/4471(/notes)?$", url) and method in ("PATCH", "POST"):
             return span
     return None
 
@@ -163,3 +166,31 @@ def test_a_write_a_person_approves_later_continues_the_agents_trace_and_links_to
     )
     (request,) = [s for s in approval if s["kind"] == "SERVER"]
     assert request["name"].startswith("POST ") and publish["links"][0]["span_id"] in {s["span_id"] for s in approval}
+
+
+def test_a_write_proposed_over_mcp_is_traced_from_the_mcp_request(traced):
+    """/mcp is not Django's: its requests are server spans of the ASGI middleware, with the decision under them."""
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "crm_propose_add_note", "arguments": {"record_id": "4471", "text": "Called, will pay."}},
+    }
+    _, token = agent_token_issue(agent=Agent.objects.get(slug="collections-agent"), channel="command")
+    response = httpx.post(
+        f"{traced.stack.web_url}/mcp",
+        json=call,
+        headers={"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 200 and not response.json()["result"].get("isError"), response.text
+    proposal = Proposal.objects.get(agent__slug="collections-agent", action_type__name="add_note")
+    traced.wait_for(proposal.pk, "executed", timeout=60)
+
+    spans = spans_until(traced.receiver, proposal.trace_parent.split("-")[1], crm_write, "the worker's write")
+    (request,) = [s for s in spans if s["kind"] == "SERVER" and not s["parent_span_id"]]
+    assert request["name"] == "POST /mcp" and request["service"] == "gatehouse-web"
+    decide = named(spans, "gatehouse.proposal.decide")
+    assert decide["attributes"]["gatehouse.action"] == "add_note"
+    assert request["span_id"] in ancestors(spans, decide)
+    assert request["span_id"] in ancestors(spans, named(spans, "gatehouse.proposal.execute"))
