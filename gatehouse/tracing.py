@@ -9,13 +9,15 @@ steps (core.tracing.span) record from then on.
 Who calls `tracing_start`, once per process, after any fork: the web (gatehouse/asgi.py, gatehouse/wsgi.py, imported
 by each gunicorn or uvicorn worker), `manage.py` (commands, runserver), and in gatehouse/celery.py each prefork pool
 process (`worker_process_init`), a worker with another pool (`worker_init`) and beat (`beat_init`). Django's
-instrumentation puts its middleware into settings.MIDDLEWARE, so the web starts tracing before Django loads it.
+instrumentation puts its middleware into settings.MIDDLEWARE, so the web starts tracing before Django loads it; the
+MCP endpoint, which is not Django's, gets its server spans from the ASGI middleware (`traced_asgi`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -85,6 +87,16 @@ def tracing_start(process: str) -> bool:
     _started = True
     _know_tasks()
     return True
+
+
+def traced_asgi(app: Any) -> Any:
+    """With tracing on, an ASGI app wrapped in OpenTelemetry's ASGI middleware, which makes each request a server span
+    (continuing a `traceparent` the client sent); off, the app itself. For /mcp, which Django's middleware never sees."""
+    if not _started:
+        return app
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    return OpenTelemetryMiddleware(app)
 
 
 def tracing_apps_ready() -> None:
