@@ -91,7 +91,8 @@ def tracing_start(process: str) -> bool:
 
 def traced_asgi(app: Any) -> Any:
     """With tracing on, an ASGI app wrapped in OpenTelemetry's ASGI middleware, which makes each request a server span
-    (continuing a `traceparent` the client sent); off, the app itself. For /mcp, which Django's middleware never sees."""
+    (continuing a `traceparent` the client sent); off, the app itself. For /mcp, which Django's middleware never
+    sees."""
     if not _started:
         return app
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
