@@ -519,6 +519,8 @@ GATEHOUSE_SLACK_API_URL = env_str("GATEHOUSE_SLACK_API_URL", "https://slack.com/
 GATEHOUSE_SLACK_BOT_TOKEN = env_str("GATEHOUSE_SLACK_BOT_TOKEN")
 GATEHOUSE_SLACK_SIGNING_SECRET = env_str("GATEHOUSE_SLACK_SIGNING_SECRET")
 GATEHOUSE_SLACK_CHANNEL = env_str("GATEHOUSE_SLACK_CHANNEL")
+# The company's Slack workspace (its team id, T…): clicks from any other workspace are refused. Empty: not checked.
+GATEHOUSE_SLACK_TEAM_ID = env_str("GATEHOUSE_SLACK_TEAM_ID")
 if bool(GATEHOUSE_SLACK_BOT_TOKEN) != bool(GATEHOUSE_SLACK_SIGNING_SECRET):
     raise ImproperlyConfigured(
         "Slack approvals need both GATEHOUSE_SLACK_BOT_TOKEN and GATEHOUSE_SLACK_SIGNING_SECRET (or neither)."
