@@ -389,8 +389,10 @@ if GATEHOUSE_OIDC:
 OIDC_RP_CLIENT_ID = GATEHOUSE_OIDC_CLIENT_ID
 OIDC_RP_CLIENT_SECRET = GATEHOUSE_OIDC_CLIENT_SECRET
 OIDC_RP_SCOPES = GATEHOUSE_OIDC_SCOPES
+# RS* and ES* only: mozilla-django-oidc fetches the provider's public key (JWKS) for those alone; for any other
+# algorithm (PS256 included) it would verify with the client secret, so no provider's token could ever pass.
 OIDC_RP_SIGN_ALGO = env_choice(
-    "GATEHOUSE_OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
+    "GATEHOUSE_OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 )
 OIDC_USE_PKCE = True  # the code is useless to whoever intercepts it without the verifier (RFC 7636)
 OIDC_USE_NONCE = True
