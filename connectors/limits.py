@@ -461,7 +461,7 @@ class Guarded(Connector):
 
     def list_tools(self) -> list[Any]:
         """An MCP system's tool list (the importer, the tool pinning check): paced and counted like any call."""
-        return self._call(self.inner.list_tools)
+        return self._call(self.inner.list_tools)  # type: ignore[attr-defined]  # an McpConnector inside
 
     def health(self) -> Health:
         # An operator's explicit check (a credential rotation tries the new secret): one call, let through even with

@@ -62,7 +62,7 @@ def action_tool_approve(
     action.payload_schema = closed_schema(definition.get("inputSchema"))
     action.pin_tool(definition=definition, digest=digest, by=user, at=timezone.now())
     action.full_clean()
-    action._change_reason = "origin=tool-approved"  # type: ignore[attr-defined]
+    action._change_reason = "origin=tool-approved"
     action.save(update_fields=["payload_schema", *ActionType.PIN_FIELDS])
     who = user.get_username() if user else "an operator (command line)"
     reason = reason.strip()

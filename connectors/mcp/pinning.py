@@ -125,7 +125,7 @@ def action_tool_changed(*, action_id: int, definition: dict[str, Any] | None, ch
             f"its MCP tool {action.tool_name} {'is gone from' if gone else 'changed on'} the server; the system's "
             "owner must approve the new definition"
         )
-        action._change_reason = "origin=mcp-tool-check"  # type: ignore[attr-defined]
+        action._change_reason = "origin=mcp-tool-check"
         action.save(update_fields=["tool_pending", "paused_reason"])
         system = System.objects.select_related("owner").get(pk=action.system_id)
         audit_record(

@@ -132,7 +132,9 @@ def test_importing_pins_each_write_tools_definition_with_who_and_when(ledger):
 
 
 @pytest.mark.slow
-def test_an_unchanged_tool_list_pauses_nothing_and_records_nothing(ledger, mailoutbox, django_capture_on_commit_callbacks):
+def test_an_unchanged_tool_list_pauses_nothing_and_records_nothing(
+    ledger, mailoutbox, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         report = tools_check(system=ledger.system)
 
@@ -176,7 +178,7 @@ def test_a_proposal_on_a_paused_action_is_refused_with_action_paused_on_rest_and
 
     response = client.post(
         "/api/v1/proposals",
-        data={"system": "ledger", "action": "add_note", "record_id": "A1", "payload": {"account_id": "A1", "text": "x"}},
+        data={"system": "ledger", "action": "add_note", "record_id": "A1", "payload": {"account_id": "A1", "text": ""}},
         content_type="application/json",
     )
     assert response.status_code == 409, response.content
@@ -210,7 +212,8 @@ def test_an_approved_proposal_is_held_then_flows_once_the_owner_approves_in_the_
     page = reverse("admin:governance_actiontype_approve_tool", args=[ledger.action.pk])
     shown = client.get(page)
     assert shown.status_code == 200
-    assert "Append a note, and copy it." in shown.content.decode() and "Also send the note here." in shown.content.decode()
+    text = shown.content.decode()
+    assert "Append a note, and copy it." in text and "Also send the note here." in text
     answer = client.post(page, {"digest": ledger.action.tool_pending["digest"], "reason": "cc is expected"})
     assert answer.status_code == 302, answer.content
 
