@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -73,13 +74,14 @@ def tools_check(*, system: System, channel: Channel | str = Channel.TASK) -> Che
     asked changes nothing: its writes fail at the call anyway, and the next check tries again."""
     report = CheckReport(system=system.slug)
     try:
+        reads = McpConfig.parse(system.connector_config).reads
         listed = connector_for(system).list_tools()  # type: ignore[attr-defined]  # an McpConnector behind its guard
-    except ConnectorError as exc:
-        report.error = str(exc)
-        logger.warning("mcp tool check of %s: %s", system.slug, exc)
+    except (ConnectorError, ValidationError) as exc:  # one system's fault never stops the others' checks
+        report.error = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        logger.warning("mcp tool check of %s: %s", system.slug, report.error)
         return report
     live = {tool.name: tool_definition(tool) for tool in listed}
-    used: set[str] = {mapping.tool for mapping in McpConfig.parse(system.connector_config).reads.values()}
+    used: set[str] = {mapping.tool for mapping in reads.values()}
     for action in ActionType.objects.filter(system=system).order_by("name"):
         used.add(action.tool_name)
         if not action.tool_digest:
