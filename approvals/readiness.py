@@ -319,7 +319,13 @@ def execution_pause(proposal: Proposal, *, known: WriteFacts | None = None) -> s
     stands on its own. Checked just before the write and by the job that resumes paused writes.
 
     `known`: the caller (the worker's claim) read the pause's facts and the proposal's rule with the proposal, just
-    now; only the rule's bands are read here then."""
+    now; only the rule's bands are read here then.
+
+    First of all, on any system: the action is paused because its MCP tool changed on the server since it was
+    approved (tool pinning, connectors/mcp/pinning.py). The write waits for a person to approve the new definition,
+    whatever anyone approved of the proposal before."""
+    if proposal.action_type.paused:
+        return f"readiness: {proposal.action_type} is paused: {proposal.action_type.paused_reason}"
     system = proposal.system
     pause = production_writes_pause(system, agent=proposal.agent, known=known)
     if pause or not takes_production_writes(system.environment, system.write_mode):

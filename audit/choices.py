@@ -35,6 +35,8 @@ class Verb(models.TextChoices):
     CREDENTIAL_REENCRYPTED = "credential_reencrypted", "credential re-encrypted"
     RULE_SIGNED_OFF = "rule_signed_off", "rule signed off"
     TOOLS_IMPORTED = "tools_imported", "MCP tools imported"
+    TOOL_CHANGED = "tool_changed", "MCP tool changed"  # a pinned tool's definition changed on the server: paused
+    TOOL_APPROVED = "tool_approved", "MCP tool approved"  # a person accepted the new definition: pinned, resumed
     CONFIGURED = "configured", "configured"
     STALE = "stale", "went stale"  # the record changed after the decision: back to a person, nothing written
     REFRESHED = "refreshed", "re-decided"  # the impact and decision computed again on the record as it is now
@@ -58,7 +60,8 @@ class Channel(models.TextChoices):
 
 
 # Kinds of events, for the auditor's "kind of event" filter. Configuration: a person changed what governs an agent or a
-# system (grants, rules and bands, sign-offs, write modes, freezes, tokens, credentials, connector settings).
+# system (grants, rules and bands, sign-offs, write modes, freezes, tokens, credentials, connector settings), and an MCP
+# tool's definition changing under a pinned action or approved again.
 CONFIGURATION_VERBS = frozenset(
     {
         Verb.CONFIGURED,
@@ -71,6 +74,8 @@ CONFIGURATION_VERBS = frozenset(
         Verb.KILL_SWITCH_OFF,
         Verb.READINESS_OVERRIDDEN,
         Verb.TOOLS_IMPORTED,
+        Verb.TOOL_CHANGED,
+        Verb.TOOL_APPROVED,
     }
 )
 AGENT_ACTIVITY_VERBS = frozenset(

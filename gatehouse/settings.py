@@ -279,6 +279,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
+# Tool pinning: how often each MCP system's live tool list is compared with the definitions its actions pinned
+# (connectors/mcp/pinning.py). Writes verify their own tool at call time too; this catches the rest and tells the owner.
+GATEHOUSE_MCP_TOOL_CHECK_INTERVAL = env_seconds("GATEHOUSE_MCP_TOOL_CHECK_INTERVAL", timedelta(minutes=15))
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
     "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
@@ -290,6 +293,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "tell-rotation-due": {"task": "connectors.tell_rotation_due", "schedule": 86400.0},  # owners, once a day
     # Each batch system is polled on its own interval (its "every"); this only asks which are due.
     "poll-batch-systems": {"task": "connectors.poll_batch_systems", "schedule": 10.0},
+    "check-mcp-tools": {
+        "task": "connectors.check_mcp_tools",
+        "schedule": GATEHOUSE_MCP_TOOL_CHECK_INTERVAL.total_seconds(),
+    },
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------
