@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "connectors",
     "approvals",
     "audit",
+    "webhooks",  # outbound webhooks: subscriptions, the deliveries' outbox (registers with the trail at start)
     "console",  # the people's pages and commands that are not a model's admin (dashboards, demo seeding)
     "gatehouse.apps.GatehouseConfig",  # the project shell: its system checks
 ]
@@ -290,6 +291,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "tell-rotation-due": {"task": "connectors.tell_rotation_due", "schedule": 86400.0},  # owners, once a day
     # Each batch system is polled on its own interval (its "every"); this only asks which are due.
     "poll-batch-systems": {"task": "connectors.poll_batch_systems", "schedule": 10.0},
+    # Webhook deliveries no worker took up (broker down, message lost, worker died) are published again.
+    "webhooks-sweep": {"task": "webhooks.sweep", "schedule": 10.0},
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------
@@ -531,6 +534,19 @@ if not GATEHOUSE_SLACK_API_URL.startswith(("https://", "http://127.", "http://lo
 # them, and lapses when the time to decide does or after this long, whichever comes first. It never decides.
 GATEHOUSE_APPROVAL_LINK_MAX_AGE = env_seconds("GATEHOUSE_APPROVAL_LINK_MAX_AGE", timedelta(hours=24))
 # A person who is not signed in is sent to LOGIN_URL (single sign-on's block, above) with `?next=` back to the link.
+
+# --- Outbound webhooks (webhooks/) -------------------------------------------------------------------------------
+# Each attempt waits this long for the receiver (connect and each read); redirects are never followed. A failed delivery
+# is retried with backoff (doubling from GATEHOUSE_WEBHOOK_BACKOFF, at most GATEHOUSE_WEBHOOK_BACKOFF_MAX apart) for
+# GATEHOUSE_WEBHOOK_RETRY_FOR, then parked for an operator to replay. After a secret's rotation the previous secret
+# signs too for GATEHOUSE_WEBHOOK_SECRET_OVERLAP. Each process reads the active subscriptions again at most every
+# GATEHOUSE_WEBHOOK_REFRESH (the process that changes one at once): with none, recording an event costs no query.
+GATEHOUSE_WEBHOOK_TIMEOUT = env_seconds("GATEHOUSE_WEBHOOK_TIMEOUT", timedelta(seconds=5))
+GATEHOUSE_WEBHOOK_BACKOFF = env_seconds("GATEHOUSE_WEBHOOK_BACKOFF", timedelta(seconds=5))
+GATEHOUSE_WEBHOOK_BACKOFF_MAX = env_seconds("GATEHOUSE_WEBHOOK_BACKOFF_MAX", timedelta(hours=1))
+GATEHOUSE_WEBHOOK_RETRY_FOR = env_seconds("GATEHOUSE_WEBHOOK_RETRY_FOR", timedelta(hours=24))
+GATEHOUSE_WEBHOOK_SECRET_OVERLAP = env_seconds("GATEHOUSE_WEBHOOK_SECRET_OVERLAP", timedelta(hours=24))
+GATEHOUSE_WEBHOOK_REFRESH = env_seconds("GATEHOUSE_WEBHOOK_REFRESH", timedelta(seconds=5))
 
 # Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
 # nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
