@@ -32,6 +32,11 @@ _SECRET_SHOWN = "_webhook_secret_shown_once"
 
 
 class SubscriptionForm(forms.ModelForm):
+    url = forms.URLField(
+        max_length=500,
+        assume_scheme="https",
+        help_text="Where deliveries are POSTed: a public host, or one GATEHOUSE_CONNECTOR_HOSTS lists.",
+    )
     event_types = forms.MultipleChoiceField(
         choices=EVENT_CHOICES,
         widget=forms.SelectMultiple(attrs={"size": 14}),
@@ -51,11 +56,6 @@ class SubscriptionForm(forms.ModelForm):
     class Meta:
         model = Subscription
         fields = ["url", "description", "event_types", "active"]
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            del self.fields["secret"]  # rotated with its own action, never set by editing
 
     def clean_url(self) -> str:
         url = self.cleaned_data["url"]
@@ -77,6 +77,10 @@ class SubscriptionForm(forms.ModelForm):
         if problem:
             raise ValidationError(problem)
         return secret
+
+
+class SubscriptionChangeForm(SubscriptionForm):
+    secret = None  # type: ignore[assignment]  # rotated with its own action, never set by editing
 
 
 @admin.register(Subscription)
@@ -121,6 +125,10 @@ class SubscriptionAdmin(admin.ModelAdmin):
             return "0"
         url = reverse("admin:webhooks_delivery_changelist") + f"?status__exact=parked&subscription__id__exact={obj.pk}"
         return format_html('<a href="{}">{}</a>', url, count)
+
+    def get_form(self, request: HttpRequest, obj: Subscription | None = None, change: bool = False, **kwargs: Any):
+        kwargs["form"] = SubscriptionChangeForm if obj is not None else SubscriptionForm
+        return super().get_form(request, obj, change, **kwargs)
 
     def has_delete_permission(self, request: HttpRequest, obj: Subscription | None = None) -> bool:
         return False  # switched off, never deleted: its deliveries are the record of what was sent where
