@@ -548,9 +548,9 @@ GATEHOUSE_WEBHOOK_RETRY_FOR = env_seconds("GATEHOUSE_WEBHOOK_RETRY_FOR", timedel
 GATEHOUSE_WEBHOOK_SECRET_OVERLAP = env_seconds("GATEHOUSE_WEBHOOK_SECRET_OVERLAP", timedelta(hours=24))
 GATEHOUSE_WEBHOOK_REFRESH = env_seconds("GATEHOUSE_WEBHOOK_REFRESH", timedelta(seconds=5))
 
-# Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
-# nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
-# the loopback range and the sample MCP servers, where the demo's systems run.
+# Where connectors may connect (and webhooks may be sent), what they may start, where they may read files
+# (connectors/hosts.py). Production lists nothing: public hosts only, no stdio MCP server, no drop folder, until an
+# operator lists them. Development lists the loopback range and the sample MCP servers, where the demo's systems run.
 _SAMPLE_MCP_SERVERS = [
     f"node {BASE_DIR / 'sandbox' / 'mcp_servers' / 'node_modules'}/",
     str(Path(sys.executable).parent / "mcp-server-time"),

@@ -132,6 +132,29 @@ def subscription_rotate_secret(
     return Rotation(subscription, made, subscription.previous_until)
 
 
+@transaction.atomic
+def subscription_secrets_reencrypt(*, actor: User | None, channel: Channel | str) -> int:
+    """Re-encrypt every subscription's secrets under the vault's first key (after `reencrypt_credentials`, before the
+    old key is dropped); audited as one configuration event. Returns how many moved."""
+    fingerprint = credentials.primary_key_fingerprint()
+    moved = 0
+    for subscription in Subscription.objects.select_for_update().exclude(key_fingerprint=fingerprint):
+        subscription.ciphertext = credentials.reencrypt(subscription.ciphertext)
+        if subscription.previous_ciphertext:
+            subscription.previous_ciphertext = credentials.reencrypt(subscription.previous_ciphertext)
+        subscription.key_fingerprint = fingerprint
+        subscription.save(update_fields=["ciphertext", "previous_ciphertext", "key_fingerprint", "updated_at"])
+        moved += 1
+    audit_record(
+        verb=Verb.CREDENTIAL_REENCRYPTED,
+        actor=actor,
+        channel=channel,
+        input={"count": moved, "key": fingerprint, "object": "webhook subscription"},
+        summary=f"{moved} webhook secret(s) re-encrypted under vault key {fingerprint}.",
+    )
+    return moved
+
+
 @dataclass(frozen=True)
 class Replay:
     replayed: list[int]

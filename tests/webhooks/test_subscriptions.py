@@ -178,3 +178,17 @@ def test_with_no_subscription_recording_an_event_costs_no_extra_query(
     with CaptureQueriesContext(connection) as captured:
         audit_record(verb=Verb.APPROVED, channel="command", summary="Approved.")
     assert len(captured.captured_queries) == len(without)
+
+
+def test_a_vault_key_rotation_takes_the_webhook_secrets_along(settings, operator):
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    subscription, secret = subscribe(operator)
+    old = settings.GATEHOUSE_CREDENTIAL_KEYS[0]
+    settings.GATEHOUSE_CREDENTIAL_KEYS = [Fernet.generate_key().decode(), old]
+    call_command("reencrypt_webhook_secrets")
+    settings.GATEHOUSE_CREDENTIAL_KEYS = settings.GATEHOUSE_CREDENTIAL_KEYS[:1]  # the old key dropped
+    subscription.refresh_from_db()
+    assert decrypt(subscription.ciphertext) == secret
+    assert AuditEvent.objects.filter(verb=Verb.CREDENTIAL_REENCRYPTED, input__count=1).exists()
