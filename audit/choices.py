@@ -42,6 +42,7 @@ class Verb(models.TextChoices):
     REFRESHED = "refreshed", "re-decided"  # the impact and decision computed again on the record as it is now
     REASSIGNED = "reassigned", "reassigned"  # a decision handed to a delegate or the on-call group
     SIGNED_IN = "signed_in", "signed in"  # a person signed in (how, and the roles single sign-on gave them)
+    WEBHOOK_REPLAYED = "webhook_replayed", "webhook replayed"  # an operator sent parked webhook deliveries again
 
 
 class ActorType(models.TextChoices):

@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "connectors",
     "approvals",
     "audit",
+    "webhooks",  # outbound webhooks: subscriptions, the deliveries' outbox (registers with the trail at start)
     "console",  # the people's pages and commands that are not a model's admin (dashboards, demo seeding)
     "gatehouse.apps.GatehouseConfig",  # the project shell: its system checks
 ]
@@ -297,6 +298,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
         "task": "connectors.check_mcp_tools",
         "schedule": GATEHOUSE_MCP_TOOL_CHECK_INTERVAL.total_seconds(),
     },
+    # Webhook deliveries no worker took up (broker down, message lost, worker died) are published again.
+    "webhooks-sweep": {"task": "webhooks.sweep", "schedule": 10.0},
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------
@@ -543,9 +546,22 @@ if not GATEHOUSE_SLACK_API_URL.startswith(("https://", "http://127.", "http://lo
 GATEHOUSE_APPROVAL_LINK_MAX_AGE = env_seconds("GATEHOUSE_APPROVAL_LINK_MAX_AGE", timedelta(hours=24))
 # A person who is not signed in is sent to LOGIN_URL (single sign-on's block, above) with `?next=` back to the link.
 
-# Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
-# nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
-# the loopback range and the sample MCP servers, where the demo's systems run.
+# --- Outbound webhooks (webhooks/) -------------------------------------------------------------------------------
+# Each attempt waits this long for the receiver (connect and each read); redirects are never followed. A failed delivery
+# is retried with backoff (doubling from GATEHOUSE_WEBHOOK_BACKOFF, at most GATEHOUSE_WEBHOOK_BACKOFF_MAX apart) for
+# GATEHOUSE_WEBHOOK_RETRY_FOR, then parked for an operator to replay. After a secret's rotation the previous secret
+# signs too for GATEHOUSE_WEBHOOK_SECRET_OVERLAP. Each process reads the active subscriptions again at most every
+# GATEHOUSE_WEBHOOK_REFRESH (the process that changes one at once): with none, recording an event costs no query.
+GATEHOUSE_WEBHOOK_TIMEOUT = env_seconds("GATEHOUSE_WEBHOOK_TIMEOUT", timedelta(seconds=5))
+GATEHOUSE_WEBHOOK_BACKOFF = env_seconds("GATEHOUSE_WEBHOOK_BACKOFF", timedelta(seconds=5))
+GATEHOUSE_WEBHOOK_BACKOFF_MAX = env_seconds("GATEHOUSE_WEBHOOK_BACKOFF_MAX", timedelta(hours=1))
+GATEHOUSE_WEBHOOK_RETRY_FOR = env_seconds("GATEHOUSE_WEBHOOK_RETRY_FOR", timedelta(hours=24))
+GATEHOUSE_WEBHOOK_SECRET_OVERLAP = env_seconds("GATEHOUSE_WEBHOOK_SECRET_OVERLAP", timedelta(hours=24))
+GATEHOUSE_WEBHOOK_REFRESH = env_seconds("GATEHOUSE_WEBHOOK_REFRESH", timedelta(seconds=5))
+
+# Where connectors may connect (and webhooks may be sent), what they may start, where they may read files
+# (connectors/hosts.py). Production lists nothing: public hosts only, no stdio MCP server, no drop folder, until an
+# operator lists them. Development lists the loopback range and the sample MCP servers, where the demo's systems run.
 _SAMPLE_MCP_SERVERS = [
     f"node {BASE_DIR / 'sandbox' / 'mcp_servers' / 'node_modules'}/",
     str(Path(sys.executable).parent / "mcp-server-time"),
