@@ -21,7 +21,7 @@ from audit.models import AuditEvent
 from connectors.models import AgentCredential, Credential
 from governance.choices import Role
 from governance.models import ScopeGrant, System, ThresholdRule
-from governance.policy_document import export_text
+from governance.policy_document import dump, export_text, load
 from governance.roles import ensure_roles
 from tests.factories import UserFactory
 
@@ -100,11 +100,24 @@ def test_export_apply_to_an_empty_inventory_and_export_again_gives_the_same_byte
     assert not any(rule.is_signed_off for rule in ThresholdRule.objects.prefetch_related("bands"))
 
 
-def test_the_document_is_the_same_whatever_order_the_database_returns_rows_in(demo):
-    assert export_text() == export_text()
+def backwards(value):
+    """Every mapping's keys in reverse order, and every list of entries too (a resource's fields keep theirs)."""
+    if isinstance(value, dict):
+        return {name: backwards(value[name]) for name in reversed(list(value))}
+    if isinstance(value, list):
+        return [backwards(item) for item in (reversed(value) if all(isinstance(i, dict) for i in value) else value)]
+    return value
+
+
+def test_the_document_does_not_depend_on_the_order_entries_and_keys_come_in(demo):
     text = export_text()
     assert text.startswith("# Gatehouse policy") and "Left out on purpose" in text
     assert "\nversion: 1\nsystems:\n- slug: crm\n" in text
+
+    shuffled = yaml.safe_dump(backwards(yaml.safe_load(text)), sort_keys=False)
+
+    assert shuffled != text
+    assert dump(load(shuffled)) == text
 
 
 def test_no_secret_is_ever_exported(demo):
@@ -158,7 +171,7 @@ def test_added_and_removed_grants_read_as_sentences(demo, tmp_path):
 
     assert output.splitlines() == [
         "3 change(s):",
-        "- reporting-agent's read grant on crm accounts: fields name, status, credit_limit, notes → name, status",
+        "- reporting-agent's read grant on crm accounts: fields credit_limit, name, notes, status → name, status",
         "- new grant: reporting-agent may read legacy-inventory events (every field)",
         "- removed grant: collections-agent may read legacy-inventory events (every field)",
     ]
@@ -178,6 +191,7 @@ def test_apply_leaves_the_changed_rule_unsigned_the_others_signed_and_audits_eac
     )
 
     assert "Applied as owner." in output
+    assert output.endswith("signs them off in the admin (Threshold rules → Sign off): Credit limit changes on crm.\n")
     rules = {rule.name: rule for rule in ThresholdRule.objects.prefetch_related("bands")}
     changed = rules.pop("Credit limit changes on crm")
     assert not changed.is_signed_off and changed.edited_by.username == "owner"
@@ -214,6 +228,8 @@ def test_plan_is_the_default_and_changes_nothing(dana, tmp_path):
         ("approver", "band", "approver may not change threshold rule Credit limit changes on crm"),
         ("owner", "connector", "Only an integrator or a superuser changes a system's connector settings."),
         ("owner", "owner", "Handing system crm to another owner is a superuser's act."),
+        # After the band's change, which the owner may make: undone with the rest.
+        ("owner", "agent", "owner may not change agent reporting-agent: in the admin too."),
     ],
 )
 def test_a_person_without_the_right_is_refused_and_nothing_changes(dana, tmp_path, who, change, refusal):
@@ -224,6 +240,8 @@ def test_a_person_without_the_right_is_refused_and_nothing_changes(dana, tmp_pat
         crm["connector_config"]["timeout"] = 3
     if change == "owner":
         crm["owner"] = "dana"
+    if change == "agent":
+        agent_of(document, "reporting-agent")["description"] = "Monthly reports."
     before, events = export_text(), AuditEvent.objects.count()
 
     with pytest.raises(CommandError) as refused:
