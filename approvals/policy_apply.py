@@ -90,6 +90,18 @@ def policy_apply(*, document: dict[str, Any], user: User, reason: str, override_
     return changes
 
 
+def unsigned_rules(changes: list[Change]) -> list[str]:
+    """The names of the rules these changes added or changed that are not in force now (a change of their name alone
+    keeps a sign-off, as in the admin)."""
+    touched = [(change.key[1], change.key[2]) for change in changes if change.kind == "rule" and change.after]
+    rules = ThresholdRule.objects.select_related("system", "action_type").prefetch_related("bands")
+    return [
+        rule.name
+        for rule in rules.filter(system__slug__in={system for system, _ in touched})
+        if (rule.system.slug, rule.action_type.name if rule.action_type else None) in touched and not rule.is_signed_off
+    ]
+
+
 def _messages(exc: Exception) -> list[str]:
     if isinstance(exc, ValidationError):
         return [message for message in exc.messages]

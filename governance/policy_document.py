@@ -79,6 +79,7 @@ class Part:
     identity: tuple[str, ...]
     required: tuple[str, ...] = ()
     nested: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()  # lists of names whose order means nothing: sorted, so a reordering is no change
 
 
 SYSTEM = Part(
@@ -173,6 +174,7 @@ GRANT = Part(
     ("system", "resource", "access", "fields", "actions", "justification", "expires_at"),
     identity=("system", "resource", "access"),
     required=("system", "resource", "access", "justification"),
+    sets=("fields", "actions"),
 )
 BUDGET = Part(
     AgentBudget,
@@ -266,7 +268,8 @@ def _default(field: models.Field) -> Any:
 
 
 def _entry(part: Part, obj: models.Model) -> dict[str, Any]:
-    return {key: to_document(getattr(obj, key)) for key in part.keys}
+    entry = {key: to_document(getattr(obj, key)) for key in part.keys}
+    return entry | {key: sorted(entry[key]) for key in part.sets}
 
 
 def _band_order(band: dict[str, Any]) -> tuple[str, Decimal]:
@@ -424,6 +427,7 @@ def _canonical(part: Part, raw: dict[str, Any], where: str, problems: list[str])
         except ValueError as exc:
             problems.append(f"{where}.{key}: {exc}")
             entry[key] = value
+    entry |= {key: sorted(entry[key]) for key in part.sets}
     for name in part.nested:
         child = CHILDREN[name]
         items = [_canonical(child, item, f"{where}.{name}.{n}", problems) for n, item in enumerate(raw.get(name, []))]

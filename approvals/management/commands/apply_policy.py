@@ -6,7 +6,7 @@ from pathlib import Path
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from approvals.policy_apply import policy_apply
+from approvals.policy_apply import policy_apply, unsigned_rules
 from governance.policy_document import PolicyError, export_document, load
 from governance.policy_plan import plan, plan_text
 
@@ -68,11 +68,11 @@ class Command(BaseCommand):
         self.stdout.write(plan_text(changes))
         if changes:
             self.stdout.write(f"Applied as {user.get_username()}.")
-        rules = [change.after["name"] for change in changes if change.kind == "rule" and change.after]
-        if rules:
+        waiting = unsigned_rules(changes)
+        if waiting:
             self.stdout.write(
                 "Not in force until their business owner signs them off in the admin (Threshold rules → Sign off): "
-                + ", ".join(rules)
+                + ", ".join(waiting)
                 + "."
             )
 
