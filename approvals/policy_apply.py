@@ -145,6 +145,8 @@ def _fill(obj: models.Model, part: Part, entry: dict[str, Any], *, skip: tuple[s
     for key in part.keys:
         if key in skip or (key in part.identity and obj.pk is not None and part is not BAND):
             continue
+        if key in part.sets and sorted(getattr(obj, key) or []) == entry[key]:
+            continue  # the same names in another order: as stored, not a change
         field = model_field(part, key)
         value = from_document(field, entry[key])
         if field.is_relation:

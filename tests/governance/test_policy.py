@@ -14,15 +14,18 @@ import pytest
 import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
+from audit.choices import Channel
 from audit.models import AuditEvent
 from connectors.models import AgentCredential, Credential
 from governance.choices import Role
 from governance.models import ScopeGrant, System, ThresholdRule
 from governance.policy_document import dump, export_text, load
 from governance.roles import ensure_roles
+from governance.services import threshold_rule_sign_off
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -183,6 +186,7 @@ def test_added_and_removed_grants_read_as_sentences(demo, tmp_path):
 def test_apply_leaves_the_changed_rule_unsigned_the_others_signed_and_audits_each_change_as_the_person(dana, tmp_path):
     document = exported()
     rule_of(document, "crm", "update_credit_limit")["bands"][1]["approver"] = "dana"
+    rule_of(document, "crm", "set_status")["name"] = "Account status changes on crm"  # a name is not signed terms
     agent_of(document, "reporting-agent")["grants"][0]["justification"] = "Monthly account reports."
     before = AuditEvent.objects.count()
 
@@ -196,18 +200,17 @@ def test_apply_leaves_the_changed_rule_unsigned_the_others_signed_and_audits_eac
     changed = rules.pop("Credit limit changes on crm")
     assert not changed.is_signed_off and changed.edited_by.username == "owner"
     assert changed.signed_off_by.username == "owner"  # kept, void: as after an edit in the admin
+    assert rules["Account status changes on crm"].is_signed_off
     assert all(rule.is_signed_off for rule in rules.values())
-    events = list(AuditEvent.objects.filter(verb="configured").order_by("id"))[-2:]
-    assert [event.resource for event in events] == ["thresholdrule", "scopegrant"]
+    events = list(AuditEvent.objects.filter(verb="configured").order_by("id"))[-3:]
+    assert [event.resource for event in events] == ["thresholdrule", "thresholdrule", "scopegrant"]
     assert {(event.person.username, event.channel) for event in events} == {("owner", "command")}
-    assert events[0].input["reason"] == "Dana takes over (FIN-9)."
-    assert list(events[0].state_after.values()) == [{"approver": "dana"}]
-    assert AuditEvent.objects.count() == before + 2
+    assert {event.input["reason"] for event in events} == {"Dana takes over (FIN-9)."}
+    assert list(events[1].state_after.values()) == [{"approver": "dana"}]
+    assert events[2].state_after == {"justification": "Monthly account reports."}
+    assert AuditEvent.objects.count() == before + 3
     # Four eyes: the person who applied it cannot sign it off.
-    with pytest.raises(Exception, match="someone else signs it off"):
-        from audit.choices import Channel
-        from governance.services import threshold_rule_sign_off
-
+    with pytest.raises(PermissionDenied, match="someone else signs it off"):
         threshold_rule_sign_off(rule=changed, user=User.objects.get(username="owner"), channel=Channel.ADMIN)
 
 
