@@ -165,8 +165,8 @@ def _agent(slug: str) -> Agent:
 def _apply(change: Change, applier: Applier) -> None:
     handler = {
         "system": _apply_system,
-        "resource": _apply_resource,
-        "action": _apply_action,
+        "resource": _apply_system_row,
+        "action": _apply_system_row,
         "rule": _apply_rule,
         "agent": _apply_agent,
         "grant": _apply_grant,
@@ -250,28 +250,18 @@ def _apply_system(change: Change, applier: Applier) -> None:
         )
 
 
-def _apply_resource(change: Change, applier: Applier) -> None:
+def _apply_system_row(change: Change, applier: Applier) -> None:
+    """A resource or an action: a row of a system, named within it."""
+    model, part = (Resource, RESOURCE) if change.kind == "resource" else (ActionType, ACTION)
     system = _system(change.key[1])
-    stored = Resource.objects.filter(system=system, name=change.key[2]).first()
+    stored = model.objects.filter(system=system, name=change.key[2]).first()
     if change.op == REMOVE:
         assert stored is not None
         _remove(stored, applier)
         return
-    resource = stored or Resource(system=system)
-    _fill(resource, RESOURCE, change.after or {})
-    _save(resource, applier, parents=[system])
-
-
-def _apply_action(change: Change, applier: Applier) -> None:
-    system = _system(change.key[1])
-    stored = ActionType.objects.filter(system=system, name=change.key[2]).first()
-    if change.op == REMOVE:
-        assert stored is not None
-        _remove(stored, applier)
-        return
-    action = stored or ActionType(system=system)
-    _fill(action, ACTION, change.after or {})
-    _save(action, applier, parents=[system])
+    row = stored or model(system=system)
+    _fill(row, part, change.after or {})
+    _save(row, applier, parents=[system])
 
 
 def _apply_rule(change: Change, applier: Applier) -> None:

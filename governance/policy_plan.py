@@ -37,14 +37,7 @@ ADD, CHANGE, REMOVE = "add", "change", "remove"
 # The order changes are made in: what others point at first; removals run backwards.
 ORDER = ("system", "resource", "action", "rule", "agent", "grant", "budget")
 # What a sign-off covers besides the bands (ThresholdRule.content_digest): changing one voids it. The name does not.
-SIGNED_TERMS = (
-    "currency",
-    "max_age",
-    "owner_may_not_approve",
-    "cumulative_scope",
-    "cumulative_window",
-    "auto_executes_irreversible",
-)
+SIGNED_TERMS = tuple(key for key in RULE.keys if key not in ("action_type", "name"))
 _LABELS = {
     "sla": "SLA",
     "approver_group": "approver group",

@@ -214,6 +214,26 @@ def test_apply_leaves_the_changed_rule_unsigned_the_others_signed_and_audits_eac
         threshold_rule_sign_off(rule=changed, user=User.objects.get(username="owner"), channel=Channel.ADMIN)
 
 
+def test_a_budget_and_an_agents_status_are_applied_through_their_own_services(demo, tmp_path):
+    document = exported()
+    agent_of(document, "collections-agent")["budgets"] = [
+        {"system": "crm", "window": "24 hours", "max_amount": "10000", "currency": "USD", "max_writes": 20}
+    ]
+    agent_of(document, "reporting-agent")["status"] = "disabled"
+    path = write(tmp_path, document)
+
+    assert run("apply_policy", path).splitlines()[1:] == [
+        "- agent reporting-agent: status Active → Disabled",
+        "- new budget: collections-agent on crm: at most 10,000 USD and 20 writes per 24 hours",
+    ]
+    run("apply_policy", path, "--apply", "--as", "admin", "--reason", "Pilot ends; cap the collections agent.")
+
+    assert yaml.safe_load(export_text()) == yaml.safe_load(dump(load(Path(path).read_text())))
+    assert AuditEvent.objects.filter(verb="kill_switch_on", agent__slug="reporting-agent", channel="command").exists()
+    budget_event = AuditEvent.objects.filter(verb="configured", resource="agent", agent__slug="collections-agent")
+    assert budget_event.get().person.username == "admin"
+
+
 def test_plan_is_the_default_and_changes_nothing(dana, tmp_path):
     document = exported()
     rule_of(document, "crm", "update_credit_limit")["bands"][1]["approver"] = "dana"
