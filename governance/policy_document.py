@@ -56,7 +56,8 @@ HEADER = """\
 # - people and roles: named by username (and group name), never created by apply_policy;
 # - database ids, creation times, who granted a scope and when;
 # - sign-off state (who signed off a rule, when): an applied rule is signed off in the admin, four eyes;
-# - history and the audit trail; kill-switch freezes of systems; readiness overrides; rollback drills.
+# - history and the audit trail; a system's kill-switch freeze (an agent's status is kept: apply_policy changes it
+#   through the agent's kill switch); readiness overrides; rollback drills.
 # The same inventory always gives the same document, byte for byte.
 """
 
@@ -272,14 +273,15 @@ def _entry(part: Part, obj: models.Model) -> dict[str, Any]:
     return entry | {key: sorted(entry[key]) for key in part.sets}
 
 
-def _band_order(band: dict[str, Any]) -> tuple[str, Decimal]:
-    """A band's place: its condition's ladder, then its lower bound (0 when unreadable: reported elsewhere)."""
+def _band_order(band: dict[str, Any]) -> tuple[bool, str, Decimal]:
+    """A band's place: the ladder without a condition first, then each condition's; within one, by lower bound (0
+    when unreadable: reported elsewhere)."""
     try:
         lower = Decimal(band["min_amount"])
     except (InvalidOperation, TypeError, KeyError):
         lower = Decimal(0)
-    condition = band.get("condition")
-    return condition_key(condition if isinstance(condition, dict) else {}), lower
+    condition = band.get("condition") if isinstance(band.get("condition"), dict) else {}
+    return bool(condition), condition_key(condition), lower
 
 
 def export_document() -> dict[str, Any]:
