@@ -10,7 +10,6 @@ apply_policy is no wider a door than the admin.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -177,7 +176,3 @@ def _bands_problems(rule: ThresholdRule) -> list[str]:
     except ValidationError as exc:
         return [f"{rule.name}: {message}" for message in exc.messages]
     return []
-
-
-def field_values_of(obj: models.Model, names: Iterable[str]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in names}

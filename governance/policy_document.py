@@ -5,10 +5,8 @@ scope grants and budgets), with people named by username, durations in words ("4
 strings ("500.00"). Keys come in a fixed order, lists sorted by their keys and JSON objects by theirs, so the same
 inventory always gives the same bytes and a change shows as a small diff in git.
 
-`load()` reads a document back into the same canonical form (what `export_document()` returns): the shape checked
-against a JSON Schema built from the models' own fields, then what a schema cannot say (people and groups that exist,
-references within the document, durations and amounts, names used twice, the bands of each rule together through
-`validate_bands`). Every problem is listed with where it is; nothing is read from a half-valid document.
+The parts of the document (`Part`: which model, which keys, what identifies an entry) and the conversion of each value
+are shared with reading it back (governance/policy_load.py), which gives the same canonical form.
 
 What the document deliberately leaves out is said in its header (`HEADER`).
 """
@@ -28,18 +26,15 @@ from django.db import models
 from django.utils.dateparse import parse_datetime
 
 from core.durations import duration_words, parse_duration_words
-from core.schema import Wording, schema_errors
 from governance.models import (
     ActionType,
     Agent,
     AgentBudget,
-    BandSpec,
     Resource,
     ScopeGrant,
     System,
     ThresholdBand,
     ThresholdRule,
-    validate_bands,
 )
 from governance.models.rules import condition_key
 
@@ -258,7 +253,7 @@ def from_document(field: models.Field, value: Any) -> Any:
     return value
 
 
-def _default(field: models.Field) -> Any:
+def model_default(field: models.Field) -> Any:
     if field.is_relation:
         return None
     default = field.get_default()
@@ -306,7 +301,11 @@ def export_document() -> dict[str, Any]:
         entry["grants"] = [_entry(GRANT, grant) for grant in agent.grants.select_related("system", "resource")]
         entry["budgets"] = [_entry(BUDGET, budget) for budget in agent.budgets.select_related("system")]
         agents.append(entry)
-    return _ordered([_sorted(SYSTEM, s) for s in systems], [_sorted(AGENT, a) for a in agents])
+    return ordered([_sorted(SYSTEM, s) for s in systems], [_sorted(AGENT, a) for a in agents])
+
+
+def identity(part: Part, entry: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(entry.get(key) or "") for key in part.identity)
 
 
 def _sorted(part: Part, entry: dict[str, Any]) -> dict[str, Any]:
@@ -314,15 +313,20 @@ def _sorted(part: Part, entry: dict[str, Any]) -> dict[str, Any]:
     collation may order "add-note" and "add_note" otherwise."""
     for name in part.nested:
         child = CHILDREN[name]
-        entry[name] = sorted((_sorted(child, item) for item in entry[name]), key=_order(child))
+        entry[name] = sorted((_sorted(child, item) for item in entry[name]), key=list_order(child))
     return entry
 
 
-def _order(part: Part) -> Callable[[dict[str, Any]], Any]:
+def list_order(part: Part) -> Callable[[dict[str, Any]], Any]:
     """How a list of `part` entries is sorted: by their identity; bands by condition and lower bound."""
     if part is BAND:
         return _band_order
-    return lambda entry: _identity(part, entry)
+    return lambda entry: identity(part, entry)
+
+
+def ordered(systems: list[dict[str, Any]], agents: list[dict[str, Any]]) -> dict[str, Any]:
+    by_slug: Callable[[dict[str, Any]], str] = lambda entry: entry["slug"]  # noqa: E731
+    return {"version": VERSION, "systems": sorted(systems, key=by_slug), "agents": sorted(agents, key=by_slug)}
 
 
 def dump(document: dict[str, Any]) -> str:
@@ -333,235 +337,3 @@ def dump(document: dict[str, Any]) -> str:
 
 def export_text() -> str:
     return dump(export_document())
-
-
-# --- Shape: a JSON Schema made from the models' fields --------------------------------------------------------
-
-
-def _field_schema(field: models.Field) -> dict[str, Any]:
-    nullable = field.null or field.is_relation
-    if field.choices:
-        options: list[Any] = [value for value, _ in field.flatchoices]
-        schema: dict[str, Any] = {"enum": options + ([None] if nullable else [])}
-        return schema
-    if isinstance(field, models.JSONField):
-        kind: list[str] = ["object", "array"]
-    elif isinstance(field, models.BooleanField):
-        kind = ["boolean"]
-    elif isinstance(field, models.IntegerField):
-        kind = ["integer"]
-    elif isinstance(field, models.DecimalField):
-        kind = ["string", "number"]
-    elif isinstance(field, models.DateTimeField):
-        kind = ["string"]  # a quoted timestamp; YAML's own timestamps are read as such before the schema (`_plain`)
-    else:
-        kind = ["string"]
-    schema = {"type": [*kind, "null"] if nullable else kind}
-    if isinstance(field, models.CharField) and field.max_length:
-        schema["maxLength"] = field.max_length
-    return schema
-
-
-def _part_schema(part: Part) -> dict[str, Any]:
-    properties: dict[str, Any] = {key: _field_schema(model_field(part, key)) for key in part.keys}
-    if part is SYSTEM:
-        properties["connector_config"] = {"type": "object"}
-    if part is ACTION:
-        properties |= {"payload_schema": {"type": "object"}, "operation": {"type": "object"}}
-    if part is BAND:
-        properties["condition"] = {"type": ["object", "null"]}
-    for name in ("fields", "actions", "preconditions"):
-        if name in properties:
-            properties[name] = {"type": "array", "items": {"type": "string"}}
-    for name in part.nested:
-        properties[name] = {"type": "array", "items": _part_schema(CHILDREN[name])}
-    return {"type": "object", "properties": properties, "required": list(part.required), "additionalProperties": False}
-
-
-def document_schema() -> dict[str, Any]:
-    """The JSON Schema of a policy document (Draft 2020-12)."""
-    return {
-        "type": "object",
-        "properties": {
-            "version": {"const": VERSION},
-            "systems": {"type": "array", "items": _part_schema(SYSTEM)},
-            "agents": {"type": "array", "items": _part_schema(AGENT)},
-        },
-        "required": ["version", "systems", "agents"],
-        "additionalProperties": False,
-    }
-
-
-# --- Load ------------------------------------------------------------------------------------------------------
-
-DOCUMENT = Wording("key", "part of the policy")
-
-
-def _plain(value: Any) -> Any:
-    """YAML's own timestamps and dates (an unquoted 2027-01-31) as the text they were, for the schema and then the
-    same parsing as a quoted one."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    if isinstance(value, datetime):
-        return value.isoformat() if value.tzinfo else value.isoformat() + "+00:00"
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
-
-
-def _identity(part: Part, entry: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(str(entry.get(key) or "") for key in part.identity)
-
-
-def _canonical(part: Part, raw: dict[str, Any], where: str, problems: list[str]) -> dict[str, Any]:
-    """`raw` with every key of `part` present (a missing one: the model's default), each value written as export
-    writes it; problems with a value are added to `problems`."""
-    entry: dict[str, Any] = {}
-    for key in part.keys:
-        field = model_field(part, key)
-        value = raw.get(key, _default(field))
-        if value is None and isinstance(field, models.JSONField) and not field.null:
-            value = _default(field)  # a condition written as null: none
-        try:
-            entry[key] = to_document(from_document(field, value))
-        except ValueError as exc:
-            problems.append(f"{where}.{key}: {exc}")
-            entry[key] = value
-    entry |= {key: sorted(entry[key]) for key in part.sets}
-    for name in part.nested:
-        child = CHILDREN[name]
-        items = [_canonical(child, item, f"{where}.{name}.{n}", problems) for n, item in enumerate(raw.get(name, []))]
-        seen: set[tuple[str, ...]] = set()
-        for number, item in enumerate(items):
-            identity = _identity(child, item)
-            if child.identity and identity in seen:
-                said = ", ".join(
-                    f"{key} {value or 'none'}" for key, value in zip(child.identity, identity, strict=True)
-                )
-                problems.append(f"{where}.{name}.{number}: a second entry with {said}.")
-            seen.add(identity)
-        entry[name] = sorted(items, key=_order(child))
-    return entry
-
-
-def parse(text: str) -> dict[str, Any]:
-    """YAML text to a canonical document; PolicyError with every problem of its shape and values."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PolicyError([f"Not YAML: {exc}"]) from None
-    raw = _plain(raw)
-    if not isinstance(raw, dict):
-        raise PolicyError(["A policy document is a YAML mapping with version, systems and agents."])
-    errors = schema_errors(document_schema(), raw, wording=DOCUMENT)
-    if errors:
-        raise PolicyError(f"{path}: {message}" for path, message in errors.items())
-    problems: list[str] = []
-    systems = [_canonical(SYSTEM, s, f"systems.{n}", problems) for n, s in enumerate(raw["systems"])]
-    agents = [_canonical(AGENT, a, f"agents.{n}", problems) for n, a in enumerate(raw["agents"])]
-    for label, items in (("systems", systems), ("agents", agents)):
-        slugs = [item["slug"] for item in items]
-        problems += [f"{label}: {slug} is listed twice." for slug in sorted({s for s in slugs if slugs.count(s) > 1})]
-    if problems:
-        raise PolicyError(problems)
-    return _ordered(systems, agents)
-
-
-def _ordered(systems: list[dict[str, Any]], agents: list[dict[str, Any]]) -> dict[str, Any]:
-    by_slug: Callable[[dict[str, Any]], str] = lambda entry: entry["slug"]  # noqa: E731
-    return {"version": VERSION, "systems": sorted(systems, key=by_slug), "agents": sorted(agents, key=by_slug)}
-
-
-def load(text: str) -> dict[str, Any]:
-    """`parse`, then what only the database and the document together can say: people and groups exist, each
-    reference names something in the document, each rule's bands fit together (`validate_bands`)."""
-    document = parse(text)
-    problems = references(document)
-    if problems:
-        raise PolicyError(problems)
-    return document
-
-
-def references(document: dict[str, Any]) -> list[str]:
-    """Problems with what the document names: unknown users and groups, a resource, an action or a staging twin not
-    in the document, bands that do not fit together."""
-    problems: list[str] = []
-    usernames, groups = set(), set()
-    systems = {system["slug"]: system for system in document["systems"]}
-    for system in document["systems"]:
-        where = f"system {system['slug']}"
-        usernames.add((system["owner"], f"{where}: owner"))
-        if system["staging_twin"] and system["staging_twin"] not in systems:
-            problems.append(f"{where}: its staging twin {system['staging_twin']} is not a system in the document.")
-        if system["staging_twin"] == system["slug"]:
-            problems.append(f"{where}: a system cannot be its own staging twin.")
-        resources = {resource["name"] for resource in system["resources"]}
-        actions = {action["name"]: action for action in system["actions"]}
-        for action in system["actions"]:
-            if action["resource"] not in resources:
-                problems.append(f"{where}: action {action['name']} is on resource {action['resource']}, not listed.")
-        for rule in system["rules"]:
-            label = f"{where}: rule {rule['name']}"
-            if rule["action_type"] is not None and rule["action_type"] not in actions:
-                problems.append(f"{label}: {system['slug']} has no action {rule['action_type']} in the document.")
-                continue
-            for number, band in enumerate(rule["bands"], start=1):
-                for key in ("approver",):
-                    if band[key]:
-                        usernames.add((band[key], f"{label}, band {number}: {key}"))
-                for key in ("approver_group", "review_group"):
-                    if band[key]:
-                        groups.add((band[key], f"{label}, band {number}: {key.replace('_', ' ')}"))
-            problems += [f"{label}: {problem}" for problem in _band_problems(rule, actions.get(rule["action_type"]))]
-    for agent in document["agents"]:
-        where = f"agent {agent['slug']}"
-        usernames.add((agent["owner"], f"{where}: owner"))
-        for grant in agent["grants"]:
-            system = systems.get(grant["system"])
-            if system is None:
-                problems.append(f"{where}: a grant on {grant['system']}, which is not a system in the document.")
-            elif grant["resource"] not in {resource["name"] for resource in system["resources"]}:
-                problems.append(f"{where}: a grant on {grant['system']} {grant['resource']}, not a listed resource.")
-        for budget in agent["budgets"]:
-            if budget["system"] not in systems:
-                problems.append(f"{where}: a budget on {budget['system']}, which is not a system in the document.")
-    known_users = set(
-        User.objects.filter(username__in={name for name, _ in usernames}).values_list("username", flat=True)
-    )
-    problems += [
-        f"{where} {name}: no such user (apply_policy never creates people)."
-        for name, where in sorted(usernames, key=lambda item: item[1])
-        if name not in known_users
-    ]
-    known_groups = set(Group.objects.filter(name__in={name for name, _ in groups}).values_list("name", flat=True))
-    problems += [
-        f"{where} {name}: no such group."
-        for name, where in sorted(groups, key=lambda i: i[1])
-        if name not in known_groups
-    ]
-    return problems
-
-
-def _band_problems(rule: dict[str, Any], action: dict[str, Any] | None) -> list[str]:
-    """The rule's bands checked together, as every door checks them (`validate_bands`)."""
-    specs = []
-    for band in rule["bands"]:
-        specs.append(
-            BandSpec(
-                min_amount=Decimal(band["min_amount"]),
-                max_amount=Decimal(band["max_amount"]) if band["max_amount"] is not None else None,
-                mode=band["mode"],
-                has_approver=bool(band["approver"] or band["approver_group"]),
-                has_review_group=bool(band["review_group"]),
-                sla=parse_duration_words(band["sla"]) if band["sla"] else None,
-                condition=band["condition"] or {},
-            )
-        )
-    target = ActionType(name=action["name"], payload_schema=action["payload_schema"]) if action else None
-    try:
-        validate_bands(specs, action=target)
-    except ValidationError as exc:
-        return list(exc.messages)
-    return []

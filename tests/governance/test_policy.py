@@ -23,7 +23,8 @@ from audit.models import AuditEvent
 from connectors.models import AgentCredential, Credential
 from governance.choices import Role
 from governance.models import ScopeGrant, System, ThresholdRule
-from governance.policy_document import dump, export_text, load
+from governance.policy_document import dump, export_text
+from governance.policy_load import load
 from governance.roles import ensure_roles
 from governance.services import threshold_rule_sign_off
 from tests.factories import UserFactory

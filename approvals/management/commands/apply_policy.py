@@ -7,7 +7,8 @@ from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
 from approvals.policy_apply import policy_apply, unsigned_rules
-from governance.policy_document import PolicyError, export_document, load
+from governance.policy_document import PolicyError, export_document
+from governance.policy_load import load
 from governance.policy_plan import plan, plan_text
 
 
