@@ -377,6 +377,24 @@ def production_writes_failing(
     return failing
 
 
+def production_writes_gate(
+    agents: Iterable[Agent],
+    *,
+    what: str,
+    user: User | None,
+    override_reason: str = "",
+    extra_grants: Iterable[ScopeGrant] = (),
+    changed_systems: Iterable[System] = (),
+) -> list[str]:
+    """The gate every door puts before a change that gives production writes (the admin's forms, apply_policy):
+    refused while the checklist fails, unless a superuser gives a reason. Returns what fails (empty: nothing), which
+    the door records with `readiness_override` once the change is saved."""
+    failing = production_writes_failing(agents, extra_grants=extra_grants, changed_systems=changed_systems)
+    if failing and not (" ".join(override_reason.split()) and user is not None and user.is_superuser):
+        raise refusal(what, failing, user=user)
+    return failing
+
+
 def refusal(what: str, failing: list[str], *, user: User | None) -> ValidationError:
     superuser = user is not None and user.is_superuser
     return ValidationError(
