@@ -307,7 +307,12 @@ def plan_text(changes: list[Change]) -> str:
     """The plan as a person reads it: one line per difference, or that there is none."""
     if not changes:
         return "No changes: the inventory already says what the document says."
-    lines = [f"{len(changes)} change(s):"]
+    count = len(changes)  # a rule with its bands is one entry, however many of its terms changed
+    lines = [
+        "1 entry of the inventory differs from the document:"
+        if count == 1
+        else f"{count} entries of the inventory differ from the document:"
+    ]
     for change in changes:
         lines += [f"    {line.strip()}" if line.startswith("  ") else f"- {line}" for line in change.words]
     return "\n".join(lines)

@@ -149,7 +149,7 @@ def test_a_changed_band_reads_as_sentences_a_business_owner_understands(dana, tm
     output = run("apply_policy", write(tmp_path, document), "--plan")
 
     assert output.splitlines() == [
-        "1 change(s):",
+        "1 entry of the inventory differs from the document:",
         "- band 500–5,000 of Credit limit changes on crm: bounds 500–5,000 → 500–7,500",
         "- band 500–5,000 of Credit limit changes on crm: approver approver → dana",
         "- band 500–5,000 of Credit limit changes on crm: SLA 4 hours → 8 hours",
@@ -174,7 +174,7 @@ def test_added_and_removed_grants_read_as_sentences(demo, tmp_path):
     output = run("apply_policy", write(tmp_path, document))
 
     assert output.splitlines() == [
-        "3 change(s):",
+        "3 entries of the inventory differ from the document:",
         "- reporting-agent's read grant on crm accounts: fields credit_limit, name, notes, status → name, status",
         "- new grant: reporting-agent may read legacy-inventory events (every field)",
         "- removed grant: collections-agent may read legacy-inventory events (every field)",
