@@ -24,11 +24,11 @@ from django.utils import timezone
 
 from approvals.decision_links import decision_link_issue
 from approvals.models import Proposal
-from approvals.wording import EMPTY, amount_text, field_label, field_text, inert, proposal_sentence
+from approvals.wording import EMPTY, amount_text, field_label, field_text, proposal_sentence
 from audit.choices import Verb
 from audit.models import AuditEvent
 from core.durations import duration_words
-from core.mail import admin_link, one_line, send_notice, site_link
+from core.mail import admin_link, inert, one_line, send_notice, site_link
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

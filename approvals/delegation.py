@@ -27,6 +27,7 @@ from approvals.models import Delegation, Proposal
 from approvals.transitions import record_event
 from audit.choices import Channel, Verb
 from audit.services import audit_record
+from governance.choices import Role
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import Group, User
@@ -46,6 +47,18 @@ def _terms(delegation: Delegation) -> dict[str, Any]:
     }
 
 
+def may_stand_in(delegate: User) -> bool:
+    """Whether `delegate` may decide in someone's place: an active member of the Approvers group. Checked when the
+    delegation is made and again whenever it is used (`active_delegate`), so taking someone out of the group (by
+    hand, or by single sign-on's role mapping) ends their standing in at once."""
+    return delegate.is_active and delegate.groups.filter(name=Role.APPROVERS).exists()
+
+
+def possible_delegates() -> Any:
+    """Whom a form offers as a delegate: the people `delegation_check` accepts (active staff who are approvers)."""
+    return get_user_model().objects.filter(is_active=True, is_staff=True, groups__name=Role.APPROVERS).distinct()
+
+
 def may_delegate_for(user: User, who: User) -> bool:
     """A person names their own delegate; a superuser may do it for anyone (someone fell ill without doing it)."""
     return user.is_active and (user.pk == who.pk or user.is_superuser)
@@ -59,10 +72,11 @@ def delegation_check(
     *, who: User, delegate: User, starts_at: datetime, ends_at: datetime, exclude: int | None = None
 ) -> None:
     """Raise ValidationError when the delegation cannot be: to oneself, backwards, in the past, to an inactive
-    account or one that cannot sign in to decide (not staff), overlapping another of the same person's, or in a chain
-    (the delegate is away then too, having named a delegate of their own, or `who` is standing in for someone else
-    then). Whether the delegate may decide a given proposal (separation of duties: not the agent's owner where the
-    rule forbids it) is judged per proposal when they decide (approvals/deciders.py)."""
+    account, one that cannot sign in to decide (not staff) or one whose role is not to decide (not an approver),
+    overlapping another of the same person's, or in a chain (the delegate is away then too, having named a delegate
+    of their own, or `who` is standing in for someone else then). Whether the delegate may decide a given proposal
+    (separation of duties: not the agent's owner where the rule forbids it) is judged per proposal when they decide
+    (approvals/deciders.py)."""
     if who.pk == delegate.pk:
         raise ValidationError({"delegate": "Name someone else: you cannot delegate to yourself."})
     if not delegate.is_active:
@@ -70,6 +84,13 @@ def delegation_check(
     if not delegate.is_staff:  # the admin's form offers staff only; a crafted POST or another door meets this
         raise ValidationError(
             {"delegate": f"{delegate.get_username()} cannot sign in to Gatehouse, so could not decide anything."}
+        )
+    if not may_stand_in(delegate):
+        raise ValidationError(
+            {
+                "delegate": f"{delegate.get_username()} is not in the {Role.APPROVERS} group: only someone whose role "
+                "is to decide can decide for you (an auditor watches, an operator or integrator runs the system)."
+            }
         )
     if ends_at <= starts_at:
         raise ValidationError({"ends_at": "The end must come after the start."})
@@ -169,7 +190,9 @@ def active_delegate(user: User | None, at: datetime | None = None) -> User | Non
         return None
     at = at or timezone.now()
     delegation = (
-        Delegation.objects.filter(who=user, starts_at__lte=at, ends_at__gt=at, delegate__is_active=True)
+        Delegation.objects.filter(
+            who=user, starts_at__lte=at, ends_at__gt=at, delegate__is_active=True, delegate__groups__name=Role.APPROVERS
+        )
         .select_related("delegate")
         .order_by("-starts_at")
         .first()

@@ -29,8 +29,9 @@ from approvals.models import Drill, OutboxMessage, Proposal
 from approvals.readiness import WriteFacts, execution_pause
 from approvals.transitions import RELATED, InvalidTransition, lock_rows, move
 from audit.choices import Channel, Verb
-from connectors.base import PermanentError, RecordChanged, Result, TransientError
+from connectors.base import PermanentError, RecordChanged, Result, ToolChanged, TransientError
 from connectors.limits import CallDeferred
+from connectors.mcp.pinning import action_tool_changed
 from connectors.models import AgentCredential, Credential
 from connectors.registry import connector_for
 from core.compiled_query import CompiledQuery
@@ -469,6 +470,8 @@ def _execute(proposal_id: uuid.UUID | str, step: Step) -> ExecutionOutcome:
             return ExecutionOutcome("failed", detail=str(exc))
         _release_for_retry(proposal.pk)
         return ExecutionOutcome("retry", retry_in=retry_delay(proposal.attempts, exc.retry_after), detail=str(exc))
+    except ToolChanged as exc:  # nothing was called: the tool is not the one approved
+        return _hold_for_changed_tool(proposal, exc)
     except PermanentError as exc:
         proposal_record_failure(proposal_id=proposal.pk, reason=str(exc))
         return ExecutionOutcome("failed", detail=str(exc))
@@ -482,6 +485,29 @@ def _execute(proposal_id: uuid.UUID | str, step: Step) -> ExecutionOutcome:
         proposal_id=proposal.pk, before=written.before, after=written.after, compensation=written.compensation
     )
     return ExecutionOutcome("executed")
+
+
+def _hold_for_changed_tool(proposal: Proposal, exc: ToolChanged) -> ExecutionOutcome:
+    """The connector found the action's MCP tool changed (or gone) just before calling it, between two periodic
+    checks: the action is paused as the check would have (audited, its owner told), and this proposal waits on hold
+    with the others until the new definition is approved (paused_executions_resume)."""
+    action_tool_changed(action_id=proposal.action_type_id, definition=exc.definition, channel=Channel.TASK)
+    with transaction.atomic():
+        held = _locked(proposal.pk)
+        if held.status != ProposalStatus.EXECUTING:
+            raise InvalidTransition(f"Cannot hold a {held.status} proposal.")
+        held.claimed_at = None
+        held.hold_reason = f"readiness: {exc}"[:300]
+        move(
+            held,
+            ProposalStatus.ON_HOLD,
+            verb=Verb.HELD,
+            actor=None,
+            channel=Channel.TASK,
+            outcome="on_hold",
+            summary=f"Execution of {held.action_type.name} on {held.record_id} put on hold: {exc}.",
+        )
+    return ExecutionOutcome("suppressed", detail=f"put on hold: {exc}")
 
 
 RECHECKS = 3  # reads and writes a record that keeps changing under us gets, before the task retries later

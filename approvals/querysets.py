@@ -10,6 +10,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce, Greatest, Now
 
 from approvals.choices import AWAITING_DECISION, DecisionMode, ProposalStatus
+from governance.choices import Role
 from governance.models import Agent
 
 
@@ -26,7 +27,11 @@ def _stand_in(user) -> Q:
     join: the approver's past delegations would otherwise list a proposal once per delegation."""
     delegation = apps.get_model("approvals", "Delegation")  # models.py imports this module
     delegating = delegation.objects.filter(
-        who=OuterRef("approver"), delegate=user, starts_at__lte=Now(), ends_at__gt=Now()
+        who=OuterRef("approver"),
+        delegate=user,
+        delegate__groups__name=Role.APPROVERS,  # no longer an approver: stands in for nobody (delegation.py)
+        starts_at__lte=Now(),
+        ends_at__gt=Now(),
     )
     return Q(reassigned_to=user) | Q(reassigned_group__in=user.groups.all()) | Q(Exists(delegating))
 

@@ -319,7 +319,13 @@ def execution_pause(proposal: Proposal, *, known: WriteFacts | None = None) -> s
     stands on its own. Checked just before the write and by the job that resumes paused writes.
 
     `known`: the caller (the worker's claim) read the pause's facts and the proposal's rule with the proposal, just
-    now; only the rule's bands are read here then."""
+    now; only the rule's bands are read here then.
+
+    First of all, on any system: the action is paused because its MCP tool changed on the server since it was
+    approved (tool pinning, connectors/mcp/pinning.py). The write waits for a person to approve the new definition,
+    whatever anyone approved of the proposal before."""
+    if proposal.action_type.paused:
+        return f"readiness: {proposal.action_type} is paused: {proposal.action_type.paused_reason}"
     system = proposal.system
     pause = production_writes_pause(system, agent=proposal.agent, known=known)
     if pause or not takes_production_writes(system.environment, system.write_mode):
@@ -368,6 +374,24 @@ def production_writes_failing(
         mine = [grant for grant in extra if grant.agent_id == agent.pk]
         checklist = readiness(agent, extra_grants=mine, changed_systems=systems)
         failing += [f"{agent}: {item.label.lower()} — {item.reason}" for item in checklist.failing]
+    return failing
+
+
+def production_writes_gate(
+    agents: Iterable[Agent],
+    *,
+    what: str,
+    user: User | None,
+    override_reason: str = "",
+    extra_grants: Iterable[ScopeGrant] = (),
+    changed_systems: Iterable[System] = (),
+) -> list[str]:
+    """The gate every door puts before a change that gives production writes (the admin's forms, apply_policy):
+    refused while the checklist fails, unless a superuser gives a reason. Returns what fails (empty: nothing), which
+    the door records with `readiness_override` once the change is saved."""
+    failing = production_writes_failing(agents, extra_grants=extra_grants, changed_systems=changed_systems)
+    if failing and not (" ".join(override_reason.split()) and user is not None and user.is_superuser):
+        raise refusal(what, failing, user=user)
     return failing
 
 

@@ -7,7 +7,6 @@ proposal reads the same in the queue and in the record's story afterwards.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from approvals.models import Proposal
@@ -90,13 +89,3 @@ def _plain(action: ActionType, field: str, value: Any) -> Any:
 def _short_phrase(phrase: str) -> str:
     # Several fields, or long values: the list keeps one readable line's worth; the page says all of it.
     return phrase if len(phrase) <= 3 * VALUE_CHARS else phrase[: 3 * VALUE_CHARS - 1].rstrip() + "…"
-
-
-_ADDRESS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)|\b(www)\.")
-
-
-def inert(text: str) -> str:
-    """`text` with every web address in it made inert: "https://x.example" → "https[:]//x.example", "www.x" →
-    "www[.]x". For what an agent wrote, shown to an approver (mail, Slack): a
-    mail program or Slack links a bare address by itself."""
-    return _ADDRESS.sub(lambda m: f"{m[1]}[:]" if m[1] else f"{m[2]}[.]", text)

@@ -35,11 +35,14 @@ class Verb(models.TextChoices):
     CREDENTIAL_REENCRYPTED = "credential_reencrypted", "credential re-encrypted"
     RULE_SIGNED_OFF = "rule_signed_off", "rule signed off"
     TOOLS_IMPORTED = "tools_imported", "MCP tools imported"
+    TOOL_CHANGED = "tool_changed", "MCP tool changed"  # a pinned tool's definition changed on the server: paused
+    TOOL_APPROVED = "tool_approved", "MCP tool approved"  # a person accepted the new definition: pinned, resumed
     CONFIGURED = "configured", "configured"
     STALE = "stale", "went stale"  # the record changed after the decision: back to a person, nothing written
     REFRESHED = "refreshed", "re-decided"  # the impact and decision computed again on the record as it is now
     REASSIGNED = "reassigned", "reassigned"  # a decision handed to a delegate or the on-call group
     SIGNED_IN = "signed_in", "signed in"  # a person signed in (how, and the roles single sign-on gave them)
+    WEBHOOK_REPLAYED = "webhook_replayed", "webhook replayed"  # an operator sent parked webhook deliveries again
 
 
 class ActorType(models.TextChoices):
@@ -58,7 +61,8 @@ class Channel(models.TextChoices):
 
 
 # Kinds of events, for the auditor's "kind of event" filter. Configuration: a person changed what governs an agent or a
-# system (grants, rules and bands, sign-offs, write modes, freezes, tokens, credentials, connector settings).
+# system (grants, rules and bands, sign-offs, write modes, freezes, tokens, credentials, connector settings), and an MCP
+# tool's definition changing under a pinned action or approved again.
 CONFIGURATION_VERBS = frozenset(
     {
         Verb.CONFIGURED,
@@ -71,6 +75,8 @@ CONFIGURATION_VERBS = frozenset(
         Verb.KILL_SWITCH_OFF,
         Verb.READINESS_OVERRIDDEN,
         Verb.TOOLS_IMPORTED,
+        Verb.TOOL_CHANGED,
+        Verb.TOOL_APPROVED,
     }
 )
 AGENT_ACTIVITY_VERBS = frozenset(

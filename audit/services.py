@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.choices import ActorType, Channel, Verb
+from audit.followers import interested
 from audit.models import GENESIS_HASH, AuditEvent
 from core.request_context import current_request_id, current_sign_in
 from core.tracing import current_trace_id
@@ -123,6 +124,9 @@ def audit_record(
     The trail sits below the inventory and does not import it: any actor that is not a user is taken as the agent,
     and the `agent` foreign key refuses anything that is not one.
 
+    Followers registered by the rooms above (audit/followers.py; the webhooks' outbox) are handed the event in its
+    transaction when they want its verb.
+
     A person acting in a request of their own signed-in session has the way they signed in added to the input
     (`"sign_in": {"method": "oidc", "issuer": …}` or `{"method": "password"}`): hashed with the rest, like any input.
     """
@@ -149,7 +153,16 @@ def audit_record(
         person=person,
     )
     _set_actor(event, actor, person=person, agent=agent)
-    _append(event)
+    followers = interested(event.verb)
+    if not followers:  # the usual case: nothing but the event itself (audit/followers.py)
+        _append(event)
+        return event
+    # What a follower writes (a webhook's delivery rows) commits or rolls back with the event, also when the caller
+    # has no transaction of its own.
+    with transaction.atomic(savepoint=False):
+        _append(event)
+        for follower in followers:
+            follower.follow(event)
     return event
 
 

@@ -38,6 +38,16 @@ class NotReversible(PermanentError):
     """The action has no compensation."""
 
 
+class ToolChanged(PermanentError):
+    """An MCP tool's live definition is not the one pinned for the action: nothing was called (tool pinning).
+    `definition` is what the server offers now, None when it no longer lists the tool."""
+
+    def __init__(self, message: str, *, tool: str, definition: dict | None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.definition = definition
+
+
 class RecordChanged(PermanentError):
     """A conditional write was refused: the record changed since it was read (HTTP 409). Nothing was overwritten."""
 

@@ -459,6 +459,10 @@ class Guarded(Connector):
     def compensate(self, action, record_id: str, compensation: dict[str, Any], idempotency_key: str, *, expected=None):
         return self._call(self.inner.compensate, action, record_id, compensation, idempotency_key, expected=expected)
 
+    def list_tools(self) -> list[Any]:
+        """An MCP system's tool list (the importer, the tool pinning check): paced and counted like any call."""
+        return self._call(self.inner.list_tools)  # type: ignore[attr-defined]  # an McpConnector inside
+
     def health(self) -> Health:
         # An operator's explicit check (a credential rotation tries the new secret): one call, let through even with
         # the breaker open. A good answer closes the breaker as a probe's would; a bad one is not counted, since it

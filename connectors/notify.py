@@ -1,9 +1,13 @@
-"""E-mail about vaulted credentials: a rotation whose health check failed, a rotation coming due. Never the secret."""
+"""E-mail from the connectors: a credential rotation whose check failed or that comes due (never the secret), an MCP
+tool that changed under a pinned action."""
 
 from __future__ import annotations
 
+from django.urls import reverse
+
 from connectors.models import AgentCredential, Credential
-from core.mail import admin_link, send_notice
+from core.mail import admin_link, inert, send_notice, site_link
+from governance.models import ActionType
 
 
 def _named(credential: Credential | AgentCredential) -> tuple[str, str]:
@@ -54,3 +58,25 @@ def notify_rotation_due(credential: Credential | AgentCredential, *, overdue: bo
         f"\n{admin_link(credential)}"
     )
     send_notice(subject, body, [system.owner.email])
+
+
+def notify_tool_changed(action: ActionType, changes: list[str]) -> None:
+    """The system's owner (and its on-call contact: writes through the action stop) hear that an MCP tool changed
+    under a pinned action: what changed, and where to approve it. The server's words are made inert (a description
+    is the server's to write, and a link in it would seem to come from Gatehouse)."""
+    system = action.system
+    gone = action.tool_pending.get("definition") is None
+    what = "is gone from" if gone else "changed on"
+    body = (
+        f"The tool {action.tool_name} behind the action {action.name} {what} the MCP server of {system}, since "
+        "it was last approved. Gatehouse paused the action: agents' proposals on it are refused (action_paused), and "
+        "approved ones wait.\n\nWhat changed:\n"
+        + "\n".join(f"  {inert(line)}" for line in changes)
+        + "\n\nIf the change is expected, approve the new definition here (the action then resumes; its payload "
+        "schema follows the tool's new input schema):\n"
+        + site_link(reverse("admin:governance_actiontype_approve_tool", args=[action.pk]))
+        + "\n\nIf it is not, leave it paused and ask whoever runs the server."
+    )
+    send_notice(
+        f"MCP tool {what} the server: {system}.{action.name} paused", body, [system.owner.email, system.oncall_contact]
+    )

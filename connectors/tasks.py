@@ -6,6 +6,7 @@ from celery import shared_task
 
 from audit.choices import Channel
 from connectors.legacy_batch.services import batch_poll, batch_systems_due
+from connectors.mcp.pinning import tools_check_all
 from connectors.services import credentials_tell_rotation_due
 from governance.models import System
 
@@ -32,3 +33,10 @@ def poll_batch_system(system_id: int) -> str:
     if system is None:
         return "gone"
     return batch_poll(system=system, channel=Channel.TASK, only_if_due=True).summary()
+
+
+@shared_task(name="connectors.check_mcp_tools", ignore_result=True)
+def check_mcp_tools() -> list[str]:
+    """Beat, every GATEHOUSE_MCP_TOOL_CHECK_INTERVAL: compare each MCP system's live tools with the pinned ones;
+    a changed or missing tool pauses its action and tells the owner (connectors/mcp/pinning.py)."""
+    return [report.summary() for report in tools_check_all(channel=Channel.TASK)]

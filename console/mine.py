@@ -27,7 +27,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.choices import ProposalStatus, ReviewOutcome
-from approvals.delegation import delegation_create, delegation_end, stands_in
+from approvals.delegation import delegation_create, delegation_end, possible_delegates, stands_in
 from approvals.models import Delegation, Proposal
 from approvals.wording import amount_text, proposal_sentence
 from audit.choices import Channel
@@ -144,7 +144,7 @@ class AwayForm(forms.Form):
         self.fields["starts_at"].label = f"From ({zone})"
         self.fields["ends_at"].label = f"Until ({zone})"
         self.fields["starts_at"].initial = timezone.localtime().replace(second=0, microsecond=0)
-        people = get_user_model().objects.filter(is_active=True, is_staff=True).exclude(pk=user.pk)
+        people = possible_delegates().exclude(pk=user.pk)
         self.fields["delegate"].widget.choices = [("", "—")] + [
             (person.pk, f"{person.get_full_name()} ({person.get_username()})" if person.get_full_name() else person)
             for person in people.order_by("username")

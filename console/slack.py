@@ -175,7 +175,7 @@ def _clicked(payload: dict[str, Any]) -> HttpResponse:
         slack_ephemeral(channel=channel, slack_user=slack_user, text=text)
         return HttpResponse(status=200)
 
-    person = slack_person(slack_user)
+    person = slack_person(slack_user, team=team)
     if person.user is None or not proposal_id:
         why, outcome = (person.refusal, person.outcome) if person.user is None else ("no such proposal", "not_found")
         _refuse(proposal_id, person=person, slack_user=slack_user, team=team, step=step, why=why, outcome=outcome)
@@ -225,7 +225,7 @@ def _submitted(payload: dict[str, Any]) -> HttpResponse:
     def error(text: str) -> JsonResponse:
         return JsonResponse({"response_action": "errors", "errors": {REASON_BLOCK: text[:150]}})
 
-    person = slack_person(slack_user)
+    person = slack_person(slack_user, team=team)
     if person.user is None or not proposal_id:
         why, outcome = (person.refusal, person.outcome) if person.user is None else ("no such proposal", "not_found")
         _refuse(proposal_id, person=person, slack_user=slack_user, team=team, step="reject", why=why, outcome=outcome)

@@ -47,6 +47,12 @@ class InvalidState(GatehouseError):
     status, code, title = 409, "invalid_state", "Not possible in the current state"
 
 
+class ActionPaused(GatehouseError):
+    """The action is paused until a person acts: its MCP tool's definition changed on the server (tool pinning)."""
+
+    status, code, title = 409, "action_paused", "Action paused"
+
+
 class PayloadTooLarge(GatehouseError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 

@@ -8,6 +8,7 @@ its sender gives one (the approver's decision request: approvals/decision_mail.p
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 
 from django.conf import settings
@@ -35,6 +36,16 @@ def one_line(text: str) -> str:
     """`text` with every run of whitespace (line breaks among them) made one space: a subject line stays one line,
     whatever a record id or an action's name holds (a line break in a header is refused by the mail library)."""
     return " ".join(text.split())
+
+
+_ADDRESS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*):(?=//)|\b(www)\.")
+
+
+def inert(text: str) -> str:
+    """`text` with every web address in it made inert: "https://x.example" → "https[:]//x.example", "www.x" →
+    "www[.]x". For what someone else wrote (an agent's reason, an MCP server's tool description), shown to a person
+    (mail, Slack): a mail program or Slack links a bare address by itself."""
+    return _ADDRESS.sub(lambda m: f"{m[1]}[:]" if m[1] else f"{m[2]}[.]", text)
 
 
 def send_notice(subject: str, body: str, recipients: Iterable[str | None], *, html: str = "") -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,17 @@ class Wording:
 
 FIELDS = Wording("field", "action")
 ARGUMENTS = Wording("argument", "tool")
+
+
+def closed_schema(schema: Any) -> dict[str, Any]:
+    """A tool's input schema as an action's payload schema: an object that refuses unknown fields. Validated with
+    Gatehouse's own draft (its `$schema` dropped). A copy: the original is left as it was."""
+    schema = copy.deepcopy(schema) if isinstance(schema, dict) else {}
+    schema.pop("$schema", None)
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    schema["additionalProperties"] = False
+    return schema
 
 
 def schema_errors(

@@ -127,6 +127,7 @@ INSTALLED_APPS = [
     "connectors",
     "approvals",
     "audit",
+    "webhooks",  # outbound webhooks: subscriptions, the deliveries' outbox (registers with the trail at start)
     "console",  # the people's pages and commands that are not a model's admin (dashboards, demo seeding)
     "gatehouse.apps.GatehouseConfig",  # the project shell: its system checks
 ]
@@ -279,6 +280,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
+# Tool pinning: how often each MCP system's live tool list is compared with the definitions its actions pinned
+# (connectors/mcp/pinning.py). Writes verify their own tool at call time too; this catches the rest and tells the owner.
+GATEHOUSE_MCP_TOOL_CHECK_INTERVAL = env_seconds("GATEHOUSE_MCP_TOOL_CHECK_INTERVAL", timedelta(minutes=15))
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "outbox-sweep": {"task": "approvals.outbox_sweep", "schedule": 10.0},
     "escalate-and-expire": {"task": "approvals.escalate_and_expire", "schedule": 60.0},
@@ -290,6 +294,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "tell-rotation-due": {"task": "connectors.tell_rotation_due", "schedule": 86400.0},  # owners, once a day
     # Each batch system is polled on its own interval (its "every"); this only asks which are due.
     "poll-batch-systems": {"task": "connectors.poll_batch_systems", "schedule": 10.0},
+    "check-mcp-tools": {
+        "task": "connectors.check_mcp_tools",
+        "schedule": GATEHOUSE_MCP_TOOL_CHECK_INTERVAL.total_seconds(),
+    },
+    # Webhook deliveries no worker took up (broker down, message lost, worker died) are published again.
+    "webhooks-sweep": {"task": "webhooks.sweep", "schedule": 10.0},
 }
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------------
@@ -389,8 +399,10 @@ if GATEHOUSE_OIDC:
 OIDC_RP_CLIENT_ID = GATEHOUSE_OIDC_CLIENT_ID
 OIDC_RP_CLIENT_SECRET = GATEHOUSE_OIDC_CLIENT_SECRET
 OIDC_RP_SCOPES = GATEHOUSE_OIDC_SCOPES
+# RS* and ES* only: mozilla-django-oidc fetches the provider's public key (JWKS) for those alone; for any other
+# algorithm (PS256 included) it would verify with the client secret, so no provider's token could ever pass.
 OIDC_RP_SIGN_ALGO = env_choice(
-    "GATEHOUSE_OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
+    "GATEHOUSE_OIDC_SIGN_ALGO", "RS256", ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
 )
 OIDC_USE_PKCE = True  # the code is useless to whoever intercepts it without the verifier (RFC 7636)
 OIDC_USE_NONCE = True
@@ -519,6 +531,8 @@ GATEHOUSE_SLACK_API_URL = env_str("GATEHOUSE_SLACK_API_URL", "https://slack.com/
 GATEHOUSE_SLACK_BOT_TOKEN = env_str("GATEHOUSE_SLACK_BOT_TOKEN")
 GATEHOUSE_SLACK_SIGNING_SECRET = env_str("GATEHOUSE_SLACK_SIGNING_SECRET")
 GATEHOUSE_SLACK_CHANNEL = env_str("GATEHOUSE_SLACK_CHANNEL")
+# The company's Slack workspace (its team id, T…): clicks from any other workspace are refused. Empty: not checked.
+GATEHOUSE_SLACK_TEAM_ID = env_str("GATEHOUSE_SLACK_TEAM_ID")
 if bool(GATEHOUSE_SLACK_BOT_TOKEN) != bool(GATEHOUSE_SLACK_SIGNING_SECRET):
     raise ImproperlyConfigured(
         "Slack approvals need both GATEHOUSE_SLACK_BOT_TOKEN and GATEHOUSE_SLACK_SIGNING_SECRET (or neither)."
@@ -532,9 +546,22 @@ if not GATEHOUSE_SLACK_API_URL.startswith(("https://", "http://127.", "http://lo
 GATEHOUSE_APPROVAL_LINK_MAX_AGE = env_seconds("GATEHOUSE_APPROVAL_LINK_MAX_AGE", timedelta(hours=24))
 # A person who is not signed in is sent to LOGIN_URL (single sign-on's block, above) with `?next=` back to the link.
 
-# Where connectors may connect, what they may start, where they may read files (connectors/hosts.py). Production lists
-# nothing: public hosts only, no stdio MCP server, no drop folder, until an operator lists them. Development lists
-# the loopback range and the sample MCP servers, where the demo's systems run.
+# --- Outbound webhooks (webhooks/) -------------------------------------------------------------------------------
+# Each attempt waits this long for the receiver (connect and each read); redirects are never followed. A failed delivery
+# is retried with backoff (doubling from GATEHOUSE_WEBHOOK_BACKOFF, at most GATEHOUSE_WEBHOOK_BACKOFF_MAX apart) for
+# GATEHOUSE_WEBHOOK_RETRY_FOR, then parked for an operator to replay. After a secret's rotation the previous secret
+# signs too for GATEHOUSE_WEBHOOK_SECRET_OVERLAP. Each process reads the active subscriptions again at most every
+# GATEHOUSE_WEBHOOK_REFRESH (the process that changes one at once): with none, recording an event costs no query.
+GATEHOUSE_WEBHOOK_TIMEOUT = env_seconds("GATEHOUSE_WEBHOOK_TIMEOUT", timedelta(seconds=5))
+GATEHOUSE_WEBHOOK_BACKOFF = env_seconds("GATEHOUSE_WEBHOOK_BACKOFF", timedelta(seconds=5))
+GATEHOUSE_WEBHOOK_BACKOFF_MAX = env_seconds("GATEHOUSE_WEBHOOK_BACKOFF_MAX", timedelta(hours=1))
+GATEHOUSE_WEBHOOK_RETRY_FOR = env_seconds("GATEHOUSE_WEBHOOK_RETRY_FOR", timedelta(hours=24))
+GATEHOUSE_WEBHOOK_SECRET_OVERLAP = env_seconds("GATEHOUSE_WEBHOOK_SECRET_OVERLAP", timedelta(hours=24))
+GATEHOUSE_WEBHOOK_REFRESH = env_seconds("GATEHOUSE_WEBHOOK_REFRESH", timedelta(seconds=5))
+
+# Where connectors may connect (and webhooks may be sent), what they may start, where they may read files
+# (connectors/hosts.py). Production lists nothing: public hosts only, no stdio MCP server, no drop folder, until an
+# operator lists them. Development lists the loopback range and the sample MCP servers, where the demo's systems run.
 _SAMPLE_MCP_SERVERS = [
     f"node {BASE_DIR / 'sandbox' / 'mcp_servers' / 'node_modules'}/",
     str(Path(sys.executable).parent / "mcp-server-time"),

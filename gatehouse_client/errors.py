@@ -59,7 +59,8 @@ class NotFound(GatehouseError):
 
 
 class Conflict(GatehouseError):
-    """409 `idempotency_conflict` (a key reused for another request) or `invalid_state` (e.g. cancel too late)."""
+    """409 `idempotency_conflict` (a key reused for another request), `invalid_state` (e.g. cancel too late) or
+    `action_paused` (the action's tool changed on its MCP server; a person must approve it first)."""
 
 
 class InvalidRequest(GatehouseError):
@@ -86,6 +87,7 @@ _BY_CODE: dict[str, type[GatehouseError]] = {
     "not_found": NotFound,
     "idempotency_conflict": Conflict,
     "invalid_state": Conflict,
+    "action_paused": Conflict,
     "malformed_request": InvalidRequest,
     "payload_too_large": InvalidRequest,
     "invalid_payload": InvalidRequest,

@@ -24,6 +24,7 @@ from audit.choices import Channel, Verb
 from audit.services import audit_record
 from core.compiled_query import CompiledQuery
 from core.errors import (
+    ActionPaused,
     AgentDisabled,
     GatehouseError,
     InvalidPayload,
@@ -305,7 +306,8 @@ def check_proposal(
     agent: Agent, *, system_slug: str, action_name: str, record_id: str, payload: Any, channel: Channel | str
 ) -> ProposalScope:
     """The checks of a proposal, in order: the system exists, the kill switch and write mode, a current write grant
-    naming the action, and the payload against the action's schema (unknown fields refused)."""
+    naming the action, the action not paused (its MCP tool changed on the server), and the payload against the
+    action's schema (unknown fields refused)."""
     try:
         system = find_system(system_slug)
     except NotFound as exc:
@@ -322,6 +324,9 @@ def check_proposal(
         error = ScopeDenied(f"{agent.slug} has no write grant for {action_name} on {system}.")
         target = Target(system=system, resource=scope.action.resource.name, record_id=record_id, detail=target.detail)
         raise refuse(error, agent=agent, channel=channel, target=target)
+    if scope.action.paused:  # after the grant: only an agent that may propose it learns that it is paused
+        error = ActionPaused(f"{action_name} on {system} is paused: {scope.action.paused_reason}")
+        raise refuse(error, agent=agent, channel=channel, target=scope.target(record_id, payload))
     errors = schema_errors(scope.action.payload_schema, payload, prefix="payload")
     # PostgreSQL's jsonb cannot hold NUL (\u0000): refuse it here rather than fail when the proposal is stored.
     for path in null_character_paths(payload, "payload"):

@@ -27,6 +27,8 @@ PROPOSALS = [("approvals", "proposal")]
 ROLLBACK = [("approvals", "reversal"), ("approvals", "reversalstep"), ("approvals", "drill")]
 # What batch systems delivered: files, quarantined rows, polling state (read-only for everyone in the admin).
 BATCH = [("connectors", "batchfile"), ("connectors", "quarantinedrow"), ("connectors", "batchpoll")]
+# Outbound webhooks: where governance events go, and what was sent (webhooks/; named, not imported: it sits above).
+WEBHOOKS = [("webhooks", "subscription"), ("webhooks", "delivery")]
 
 
 def _view(models: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
@@ -60,10 +62,14 @@ ROLE_PERMISSIONS: dict[str, list[tuple[str, str, str]]] = {
     # Deciding is not a model permission: the services check who may decide each proposal.
     Role.APPROVERS: _view(INVENTORY + PROPOSALS),
     Role.REVIEWERS: _view(INVENTORY + PROPOSALS),
-    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH),
-    # Operators pull kill switches, reverse writes and run drills (the services check on which targets).
-    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH)
-    + _edit([("governance", "system"), ("governance", "agent")], "change"),
+    Role.AUDITORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH + WEBHOOKS),
+    # Operators pull kill switches, reverse writes and run drills (the services check on which targets). They also
+    # run the webhooks their on-call tools receive: subscriptions (within the allow-list, audited) and the replay of
+    # parked deliveries (change_delivery). Subscriptions are switched off, never deleted.
+    Role.OPERATORS: _view(INVENTORY + AUDIT + PROPOSALS + ROLLBACK + BATCH + WEBHOOKS)
+    + _edit([("governance", "system"), ("governance", "agent")], "change")
+    + _edit([("webhooks", "subscription")], "add", "change")
+    + _edit([("webhooks", "delivery")], "change"),
     # Integrators set what each connector runs and where it connects (within the environment's allow-lists): the
     # connector settings page only, audited there. They change nothing else.
     Role.INTEGRATORS: _view(INVENTORY) + _edit([CONNECTIONS], "view", "change"),

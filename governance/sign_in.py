@@ -12,10 +12,13 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from audit.choices import Channel, Verb
@@ -97,6 +100,27 @@ def person_sign_in_oidc(
     if refusal:  # raised after the block has committed: the refusal's event (and roles taken away) stay
         raise SignInRefused(refusal)
     return user
+
+
+def roles_out_of_date(user: User, *, now: datetime | None = None) -> str:
+    """Why `user`'s roles cannot be trusted for a decision made without signing in (a Slack button), or "".
+
+    Single sign-on sets a person's roles at each sign-in only. A door that acts for a person without a sign-in of its
+    own would otherwise keep honouring roles the identity provider took away weeks ago: such a door refuses a person
+    whose account comes from single sign-on and who has not signed in within a session's length
+    (GATEHOUSE_SESSION_AGE), until they sign in once (which sets their roles again). Local accounts are managed by
+    hand in Gatehouse, so their roles are current by definition."""
+    identities = PersonIdentity.objects.filter(user=user).aggregate(count=Count("pk"), last=Max("last_signed_in"))
+    if not identities["count"]:
+        return ""
+    last = identities["last"]
+    freshness = timedelta(seconds=settings.SESSION_COOKIE_AGE)
+    if last is not None and last >= (now or timezone.now()) - freshness:
+        return ""
+    return (
+        "your roles come from single sign-on and you have not signed in to Gatehouse for a while, so they may have "
+        "changed: sign in once, then try again"
+    )
 
 
 def person_sign_in_password(*, user: User) -> None:

@@ -153,6 +153,16 @@ class Stack:
         self.start(name, argv, "listening on", env=self.env())
         return f"http://127.0.0.1:{port}"
 
+    def webhook_receiver(self, name: str, secret: str) -> str:
+        """A webhook receiver (sandbox/webhook_receiver.py) on loopback that verifies signatures with `secret`; its
+        base URL (deliveries to any path, its side door under /_)."""
+        secret_file = self.dir / f"{name}.secret"
+        secret_file.write_text(secret)
+        port = free_port()
+        argv = [str(BIN / "python"), "-m", "sandbox.webhook_receiver", "--port", str(port)]
+        self.start(name, [*argv, "--secret-file", str(secret_file)], "listening on", env=self.env())
+        return f"http://127.0.0.1:{port}"
+
     def otlp_receiver(self, name: str = "otlp") -> str:
         """The OTLP/HTTP trace receiver (sandbox/otlp_receiver.py) on loopback; its base URL, which is what
         OTEL_EXPORTER_OTLP_ENDPOINT names. `GET {url}/spans` lists what it was sent."""

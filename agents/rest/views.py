@@ -252,6 +252,7 @@ class ProposalsView(APIView):
                 (403, "scope_denied"),
                 (404, "not_found"),
                 (409, "idempotency_conflict"),
+                (409, "action_paused"),
                 (413, "payload_too_large"),
                 (422, "invalid_payload"),
                 (422, "unknown_action"),

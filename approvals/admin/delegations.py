@@ -17,7 +17,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from approvals.delegation import delegation_check, delegation_create, delegation_end
+from approvals.delegation import delegation_check, delegation_create, delegation_end, possible_delegates
 from approvals.models import Delegation
 from audit.choices import Channel
 from core.admin import admin_user
@@ -31,7 +31,7 @@ class DelegationForm(forms.ModelForm):
     def __init__(self, *args: Any, user: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         people = get_user_model().objects.filter(is_active=True, is_staff=True).order_by("username")
-        self.fields["delegate"].queryset = people  # type: ignore[attr-defined]
+        self.fields["delegate"].queryset = possible_delegates().order_by("username")  # type: ignore[attr-defined]
         mine = people if user is not None and user.is_superuser else people.filter(pk=getattr(user, "pk", 0))
         self.fields["who"].queryset = mine  # type: ignore[attr-defined]
         self.fields["who"].initial = getattr(user, "pk", None)

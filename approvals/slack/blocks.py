@@ -13,10 +13,10 @@ from typing import Any
 
 from approvals.choices import ProposalStatus
 from approvals.models import Proposal
-from approvals.wording import EMPTY, amount_text, field_label, field_text, inert, proposal_sentence
+from approvals.wording import EMPTY, amount_text, field_label, field_text, proposal_sentence
 from audit.choices import Verb
 from audit.models import AuditEvent
-from core.mail import admin_link
+from core.mail import admin_link, inert
 
 APPROVE = "gatehouse_approve"  # the buttons' action_id, and the modal's callback_id
 REJECT = "gatehouse_reject"

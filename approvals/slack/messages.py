@@ -26,6 +26,7 @@ from approvals.models import Proposal, SlackMessage
 from approvals.slack.blocks import message, waits_for_a_decision
 from approvals.slack.client import SlackRefused, SlackUnavailable, slack_call
 from approvals.slack.later import UPDATE_TASK, queue_slack_task
+from governance.sign_in import roles_out_of_date
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -166,12 +167,18 @@ class SlackPerson:
     email: str = ""
 
 
-def slack_person(slack_user_id: str) -> SlackPerson:
+def slack_person(slack_user_id: str, *, team: str = "") -> SlackPerson:
     """The Gatehouse person behind Slack user `slack_user_id`, by the e-mail address Slack has confirmed for them.
 
     `is_email_confirmed` is a field of Slack's user object (users.info); Slack's reference does not promise it in
-    every answer, so anything but true is read as not confirmed: fail closed.
+    every answer, so anything but true is read as not confirmed: fail closed. With GATEHOUSE_SLACK_TEAM_ID set, a
+    click from another workspace (a shared channel's guest, say) is nobody here, whatever e-mail address it shows.
+    A person whose roles come from single sign-on must have signed in lately (governance.sign_in.roles_out_of_date):
+    a Slack click is no sign-in, and would otherwise honour roles the provider took away.
     """
+    expected_team = settings.GATEHOUSE_SLACK_TEAM_ID
+    if expected_team and team != expected_team:
+        return SlackPerson(None, "this Slack workspace is not the one Gatehouse works with", "foreign_workspace")
     try:
         found = slack_call("users.info", user=slack_user_id).get("user") or {}
     except SlackUnavailable:
@@ -189,4 +196,7 @@ def slack_person(slack_user_id: str) -> SlackPerson:
     if len(people) != 1:
         why = "nobody" if not people else "more than one person"
         return SlackPerson(None, f"{why} in Gatehouse has the e-mail address {email}", "unmapped_slack_user", email)
+    stale = roles_out_of_date(people[0])
+    if stale:
+        return SlackPerson(None, stale, "roles_out_of_date", email)
     return SlackPerson(people[0], email=email)

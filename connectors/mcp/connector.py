@@ -36,11 +36,13 @@ from connectors.base import (
     PermanentError,
     RecordNotFound,
     Result,
+    ToolChanged,
     TransientError,
 )
 from connectors.errors import downstream_error
 from connectors.mcp import sessions
 from connectors.mcp.config import McpConfig
+from connectors.mcp.digest import definition_digest, tool_definition
 from connectors.mcp.sessions import SessionKey
 
 T = TypeVar("T")
@@ -171,8 +173,15 @@ class McpConnector(Connector):
                 status = f"failed: the MCP server {_status(exc)}"
             raise downstream_error(self, TransientError, attempted, status, said=exc) from None
 
-    def _call(self, tool: str, arguments: dict[str, Any], *, key: str | None = None, read: bool = False) -> Any:
+    def _call(
+        self, tool: str, arguments: dict[str, Any], *, key: str | None = None, read: bool = False, pinned: str = ""
+    ) -> Any:
+        """Call `tool`. `pinned`: the digest of the definition a person accepted (tool pinning); the live one is
+        compared first, on the same session, and a tool that changed or went is not called (ToolChanged)."""
+
         async def work(client) -> Any:
+            if pinned:
+                await _verify_pin(client, tool, pinned)
             meta = {IDEMPOTENCY_META: key} if key else None
             result = await client.call_tool(tool, arguments, meta=meta)
             if result.is_error:
@@ -185,10 +194,8 @@ class McpConnector(Connector):
     # --- The contract -----------------------------------------------------------------------------------------
 
     def list_tools(self) -> list[Any]:
-        async def work(client) -> list[Any]:
-            return list((await client.list_tools()).tools)
-
-        return self._run(work, "tool list", idempotent=True)
+        """Every tool the server lists, all pages of it."""
+        return self._run(_all_tools, "tool list", idempotent=True)
 
     def read(self, resource: str, record_id: str, fields: list[str] | None = None) -> dict[str, Any]:
         mapping = self.config.reads.get(resource)
@@ -213,7 +220,10 @@ class McpConnector(Connector):
             else payload
         )
         before = self._current(action, record_id)
-        result = self._call(tool, arguments, key=idempotency_key)
+        # Only the action's own tool is verified: it is the one the action's tool was pinned for (a compensation's
+        # tool, when it is an action of its own, is pinned and checked there).
+        pinned = action.tool_digest if tool == action.tool_name else ""
+        result = self._call(tool, arguments, key=idempotency_key, pinned=pinned)
         compensation: dict[str, Any] = {}
         if isinstance(operation.get("compensate"), dict) and operation["compensate"].get("tool"):
             undo = operation["compensate"]
@@ -295,6 +305,35 @@ def _base_env() -> dict[str, str]:
     if "PATH" not in env and os.environ.get("PATH"):
         env["PATH"] = os.environ["PATH"]
     return env
+
+
+async def _all_tools(client) -> list[Any]:
+    """The server's whole tool list, following its pages (a bounded number of them)."""
+    tools: list[Any] = []
+    cursor = None
+    for _ in range(_MAX_TOOL_PAGES):
+        listed = await client.list_tools(cursor=cursor) if cursor else await client.list_tools()
+        tools.extend(listed.tools)
+        cursor = listed.next_cursor
+        if not cursor:
+            return tools
+    raise PermanentError(f"the MCP server's tool list runs over {_MAX_TOOL_PAGES} pages")
+
+
+_MAX_TOOL_PAGES = 50
+
+
+async def _verify_pin(client, tool: str, pinned: str) -> None:
+    """Refuse to call `tool` unless the server lists it with the pinned definition (one tools/list on the session;
+    the SDK lists them on a new session's first call anyway, to check the answer's output schema)."""
+    live = next((found for found in await _all_tools(client) if found.name == tool), None)
+    definition = tool_definition(live) if live is not None else None
+    if definition is not None and definition_digest(definition) == pinned:
+        return
+    what = "no longer lists it" if definition is None else "offers a changed definition"
+    raise ToolChanged(
+        f"tool {tool} not called: the MCP server {what} (not the one approved)", tool=tool, definition=definition
+    )
 
 
 class _ToolRefused(Exception):

@@ -12,11 +12,7 @@ from django.db import transaction
 from django.http import HttpRequest
 from django.urls import reverse
 
-from approvals.readiness import (
-    production_writes_failing,
-    readiness_override,
-    refusal,
-)
+from approvals.readiness import production_writes_gate, readiness_override
 from audit.choices import Channel
 from audit.links import audit_trail_url
 from core.admin import admin_user
@@ -88,14 +84,16 @@ class ReadinessOverrideForm(forms.ModelForm):
 
     def gate(self, *, agents: Any, what: str, extra_grants: Any = (), changed_systems: Any = ()) -> None:
         """Refuse the save while the checklist fails, unless a superuser gave a reason (recorded at save)."""
-        failing = production_writes_failing(agents, extra_grants=extra_grants, changed_systems=changed_systems)
-        self.readiness_failing = (what, failing)
-        if not failing:
-            return
         user = admin_user(self.request) if self.request else None
-        reason = (self.cleaned_data.get("readiness_override") or "").strip()
-        if not reason or not (user and user.is_superuser):
-            raise refusal(what, failing, user=user)
+        failing = production_writes_gate(
+            agents,
+            what=what,
+            user=user,
+            override_reason=self.cleaned_data.get("readiness_override") or "",
+            extra_grants=extra_grants,
+            changed_systems=changed_systems,
+        )
+        self.readiness_failing = (what, failing)
 
 
 class GatedAdmin:

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
-from django.contrib import admin
-from django.http import HttpRequest
-from django.urls import reverse
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from approvals.readiness import system_change_gains_production_writes
 from audit.choices import Channel
 from connectors.limits import availability
 from core.admin import HistoryAdmin, OwnedAdminMixin, admin_user
+from core.history import person
 from governance.admin.base import (
     REASON,
     AuditTrailLinkMixin,
@@ -27,6 +34,7 @@ from governance.admin.base import (
 )
 from governance.choices import ConnectorKind, Environment
 from governance.models import ActionType, Resource, System
+from governance.pinning import action_tool_approve, may_approve_tool
 from governance.services import may_configure_connections, system_owner_set
 
 
@@ -226,10 +234,28 @@ class ResourceAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
         return ", ".join(obj.fields)
 
 
+class PausedFilter(admin.SimpleListFilter):
+    """The list of changed tools: actions paused because their MCP tool changed on the server."""
+
+    title = "paused (tool changed)"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Paused: awaiting approval"), ("no", "Not paused")]
+
+    def queryset(self, request: HttpRequest, queryset: Any) -> Any:
+        if self.value() == "yes":
+            return queryset.exclude(paused_reason="")
+        if self.value() == "no":
+            return queryset.filter(paused_reason="")
+        return queryset
+
+
 @admin.register(ActionType)
 class ActionTypeAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
-    list_display = ["__str__", "resource", "impact_kind", "compensation", "description"]
-    list_filter = ["system", "impact_kind", "compensation"]
+    list_display = ["__str__", "resource", "impact_kind", "compensation", "description", "tool_state"]
+    list_filter = [PausedFilter, "system", "impact_kind", "compensation"]
+    readonly_fields = ["tool_pin"]
     search_fields = ["name", "system__slug"]
     list_select_related = ["system", "resource"]
     owned_choice_fields = {"system": "owner", "resource": "system__owner"}
@@ -255,3 +281,88 @@ class ActionTypeAdmin(ConfiguredAdminMixin, OwnedAdminMixin, HistoryAdmin):
             ]
 
     form = Form
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/approve-tool/",
+                view(self.approve_tool_view),
+                name="governance_actiontype_approve_tool",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="MCP tool")
+    def tool_state(self, action: ActionType) -> str:
+        if action.paused:
+            url = reverse("admin:governance_actiontype_approve_tool", args=[action.pk])
+            return format_html('<a class="tool-paused" href="{}">Paused: changed on the server — review</a>', url)
+        return "pinned" if action.tool_digest else "—"
+
+    @admin.display(description="MCP tool pinned")
+    def tool_pin(self, action: ActionType) -> str:
+        """What the connector checks the server's tool against, and the approve page while it is paused."""
+        if not action.tool_digest:
+            return "Not pinned (an MCP system's action is pinned when its tools are imported)."
+        who = person(action.tool_pinned_by) if action.tool_pinned_by else "the command line"
+        pinned = format_html(
+            "{} (digest {}…), pinned {} by {}.",
+            action.tool_name,
+            action.tool_digest[:12],
+            localtime(action.tool_pinned_at).strftime("%Y-%m-%d %H:%M") if action.tool_pinned_at else "?",
+            who,
+        )
+        if not action.paused:
+            return pinned
+        url = reverse("admin:governance_actiontype_approve_tool", args=[action.pk])
+        return format_html(
+            '{} <strong>Paused</strong>: {}. <a href="{}">Review and approve the new definition</a>',
+            pinned,
+            action.paused_reason,
+            url,
+        )
+
+    def approve_tool_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The changed tool side by side with what was approved, and one button that approves exactly what the page
+        shows (the service refuses a definition that changed again, and anyone who may not approve)."""
+        action = get_object_or_404(self.get_queryset(request).select_related("system__owner", "resource"), pk=object_id)
+        if not self.has_view_permission(request, action):
+            raise PermissionDenied
+        page = reverse("admin:governance_actiontype_approve_tool", args=[action.pk])
+        back = reverse("admin:governance_actiontype_change", args=[action.pk])
+        user = admin_user(request)
+        if request.method == "POST":
+            try:
+                action_tool_approve(
+                    action_id=action.pk,
+                    user=user,
+                    channel=Channel.ADMIN,
+                    seen_digest=request.POST.get("digest", ""),
+                    reason=request.POST.get("reason", ""),
+                )
+            except (PermissionDenied, ValidationError) as exc:
+                self.message_user(request, " ".join(getattr(exc, "messages", None) or [str(exc)]), messages.ERROR)
+                return HttpResponseRedirect(page)
+            self.message_user(
+                request, f"You approved the new definition of {action.tool_name}: {action} resumes.", messages.SUCCESS
+            )
+            return HttpResponseRedirect(back)
+        pending = action.tool_pending or {}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Approve the changed MCP tool of {action}",
+            "action": action,
+            "pending": pending,
+            "gone": bool(pending) and pending.get("definition") is None,
+            "pinned_json": _pretty(action.tool_definition),
+            "pending_json": _pretty(pending.get("definition")),
+            "may_approve": may_approve_tool(user, action),
+            "approver": person(user),
+        }
+        return TemplateResponse(request, "admin/governance/actiontype/approve_tool.html", context)
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) if value else ""

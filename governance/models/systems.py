@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import jsonschema
 from django.conf import settings
@@ -175,6 +176,27 @@ class ActionType(models.Model):
     operation = models.JSONField(default=dict, blank=True, help_text="How the connector performs this action.")
     compensation = models.CharField(max_length=20, choices=Compensation.choices, default=Compensation.NONE)
     not_reversible_note = models.CharField(max_length=300, blank=True)
+    # Tool pinning (an `mcp` system's action: connectors/mcp/pinning.py). What the MCP server's tool looked like when a
+    # person accepted it (imported or approved it), so a definition changed on the server afterwards is noticed.
+    tool_digest = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the tool's definition as pinned (empty: not pinned)."
+    )
+    tool_definition = models.JSONField(default=dict, blank=True, help_text="The tool's definition as pinned.")
+    tool_pinned_at = models.DateTimeField(null=True, blank=True)
+    tool_pinned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tool_pending = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='What the server offers now instead, awaiting approval: {"digest", "definition", "seen_at"}, '
+        '"definition" null when the tool is gone.',
+    )
+    paused_reason = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Set while the action is paused: proposals on it are refused, approved ones wait.",
+    )
 
     history = HistoricalRecords()
     objects = OwnedQuerySet.as_manager()
@@ -193,6 +215,25 @@ class ActionType(models.Model):
     @property
     def reversible(self) -> bool:
         return self.compensation != Compensation.NONE
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.paused_reason)
+
+    PIN_FIELDS = ("tool_digest", "tool_definition", "tool_pinned_at", "tool_pinned_by", "tool_pending", "paused_reason")
+
+    def pin_tool(self, *, definition: dict[str, Any], digest: str, by: Any, at: datetime) -> None:
+        """Accept `definition` as the tool's (an import, a person's approval): pinned, nothing pending, not paused.
+        Not saved: the caller saves `PIN_FIELDS` with the rest of its change."""
+        self.tool_definition, self.tool_digest = definition, digest
+        self.tool_pinned_at, self.tool_pinned_by = at, by
+        self.tool_pending = {}
+        self.paused_reason = ""
+
+    @property
+    def tool_name(self) -> str:
+        """The downstream tool an `mcp` action calls (its operation's, or its own name)."""
+        return (self.operation or {}).get("tool") or self.name
 
     def clean(self) -> None:
         errors: dict[str, str] = {}

@@ -68,11 +68,11 @@ def test_a_delegation_is_refused_for_someone_else_to_oneself_overlapping_or_in_a
     with pytest.raises(PermissionDenied):
         away("approver", "deputy", by="reviewer")  # only the person (or a superuser)
     away("approver", "deputy", by="admin")  # a superuser may, for anyone
+    f.UserFactory(username="third", roles=[Role.APPROVERS])
     with pytest.raises(ValidationError, match="already has a delegate"):
-        away("approver", "reviewer")
+        away("approver", "third")
     with pytest.raises(ValidationError, match="cannot delegate to yourself"):
         away("reviewer", "reviewer")
-    f.UserFactory(username="third", roles=[Role.APPROVERS])
     with pytest.raises(ValidationError, match="cannot pass that on"):
         away("deputy", "third")  # deputy stands in for approver: no chain
     with pytest.raises(ValidationError, match="is away for part of this period too"):
@@ -87,6 +87,23 @@ def test_a_delegation_to_someone_who_cannot_sign_in_is_refused_by_the_service_wh
     with pytest.raises(ValidationError, match="customer cannot sign in to Gatehouse"):
         away("approver", "customer")
     assert not Delegation.objects.exists()
+
+
+def test_only_an_approver_can_be_named_a_delegate_and_stands_in_only_while_still_one(crm_demo, deputy):
+    """An auditor watches and an operator runs the system: neither may be handed decisions by a delegation. A
+    delegate taken out of the Approvers group later (by hand, or by single sign-on's roles) stops standing in."""
+    for person in ("auditor", "reviewer"):
+        with pytest.raises(ValidationError, match=f"{person} is not in the Approvers group"):
+            away("approver", person)
+    assert not Delegation.objects.exists()
+
+    away("approver", "deputy")
+    proposal = propose_limit("5000.00")
+    assert list(Proposal.objects.awaiting_decision_by(deputy)) == [proposal]
+    deputy.groups.remove(Group.objects.get(name=Role.APPROVERS))
+    assert not Proposal.objects.awaiting_decision_by(deputy).exists()
+    with pytest.raises(NotYourDecision, match="assigned to approver"):
+        proposal_approve(proposal_id=proposal.pk, user=deputy, channel="admin")
 
 
 # --- The delegate decides, bound like anyone --------------------------------------------------------------------
@@ -110,6 +127,7 @@ def test_the_active_delegate_approves_what_the_named_approver_could_and_sees_it_
 
 
 def test_a_delegate_who_owns_the_agent_may_not_approve_its_proposal(crm_demo):
+    user("owner").groups.add(Group.objects.get(name=Role.APPROVERS))  # an owner who also approves
     away("approver", "owner")  # the owner of collections-agent
     proposal = propose_limit("5000.00")
     with pytest.raises(NotYourDecision, match="you own the agent"):

@@ -17,6 +17,7 @@ from datetime import timedelta
 import httpx
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from approvals.choices import ProposalStatus
@@ -24,6 +25,7 @@ from approvals.decisions import proposal_approve
 from approvals.delegation import delegation_create
 from approvals.models import Proposal, SlackMessage
 from audit.models import AuditEvent
+from governance.choices import Role
 from tests.factories import forget_forgeries, propose_raise
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -225,7 +227,9 @@ def test_the_agents_owner_standing_in_for_the_approver_is_refused_by_separation_
     User = get_user_model()
     approver, owner = User.objects.get(username="approver"), User.objects.get(username="owner")
     now = timezone.now()
-    # Dana is away and named Olivia, who owns the collections agent: the demo rule forbids its owner to approve.
+    # Dana is away and named Olivia, an approver too, who owns the collections agent: the demo rule forbids its owner
+    # to approve.
+    owner.groups.add(Group.objects.get(name=Role.APPROVERS))
     delegation_create(
         who=approver,
         delegate=owner,

@@ -9,17 +9,20 @@ import hmac
 import json
 import threading
 import time
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from django.utils import timezone
 
 from approvals.slack.blocks import escape, message
 from approvals.slack.client import SlackRefused, SlackUnavailable, slack_call
 from approvals.slack.messages import slack_person, targets
 from audit.models import AuditEvent
 from console.slack import signature_problem
+from governance.models import PersonIdentity
 from sandbox.slack_standin import Server, Slack
 from tests.factories import forget_forgeries
 
@@ -217,6 +220,32 @@ def test_an_address_two_gatehouse_people_share_or_an_inactive_person_maps_to_nob
     assert "more than one person" in slack_person("U1").refusal
     assert "nobody in Gatehouse" in slack_person("U2").refusal
     assert slack_person("U9").outcome == "unmapped_slack_user"  # Slack: user_not_found
+
+
+def test_a_click_from_another_workspace_is_nobody_when_the_workspace_is_set(db, standin, settings):
+    dana = get_user_model().objects.create_user("dana", email="dana@example.com")
+    standin.users = {"U1": slack_user("U1", "dana@example.com")}
+    assert slack_person("U1", team="T_OTHER").user == dana  # not set: not checked
+    settings.GATEHOUSE_SLACK_TEAM_ID = "T_COMPANY"
+    assert slack_person("U1", team="T_COMPANY").user == dana
+    stranger = slack_person("U1", team="T_OTHER")
+    assert stranger.user is None and stranger.outcome == "foreign_workspace"
+    assert slack_person("U1", team="").outcome == "foreign_workspace"
+
+
+def test_a_single_sign_on_person_who_has_not_signed_in_lately_is_refused_until_they_do(db, standin, settings):
+    """SSO sets roles at sign-in only: a Slack click must not honour roles the provider may have taken away since."""
+    dana = get_user_model().objects.create_user("dana", email="dana@example.com")
+    standin.users = {"U1": slack_user("U1", "dana@example.com")}
+    identity = PersonIdentity.objects.create(user=dana, issuer="https://idp.example.com", subject="s-1")
+    never = slack_person("U1")
+    assert never.user is None and never.outcome == "roles_out_of_date" and "sign in once" in never.refusal
+    identity.last_signed_in = timezone.now() - timedelta(seconds=settings.SESSION_COOKIE_AGE + 60)
+    identity.save()
+    assert slack_person("U1").outcome == "roles_out_of_date"
+    identity.last_signed_in = timezone.now() - timedelta(minutes=5)
+    identity.save()
+    assert slack_person("U1").user == dana
 
 
 def test_slacks_errors_are_sorted_into_try_again_and_refused(db, standin, settings):

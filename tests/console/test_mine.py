@@ -14,6 +14,7 @@ from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from approvals.decisions import proposal_approve, proposal_reject, proposal_review, proposals_escalate_and_expire
@@ -209,6 +210,7 @@ def test_im_away_names_a_delegate_through_the_service_audited_and_i_am_back_ends
         ("myself", "Name someone else: you cannot delegate to yourself."),
         ("no sign-in", "nosignin cannot sign in to Gatehouse, so could not decide anything."),
         ("inactive", "gone's account is inactive."),
+        ("not an approver", "operator is not in the Approvers group: only someone whose role is to decide can decide"),
         ("past", "The end is in the past."),
         ("backwards", "The end must come after the start."),
         ("overlap", "approver already has a delegate for part of this period: end that first."),
@@ -222,10 +224,16 @@ def test_a_delegation_the_service_refuses_says_the_services_reason_on_the_form(b
     if case == "overlap":
         away("approver", "deputy")
     if case == "chain":
+        approvers = Group.objects.get(name=Role.APPROVERS)
+        approvers.user_set.add(user("reviewer"), user("operator"))
         away("reviewer", "operator")
-    delegate = {"myself": "approver", "no sign-in": "nosignin", "inactive": "gone", "chain": "reviewer"}.get(
-        case, "deputy"
-    )
+    delegate = {
+        "myself": "approver",
+        "no sign-in": "nosignin",
+        "inactive": "gone",
+        "not an approver": "operator",
+        "chain": "reviewer",
+    }.get(case, "deputy")
     now = timezone.localtime()
     changes = {
         "past": {
@@ -247,7 +255,7 @@ def test_a_delegation_the_service_refuses_says_the_services_reason_on_the_form(b
 
 
 def test_someone_elses_delegation_cannot_be_ended_from_my_page(billing, deputy, client):
-    delegation = away("reviewer", "operator")
+    delegation = away("reviewer", "deputy")
     client.force_login(user("approver"))
     response = client.post(PAGE, {"step": "end", "delegation": delegation.pk}, follow=True)
     assert response.status_code == 200

@@ -140,13 +140,40 @@ def test_a_token_from_this_issuer_for_this_client_holds(signing_key):
         ({"exp": None}, "exp"),
         ({"aud": ["gatehouse", "another-app"], "azp": "another-app"}, "another client"),
         ({"algorithm": "HS256"}, "signed with HS256"),
+        ({"sub": None}, "sub"),
+        ({"iat": None}, "iat"),
+        ({"iss": None}, "iss"),
     ],
-    ids=["other-audience", "other-issuer", "expired", "no-expiry", "other-azp", "other-algorithm"],
+    ids=[
+        "other-audience",
+        "other-issuer",
+        "expired",
+        "no-expiry",
+        "other-azp",
+        "other-algorithm",
+        "no-sub",
+        "no-iat",
+        "no-issuer",
+    ],
 )
 def test_a_token_for_another_client_or_issuer_or_out_of_date_is_refused(signing_key, changes, why):
     algorithm = changes.pop("algorithm", "RS256")
     with pytest.raises(SuspiciousOperation, match=why):
         checked(signing_key, algorithm=algorithm, **changes)
+
+
+def test_a_token_minted_for_another_sign_in_is_refused_by_its_nonce(signing_key, settings):
+    """The nonce kept in this browser's session must be the token's: a token replayed from another sign-in fails."""
+    settings.OIDC_USE_NONCE = True
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": "gatehouse", "sub": "00u1", "iat": now, "exp": now + 300, "nonce": "theirs"}
+    token = jwt.encode(claims, signing_key, algorithm="RS256", headers={"kid": "1"})
+    backend = oidc.GatehouseOIDCBackend()
+    backend.issuer, backend.OIDC_RP_CLIENT_ID, backend.OIDC_RP_SIGN_ALGO = ISSUER, "gatehouse", "RS256"
+    backend.OIDC_RP_IDP_SIGN_KEY = signing_key.public_key()
+    assert backend.verify_token(token, nonce="theirs")["sub"] == "00u1"
+    with pytest.raises(SuspiciousOperation, match="Nonce"):
+        backend.verify_token(token, nonce="mine")
 
 
 # --- Discovery ----------------------------------------------------------------------------------------------------
@@ -198,6 +225,17 @@ def test_the_sign_in_button_goes_to_the_discovered_endpoint_with_pkce_and_next(c
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("elsewhere", ["https://evil.example.com/admin/", "//evil.example.com/", "javascript:alert(1)"])
+def test_a_next_address_off_this_site_is_not_kept_for_the_way_back(client, sso_on, discovery_server, elsewhere):
+    issuer, answer = discovery_server
+    answer.update(document(issuer))
+    sso_on.GATEHOUSE_OIDC_ISSUER = issuer
+    response = client.get("/oidc/authenticate/", {"next": elsewhere})
+    assert response.status_code == 302
+    assert client.session.get("oidc_login_next") in (None, "")
+
+
+@pytest.mark.django_db
 def test_a_discovery_document_naming_another_issuer_is_refused(client, sso_on, discovery_server):
     issuer, answer = discovery_server
     answer.update(document("https://evil.example.com"))
@@ -244,6 +282,7 @@ def test_the_events_of_the_sessions_own_person_name_the_sign_in_and_the_chain_st
         ({"GATEHOUSE_OIDC_ROLE_MAP": '["Approvers"]'}, "GATEHOUSE_OIDC_ROLE_MAP must be a JSON object"),
         ({"GATEHOUSE_OIDC_ROLE_MAP": '{"finance": 3}'}, "'finance' must map to a role name"),
         ({"GATEHOUSE_OIDC_ROLE_MAP": "{nope"}, "GATEHOUSE_OIDC_ROLE_MAP is not JSON"),
+        ({"GATEHOUSE_OIDC_SIGN_ALGO": "PS256"}, "GATEHOUSE_OIDC_SIGN_ALGO"),
     ],
 )
 def test_bad_single_sign_on_settings_stop_the_process_at_start(tmp_path, env, message):

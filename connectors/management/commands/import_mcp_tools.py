@@ -34,6 +34,7 @@ class Command(BaseCommand):
             ("updated actions", report.updated),
             ("read-only tools (map them under connector settings 'reads')", report.read_candidates),
             ("skipped", report.skipped),
+            ("changed since approved, paused (approve them in the admin)", report.paused),
         ):
             if names:
                 self.stdout.write(f"{label}: {', '.join(names)}")

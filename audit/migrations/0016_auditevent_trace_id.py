@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0013_alter_auditevent_channel"),
+        ("audit", "0015_verb_webhook_replayed"),
     ]
 
     operations = [
