@@ -3,6 +3,7 @@ on loopback (sandbox/otlp_receiver.py): one trace from the agent's request to th
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -26,10 +27,11 @@ Span = dict[str, Any]
 
 @pytest.fixture
 def traced(private_stack):
-    """The private stack's web and worker exporting their traces to a receiver of the test's own, every 100 ms."""
+    """The private stack's web and worker exporting their traces to a receiver of the test's own, every 100 ms; the
+    web logging JSON lines."""
     receiver = private_stack.stack.otlp_receiver()
     tracing = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    private_stack.web(**tracing)
+    private_stack.web(**tracing, GATEHOUSE_LOG_FORMAT="json")
     private_stack.worker(**tracing)
     private_stack.receiver = receiver
     return private_stack
@@ -121,6 +123,9 @@ def test_one_auto_approved_write_is_one_trace_from_the_agents_request_to_the_crm
 
     assert verbs(proposal.pk) == ["proposed", "auto_approved", "executing", "executed"]
     assert set(AuditEvent.objects.filter(proposal_id=proposal.pk).values_list("trace_id", flat=True)) == {trace_id}
+    lines = [json.loads(line) for line in traced.log("web").splitlines() if line.startswith("{")]
+    (access,) = [line for line in lines if line.get("path") == "/api/v1/proposals"]
+    assert access["trace_id"] == trace_id and access["span_id"]  # the log search meets the trace
 
 
 def signed_in(web_url: str, username: str) -> httpx.Client:
