@@ -9,6 +9,9 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatehouse.settings")
     from django.core.management import execute_from_command_line
 
+    from gatehouse.tracing import tracing_start
+
+    tracing_start("command")  # OTEL_* variables; off by default
     execute_from_command_line(sys.argv)
 
 

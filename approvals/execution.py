@@ -36,6 +36,7 @@ from connectors.models import AgentCredential, Credential
 from connectors.registry import connector_for
 from core.compiled_query import CompiledQuery
 from core.tasks import queue_task
+from core.tracing import Step, span
 from governance.choices import Access
 from governance.gate import kill_switch_stop, write_granted
 from governance.models import GlobalSwitch, ScopeGrant
@@ -79,11 +80,15 @@ def outbox_publish(*, message_ids: list[int]) -> int:
 
 
 def _publish(messages: list[OutboxMessage]) -> int:
+    """Publish each message, in its proposal's trace: the execution continues the trace of the request that decided
+    it, also when a person's approval or the sweeper publishes it (linked to that request's span, core.tracing)."""
     published = 0
     for message in messages:
         now = timezone.now()
+        proposal = message.proposal
         try:
-            queue_task(EXECUTE_TASK, args=[str(message.proposal_id)], priority=execution_priority(message.proposal))
+            with span("gatehouse.outbox.publish", parent=proposal.trace_parent, proposal_id=message.proposal_id):
+                queue_task(EXECUTE_TASK, args=[str(message.proposal_id)], priority=execution_priority(proposal))
         except Exception as exc:  # any broker failure: the row stays for the sweeper
             logger.warning("outbox: publishing %s failed: %s", message.proposal_id, exc)
             OutboxMessage.objects.filter(pk=message.pk).update(
@@ -428,10 +433,19 @@ def proposal_execute(*, proposal_id: uuid.UUID | str) -> ExecutionOutcome:
     A call the system's rate limit or open breaker holds back (connectors/limits.py) is not an attempt: the claim is
     given back and the task comes back when the limit says.
     """
-    claim = _claim(proposal_id)
+    with span("gatehouse.proposal.execute", proposal_id=proposal_id) as step:
+        outcome = _execute(proposal_id, step)
+        step.set(outcome=outcome.status)
+        return outcome
+
+
+def _execute(proposal_id: uuid.UUID | str, step: Step) -> ExecutionOutcome:
+    with span("gatehouse.proposal.claim", proposal_id=proposal_id):
+        claim = _claim(proposal_id)
     proposal, facts = claim.proposal, claim.facts
     if proposal is None or facts is None:
         return ExecutionOutcome("suppressed", detail=claim.why_not, duplicate=claim.duplicate)
+    step.set(agent=proposal.agent.slug, system=proposal.system.slug, action=proposal.action_type.name)
     # A rollback drill's write is its own approval, on staging, by the built-in drill agent that holds no grants.
     if not proposal.decision.get("drill") and not facts.write_granted(proposal):
         reason = f"not written: {proposal.agent.slug}'s write grant for {proposal.action_type.name} was withdrawn"

@@ -30,6 +30,10 @@ class Proposal(models.Model):
     status = models.CharField(max_length=20, choices=ProposalStatus.choices)
     channel = models.CharField(max_length=20)
     request_id = models.CharField(max_length=64, blank=True)
+    # The W3C traceparent of the step that decided it, when tracing is on: its execution, published later by a
+    # person's approval or the sweeper, continues that trace (core.tracing.span's `parent`). A database default for a
+    # process of the previous release still inserting during a rolling deploy.
+    trace_parent = models.CharField(max_length=55, blank=True, default="", db_default="", editable=False)
 
     # The decision, computed by Gatehouse (never taken from the agent).
     impact_amount = models.DecimalField(max_digits=16, decimal_places=2, null=True, blank=True)

@@ -33,6 +33,7 @@ from connectors.limits import retry_after_header
 from connectors.registry import connector_for
 from core.errors import IdempotencyConflict, InvalidPayload, InvalidState, NotFound, SystemUnavailable
 from core.request_context import current_request_id
+from core.tracing import current_traceparent, span
 from governance.gate import ProposalScope, Target, check_proposal, ensure_may_act, refuse
 from governance.models import Agent
 
@@ -114,8 +115,9 @@ def proposal_create(
     )
     record = _current_record(agent=agent, scope=scope, request=request, channel=channel)
     impact = compute_impact(scope.action, request.payload, record)
+    step = span("gatehouse.proposal.decide", agent=agent.slug, system=scope.system.slug, action=scope.action.name)
     try:
-        with transaction.atomic():
+        with step, transaction.atomic():
             # Decided in the transaction that records it: where the agent's earlier proposals count, decide() holds a
             # lock per agent and system (or record) until the commit, so a proposal made at the same instant counts
             # this one (approvals.limits).
@@ -127,6 +129,7 @@ def proposal_create(
                 record_id=request.record_id,
                 payload=request.payload,
             )
+            step.set(decision=decision.mode, band=decision.band)
             proposal = _record(
                 agent=agent,
                 request=request,
@@ -136,6 +139,7 @@ def proposal_create(
                 decision=decision,
                 snapshot=watched_values(scope.action, record),
             )
+            step.set(proposal_id=proposal.pk)
             body = respond(proposal) if respond else None
             if idempotency_key:
                 IdempotencyRecord.objects.create(
@@ -213,6 +217,7 @@ def _record(
         status=ProposalStatus.APPROVED if auto else ProposalStatus.PENDING_APPROVAL,
         channel=str(channel),
         request_id=current_request_id(),
+        trace_parent=current_traceparent(),
         record_snapshot=snapshot or {},
         decided_at=now if auto else None,
     )

@@ -43,6 +43,9 @@ COLUMNS: dict[str, str] = {
     "hash": "hash",
     # Appended (readers rely on the order above): the reason a person gave, e.g. for a configuration change.
     "reason": "reason_given",
+    # The OpenTelemetry trace the event was written in (blank with tracing off): where the auditor's trail meets the
+    # operator's traces.
+    "trace_id": "trace_id",
 }
 _JSON_COLUMNS = {"input", "decision", "state_before", "state_after"}
 # A cell starting with one of these is a formula to a spreadsheet: an agent's text must not run in the CFO's Excel.

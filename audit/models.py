@@ -76,6 +76,17 @@ class AuditEvent(models.Model):
     state_after = models.JSONField(null=True, blank=True)
     outcome = models.CharField(max_length=60, default="ok")
     request_id = models.CharField(max_length=64, blank=True)
+    # The OpenTelemetry trace the event was written in (32 hex digits), when tracing is on: the way from an event to
+    # the request, the worker's execution and the system's answer around it. A database default for a process of the
+    # previous release still inserting during a rolling deploy.
+    trace_id = models.CharField(
+        "trace ID",
+        max_length=32,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The OpenTelemetry trace this happened in: search for it in the tracing backend.",
+    )
     summary = models.CharField(max_length=500)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
@@ -100,8 +111,11 @@ class AuditEvent(models.Model):
         return f"#{self.pk} {self.summary}"
 
     def chained_content(self) -> dict[str, Any]:
-        """Everything the hash covers, in a form that reads back from the database unchanged."""
-        return {
+        """Everything the hash covers, in a form that reads back from the database unchanged.
+
+        `trace_id` is covered only when it is set: events from before it existed, and those written with tracing off,
+        hash exactly as they did."""
+        content: dict[str, Any] = {
             "occurred_at": self.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
             "verb": self.verb,
             "actor_type": self.actor_type,
@@ -122,6 +136,9 @@ class AuditEvent(models.Model):
             "summary": self.summary,
             "prev_hash": self.prev_hash,
         }
+        if self.trace_id:
+            content["trace_id"] = self.trace_id
+        return content
 
     def compute_hash(self) -> str:
         canonical = json.dumps(self.chained_content(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -16,6 +16,7 @@ from audit.choices import ActorType, Channel, Verb
 from audit.followers import interested
 from audit.models import GENESIS_HASH, AuditEvent
 from core.request_context import current_request_id, current_sign_in
+from core.tracing import current_trace_id
 
 # Any constant: the key of the PostgreSQL advisory lock that serialises appends to the chain.
 _CHAIN_LOCK_KEY = 7_447_104_471
@@ -147,6 +148,7 @@ def audit_record(
         state_after=_clean_json(state_after),
         outcome=_clean_text(outcome, 60),
         request_id=current_request_id(),
+        trace_id=current_trace_id(),
         summary=_clean_text(summary, 500),
         person=person,
     )

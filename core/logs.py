@@ -1,5 +1,6 @@
 """Log lines as JSON (GATEHOUSE_LOG_FORMAT=json), carrying the request id that the audit events of the same request
-hold, and in Celery tasks the task's id, so a log search and the audit trail meet on one id.
+hold, in Celery tasks the task's id, and with tracing on the trace and span ids, so a log search, the audit trail and
+the traces meet on one id.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from celery import current_task
 
 from core.env import env_choice
 from core.request_context import current_request_id
+from core.tracing import current_ids
 
 LOG_FORMATS = ("plain", "json")
 
@@ -41,7 +43,8 @@ def _request_id(record: logging.LogRecord) -> str | None:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: timestamp (UTC, ISO 8601), level, logger, message, request_id, and where they apply
-    task_id and task_name, the exception, and the fields passed with `extra=`."""
+    task_id and task_name, trace_id and span_id (tracing on, inside a span), the exception, and the fields passed
+    with `extra=`."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -54,6 +57,9 @@ class JsonFormatter(logging.Formatter):
         task = _current_task()
         if task is not None:
             entry["task_id"], entry["task_name"] = task
+        trace_id, span_id = current_ids()
+        if trace_id:
+            entry["trace_id"], entry["span_id"] = trace_id, span_id
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
                 entry.setdefault(key, value)

@@ -3,9 +3,10 @@
 import os
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun, worker_init
+from celery.signals import beat_init, setup_logging, task_postrun, task_prerun, worker_init, worker_process_init
 
 from core.logs import log_format
+from gatehouse.tracing import tracing_start
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gatehouse.settings")
 
@@ -33,6 +34,29 @@ def _check_at_start(**kwargs) -> None:
     from gatehouse.startup import check_at_start  # needs the apps loaded: this module is imported by the settings
 
     check_at_start()
+    _trace_in_place(kwargs.get("sender"))
+
+
+def _trace_in_place(worker) -> None:
+    """A worker whose pool runs tasks in its own process (solo, threads) traces there; a prefork worker's tasks run in
+    its pool's processes, which start tracing each after its fork (`_trace_pool_process`): the SDK's export thread
+    and connection are the process's own."""
+    from celery.concurrency import get_implementation
+    from celery.concurrency.prefork import TaskPool
+
+    pool = get_implementation(getattr(worker, "pool_cls", None) or app.conf.worker_pool)  # as the worker resolves it
+    if not (isinstance(pool, type) and issubclass(pool, TaskPool)):
+        tracing_start("worker")
+
+
+@worker_process_init.connect
+def _trace_pool_process(**kwargs) -> None:
+    tracing_start("worker")
+
+
+@beat_init.connect
+def _trace_beat(**kwargs) -> None:
+    tracing_start("beat")
 
 
 if log_format() == "json":

@@ -163,6 +163,14 @@ class Stack:
         self.start(name, [*argv, "--secret-file", str(secret_file)], "listening on", env=self.env())
         return f"http://127.0.0.1:{port}"
 
+    def otlp_receiver(self, name: str = "otlp") -> str:
+        """The OTLP/HTTP trace receiver (sandbox/otlp_receiver.py) on loopback; its base URL, which is what
+        OTEL_EXPORTER_OTLP_ENDPOINT names. `GET {url}/spans` lists what it was sent."""
+        port = free_port()
+        argv = [str(BIN / "python"), "-m", "sandbox.otlp_receiver", "--port", str(port)]
+        self.start(name, argv, "otlp-receiver listening on", env=self.env())
+        return f"http://127.0.0.1:{port}"
+
     def web(self, name: str = "web", **env: str) -> str:
         port = free_port()
         self.start(

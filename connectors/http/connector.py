@@ -27,6 +27,7 @@ from django.utils import timezone
 from connectors.base import Connector, Health, PermanentError, RecordChanged, RecordNotFound, Result, TransientError
 from connectors.errors import LOGGED_CHARS, downstream_error
 from connectors.http.config import HttpConfig
+from core.tracing import tracing_on
 
 _clients: dict[tuple, httpx.Client] = {}
 _clients_lock = threading.Lock()
@@ -147,7 +148,12 @@ _plain: dict[tuple, _PlainHttp | None] = {}
 
 
 def _plain_transport(config: HttpConfig) -> _PlainHttp | None:
-    """The lean transport when it would send what httpx sends: plain http, a bare address, no proxy configured."""
+    """The lean transport when it would send what httpx sends: plain http, a bare address, no proxy configured.
+
+    Never while tracing is on: httpx's instrumentation then records each call as a client span and passes the trace
+    on to the system (the `traceparent` header), which this transport does not."""
+    if tracing_on():
+        return None
     key = (config.base_url, config.timeout, config.connect_timeout)
     if key in _plain:
         return _plain[key]
