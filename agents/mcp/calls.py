@@ -59,7 +59,7 @@ _KEY_ONLY: dict[str, Any] = {"type": "object", "properties": {"idempotency_key":
 
 def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
     """Run one tool call through the services; a refusal comes back as an error result with the contract's code."""
-    return answer(name, lambda: _call(agent, name, dict(arguments or {})))
+    return answer(f"tool {name}", lambda: _call(agent, name, dict(arguments or {})))
 
 
 def answer(what: str, work: Callable[[], ToolResult]) -> ToolResult:
@@ -257,7 +257,7 @@ def proposal_recheck(token: str, source: str | None, proposal_id: uuid.UUID) -> 
         ensure_may_act(agent, channel=CHANNEL, write=False)
         return proposal_result(agent, proposal_id)
 
-    return answer(WAIT_FOR_DECISION, check)
+    return answer(f"tool {WAIT_FOR_DECISION}", check)
 
 
 def _list_events(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
