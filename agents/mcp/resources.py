@@ -51,9 +51,9 @@ def list_templates(agent: Agent) -> list[types.ResourceTemplate]:
                 name=f"{system.slug}/{resource.name}",
                 title=f"One {label} of {system.name}",
                 description=(
-                    f"One {label} of {system.name} by its id (record_id: {shapes.RECORD_ID_RULE}). Only the fields "
-                    f"this agent may see: {', '.join(fields)}. Every read is audited (which fields, never their "
-                    "values)."
+                    f"One {label} of {system.name}, its id in place of {{record_id}}: {shapes.RECORD_ID_RULE} Only "
+                    f"the fields this agent may see: {', '.join(fields)}. Every read is audited (which fields, never "
+                    "their values)."
                 ),
                 mime_type=MIME_TYPE,
             )

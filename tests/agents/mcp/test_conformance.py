@@ -2,31 +2,31 @@
 stack's /mcp: the server scenarios that apply to Gatehouse.
 
 The suite's client sends no Authorization header (it has no option for one), so it talks to a loopback proxy that
-adds the demo agent's bearer token and passes everything else through as it came (the Host and Origin headers too,
-which the dns-rebinding scenario sends wrong on purpose), the answer streamed back as it arrives.
+adds the demo agent's bearer token and passes everything else through as it came (sandbox.bearer_proxy).
 
-Run: server-initialize, ping, logging-set-level, tools-list, resources-list, dns-rebinding-protection. Not run, as
-they do not apply: the tools-call-*, resources-read-*, resources-templates-read and prompts-* scenarios call fixture
-tools and resources of the suite's reference server (`test_simple_text`, `test://static-text`, …) that a server
-whose tools are an agent's grants does not have (the same paths are tested with Gatehouse's own tools and resources
-in test_tools, test_resources and test_notices); completion-complete, resources-subscribe/-unsubscribe, prompts,
-sampling and elicitation are capabilities Gatehouse does not declare; server-sse-polling and
-server-sse-multiple-streams need a session, and the endpoint is stateless.
+Run: server-initialize, ping, logging-set-level, tools-list, resources-list, dns-rebinding-protection.
+
+Not run, as they do not apply:
+- tools-call-*, resources-read-*, resources-templates-read, prompts-*, json-schema-2020-12: they call fixture tools
+  and resources of the suite's reference server (`test_simple_text`, `test://static-text`, …) that a server whose
+  tools are an agent's grants does not have. (tools-call-simple-text and tools-call-error pass anyway, only because
+  an unknown tool is a tool error with text: not a finding.) The same paths are tested with Gatehouse's own tools and
+  resources in test_tools, test_resources and test_notices.
+- completion-complete, resources-subscribe/-unsubscribe, sampling and elicitation: capabilities Gatehouse does not
+  declare.
+- server-sse-polling, server-sse-multiple-streams: they need a session; the endpoint is stateless.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
+from sandbox.bearer_proxy import bearer_proxy
 from tests.agents.mcp.sessions import token_for
 from tests.conftest import REQUIRE_SERVICES
 
@@ -36,46 +36,6 @@ SUITE = NODE_MODULES / "@modelcontextprotocol" / "conformance" / "dist" / "index
 NODE = NODE_MODULES / ".bin" / "node"  # the suite needs Node.js 22 (fs.globSync); the npm package `node` puts it here
 SCENARIOS = ("server-initialize", "ping", "logging-set-level", "tools-list", "resources-list")
 SCENARIOS += ("dns-rebinding-protection",)  # Gatehouse checks Host and Origin (agents.mcp.server.host_refusal)
-HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
-
-
-def bearer_proxy(upstream: str, token: str) -> ThreadingHTTPServer:
-    """A loopback HTTP proxy to `upstream` that adds `Authorization: Bearer <token>` to every request."""
-    target = urlsplit(upstream)
-
-    class Forward(BaseHTTPRequestHandler):
-        def _forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            connection = http.client.HTTPConnection(target.hostname, target.port, timeout=60)
-            try:
-                connection.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for name, value in self.headers.items():
-                    if name.lower() not in HOP_BY_HOP | {"authorization"}:
-                        connection.putheader(name, value)
-                connection.putheader("Authorization", f"Bearer {token}")
-                connection.endheaders(body)
-                answer = connection.getresponse()
-                self.send_response(answer.status, answer.reason)
-                for name, value in answer.getheaders():
-                    if name.lower() not in HOP_BY_HOP:
-                        self.send_header(name, value)
-                self.send_header("Connection", "close")
-                self.end_headers()
-                while chunk := answer.read1(65536):  # an event stream, as it comes
-                    self.wfile.write(chunk)
-                    self.wfile.flush()
-            finally:
-                connection.close()
-
-        do_GET = do_POST = do_DELETE = _forward
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 @pytest.fixture
