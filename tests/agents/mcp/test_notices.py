@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import anyio
 import httpx
+import httpx2
 import mcp_types as types
 import pytest
 from django.contrib.auth import get_user_model
+from mcp.client import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 
 from approvals.decisions import proposal_approve
 from approvals.killswitch import SwitchTarget, kill_switch_on
@@ -216,3 +219,28 @@ def test_wait_for_decision_refuses_another_agents_proposal_and_a_wait_past_the_l
     assert theirs.is_error and theirs.structured_content["code"] == "not_found"
     assert too_long.is_error and too_long.structured_content["code"] == "invalid_payload"
     assert set(too_long.structured_content["errors"]) == {"timeout_seconds"}
+
+
+@pytest.mark.slow
+def test_at_the_2026_revision_a_call_is_sent_log_messages_only_when_it_opts_in(slow_crm):
+    """2026-07-28 (no initialize; each request carries its version) makes logging a per-request opt-in."""
+    live, token = slow_crm, token_for()
+
+    async def heard_at(log_level: types.LoggingLevel | None) -> tuple[str | None, list[str]]:
+        heard: list[str] = []
+
+        async def logged(params: types.LoggingMessageNotificationParams) -> None:
+            heard.append(params.level)
+
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30)) as http,
+            streamable_http_client(f"{live.stack.web_url}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write, logging_callback=logged, log_level=log_level) as session,
+        ):
+            await session.discover()
+            result = await session.call_tool("crm_read_account", {"record_id": "4471"})
+            assert not result.is_error, result
+            return session.protocol_version, heard
+
+    assert run(lambda: heard_at("info")) == ("2026-07-28", ["notice", "info"])
+    assert run(lambda: heard_at(None)) == ("2026-07-28", [])
