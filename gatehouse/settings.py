@@ -514,6 +514,14 @@ GATEHOUSE_EXECUTION_MAX_ATTEMPTS = env_int("GATEHOUSE_EXECUTION_MAX_ATTEMPTS", 6
 GATEHOUSE_EXECUTION_BACKOFF = env_seconds("GATEHOUSE_EXECUTION_BACKOFF", timedelta(seconds=2))
 GATEHOUSE_EXECUTION_BACKOFF_MAX = env_seconds("GATEHOUSE_EXECUTION_BACKOFF_MAX", timedelta(minutes=5))
 GATEHOUSE_OUTBOX_REPUBLISH_AFTER = env_seconds("GATEHOUSE_OUTBOX_REPUBLISH_AFTER", timedelta(seconds=30))
+# The MCP endpoint: a call still running after GATEHOUSE_MCP_SLOW_CALL tells the client so (a `notice` log message);
+# log messages go at GATEHOUSE_MCP_LOG_LEVEL and above unless the call's `_meta` names another level (stateless: no
+# session keeps a logging/setLevel); wait_for_decision waits at most GATEHOUSE_MCP_WAIT_MAX.
+GATEHOUSE_MCP_SLOW_CALL = env_seconds("GATEHOUSE_MCP_SLOW_CALL", timedelta(seconds=1))
+GATEHOUSE_MCP_LOG_LEVEL = env_choice(
+    "GATEHOUSE_MCP_LOG_LEVEL", "info", ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
+)
+GATEHOUSE_MCP_WAIT_MAX = env_seconds("GATEHOUSE_MCP_WAIT_MAX", timedelta(minutes=5))
 # A read that finds its system's rate limit reached waits this long for a token, then answers 503 with Retry-After.
 GATEHOUSE_READ_RATE_WAIT = env_seconds("GATEHOUSE_READ_RATE_WAIT", timedelta(seconds=1))
 # Escalation: a proposal past its SLA whose named approver has no active delegate is reassigned to this group's

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from django.db import DatabaseError
 
 from agents import shapes
-from agents.mcp.results import ToolResult, proposal_result, refusal
+from agents.mcp.results import ToolResult, Wait, proposal_result, refusal
 from agents.mcp.tools import (
     CHANNEL,
     GET_PROPOSAL,
@@ -27,21 +28,25 @@ from agents.mcp.tools import (
     PROPOSE,
     READ,
     READ_INPUT,
+    WAIT_DEFAULT_SECONDS,
+    WAIT_FOR_DECISION,
     ToolTarget,
     resolve,
     throttle,
+    wait_input,
 )
 from agents.shapes import flatten_errors
 from approvals.choices import DecisionMode
 from approvals.services import ProposalRequest, proposal_create
 from connectors.reads import events_list, record_read
 from core.database import is_database_unavailable
-from core.errors import GatehouseError, InvalidPayload, ScopeDenied
+from core.errors import GatehouseError, InvalidPayload, ScopeDenied, Unauthenticated
 from core.problems import database_unavailable_error
 from core.request_context import current_request_id
 from core.schema import ARGUMENTS, schema_errors
 from governance.gate import Target, ensure_may_act, refuse
 from governance.models import Agent, System
+from governance.services import agent_authenticate
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +58,25 @@ _KEY_ONLY: dict[str, Any] = {"type": "object", "properties": {"idempotency_key":
 
 
 def call_tool(agent: Agent, name: str, arguments: dict[str, Any] | None) -> ToolResult:
-    """Run one tool call through the services; a refusal comes back as an error result with the contract's code.
+    """Run one tool call through the services; a refusal comes back as an error result with the contract's code."""
+    return answer(f"tool {name}", lambda: _call(agent, name, dict(arguments or {})))
+
+
+def answer(what: str, work: Callable[[], ToolResult]) -> ToolResult:
+    """`work`'s result, or its refusal as an error result with the contract's code.
 
     A lost database connection is the API's 503 `database_unavailable` too: every service is one transaction, so
     nothing was half-saved and the agent may call again (with the same idempotency_key for a proposal)."""
     try:
-        return _call(agent, name, dict(arguments or {}))
+        return work()
     except GatehouseError as exc:
         return refusal(exc)
     except DatabaseError as exc:
         if not is_database_unavailable(exc):
             raise  # a broken query is a bug: the server reports it as the internal error it is
         logger.error(
-            "database unavailable: MCP tool %s (request %s) refused: %s: %s",
-            name,
+            "database unavailable: MCP %s (request %s) refused: %s: %s",
+            what,
             current_request_id(),
             type(exc).__name__,
             (str(exc).strip().splitlines() or [""])[0],
@@ -94,6 +104,8 @@ def _call(agent: Agent, name: str, arguments: dict[str, Any]) -> ToolResult:
         return _propose(agent, name, target, arguments)
     if target.kind == GET_PROPOSAL:
         return _get_proposal(agent, name, target, arguments)
+    if target.kind == WAIT_FOR_DECISION:
+        return _wait_for_decision(agent, name, target, arguments)
     return _list_events(agent, name, target, arguments)
 
 
@@ -103,18 +115,31 @@ def _call(agent: Agent, name: str, arguments: dict[str, Any]) -> ToolResult:
 def _refuse_arguments(
     agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any], errors: dict[str, str]
 ) -> GatehouseError:
+    return refuse_arguments(
+        agent,
+        target,
+        errors,
+        message="The arguments do not fit the tool's input schema.",
+        record_id=arguments.get("record_id"),
+        detail={"tool": name, "arguments": arguments},
+    )
+
+
+def refuse_arguments(
+    agent: Agent, target: ToolTarget, errors: dict[str, str], *, message: str, record_id: object, detail: dict[str, Any]
+) -> GatehouseError:
+    """An audited invalid_payload for arguments (or a resource URI) that name no record, before anything is read."""
     ensure_may_act(agent, channel=CHANNEL, write=False)  # a stopped agent hears that, not that its arguments are off
     system = System.objects.filter(slug=target.system).first() if target.system else None
-    record_id = arguments.get("record_id")
     return refuse(
-        InvalidPayload("The arguments do not fit the tool's input schema.", errors=errors),
+        InvalidPayload(message, errors=errors),
         agent=agent,
         channel=CHANNEL,
         target=Target(
             system=system,
             resource=target.resource,
             record_id=record_id[:200] if isinstance(record_id, str) else "",
-            detail={"tool": name, "arguments": arguments},
+            detail=detail,
         ),
     )
 
@@ -193,16 +218,46 @@ def _propose(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, A
 
 
 def _get_proposal(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
-    errors = schema_errors(GET_PROPOSAL_INPUT, arguments, wording=ARGUMENTS)
+    proposal_id = _proposal_id(agent, name, target, arguments, GET_PROPOSAL_INPUT)
+    ensure_may_act(agent, channel=CHANNEL, write=False)
+    return proposal_result(agent, proposal_id)
+
+
+def _wait_for_decision(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:
+    """Where the proposal stands now; still undecided, the result carries the wait the server then polls out."""
+    proposal_id = _proposal_id(agent, name, target, arguments, wait_input())
+    ensure_may_act(agent, channel=CHANNEL, write=False)
+    result = proposal_result(agent, proposal_id)
+    if result.undecided:
+        result.wait = Wait(proposal_id, float(arguments.get("timeout_seconds", WAIT_DEFAULT_SECONDS)))
+    return result
+
+
+def _proposal_id(
+    agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any], schema: dict[str, Any]
+) -> uuid.UUID:
+    errors = schema_errors(schema, arguments, wording=ARGUMENTS)
     if not errors:
         try:
-            uuid.UUID(arguments["proposal_id"])
+            return uuid.UUID(arguments["proposal_id"])
         except ValueError:
             errors = {"proposal_id": "Not a proposal id (a UUID)."}
-    if errors:
-        raise _refuse_arguments(agent, name, target, arguments, errors)
-    ensure_may_act(agent, channel=CHANNEL, write=False)
-    return proposal_result(agent, uuid.UUID(arguments["proposal_id"]))
+    raise _refuse_arguments(agent, name, target, arguments, errors)
+
+
+def proposal_recheck(token: str, source: str | None, proposal_id: uuid.UUID) -> ToolResult:
+    """One poll of wait_for_decision, checked as a new call would be: the token again (revoked or expired ends the
+    wait as unauthenticated), the kill switch (audited), then the agent's own proposal as it stands."""
+
+    def check() -> ToolResult:
+        found = agent_authenticate(token, source=source, channel=CHANNEL)
+        if found is None:
+            raise Unauthenticated("The token is no longer valid (revoked or expired): the wait ended.")
+        agent = found[0]
+        ensure_may_act(agent, channel=CHANNEL, write=False)
+        return proposal_result(agent, proposal_id)
+
+    return answer(f"tool {WAIT_FOR_DECISION}", check)
 
 
 def _list_events(agent: Agent, name: str, target: ToolTarget, arguments: dict[str, Any]) -> ToolResult:

@@ -16,6 +16,14 @@ from core.request_context import current_request_id
 from governance.models import Agent
 
 
+@dataclass(frozen=True)
+class Wait:
+    """wait_for_decision's proposal, still undecided when the call began, and how long the caller will wait."""
+
+    proposal_id: uuid.UUID
+    seconds: float
+
+
 @dataclass
 class ToolResult:
     """A tool's answer: structured content, the same in plain words, and whether it is a refusal."""
@@ -24,6 +32,12 @@ class ToolResult:
     message: str
     is_error: bool = False
     settle: uuid.UUID | None = None  # an auto-approved proposal: worth waiting a moment to report it executed
+    wait: Wait | None = None  # wait_for_decision: poll until a person decides or the time is up
+
+    @property
+    def undecided(self) -> bool:
+        """A proposal still waiting for a person, or approved and not yet executed: worth waiting for."""
+        return not self.is_error and self.structured.get("outcome") in ("waiting_for_approval", "approved")
 
 
 def refusal(exc: GatehouseError) -> ToolResult:

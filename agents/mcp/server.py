@@ -4,11 +4,16 @@ ASGI application (`with_mcp`).
 
 How it is wired, and why:
 
-- Stateless streamable HTTP with JSON responses. Every tools/list and tools/call is one self-contained POST that any
-  web process can answer (no session lives in one process's memory), so gunicorn workers, several machines or a
-  restart between two calls change nothing. Tools are computed per request from the agent's grants, so a grant
-  change shows on the next tools/list; a tools/list_changed notification would need a stream held open to one
-  process and is not sent.
+- Stateless streamable HTTP. Every request is one self-contained POST that any web process can answer (no session
+  lives in one process's memory), so gunicorn workers, several machines or a restart between two calls change
+  nothing. Tools and resource templates are computed per request from the agent's grants, so a grant change shows on
+  the next list; a list_changed notification would need a stream held open to one process and is not sent.
+- The answer is one JSON body (the SDK's JSON mode) unless the call has something to say first (agents.mcp.streams):
+  a call running long sends a log notice (agents.mcp.notices), wait_for_decision sends progress
+  (agents.mcp.waiting), and those turn the call's own response into an event stream. setLevel has no session to
+  set: a call's log level is its own.
+- The agent's readable records are also resources, `gatehouse://crm/accounts/4471` (agents.mcp.resources), read
+  through the same service as the read tool and the REST read.
 - The SDK's bearer middleware calls `AgentTokenVerifier`, which asks `agent_authenticate` (the API's own check):
   unknown, expired or revoked tokens answer 401 with `WWW-Authenticate: Bearer error="invalid_token"`, on every
   request, so a token revoked mid-session stops the very next call. Gatehouse issues its tokens itself
@@ -24,7 +29,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
@@ -33,9 +38,8 @@ from urllib.parse import urlsplit
 
 import anyio
 import mcp_types as types
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError
 from django.http.request import split_domain_port, validate_host
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
@@ -48,11 +52,14 @@ from pydantic import AnyHttpUrl, PrivateAttr
 from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agents.mcp import calls, results, tools
+from agents.mcp import calls, notices, resources, results, tools, waiting
+from agents.mcp.streams import JsonUnlessNotified
+from agents.mcp.work import in_thread, with_request_id
 from audit.choices import Channel
-from core.errors import GatehouseError
-from core.request_context import bound_request_id, new_request_id
-from governance import policy_cache
+from core.database import is_database_unavailable
+from core.errors import GatehouseError, InvalidPayload, NotFound
+from core.problems import database_unavailable_error
+from core.request_context import new_request_id
 from governance.models import Agent, AgentToken
 from governance.services import agent_authenticate
 
@@ -68,55 +75,23 @@ SETTLE_POLL_SECONDS = 0.2
 # JSON-RPC error code (server-defined range) for a refusal of a request that is not a tool call, e.g. tools/list by
 # a disabled agent; `data` carries the contract's code. Tool calls are refused as tool results instead.
 REFUSED = -32001
+RESOURCE_NOT_FOUND = -32002  # the protocol's own code for a resource read of an unknown URI
+INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 INSTRUCTIONS = (
     "Gatehouse governs this agent's access to company systems. Read tools return only the fields the agent is "
     "granted. Propose tools submit a change: Gatehouse checks it, computes its impact itself and either executes it "
     "or routes it to a person for approval; the result says which (who decides and by when), and get_proposal "
-    "tells where it stands later. Refusals are tool errors with a stable code (scope_denied, agent_disabled, "
-    "invalid_payload, system_frozen, …). Every call is audited."
+    "tells where it stands later, or wait_for_decision waits for the person. Records the agent may read are also "
+    "resources: gatehouse://{system}/{resource}/{record_id}, one template per granted resource. Refusals are tool "
+    "errors with a stable code (scope_denied, agent_disabled, invalid_payload, system_frozen, …). Every call is "
+    "audited."
 )
 
 T = TypeVar("T")
 # Django's ASGIHandler: an ASGI app whose annotations (dict, Mapping) differ from Starlette's ASGIApp alias.
 DjangoASGI = Any
-
-
-# --- Django work off the event loop ---------------------------------------------------------------------------
-
-
-async def in_thread(fn: Callable[..., T], /, *args: Any) -> T:
-    """Run ORM work (and connector calls) in a worker thread, framed as Django frames a request.
-
-    thread_sensitive=False: outside Django's request handler there is no per-request thread, and thread_sensitive
-    would funnel every MCP call of the process, slow connector reads included, through one shared thread. Each unit
-    of work here is self-contained (its transactions begin and end inside it), so any pool thread will do; stale
-    connections are dropped before and after, as Django's request_started/request_finished signals do.
-    """
-    return await sync_to_async(_framed(fn), thread_sensitive=False)(*args)
-
-
-def _framed(fn: Callable[..., T]) -> Callable[..., T]:
-    def run(*args: Any) -> T:
-        close_old_connections()
-        try:
-            return fn(*args)
-        finally:
-            close_old_connections()
-
-    return run
-
-
-def _with_request_id(request_id: str, fn: Callable[..., T]) -> Callable[..., T]:
-    def run(*args: Any) -> T:
-        with bound_request_id(request_id):
-            # The call's lookups answer from this process's policy cache under the generation read now (the token
-            # was checked in another thread, before the request id existed).
-            policy_cache.open_scope()
-            return fn(*args)
-
-    return run
 
 
 # --- Authentication -------------------------------------------------------------------------------------------
@@ -173,30 +148,56 @@ async def list_tools(
     ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
 ) -> types.ListToolsResult:
     agent = _calling_agent()
+    listed = await _refusing(ctx, lambda request_id: in_thread(with_request_id(request_id, tools.list_tools), agent))
+    return types.ListToolsResult(tools=listed)
+
+
+async def _refusing(ctx: ServerRequestContext[Any, Any], work: Callable[[str], Awaitable[T]], **data: Any) -> T:
+    """`work`'s answer, or its refusal as a JSON-RPC error whose `data` carries the contract's code (a request that is
+    not a tool call has no tool result to be refused in). A fault is an internal error, never an HTTP 500."""
     request_id = _request_id(ctx)
     try:
-        listed = await in_thread(_with_request_id(request_id, tools.list_tools), agent)
+        try:
+            return await work(request_id)
+        except DatabaseError as exc:
+            if not is_database_unavailable(exc):
+                raise
+            raise database_unavailable_error() from exc  # the API's 503 database_unavailable
     except GatehouseError as exc:
-        raise MCPError(
-            REFUSED,
-            f"Refused ({exc.code}): {exc.detail}",
-            data={"code": exc.code, "status": exc.status, "request_id": request_id},
-        ) from None
-    return types.ListToolsResult(tools=listed)
+        code = {NotFound.code: RESOURCE_NOT_FOUND, InvalidPayload.code: INVALID_PARAMS}.get(exc.code, REFUSED)
+        refused = {"code": exc.code, "status": exc.status, "request_id": request_id, **data}
+        if exc.errors:
+            refused["errors"] = exc.errors
+        raise MCPError(code, f"Refused ({exc.code}): {exc.detail}", data=refused) from None
+    except Exception:
+        raise _fault(ctx.method, request_id) from None
+
+
+def _fault(what: str, request_id: str) -> MCPError:
+    """A fault, not a refusal: said as a protocol error the client can report, never as an HTTP 500. Whatever was
+    committed stays consistent (every service is atomic); get_proposal tells where a proposal stands."""
+    logger.exception("mcp: %s failed (request %s)", what, request_id)
+    return MCPError(INTERNAL_ERROR, f"Gatehouse could not complete the call (request id {request_id}).")
 
 
 async def call_tool(ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams) -> types.CallToolResult:
     agent = _calling_agent()
     request_id = _request_id(ctx)
-    try:
-        result = await in_thread(_with_request_id(request_id, calls.call_tool), agent, params.name, params.arguments)
+
+    async def work() -> results.ToolResult:
+        result = await in_thread(with_request_id(request_id, calls.call_tool), agent, params.name, params.arguments)
         if result.settle is not None:
             result = await _settle(agent, result, request_id)
+        return result
+
+    try:
+        result = await notices.noticed(ctx, params.name, work, request_id=request_id)
+        if result.wait is not None:
+            result = await waiting.wait_for_decision(
+                ctx, result, token=_bearer(ctx), source=_source(ctx), request_id=request_id
+            )
     except Exception:
-        # A fault, not a refusal: say so as a protocol error the client can report, never as an HTTP 500. Whatever
-        # was committed stays consistent (every service is atomic); get_proposal tells where a proposal stands.
-        logger.exception("mcp: %s failed (request %s)", params.name, request_id)
-        raise MCPError(INTERNAL_ERROR, f"Gatehouse could not complete the call (request id {request_id}).") from None
+        raise _fault(params.name, request_id) from None
     return types.CallToolResult(
         content=[
             types.TextContent(text=result.message),
@@ -214,7 +215,7 @@ async def _settle(agent: Agent, result: results.ToolResult, request_id: str) -> 
         while True:
             await anyio.sleep(SETTLE_POLL_SECONDS)
             try:
-                result = await in_thread(_with_request_id(request_id, results.proposal_result), agent, proposal_id)
+                result = await in_thread(with_request_id(request_id, results.proposal_result), agent, proposal_id)
             except Exception:  # the proposal is recorded either way: report what is known rather than fail the call
                 logger.warning(
                     "mcp: could not re-read proposal %s (request %s)", proposal_id, request_id, exc_info=True
@@ -225,19 +226,82 @@ async def _settle(agent: Agent, result: results.ToolResult, request_id: str) -> 
     return result
 
 
+def _bearer(ctx: ServerRequestContext[Any, Any]) -> str:
+    """The call's own bearer token (the SDK's middleware let the request in with it): wait_for_decision checks it
+    again at each poll, so a token revoked during the wait ends it."""
+    headers = getattr(ctx.request, "headers", None)
+    scheme, _, token = (headers.get("authorization", "") if headers is not None else "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _source(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    client = getattr(ctx.request, "client", None)
+    return client.host if client is not None else _CLIENT_ADDRESS.get()
+
+
+# --- Resources and logging --------------------------------------------------------------------------------------
+
+
+async def list_resources(
+    ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+) -> types.ListResourcesResult:
+    """Nothing to list (agents.mcp.resources says why): the templates name what may be read."""
+    agent = _calling_agent()
+    await _refusing(ctx, lambda request_id: in_thread(with_request_id(request_id, resources.may_list), agent))
+    return types.ListResourcesResult(resources=[])
+
+
+async def list_resource_templates(
+    ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+) -> types.ListResourceTemplatesResult:
+    agent = _calling_agent()
+    listed = await _refusing(
+        ctx, lambda request_id: in_thread(with_request_id(request_id, resources.list_templates), agent)
+    )
+    return types.ListResourceTemplatesResult(resource_templates=listed)
+
+
+async def read_resource(
+    ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+) -> types.ReadResourceResult:
+    agent = _calling_agent()
+    address = str(params.uri)
+
+    async def read(request_id: str) -> types.ReadResourceResult:
+        work = functools.partial(in_thread, with_request_id(request_id, resources.read), agent, address)
+        return await notices.noticed(ctx, address, work, request_id=request_id)
+
+    return await _refusing(ctx, read, uri=address[:300])
+
+
+async def set_logging_level(
+    ctx: ServerRequestContext[Any, Any], params: types.SetLevelRequestParams
+) -> types.EmptyResult:
+    """Accepted, and kept nowhere: the endpoint is stateless, so a level is the call's own (agents.mcp.notices)."""
+    _calling_agent()
+    return types.EmptyResult()
+
+
 def build_server() -> Server[Any]:
     try:
         gatehouse_version = version("gatehouse")
     except PackageNotFoundError:
         gatehouse_version = ""
-    return Server(
+    server = Server(
         "gatehouse",
         version=gatehouse_version,
         title="Gatehouse",
         instructions=INSTRUCTIONS,
         on_list_tools=list_tools,
         on_call_tool=call_tool,
+        on_list_resources=list_resources,
+        on_list_resource_templates=list_resource_templates,
+        on_read_resource=read_resource,
     )
+    # The logging capability is declared by serving logging/setLevel. The constructor's on_set_logging_level warns
+    # that the 2026-07-28 revision deprecates it; clients of the revisions before (2025-11-25, most of them) use it.
+    server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_logging_level)
+    return server
 
 
 # --- One ASGI application -------------------------------------------------------------------------------------
@@ -327,10 +391,10 @@ def with_mcp(django_app: DjangoASGI) -> Router:
     mcp_app = server.streamable_http_app(
         streamable_http_path=PATH,
         stateless_http=True,
-        json_response=True,
+        json_response=True,  # one JSON body, upgraded to an event stream by a call's first notification (streams)
         max_request_body_size=settings.GATEHOUSE_MAX_BODY_BYTES,  # the API's limit: larger bodies answer 413
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),  # see host_refusal
         auth=AuthSettings(issuer_url=AnyHttpUrl(settings.BASE_URL), resource_server_url=None),
         token_verifier=AgentTokenVerifier(),
     )
-    return Router(django_app, server, mcp_app)
+    return Router(django_app, server, JsonUnlessNotified(mcp_app))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import SimpleNamespace
@@ -31,7 +32,8 @@ from governance.models import ActionType, Agent, Resource, ScopeGrant, System, T
 CHANNEL = Channel.MCP
 
 READ, PROPOSE = "read", "propose"
-GET_PROPOSAL, LIST_EVENTS = "get_proposal", "list_events"
+GET_PROPOSAL, LIST_EVENTS, WAIT_FOR_DECISION = "get_proposal", "list_events", "wait_for_decision"
+FIXED_TOOLS = (GET_PROPOSAL, LIST_EVENTS, WAIT_FOR_DECISION)
 
 # The one record-id rule of every door (agents.shapes), for reads and proposals alike: it keeps path characters and
 # dot segments out of the connectors' URLs. The calls check it with shapes.record_id_problem too.
@@ -61,12 +63,15 @@ READ_INPUT: dict[str, Any] = {
     "required": ["record_id"],
     "additionalProperties": False,
 }
+PROPOSAL_ID = {"type": "string", "format": "uuid", "description": "From a propose tool."}
 GET_PROPOSAL_INPUT: dict[str, Any] = {
     "type": "object",
-    "properties": {"proposal_id": {"type": "string", "format": "uuid", "description": "From a propose tool."}},
+    "properties": {"proposal_id": PROPOSAL_ID},
     "required": ["proposal_id"],
     "additionalProperties": False,
 }
+# How long wait_for_decision waits when the call does not say.
+WAIT_DEFAULT_SECONDS = 60
 LIST_EVENTS_INPUT: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -138,7 +143,7 @@ def resolve(name: str) -> ToolTarget | None:
 
     One query: the resources (or actions) with their systems, matched by name here, since names are normalised. Within
     a call's scope the answer is cached per process under the policy generation (names nobody has are not kept)."""
-    if name in (GET_PROPOSAL, LIST_EVENTS):
+    if name in FIXED_TOOLS:
         return ToolTarget(name)
     found = functools.partial(_resolve, name)
     return policy_cache.cached(("mcp_tool", name), found, keep=lambda target: target is not None)
@@ -167,19 +172,15 @@ def list_tools(agent: Agent) -> list[types.Tool]:
     """
     throttle(agent)
     ensure_may_act(agent, channel=CHANNEL, write=False)
-    reads: dict[int, list[ScopeGrant]] = {}
+    reads: list[ScopeGrant] = []
     writable: dict[int, set[str]] = {}
     for grant in ScopeGrant.objects.for_agent(agent):
         if grant.access == Access.READ:
-            reads.setdefault(grant.resource_id, []).append(grant)
+            reads.append(grant)
         else:
             writable.setdefault(grant.resource_id, set()).update(grant.actions)
     tools: dict[str, types.Tool] = {}
-    for grants in reads.values():
-        system, resource = grants[0].system, grants[0].resource
-        if not _readable_by_tool(system):
-            continue
-        fields = granted_fields(resource, grants)
+    for system, resource, fields in readable(reads):
         name = read_tool_name(system, resource)
         tools.setdefault(name, _read_tool(name, system, resource, fields))
     actions = (
@@ -193,7 +194,22 @@ def list_tools(agent: Agent) -> list[types.Tool]:
             tools.setdefault(name, _propose_tool(name, action))
     tools[GET_PROPOSAL] = _get_proposal_tool()
     tools[LIST_EVENTS] = _list_events_tool()
+    tools[WAIT_FOR_DECISION] = _wait_for_decision_tool()
     return list(tools.values())
+
+
+def readable(read_grants: Iterable[ScopeGrant]) -> list[tuple[System, Resource, list[str]]]:
+    """What an agent's current read grants let it read by record id: each resource once, with its granted fields.
+    One read tool each, and one resource template each (agents.mcp.resources)."""
+    reads: dict[int, list[ScopeGrant]] = {}
+    for grant in read_grants:
+        reads.setdefault(grant.resource_id, []).append(grant)
+    found = []
+    for grants in reads.values():
+        system, resource = grants[0].system, grants[0].resource
+        if _readable_by_tool(system):
+            found.append((system, resource, granted_fields(resource, grants)))
+    return found
 
 
 def _read_tool(name: str, system: System, resource: Resource, fields: list[str]) -> types.Tool:
@@ -262,6 +278,41 @@ def _get_proposal_tool() -> types.Tool:
         title="Get one of this agent's proposals",
         description="Where a proposal stands now: executed, waiting for approval (by whom, by when), rejected, ….",
         input_schema=GET_PROPOSAL_INPUT,
+        output_schema=PROPOSAL_OUTPUT,
+        annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
+    )
+
+
+def wait_input() -> dict[str, Any]:
+    """wait_for_decision's arguments; the longest wait is a setting (GATEHOUSE_MCP_WAIT_MAX)."""
+    longest = int(settings.GATEHOUSE_MCP_WAIT_MAX.total_seconds())
+    return {
+        "type": "object",
+        "properties": {
+            "proposal_id": PROPOSAL_ID,
+            "timeout_seconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": longest,
+                "default": min(WAIT_DEFAULT_SECONDS, longest),
+                "description": f"Stop waiting after this long (at most {longest} s) and answer where it stands.",
+            },
+        },
+        "required": ["proposal_id"],
+        "additionalProperties": False,
+    }
+
+
+def _wait_for_decision_tool() -> types.Tool:
+    return types.Tool(
+        name=WAIT_FOR_DECISION,
+        title="Wait for a person to decide one of this agent's proposals",
+        description=(
+            "Wait until a proposal waiting for approval is decided and, if approved, executed; or until "
+            "timeout_seconds pass. Answers as get_proposal does. While it waits, it sends progress notifications "
+            "(when the call carries a progressToken) saying who decides and by when."
+        ),
+        input_schema=wait_input(),
         output_schema=PROPOSAL_OUTPUT,
         annotations=types.ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False),
     )

@@ -9,16 +9,19 @@ its case."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import pytest
 from django.urls import URLPattern
 
+from agents.mcp import resources
 from agents.mcp.calls import call_tool
-from agents.mcp.tools import GET_PROPOSAL, LIST_EVENTS, list_tools
+from agents.mcp.tools import GET_PROPOSAL, LIST_EVENTS, WAIT_FOR_DECISION, list_tools
 from agents.rest.urls import urlpatterns
 from approvals.models import Proposal
 from audit.models import AuditEvent
+from core.errors import ScopeDenied
 from governance.models import Agent
 
 PROPOSALS = "/api/v1/proposals"
@@ -149,14 +152,15 @@ def test_every_mcp_tool_that_names_an_object_refuses_another_agents(world):
         "crm_propose_send_statement",
         GET_PROPOSAL,
         LIST_EVENTS,
+        WAIT_FOR_DECISION,
     }
-    assert {tool.name for tool in list_tools(nobody)} <= {GET_PROPOSAL, LIST_EVENTS}
+    assert {tool.name for tool in list_tools(nobody)} <= {GET_PROPOSAL, LIST_EVENTS, WAIT_FOR_DECISION}
 
     for intruder in (reporting, nobody):
-        for proposal_id in world["ids"]:
-            theirs = call_tool(intruder, GET_PROPOSAL, {"proposal_id": proposal_id})
-            absent = call_tool(intruder, GET_PROPOSAL, {"proposal_id": str(uuid.uuid4())})
-            assert theirs.is_error and absent.is_error
+        for proposal_id, tool in itertools.product(world["ids"], (GET_PROPOSAL, WAIT_FOR_DECISION)):
+            theirs = call_tool(intruder, tool, {"proposal_id": proposal_id})
+            absent = call_tool(intruder, tool, {"proposal_id": str(uuid.uuid4())})
+            assert theirs.is_error and absent.is_error and theirs.wait is None
             assert theirs.structured["code"] == absent.structured["code"] == "not_found"
             assert theirs.structured["message"] == absent.structured["message"]
         events = call_tool(intruder, LIST_EVENTS, {"system": "legacy-inventory"})
@@ -164,7 +168,9 @@ def test_every_mcp_tool_that_names_an_object_refuses_another_agents(world):
 
     read = call_tool(nobody, "crm_read_account", {"record_id": "4471"})
     assert read.is_error and read.structured["code"] == "scope_denied", read.structured
-    for name in their_tools - {GET_PROPOSAL, LIST_EVENTS, "crm_read_account"}:
+    with pytest.raises(ScopeDenied):  # the same record as an MCP resource
+        resources.read(nobody, "gatehouse://crm/accounts/4471")
+    for name in their_tools - {GET_PROPOSAL, LIST_EVENTS, WAIT_FOR_DECISION, "crm_read_account"}:
         result = call_tool(nobody, name, {"record_id": "4471", "reason": "x", "credit_limit": "1", "text": "x"})
         assert result.is_error and result.structured["code"] == "scope_denied", (name, result.structured)
     assert Proposal.objects.count() == 2

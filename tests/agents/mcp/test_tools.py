@@ -1,28 +1,14 @@
-"""The MCP endpoint over real HTTP: the web process of the running stack, the official MCP Python client.
-
-Each scenario runs the SDK client with anyio on an event loop of its own thread (the suite's Playwright fixture may
-already hold one in the test's thread). Database work a scenario does mid-session (disable the agent, revoke its
-token, change a grant) goes through `sync_to_async` to a worker thread that closes its connection afterwards.
-"""
+"""The MCP endpoint over real HTTP: the web process of the running stack, the official MCP Python client
+(tests.agents.mcp.sessions)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any
 
-import anyio
 import httpx
-import httpx2
 import pytest
-from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
-from django.db import connections
 from django.utils import timezone
-from mcp.client import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from approvals.killswitch import SwitchTarget, kill_switch_on
@@ -30,6 +16,7 @@ from approvals.models import Proposal
 from audit.models import AuditEvent
 from governance.models import Agent, ScopeGrant
 from governance.services import agent_token_issue, agent_tokens_revoke
+from tests.agents.mcp.sessions import db, mcp_session, run, token_for
 from tests.faults import wait_until
 
 DEMO_TOOLS = {
@@ -40,42 +27,10 @@ DEMO_TOOLS = {
     "crm_propose_update_credit_limit",
     "get_proposal",
     "list_events",
+    "wait_for_decision",
 }
+FIXED_TOOLS = {"get_proposal", "list_events", "wait_for_decision"}
 READABLE = {"name", "status", "credit_limit", "notes"}
-
-
-def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
-    """Run an async scenario to its end on a fresh event loop in a thread of its own."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(anyio.run, scenario).result()
-
-
-async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """ORM work from inside a scenario, in a worker thread whose connection is closed afterwards."""
-
-    def work() -> Any:
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            connections.close_all()
-
-    return await sync_to_async(work, thread_sensitive=False)()
-
-
-def token_for(slug: str = "collections-agent") -> str:
-    return agent_token_issue(agent=Agent.objects.get(slug=slug), channel="command", label="mcp test")[1]
-
-
-@asynccontextmanager
-async def mcp_session(live, token: str) -> AsyncIterator[ClientSession]:
-    headers = {"Authorization": f"Bearer {token}"}
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30)) as http,
-        streamable_http_client(f"{live.stack.web_url}/mcp", http_client=http) as (read, write),
-        ClientSession(read, write) as session,
-    ):
-        await session.initialize()
-        yield session
 
 
 def list_tools(live, token: str) -> dict:
@@ -132,7 +87,7 @@ def test_the_demo_agent_has_a_tool_per_grant_and_the_reporting_agent_fewer(live)
     assert read.annotations.read_only_hint is True
 
     reporting = list_tools(live, token_for("reporting-agent"))
-    assert set(reporting) == {"crm_read_account", "get_proposal", "list_events"}
+    assert set(reporting) == {"crm_read_account", *FIXED_TOOLS}
 
 
 @pytest.mark.slow
@@ -148,7 +103,7 @@ def test_the_tool_list_follows_a_grant_change_on_the_next_request(live):
 
     before, after = run(scenario)
     assert before == DEMO_TOOLS
-    assert after == {"crm_read_account", "get_proposal", "list_events"}
+    assert after == {"crm_read_account", *FIXED_TOOLS}
 
 
 # --- Reads and proposals ----------------------------------------------------------------------------------------
@@ -424,7 +379,7 @@ def test_tool_names_are_stable_and_follow_the_grants(demo):
     collections = Agent.objects.get(slug="collections-agent")
     assert {tool.name for tool in tools.list_tools(collections)} == DEMO_TOOLS
     reporting = Agent.objects.get(slug="reporting-agent")
-    assert {tool.name for tool in tools.list_tools(reporting)} == {"crm_read_account", "get_proposal", "list_events"}
+    assert {tool.name for tool in tools.list_tools(reporting)} == {"crm_read_account", *FIXED_TOOLS}
     assert tools.resolve("crm_propose_update_credit_limit") == tools.ToolTarget(
         "propose", "crm", "accounts", "update_credit_limit"
     )
