@@ -4,6 +4,7 @@ system's) timeline and in the CSV export; a secret never is; a save that changes
 
 from __future__ import annotations
 
+import csv as csv_module
 from datetime import timedelta
 
 import pytest
@@ -67,9 +68,10 @@ def test_a_grant_edited_in_the_admin_is_one_configured_event_in_the_agents_timel
 
     csv = b"".join(client.get(url("audit_export_csv") + "?kind=configuration").streaming_content).decode()
     header, *rows = csv.lstrip("\ufeff").splitlines()
-    assert header.endswith(",hash,reason")
-    [row] = [row for row in rows if "FIN-88" in row]
-    assert "credit_limit" in row and row.endswith("Reports now show the credit limit (ticket FIN-88).")
+    assert header.endswith(",hash,reason,trace_id")  # columns are appended, never moved: readers rely on the order
+    [row] = [row for row in csv_module.DictReader(rows, fieldnames=header.split(",")) if "FIN-88" in row["reason"]]
+    assert "credit_limit" in row["state_after"]
+    assert row["reason"] == "Reports now show the credit limit (ticket FIN-88)."
 
 
 def test_a_grant_change_without_a_reason_is_refused_and_writes_nothing(client, grant):
