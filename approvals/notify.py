@@ -3,23 +3,35 @@
 Sent after commit (core.mail): a mail server that is down never undoes or repeats the change a notice reports. The
 notices that ask someone to decide (new, escalated, reassigned, stale) show the change as the proposal's page does and
 give each person a link of their own to it (approvals/decision_mail.py).
+
+A new proposal's request to decide is written and sent by a worker (`notify_awaiting_later`), not by the agent's
+request: the mail (its facts, a signed link per person, the mail server's round trips) was a quarter of a proposal
+POST's time, and a slow mail server would have slowed every agent.
 """
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
+from approvals.choices import AWAITING_DECISION
 from approvals.decision_mail import send_decision_request
 from approvals.models import Proposal
 from approvals.slack.later import slack_post_later
 from core.mail import admin_link, send_notice
+from core.tasks import queue_task
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+AWAITING_TASK = "approvals.notify_awaiting"  # the task's stable name (approvals/tasks.py)
 
 
 def decider_users(proposal: Proposal) -> list[User]:
@@ -77,6 +89,30 @@ def notify_awaiting(proposal: Proposal) -> None:
         users=decider_users(proposal),
     )
     slack_post_later(proposal, deciders(proposal))
+
+
+def notify_awaiting_later(proposal: Proposal) -> None:
+    """After the commit of a new proposal that waits for a person: a worker asks whoever may decide. A broker that
+    does not answer is logged and the request is sent from here instead: nobody goes untold."""
+    try:
+        queue_task(AWAITING_TASK, args=[str(proposal.pk)])
+    except Exception as exc:  # any broker failure: the proposal has committed, and must still be told of
+        logger.warning("could not queue the decision request for %s (%s): sending it now", proposal.pk, exc)
+        notify_awaiting(proposal)
+
+
+def notify_awaiting_by_id(proposal_id: uuid.UUID | str) -> bool:
+    """The worker's side of `notify_awaiting_later`: ask whoever may decide, unless it was decided (or withdrawn)
+    meanwhile — then there is nothing to ask. True when the request was sent."""
+    proposal = (
+        Proposal.objects.select_related("agent", "system", "action_type", "approver", "approver_group")
+        .filter(pk=proposal_id, status__in=AWAITING_DECISION)
+        .first()
+    )
+    if proposal is None:
+        return False
+    notify_awaiting(proposal)
+    return True
 
 
 def notify_stale(proposal: Proposal) -> None:

@@ -262,7 +262,7 @@ def _record_events(
         )
         queue_execution(proposal)
     else:
-        transaction.on_commit(lambda: notify.notify_awaiting(proposal))
+        transaction.on_commit(lambda: notify.notify_awaiting_later(proposal))
 
 
 # --- Withdraw ---------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from django.conf import settings
 from approvals.decisions import proposals_escalate_and_expire
 from approvals.drills import rollback_drill_by_id
 from approvals.execution import outbox_sweep, paused_executions_resume, proposal_execute, retry_delay
+from approvals.notify import notify_awaiting_by_id
 from approvals.reversal_rounds import reversal_run, reversals_resume
 from approvals.reversal_single import flagged_reversals_plan_missing
 from approvals.services import idempotency_records_purge
@@ -38,6 +39,12 @@ def within_visibility(countdown: float | None) -> float | None:
     if countdown is None:
         return None
     return min(countdown, settings.GATEHOUSE_BROKER_VISIBILITY_TIMEOUT * 0.8)
+
+
+@shared_task(name="approvals.notify_awaiting", ignore_result=True)
+def notify_awaiting(proposal_id: str) -> bool:
+    """Ask whoever may decide a new proposal (mail with a link of their own, Slack), off the agent's request."""
+    return notify_awaiting_by_id(proposal_id)
 
 
 @shared_task(name="approvals.outbox_sweep", ignore_result=True)

@@ -49,6 +49,8 @@ class Stack:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.queue = f"gatehouse-test-{os.getpid()}-{next(_numbers)}"
         self.processes: dict[str, Process] = {}
+        # The first web process's address: the workers' mail links to it too, as a deployment's GATEHOUSE_BASE_URL.
+        self.base_url = ""
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEHOUSE_", "DATABASE_URL", "REDIS_URL"))}
@@ -187,6 +189,7 @@ class Stack:
             "Uvicorn running",
             env=self.env(**{"GATEHOUSE_BASE_URL": f"http://127.0.0.1:{port}", **env}),  # the links in its mail
         )
+        self.base_url = self.base_url or f"http://127.0.0.1:{port}"
         return f"http://127.0.0.1:{port}"
 
     def worker(self, name: str = "worker", *, concurrency: int = 2, **env: str) -> Process:
@@ -208,7 +211,7 @@ class Stack:
                 "--without-heartbeat",
             ],
             " ready.",
-            env=self.env(**env),
+            env=self.env(**({"GATEHOUSE_BASE_URL": self.base_url} if self.base_url else {}), **env),
         )
 
     def mails(self) -> list[EmailMessage]:

@@ -26,6 +26,7 @@ from approvals import decision_links, notify
 from approvals.choices import ProposalStatus
 from approvals.decisions import proposal_approve
 from approvals.models import DecisionLink, Proposal
+from approvals.notify import notify_awaiting_by_id
 from audit.models import AuditEvent
 from governance.choices import Role
 from governance.models import ActionType, Agent, System
@@ -45,9 +46,12 @@ PASSWORD = "correct horse battery staple"
 
 
 def ask(django_capture_on_commit_callbacks, limit: str = "5000.00", **kwargs) -> Proposal:
-    """collections-agent proposes a raise of 4471's limit; the approver's mail goes out as the commit would send it."""
+    """collections-agent proposes a raise of 4471's limit; the approver's mail goes out as the worker sends it once
+    the commit has queued it (approvals/notify.py)."""
     with django_capture_on_commit_callbacks(execute=True):
-        return propose_raise_here(limit, **kwargs)
+        proposal = propose_raise_here(limit, **kwargs)
+    assert notify_awaiting_by_id(proposal.pk)
+    return proposal
 
 
 def mail_to(username: str, proposal: Proposal) -> mail.EmailMultiAlternatives:

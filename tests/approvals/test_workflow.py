@@ -8,12 +8,14 @@ Every state change leaves exactly one audit event naming who acted (`Trail`)."""
 from __future__ import annotations
 
 import re
+import socket
 import threading
 from datetime import timedelta
 from decimal import Decimal
 from html import unescape
 
 import pytest
+from celery import current_app
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
@@ -33,6 +35,7 @@ from approvals.decisions import (
 )
 from approvals.execution import proposal_claim, proposal_execute, proposal_record_executed
 from approvals.models import OutboxMessage, Proposal
+from approvals.notify import notify_awaiting_by_id
 from approvals.services import proposal_cancel
 from approvals.transitions import InvalidTransition
 from audit.models import AuditEvent
@@ -644,6 +647,8 @@ def test_a_new_pending_proposal_emails_its_named_approver_a_link_to_decide(
     with django_capture_on_commit_callbacks(execute=True):
         proposal = propose("5000.00")
     assert proposal.status == ProposalStatus.PENDING_APPROVAL
+    assert mail.outbox == []  # the agent's request only queues it: a worker writes and sends the mail
+    assert notify_awaiting_by_id(proposal.pk)
     assert len(mail.outbox) == 1
     message = mail.outbox[0]
     assert message.to == ["approver@gatehouse.example"]
@@ -651,6 +656,44 @@ def test_a_new_pending_proposal_emails_its_named_approver_a_link_to_decide(
     assert f"/admin/approvals/proposal/{proposal.pk}/link/" in message.body
     assert "Impact: 3,000.00 USD" in message.body
     assert "Paid on time for a year." in message.body
+
+
+def test_a_proposal_decided_before_the_worker_asks_is_not_asked_about(crm_demo, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        proposal = propose("5000.00")
+    proposal_approve(proposal_id=proposal.pk, user=user("approver"), channel="admin")
+    assert not notify_awaiting_by_id(proposal.pk)
+    assert mail.outbox == []
+
+
+def test_with_the_broker_down_the_request_to_decide_is_sent_at_once(
+    crm_demo, django_capture_on_commit_callbacks, unreachable_broker
+):
+    """Nobody goes untold: a broker that does not answer when the proposal commits means the mail goes from here."""
+    with django_capture_on_commit_callbacks(execute=True):
+        proposal = propose("5000.00")
+    assert [message.to for message in mail.outbox] == [["approver@gatehouse.example"]]
+    assert f"/admin/approvals/proposal/{proposal.pk}/link/" in mail.outbox[0].body
+
+
+@pytest.fixture
+def unreachable_broker():
+    """Celery's broker pointed at a port nobody listens on (connections made afresh), as when Redis is down."""
+    app = current_app._get_current_object()
+    url, pool, producers = app.conf.broker_url, app._pool, app.amqp._producer_pool
+    app.conf.broker_url, app._pool, app.amqp._producer_pool = f"redis://127.0.0.1:{closed_port()}/0", None, None
+    try:
+        yield
+    finally:
+        if app._pool is not None:
+            app._pool.force_close_all()
+        app.conf.broker_url, app._pool, app.amqp._producer_pool = url, pool, producers
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def test_an_auto_approved_proposal_emails_nobody(crm_demo, django_capture_on_commit_callbacks):
