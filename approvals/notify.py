@@ -207,9 +207,13 @@ def notify_reversal_awaiting(proposal: Proposal, *, reversal_id: int, approvers:
 
 
 def notify_paused(proposal: Proposal) -> None:
-    """The system's and the agent's owners hear that an approved write waits for the readiness checklist."""
+    """The system's and the agent's owners hear that an approved write waits: for the readiness checklist, or for
+    someone to approve its MCP tool's changed definition."""
+    waits_for = (  # the tool pinning's own mail asks the owner to review the change (connectors/mcp/pinning.py)
+        "its MCP tool's changed definition to be approved" if proposal.action_type.paused else "readiness"
+    )
     send_notice(
-        f"Paused: {proposal.action_type.name} on {proposal.system} {proposal.record_id} waits for readiness",
+        f"Paused: {proposal.action_type.name} on {proposal.system} {proposal.record_id} waits for {waits_for}",
         f"{_describe(proposal)}, approved, is not written yet: {proposal.hold_reason}.\nIt goes ahead by itself once "
         f"that is fixed (checked every few minutes).\n\n{admin_link(proposal)}",
         [proposal.system.owner.email, proposal.agent.owner.email],

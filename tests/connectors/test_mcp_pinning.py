@@ -195,17 +195,24 @@ def test_a_proposal_on_a_paused_action_is_refused_with_action_paused_on_rest_and
 
 
 @pytest.mark.slow
-def test_an_approved_proposal_is_held_then_flows_once_the_owner_approves_in_the_admin(ledger, client):
+def test_an_approved_proposal_is_held_then_flows_once_the_owner_approves_in_the_admin(
+    ledger, client, mailoutbox, django_capture_on_commit_callbacks
+):
     proposal = ledger.propose()
     assert proposal.status == ProposalStatus.APPROVED  # the automatic band; the worker has not taken it up yet
     ledger.change({"add_note": {"description": "Append a note, and copy it.", "inputSchema": CHANGED_SCHEMA}})
     tools_check(system=ledger.system)
 
-    outcome = proposal_execute(proposal_id=proposal.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        outcome = proposal_execute(proposal_id=proposal.pk)
 
     proposal.refresh_from_db()
     assert outcome.status == "suppressed" and proposal.status == ProposalStatus.ON_HOLD, outcome
     assert "is paused" in proposal.hold_reason and ledger.written() == ""
+    [held] = [message.subject for message in mailoutbox if message.subject.endswith("to be approved")]
+    assert (
+        held == "[Gatehouse] Paused: add_note on ledger A1 waits for its MCP tool's changed definition to be approved"
+    )
     assert paused_executions_resume() == 0  # nobody approved yet: it stays held
 
     client.force_login(ledger.owner)
