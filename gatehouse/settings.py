@@ -280,6 +280,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_ALWAYS_EAGER = env_bool("GATEHOUSE_TASKS_EAGER", default=False)
+# What a task prints goes to the worker's own output as it is, not through its logger as a WARNING line per write:
+# the demo's console e-mail backend prints each mail the workers send (a new proposal's request to decide among them).
+CELERY_WORKER_REDIRECT_STDOUTS = False
 # Tool pinning: how often each MCP system's live tool list is compared with the definitions its actions pinned
 # (connectors/mcp/pinning.py). Writes verify their own tool at call time too; this catches the rest and tells the owner.
 GATEHOUSE_MCP_TOOL_CHECK_INTERVAL = env_seconds("GATEHOUSE_MCP_TOOL_CHECK_INTERVAL", timedelta(minutes=15))
