@@ -16,7 +16,6 @@ from audit.services import audit_record
 from core.schema import closed_schema
 from core.tasks import queue_task
 from governance.models import ActionType
-from governance.services import may_configure_connections
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +24,12 @@ RESUME_TASK = "approvals.resume_paused_executions"  # approvals/tasks.py: held p
 
 def may_approve_tool(user: User | None, action: ActionType) -> bool:
     """Who accepts what a downstream tool now says and takes: the system's business owner, who answers for what the
-    agents do there, or whoever may configure the system's connector (integrators, superusers), who chose the server.
-    Never an agent (no door of theirs calls this). None: the command line."""
+    agents do there, or a superuser. Not an integrator: they choose which server a connector talks to, and approving
+    its new definition would let them change, alone, what agents may send (the action's payload schema is the
+    owner's term). Never an agent (no door of theirs calls this). None: the command line."""
     if user is None:
         return True
-    return user.is_active and (action.system.owner_id == user.pk or may_configure_connections(user))
+    return user.is_active and (action.system.owner_id == user.pk or user.is_superuser)
 
 
 @transaction.atomic

@@ -246,9 +246,11 @@ def test_someone_without_the_right_cannot_approve_the_new_definition(ledger, f, 
     digest = ledger.action.tool_pending["digest"]
     other_owner = f.UserFactory(username="other-owner", roles=[Role.BUSINESS_OWNERS])
     approver = f.UserFactory(username="some-approver", roles=[Role.APPROVERS])
+    integrator = f.UserFactory(username="some-integrator", roles=[Role.INTEGRATORS])  # chose the server: not its terms
 
-    with pytest.raises(PermissionDenied):
-        action_tool_approve(action_id=ledger.action.pk, user=approver, channel="admin", seen_digest=digest)
+    for person in (approver, integrator):
+        with pytest.raises(PermissionDenied):
+            action_tool_approve(action_id=ledger.action.pk, user=person, channel="admin", seen_digest=digest)
     client.force_login(other_owner)
     page = reverse("admin:governance_actiontype_approve_tool", args=[ledger.action.pk])
     assert "approves its tools" in client.get(page).content.decode()
